@@ -1,0 +1,76 @@
+"""The wire format between the front-end, the workers and the collector.
+
+Front-end -> worker (one ZeroMQ PUSH/PULL pair per worker), multipart:
+    [b"B", header, events]   a batch: header is msgpack
+                             {"now": float, "paths": {id: "eth.ipv4.tcp", ...}},
+                             events is the raw buffer of an EVENT array
+                             (zero-copy on both sides; possibly empty: an empty
+                             batch still advances the worker's clock)
+    [b"E", header]           end of stream: {"now": float}; the worker expires
+                             what is idle at `now`, flushes the rest as
+                             "shutdown" and reports its statistics.
+
+Worker -> collector (all workers PUSH into one PULL), multipart:
+    [b"R", records]          msgpack list of records, each a list in
+                             `pipeline.record.FIELDS` order
+    [b"D", stats]            msgpack dict: this worker is done; its statistics
+
+Collector -> supervisor:
+    [b"S", stats]            msgpack dict: everything written, the collector's
+                             statistics and the workers' ones.
+
+One EVENT row is one IP datagram (or a reassembled fragmented datagram) at one
+encapsulation depth, already keyed: the worker never parses packets again.
+"""
+import numpy as np
+
+EVENT = np.dtype([
+    ("key", "<u8"),       # symmetric session-key hash (addresses, ports, proto, VLANs, tunnel context)
+    ("fidx", "<u8"),      # global index of the frame that completed this datagram
+    ("ts", "<f8"),        # packet time, epoch seconds
+    ("wirelen", "<u4"),   # sum of the frames' original (wire) lengths
+    ("caplen", "<u4"),    # sum of the frames' captured lengths
+    ("ncap", "<u2"),      # frames that carried this datagram (fragments: > 1)
+    ("dir", "u1"),        # 0: the source is the canonical lower endpoint, 1: the higher
+    ("ipver", "u1"),      # 4 or 6
+    ("proto", "u1"),      # transport protocol number (after IPv6 extension headers)
+    ("depth", "u1"),      # 0 for the outermost IP layer, +1 per tunnel
+    ("tcpflags", "u1"),   # TCP flags byte (FIN 1, SYN 2, RST 4, PSH 8, ACK 16, ...), 0 otherwise
+    ("nvlan", "u1"),      # number of 802.1Q tags (vlan0 outermost)
+    ("sport", "<u2"),     # source port (0 where the transport has none)
+    ("dport", "<u2"),
+    ("payload", "<u4"),   # transport payload bytes, from the IP lengths (not the capture)
+    ("seq", "<u4"),       # TCP sequence number
+    ("ack", "<u4"),       # TCP acknowledgement number
+    ("src_hi", ">u8"),    # source address as 16 big-endian bytes (IPv4: first 4 bytes)
+    ("src_lo", ">u8"),
+    ("dst_hi", ">u8"),
+    ("dst_lo", ">u8"),
+    ("vlan0", "<u2"),
+    ("vlan1", "<u2"),
+    ("path", "<u2"),      # proto_path id (strings travel in the batch header)
+    ("ctx", "<u8"),       # tunnel context hash (0 at depth 0), part of the key
+    ("parent", "<u8"),    # parent (outer) session id, 0 for none
+])
+
+MSG_BATCH = b"B"
+MSG_END = b"E"
+MSG_RECORDS = b"R"
+MSG_DONE = b"D"
+MSG_STATS = b"S"
+
+# Session ids: (fidx << ID_SHIFT) | (capture_proc << DEPTH_BITS) | depth.
+# The id names the frame that opened the session, so it is the same whatever the
+# number of workers, and the front-end can name a tunnel's parent session
+# without asking the worker that owns it.
+DEPTH_BITS = 4
+ID_SHIFT = 8
+MAX_DEPTH = (1 << DEPTH_BITS) - 1
+
+
+def session_id(fidx: int, depth: int, proc: int = 0) -> int:
+    return (fidx << ID_SHIFT) | (proc << DEPTH_BITS) | depth
+
+
+def empty_events(n: int = 0) -> np.ndarray:
+    return np.zeros(n, dtype=EVENT)

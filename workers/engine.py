@@ -1,0 +1,198 @@
+"""The worker's sans-IO core: keyed event batches and time in, session records out.
+
+`feed(events)` updates sessions from the precomputed columns (no parsing),
+`advance(now)` expires idle and closed sessions and writes interim reports,
+`finish(now)` ends the stream (idle ones as "idle", the rest as "shutdown").
+Records accumulate in `records` (lists in `pipeline.record.FIELDS` order) until
+the shell takes them. Time is packet time as given by the caller: offline
+runs are deterministic and the same whatever the number of workers.
+"""
+from pipeline.record import TYPE_SESSION
+from pipeline.wire import session_id
+
+from . import tcp as tcpmod
+from .expiry import Wheel
+from .session import Session, format_ip
+from .timeouts import Timeouts
+
+IDLE, CLOSED, SHUTDOWN, EVICTED, ACTIVE = "idle", "closed", "shutdown", "evicted", "active"
+_SYN, _ACK = tcpmod.SYN, tcpmod.ACK
+_PORTED = frozenset((6, 17, 33, 132, 136))
+
+
+class Engine:
+    def __init__(self, worker: int = 0, timeouts: Timeouts = Timeouts(), sensor: str = "",
+                 proc: int = 0, max_sessions: int = 0, plugins=()):
+        self.worker = worker
+        self.timeouts = timeouts
+        self.sensor = sensor
+        self.proc = proc
+        self.max_sessions = max_sessions
+        self.plugins = list(plugins)
+        self.packet_plugins = [p for p in self.plugins if getattr(p, "per_packet", False)]
+        self.table = {}
+        self.wheel = Wheel()
+        self.paths = {}
+        self.records = []
+        self.now = 0.0
+        self.stats = {"events": 0, "sessions": 0, "records": 0, "final_records": 0, "evicted": 0}
+
+    # -- input ---------------------------------------------------------------
+    def add_paths(self, paths: dict) -> None:
+        for k, v in paths.items():
+            self.paths[int(k)] = v
+
+    def feed(self, ev) -> None:
+        """Update sessions from one batch of EVENT rows (in frame order)."""
+        n = len(ev)
+        if not n:
+            return
+        self.stats["events"] += n
+        keys = ev["key"].tolist()
+        cols = zip(keys, ev["ts"].tolist(), ev["dir"].tolist(), ev["wirelen"].tolist(),
+                   ev["caplen"].tolist(), ev["ncap"].tolist(), ev["payload"].tolist(),
+                   ev["tcpflags"].tolist())
+        seqs = None
+        get = self.table.get
+        close_expiry = self.timeouts.close_expiry
+        tcp_update = tcpmod.update
+        pp = self.packet_plugins
+        for i, (k, t, d, w, cl, nc, pl, fl) in enumerate(cols):
+            s = get(k)
+            if s is None:
+                s = self._open(ev, i, k, t, d, fl)
+            elif t - s.last >= s.timeout or (fl & _SYN and not fl & _ACK and s.tcp is not None and s.tcp.closed):
+                self._end(s, CLOSED if (s.tcp is not None and s.tcp.closed and close_expiry) else IDLE)
+                s = self._open(ev, i, k, t, d, fl)
+            if t > s.last:
+                s.last = t
+            c = s.c
+            o = 6 * d
+            c[o] += 1
+            c[o + 1] += w
+            c[o + 2] += nc
+            c[o + 3] += cl
+            if pl:
+                c[o + 4] += 1
+                c[o + 5] += pl
+            if fl:
+                if seqs is None:
+                    seqs = ev["seq"].tolist()
+                st = s.tcp
+                if st is None:
+                    st = s.tcp = tcpmod.TcpState()
+                if tcp_update(st, d, d == s.client_dir, fl, seqs[i], pl, t) and close_expiry:
+                    s.timeout = self.timeouts.close_linger
+                    self.wheel.file(s, s.last + s.timeout)
+            if pp:
+                for p in pp:
+                    p.on_packet(s, ev[i])
+
+    def _open(self, ev, i, k, t, d, fl) -> Session:
+        if self.max_sessions and len(self.table) >= self.max_sessions:
+            victim = self.wheel.oldest()
+            if victim is not None:
+                self.stats["evicted"] += 1
+                self._end(victim, EVICTED)
+        r = ev[i]
+        ipver, proto = int(r["ipver"]), int(r["proto"])
+        sport, dport = int(r["sport"]), int(r["dport"])
+        src = format_ip(ipver, int(r["src_hi"]), int(r["src_lo"]))
+        dst = format_ip(ipver, int(r["dst_hi"]), int(r["dst_lo"]))
+        ported = proto in _PORTED
+        sp = sport if ported else None
+        dp = dport if ported else None
+        lower, upper = ((src, sp), (dst, dp)) if d == 0 else ((dst, dp), (src, sp))
+        nv = int(r["nvlan"])
+        vlans = tuple(v for v in (int(r["vlan0"]), int(r["vlan1"]))[:nv])
+        path = self.paths.get(int(r["path"]), "")
+        depth = int(r["depth"])
+        # the first packet's sender is the client, unless it is a SYN-ACK (capture began mid-handshake)
+        client_dir = d if not (fl & _SYN and fl & _ACK) else 1 - d
+        timeout = self.timeouts.idle_for(proto, sport, dport)
+        s = Session(k, session_id(int(r["fidx"]), depth, self.proc), int(r["parent"]), depth, client_dir, t,
+                    timeout, (ipver, proto, lower[0], lower[1], upper[0], upper[1], vlans, path))
+        self.table[k] = s
+        self.stats["sessions"] += 1
+        active = self.timeouts.active
+        s.next_report = t + active if active > 0 else float("inf")
+        self.wheel.file(s, min(t + timeout, s.next_report))
+        for p in self.plugins:
+            p.on_start(s)
+        return s
+
+    # -- time ----------------------------------------------------------------
+    def advance(self, now: float) -> None:
+        """Expire what is due at `now` and write interim reports of long sessions."""
+        if now > self.now:
+            self.now = now
+        now = self.now
+        active = self.timeouts.active
+        close_expiry = self.timeouts.close_expiry
+        refile = []
+        for s in self.wheel.due(now):
+            deadline = s.last + s.timeout
+            if deadline <= now:
+                self._end(s, CLOSED if (s.tcp is not None and s.tcp.closed and close_expiry) else IDLE)
+                continue
+            if s.next_report <= now:
+                self._report(s, False, ACTIVE)
+                while s.next_report <= now:
+                    s.next_report += active
+            refile.append(s)
+        for s in refile:
+            self.wheel.file(s, min(s.last + s.timeout, s.next_report))
+
+    def finish(self, now: float) -> None:
+        """End of stream: expire what is due, then end every open session as shutdown."""
+        self.advance(now)
+        for s in sorted(self.table.values(), key=lambda x: x.id):
+            self._end(s, SHUTDOWN)
+
+    # -- output --------------------------------------------------------------
+    def take_records(self) -> list:
+        r, self.records = self.records, []
+        return r
+
+    def _end(self, s: Session, reason: str) -> None:
+        s.ended = True
+        if self.table.get(s.key) is s:
+            del self.table[s.key]
+        for p in self.plugins:
+            p.on_expire(s)
+        self._report(s, True, reason)
+
+    def _report(self, s: Session, final: bool, reason: str) -> None:
+        s.reports += 1
+        c = s.c
+        u = 6 * s.client_dir
+        dn = 6 - u
+        ipver, proto, lip, lport, hip, hport, vlans, path = s.meta
+        if s.client_dir == 0:
+            cip, cport, sip, sport = lip, lport, hip, hport
+        else:
+            cip, cport, sip, sport = hip, hport, lip, lport
+        st = s.tcp
+        rec = [TYPE_SESSION, final, reason, s.id, s.parent_id or None, self.sensor, self.worker, s.reports,
+               round(s.start, 6), round(s.last, 6), round(s.last - s.start, 6), ipver, proto,
+               cip, cport, sip, sport, list(vlans) if vlans else None, path,
+               c[0] + c[6], c[u], c[dn],
+               c[1] + c[7], c[u + 1], c[dn + 1],
+               c[2] + c[8], c[u + 2], c[dn + 2],
+               c[3] + c[9], c[u + 3], c[dn + 3],
+               c[4] + c[10], c[u + 4], c[dn + 4],
+               c[5] + c[11], c[u + 5], c[dn + 5],
+               round(st.rtt, 6) if st is not None and st.rtt is not None else None,
+               st.retrans if st is not None else 0,
+               st.flags if st is not None else 0,
+               s.content_class, s.content_type, s.content_flags, s.app, s.family]
+        if s.extra:
+            rec.append(s.extra)
+        self.records.append(rec)
+        self.stats["records"] += 1
+        if final:
+            self.stats["final_records"] += 1
+
+    @property
+    def open_sessions(self) -> int:
+        return len(self.table)

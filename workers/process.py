@@ -1,0 +1,66 @@
+"""The worker process: a thin ZeroMQ shell around `workers.engine.Engine`.
+
+It pulls keyed event batches from the front-end, feeds the engine, and pushes
+the records it produces to the collector in batches; at end of stream it
+flushes every open session and reports its statistics.
+"""
+import signal
+
+import msgpack
+import numpy as np
+import zmq
+
+from pipeline import wire
+
+from .engine import Engine
+from .plugins import load
+
+RECORDS_PER_MESSAGE = 4096
+
+
+def title(name: str) -> None:
+    try:
+        import setproctitle
+        setproctitle.setproctitle(name)
+    except Exception:  # a missing title is cosmetic, never fatal
+        pass
+
+
+def run(index: int, cfg: dict) -> None:
+    title(f"pipeline: worker {index}")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVHWM, 4)
+    pull.connect(cfg["worker_addrs"][index])
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.SNDHWM, 64)
+    push.setsockopt(zmq.LINGER, -1)
+    push.connect(cfg["collector_addr"])
+    eng = Engine(index, cfg["timeouts"], cfg["sensor"], cfg.get("proc", 0), cfg.get("max_sessions", 0),
+                 load(cfg.get("plugins", ())))
+
+    def flush():
+        recs = eng.take_records()
+        for i in range(0, len(recs), RECORDS_PER_MESSAGE):
+            push.send_multipart([wire.MSG_RECORDS, msgpack.packb(recs[i:i + RECORDS_PER_MESSAGE])])
+
+    while True:
+        parts = pull.recv_multipart(copy=False)
+        kind = parts[0].bytes
+        hdr = msgpack.unpackb(parts[1].bytes, strict_map_key=False)
+        if kind == wire.MSG_BATCH:
+            if hdr.get("paths"):
+                eng.add_paths(hdr["paths"])
+            eng.feed(np.frombuffer(parts[2].buffer, dtype=wire.EVENT))
+            eng.advance(hdr["now"])
+            flush()
+        elif kind == wire.MSG_END:
+            eng.finish(hdr["now"])
+            flush()
+            stats = dict(eng.stats, worker=index, open_at_end=0)
+            push.send_multipart([wire.MSG_DONE, msgpack.packb(stats)])
+            break
+    pull.close(0)
+    push.close()
+    ctx.term()

@@ -1,0 +1,42 @@
+"""Per-class session timeouts (the Suricata `flow-timeout` concern, in one place).
+
+Defaults (seconds), chosen like the peers': TCP 300, UDP 60, ICMP/ICMPv6 60,
+other transports 60, DNS (UDP port 53) 15. A TCP session that closed (FIN both
+ways, or RST) ends after the close linger (5 s) of inactivity, so trailing ACKs
+stay inside it. `--idle-timeout S` sets one idle timeout for every class.
+Interim records go out every `active` seconds of a session's life (0: never).
+"""
+from dataclasses import dataclass
+
+TCP, UDP, ICMP, OTHER, DNS = "tcp", "udp", "icmp", "other", "dns"
+DEFAULT_IDLE = {TCP: 300.0, UDP: 60.0, ICMP: 60.0, OTHER: 60.0, DNS: 15.0}
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    tcp: float = DEFAULT_IDLE[TCP]
+    udp: float = DEFAULT_IDLE[UDP]
+    icmp: float = DEFAULT_IDLE[ICMP]
+    other: float = DEFAULT_IDLE[OTHER]
+    dns: float = DEFAULT_IDLE[DNS]
+    close_linger: float = 5.0
+    close_expiry: bool = True
+    active: float = 300.0
+
+    @classmethod
+    def make(cls, idle_timeout=None, active_timeout=300.0, close_linger=5.0, close_expiry=True):
+        idle = dict(DEFAULT_IDLE)
+        if idle_timeout is not None:
+            idle = {k: float(idle_timeout) for k in idle}
+        return cls(idle[TCP], idle[UDP], idle[ICMP], idle[OTHER], idle[DNS],
+                   float(close_linger), bool(close_expiry), float(active_timeout))
+
+    def idle_for(self, proto: int, sport: int, dport: int) -> float:
+        """The idle timeout of a session's class, decided from its first datagram."""
+        if proto == 6:
+            return self.tcp
+        if proto == 17:
+            return self.dns if (sport == 53 or dport == 53) else self.udp
+        if proto in (1, 58):
+            return self.icmp
+        return self.other
