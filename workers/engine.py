@@ -7,17 +7,17 @@ Records accumulate in `records` (lists in `pipeline.record.FIELDS` order) until
 the shell takes them. Time is packet time as given by the caller: offline
 runs are deterministic and the same whatever the number of workers.
 """
-from pipeline.record import TYPE_SESSION
+from pipeline.record import INDEX, TYPE_SESSION
 from pipeline.wire import session_id
 
 from . import tcp as tcpmod
 from .expiry import Wheel
-from .session import Session, format_ip
+from .session import Session
 from .timeouts import Timeouts
 
 IDLE, CLOSED, SHUTDOWN, EVICTED, ACTIVE = "idle", "closed", "shutdown", "evicted", "active"
 _SYN, _ACK = tcpmod.SYN, tcpmod.ACK
-_PORTED = frozenset((6, 17, 33, 132, 136))
+_EXT_FIELDS = tuple((INDEX[n], n) for n in ("content_class", "content_type", "content_flags", "app", "family"))
 
 
 class Engine:
@@ -48,16 +48,16 @@ class Engine:
         if not n:
             return
         self.stats["events"] += n
-        keys = ev["key"].tolist()
-        cols = zip(keys, ev["ts"].tolist(), ev["dir"].tolist(), ev["wirelen"].tolist(),
+        cols = zip(ev["key"].tolist(), ev["ts"].tolist(), ev["dir"].tolist(), ev["wirelen"].tolist(),
                    ev["caplen"].tolist(), ev["ncap"].tolist(), ev["payload"].tolist(),
-                   ev["tcpflags"].tolist())
-        seqs = None
+                   ev["tcpflags"].tolist(), ev["seq"].tolist())
         get = self.table.get
         close_expiry = self.timeouts.close_expiry
         tcp_update = tcpmod.update
+        new_tcp = tcpmod.TcpState
+        hs_done = tcpmod.HS_DONE
         pp = self.packet_plugins
-        for i, (k, t, d, w, cl, nc, pl, fl) in enumerate(cols):
+        for i, (k, t, d, w, cl, nc, pl, fl, seq) in enumerate(cols):
             s = get(k)
             if s is None:
                 s = self._open(ev, i, k, t, d, fl)
@@ -76,12 +76,12 @@ class Engine:
                 c[o + 4] += 1
                 c[o + 5] += pl
             if fl:
-                if seqs is None:
-                    seqs = ev["seq"].tolist()
                 st = s.tcp
                 if st is None:
-                    st = s.tcp = tcpmod.TcpState()
-                if tcp_update(st, d, d == s.client_dir, fl, seqs[i], pl, t) and close_expiry:
+                    st = s.tcp = new_tcp()
+                if not pl and not fl & 0x07 and st.hs == hs_done:
+                    st.flags |= fl          # a pure ACK after the handshake changes nothing else
+                elif tcp_update(st, d, d == s.client_dir, fl, seq, pl, t) and close_expiry:
                     s.timeout = self.timeouts.close_linger
                     self.wheel.file(s, s.last + s.timeout)
             if pp:
@@ -94,24 +94,13 @@ class Engine:
             if victim is not None:
                 self.stats["evicted"] += 1
                 self._end(victim, EVICTED)
-        r = ev[i]
-        ipver, proto = int(r["ipver"]), int(r["proto"])
-        sport, dport = int(r["sport"]), int(r["dport"])
-        src = format_ip(ipver, int(r["src_hi"]), int(r["src_lo"]))
-        dst = format_ip(ipver, int(r["dst_hi"]), int(r["dst_lo"]))
-        ported = proto in _PORTED
-        sp = sport if ported else None
-        dp = dport if ported else None
-        lower, upper = ((src, sp), (dst, dp)) if d == 0 else ((dst, dp), (src, sp))
-        nv = int(r["nvlan"])
-        vlans = tuple(v for v in (int(r["vlan0"]), int(r["vlan1"]))[:nv])
-        path = self.paths.get(int(r["path"]), "")
-        depth = int(r["depth"])
+        (_, fidx, _, _, _, _, _, _, proto, depth, _, _, sport, dport, _, _, _,
+         _, _, _, _, _, _, pid, _, parent) = ev[i].item()
         # the first packet's sender is the client, unless it is a SYN-ACK (capture began mid-handshake)
         client_dir = d if not (fl & _SYN and fl & _ACK) else 1 - d
         timeout = self.timeouts.idle_for(proto, sport, dport)
-        s = Session(k, session_id(int(r["fidx"]), depth, self.proc), int(r["parent"]), depth, client_dir, t,
-                    timeout, (ipver, proto, lower[0], lower[1], upper[0], upper[1], vlans, path))
+        s = Session(k, session_id(fidx, depth, self.proc), parent, depth, client_dir, t, timeout,
+                    ev[i].tobytes(), self.paths.get(pid, ""))
         self.table[k] = s
         self.stats["sessions"] += 1
         active = self.timeouts.active
@@ -185,9 +174,14 @@ class Engine:
                round(st.rtt, 6) if st is not None and st.rtt is not None else None,
                st.retrans if st is not None else 0,
                st.flags if st is not None else 0,
-               s.content_class, s.content_type, s.content_flags, s.app, s.family]
-        if s.extra:
-            rec.append(s.extra)
+               None, None, None, None, None]
+        ext = s.ext
+        if ext:
+            for j, name in _EXT_FIELDS:
+                if name in ext:
+                    rec[j] = ext[name]
+            if ext.get("extra"):
+                rec.append(ext["extra"])
         self.records.append(rec)
         self.stats["records"] += 1
         if final:

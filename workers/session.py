@@ -12,17 +12,24 @@ get_session_parent, get_session_protocol_index, ..., get_session_next /
 get_session_previous in the expiry list) under Python names.
 """
 import socket
+from array import array
 
+import numpy as np
+
+from pipeline.wire import EVENT
+
+_PORTED = frozenset((6, 17, 33, 132, 136))
+_ZERO12 = array("q", bytes(96))
 PKT, BYTE, CAP_PKT, CAP_BYTE, DATA_PKT, DATA_BYTE = range(6)
 
 
 class Session:
+    """One bidirectional session. About 0.9 KiB with its table entry: the first
+    packet's row is kept as raw bytes and decoded only when a record is written."""
     __slots__ = ("key", "id", "parent_id", "depth", "client_dir", "start", "last", "timeout",
-                 "c", "tcp", "meta", "reports", "next_report", "slot", "ended",
-                 "user", "protocol_data", "content_class", "content_type", "content_flags",
-                 "app", "family", "extra", "_wheel")
+                 "c", "tcp", "first", "path", "reports", "next_report", "slot", "ended", "ext", "_wheel")
 
-    def __init__(self, key, sid, parent_id, depth, client_dir, ts, timeout, meta):
+    def __init__(self, key, sid, parent_id, depth, client_dir, ts, timeout, first, path):
         self.key = key
         self.id = sid
         self.parent_id = parent_id
@@ -31,19 +38,37 @@ class Session:
         self.start = ts
         self.last = ts
         self.timeout = timeout
-        self.c = [0] * 12
+        self.c = array("q", _ZERO12)
         self.tcp = None
-        self.meta = meta            # (ipver, proto, lower ip, lower port, higher ip, higher port, vlans, path)
+        self.first = first          # the opening EVENT row, raw
+        self.path = path
         self.reports = 0
         self.next_report = 0.0
         self.slot = -1
         self.ended = False
-        self.user = None
-        self.protocol_data = None
-        self.content_class = self.content_type = self.content_flags = None
-        self.app = self.family = None
-        self.extra = None
+        self.ext = None             # rarely used attributes (user data, protocol data, content, app, extra)
         self._wheel = None
+
+    @property
+    def meta(self):
+        """(ipver, proto, lower ip, lower port, higher ip, higher port, vlans, path), from the first row."""
+        (_, _, _, _, _, _, d, ipver, proto, _, _, nv, sport, dport, _, _, _,
+         sh, sl, dh, dl, v0, v1, _, _, _) = np.frombuffer(self.first, EVENT)[0].item()
+        src, dst = format_ip(ipver, sh, sl), format_ip(ipver, dh, dl)
+        if proto not in _PORTED:
+            sport = dport = None
+        vlans = (v0, v1)[:nv] if nv else ()
+        if d == 0:
+            return ipver, proto, src, sport, dst, dport, vlans, self.path
+        return ipver, proto, dst, dport, src, sport, vlans, self.path
+
+    def _get(self, name):
+        return self.ext.get(name) if self.ext else None
+
+    def _set(self, name, value):
+        if self.ext is None:
+            self.ext = {}
+        self.ext[name] = value
 
     # -- identity and protocol hierarchy -------------------------------------
     @property
@@ -65,7 +90,7 @@ class Session:
 
     @property
     def protocol_hierarchy(self):
-        return tuple(self.meta[7].split("."))
+        return tuple(self.path.split("."))
 
     @property
     def protocol_index(self):
@@ -74,16 +99,15 @@ class Session:
 
     @property
     def proto_path(self):
-        return self.meta[7]
+        return self.path
 
     @property
     def vlan(self):
         return list(self.meta[6]) if self.meta[6] else None
 
     def _endpoint(self, lower):
-        ip = self.meta[2] if lower else self.meta[4]
-        port = self.meta[3] if lower else self.meta[5]
-        return ip, port
+        m = self.meta
+        return (m[2], m[3]) if lower else (m[4], m[5])
 
     @property
     def client(self):
@@ -95,22 +119,25 @@ class Session:
         return self._endpoint(self.client_dir == 1)
 
     # -- user context and per-protocol data ----------------------------------
-    @property
-    def user_data(self):
-        return self.user
-
-    @user_data.setter
-    def user_data(self, value):
-        self.user = value
+    user_data = property(lambda s: s._get("user"), lambda s, v: s._set("user", v))
+    content_class = property(lambda s: s._get("content_class"), lambda s, v: s._set("content_class", v))
+    content_type = property(lambda s: s._get("content_type"), lambda s, v: s._set("content_type", v))
+    content_flags = property(lambda s: s._get("content_flags"), lambda s, v: s._set("content_flags", v))
+    app = property(lambda s: s._get("app"), lambda s, v: s._set("app", v))
+    family = property(lambda s: s._get("family"), lambda s, v: s._set("family", v))
+    extra = property(lambda s: s._get("extra"), lambda s, v: s._set("extra", v),
+                     doc="dict of fields a plugin adds to the session's records")
 
     def session_data(self, protocol):
         """Per-protocol data attached by parsers or plugins (MMT: get_session_protocol_data)."""
-        return (self.protocol_data or {}).get(protocol)
+        return (self._get("protocol_data") or {}).get(protocol)
 
     def set_session_data(self, protocol, value):
-        if self.protocol_data is None:
-            self.protocol_data = {}
-        self.protocol_data[protocol] = value
+        pd = self._get("protocol_data")
+        if pd is None:
+            pd = {}
+            self._set("protocol_data", pd)
+        pd[protocol] = value
 
     # -- counters --------------------------------------------------------------
     def _total(self, i):
