@@ -42,10 +42,10 @@ EVENT = np.dtype([
     ("payload", "<u4"),   # transport payload bytes, from the IP lengths (not the capture)
     ("seq", "<u4"),       # TCP sequence number
     ("ack", "<u4"),       # TCP acknowledgement number
-    ("src_hi", ">u8"),    # source address as 16 big-endian bytes (IPv4: first 4 bytes)
-    ("src_lo", ">u8"),
-    ("dst_hi", ">u8"),
-    ("dst_lo", ">u8"),
+    ("src_hi", "<u8"),    # source address bytes 0-7 as a big-endian number (IPv4: in the top 32 bits)
+    ("src_lo", "<u8"),    # bytes 8-15
+    ("dst_hi", "<u8"),
+    ("dst_lo", "<u8"),
     ("vlan0", "<u2"),
     ("vlan1", "<u2"),
     ("path", "<u2"),      # proto_path id (strings travel in the batch header)

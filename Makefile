@@ -1,0 +1,45 @@
+# Set-up and everyday targets. `make demo` and `make test` work on a fresh clone.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIPELINE := $(BIN)/pipeline
+DEMO_DIR := out/demo
+
+.PHONY: install demo test test-fast bench compat clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(PIPELINE): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e .
+	@touch $(PIPELINE)
+
+install: $(PIPELINE)
+
+$(BIN)/pytest: $(PIPELINE)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(BIN)/pytest
+
+demo: install
+	@mkdir -p $(DEMO_DIR)
+	$(BIN)/python -m pipeline.tracegen $(DEMO_DIR)/demo.pcap --sessions 300 --truth $(DEMO_DIR)/truth.json
+	$(PIPELINE) start --workers 2 --read $(DEMO_DIR)/demo.pcap --output jsonl:$(DEMO_DIR)/sessions.jsonl --stats-json $(DEMO_DIR)/run.json
+	@echo "records: $(DEMO_DIR)/sessions.jsonl  statistics: $(DEMO_DIR)/run.json"
+	@head -n 2 $(DEMO_DIR)/sessions.jsonl
+
+# pytest exits 5 when it collects nothing: not a failure of the code under test
+test: $(BIN)/pytest
+	$(BIN)/python -m pytest -q -ra || [ $$? -eq 5 ]
+
+test-fast: $(BIN)/pytest
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: install
+	$(BIN)/python bench/run.py
+
+compat: install
+	$(PY) ../shared/checks/nfstream_compat.py
+
+clean:
+	rm -rf out build *.egg-info

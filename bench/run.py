@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""`make bench`: the whole benchmark, end to end and per stage, with the peers side by side.
+
+    .venv/bin/python bench/run.py [--packets 1000000] [--seed 20261127] [--workers 2]
+
+1. Makes the trace: ../shared/bench/synth_pcap.py when present (the workload the
+   project is judged on), else the project's own generator.
+2. End to end: wall time of `pipeline start --workers N --read T` (start-up
+   included), and of NFStream (1 meter, no DPI, no statistics) and
+   `argus -r T -w out` when they are installed (bench/peers.sh installs them).
+3. Per stage, one core each: front-end decode+key+shard, one worker's session
+   update, collector JSON lines; memory per open session (200k sessions).
+4. Prints the table and the ratios, writes bench/out/results.json.
+Nothing here asserts a duration: the figures go to docs/benchmarks.md.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED_SYNTH = ROOT.parent / "shared" / "bench" / "synth_pcap.py"
+PEERS_PY = ROOT / "bench" / ".peers" / "bin" / "python"
+OUT = ROOT / "bench" / "out"
+
+
+def make_trace(path, packets, seed):
+    if SHARED_SYNTH.exists():
+        subprocess.run([sys.executable, str(SHARED_SYNTH), str(path), "--packets", str(packets), "--seed", str(seed)],
+                       check=True, stdout=subprocess.DEVNULL)
+        return "../shared/bench/synth_pcap.py"
+    from pipeline import tracegen
+    frames, _ = tracegen.build(seed=seed, sessions=max(10, packets // 40))
+    tracegen.write_pcap(str(path), frames)
+    return "pipeline.tracegen (../shared absent)"
+
+
+def timed(cmd, **kw):
+    t = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    return time.perf_counter() - t, p
+
+
+def end_to_end(trace, workers, tmp):
+    exe = str(Path(sys.executable).parent / "pipeline")
+    st = tmp / "st.json"
+    wall, p = timed([exe, "start", "--workers", str(workers), "--read", str(trace),
+                     "--output", f"jsonl:{tmp / 's.jsonl'}", "--stats-json", str(st), "--quiet"])
+    if p.returncode != 0:
+        raise SystemExit(f"pipeline failed: {p.stderr.strip()}")
+    return wall, json.loads(st.read_text())
+
+
+NFSTREAM_SNIPPET = """
+import sys, time
+from nfstream import NFStreamer
+n = 0
+for f in NFStreamer(source=sys.argv[1], n_meters=1, n_dissections=0, statistical_analysis=False):
+    n += 1
+print(n)
+"""
+
+
+def nfstream(trace):
+    if not PEERS_PY.exists():
+        return None
+    wall, p = timed([str(PEERS_PY), "-c", NFSTREAM_SNIPPET, str(trace)])
+    return wall if p.returncode == 0 else None
+
+
+def argus(trace, tmp):
+    exe = shutil.which("argus")
+    if not exe:
+        return None
+    out = tmp / "argus.out"
+    wall, p = timed([exe, "-r", str(trace), "-w", str(out)])
+    return wall if p.returncode == 0 else None
+
+
+def stage_frontend(trace, workers):
+    from pipeline.frontend.core import FrontEnd
+    from pipeline.frontend.readers import open_capture
+    from workers.timeouts import Timeouts
+    fe = FrontEnd(workers, Timeouts())
+    r = open_capture(str(trace))
+    events = []
+    t = time.perf_counter()
+    for chunk in r.chunks(16384):
+        for _, parts in fe.process(chunk):
+            events.append(parts[0])
+    dt = time.perf_counter() - t
+    return fe.stats["frames_read"] / dt, events
+
+
+def stage_worker(events):
+    from workers.engine import Engine
+    from workers.timeouts import Timeouts
+    eng = Engine(0, Timeouts(), "bench")
+    n = sum(len(e) for e in events)
+    t = time.perf_counter()
+    for e in events:
+        eng.feed(e)
+        if len(e):
+            eng.advance(float(e["ts"].max()))
+        eng.take_records()
+    eng.finish(eng.now)
+    recs = eng.take_records()
+    return n / (time.perf_counter() - t), recs
+
+
+def stage_collector(records, tmp):
+    from collector.outputs.jsonl import JsonLines
+    recs = (records * (200000 // max(1, len(records)) + 1))[:200000]
+    out = JsonLines(str(tmp / "c.jsonl"))
+    t = time.perf_counter()
+    for i in range(0, len(recs), 4096):
+        out.write(recs[i:i + 4096])
+    out.close()
+    return len(recs) / (time.perf_counter() - t)
+
+
+def stage_memory(n=200000):
+    """Worker memory per open session: RSS growth of a fresh process holding n sessions."""
+    code = f"""
+import gc, psutil, numpy as np, sys
+sys.path.insert(0, {str(ROOT)!r})
+from pipeline.wire import EVENT
+from pipeline.frontend.keying import key_rows
+from workers.engine import Engine
+from workers.timeouts import Timeouts
+n = {n}
+ev = np.zeros(n, EVENT)
+ev["ipver"] = 4; ev["proto"] = 6; ev["ts"] = 1.7e9 + np.arange(n) * 1e-4
+ev["src_hi"] = (np.arange(n, dtype=np.uint64) + np.uint64(0x0A000000)) << np.uint64(32)
+ev["dst_hi"] = np.uint64(0xAC100001) << np.uint64(32)
+ev["sport"] = 40000; ev["dport"] = 443; ev["tcpflags"] = 0x18; ev["payload"] = 100; ev["seq"] = 1
+ev["wirelen"] = 154; ev["caplen"] = 154; ev["ncap"] = 1; ev["fidx"] = np.arange(n)
+key_rows(ev)
+eng = Engine(0, Timeouts(), "bench")
+eng.add_paths({{0: "eth.ipv4.tcp"}})
+gc.collect()
+before = psutil.Process().memory_info().rss
+for lo in range(0, n, 16384):
+    eng.feed(ev[lo:lo + 16384])
+gc.collect()
+after = psutil.Process().memory_info().rss
+print(len(eng.table), after - before)
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    sessions, grown = map(int, p.stdout.split())
+    return grown / sessions, sessions
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--packets", type=int, default=1_000_000)
+    ap.add_argument("--seed", type=int, default=20261127)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--trace", help="use this capture instead of generating one")
+    ap.add_argument("--skip-stages", action="store_true")
+    a = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+    trace = Path(a.trace) if a.trace else OUT / f"synth-{a.packets}-{a.seed}.pcap"
+    source = "given"
+    if not trace.exists():
+        source = make_trace(trace, a.packets, a.seed)
+    # warm the page cache so every tool reads from memory
+    trace.read_bytes()
+    res = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+           "python": platform.python_version(), "trace": str(trace), "trace_source": source,
+           "packets": a.packets, "seed": a.seed, "workers": a.workers}
+    wall, st = end_to_end(trace, a.workers, tmp)
+    frames = st["frames_read"]
+    res.update(frames=frames, sessions=st["sessions"], pipeline_s=round(wall, 3), pipeline_fps=round(frames / wall))
+    nf = nfstream(trace)
+    ar = argus(trace, tmp)
+    res["nfstream_s"] = round(nf, 3) if nf else None
+    res["argus_s"] = round(ar, 3) if ar else None
+    if nf:
+        res["ratio_vs_nfstream"] = round(nf / wall, 2)
+    if ar:
+        res["ratio_vs_argus"] = round(ar / wall, 2)
+    if not a.skip_stages:
+        fe_fps, events = stage_frontend(trace, 1)
+        w_fps, recs = stage_worker(events)
+        res["frontend_fps"] = round(fe_fps)
+        res["worker_fps"] = round(w_fps)
+        res["collector_rps"] = round(stage_collector(recs, tmp))
+        per, n = stage_memory()
+        res["bytes_per_session"] = round(per)
+        res["memory_sessions"] = n
+    shutil.rmtree(tmp, ignore_errors=True)
+    (OUT / "results.json").write_text(json.dumps(res, indent=1) + "\n")
+    w = max(len(k) for k in res)
+    for k, v in res.items():
+        print(f"{k:<{w}}  {v}")
+
+
+if __name__ == "__main__":
+    main()

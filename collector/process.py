@@ -1,0 +1,51 @@
+"""The collector process: pulls record batches from every worker, writes them out.
+
+It knows how many workers feed it and ends when each has said it is done;
+then it closes (and fsyncs) its outputs and reports to the supervisor, so a run
+exits only once every record is on disk.
+"""
+import signal
+
+import msgpack
+import zmq
+
+from pipeline import wire
+
+from . import outputs
+from .merge import Merger
+
+
+def run(cfg: dict) -> None:
+    from workers.process import title
+    title("pipeline: collector")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVHWM, 256)
+    pull.bind(cfg["collector_addr"])
+    control = ctx.socket(zmq.PUSH)
+    control.setsockopt(zmq.LINGER, -1)
+    control.connect(cfg["control_addr"])
+    outs = [outputs.make(s) for s in cfg["outputs"]]
+    merger = Merger()
+    done = {}
+    while len(done) < cfg["workers"]:
+        kind, body = pull.recv_multipart()
+        if kind == wire.MSG_RECORDS:
+            recs = msgpack.unpackb(body)
+            merger.add(recs)
+            for o in outs:
+                o.write(recs)
+        elif kind == wire.MSG_DONE:
+            st = msgpack.unpackb(body)
+            done[st["worker"]] = st
+    for o in outs:
+        o.close()
+    stats = {"records": merger.records, "final_records": merger.final_records,
+             "sessions_seen": len(merger.sessions) + merger.finished,
+             "outputs": {o.kind + ":" + o.target: o.written for o in outs},
+             "workers": [done[w] for w in sorted(done)]}
+    control.send_multipart([wire.MSG_STATS, msgpack.packb(stats)])
+    pull.close(0)
+    control.close()
+    ctx.term()

@@ -1,0 +1,104 @@
+"""The `pipeline` command line. Flag names are a public contract: add, never rename."""
+import argparse
+import os
+import sys
+
+from workers.timeouts import Timeouts
+
+
+def _positive_int(v):
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {v!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {v!r}")
+    return n
+
+
+def _seconds(v):
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {v!r}") from None
+    if not (x >= 0) or x == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be zero or more seconds: {v!r}")
+    return x
+
+
+def _workers(v):
+    if v == "auto":
+        return max(1, (os.cpu_count() or 2) - 1)
+    return _positive_int(v)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="pipeline", description="Bidirectional session records from network traffic.")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    st = sub.add_parser("start", help="read captures, write session records",
+                        description="Decode captures into bidirectional session records (MMT session model).")
+    st.add_argument("--read", action="append", metavar="FILE", default=[],
+                    help="pcap or pcapng file; repeat to read several, in order, as one stream")
+    st.add_argument("--interface", action="append", metavar="IFACE", default=[],
+                    help="live capture interface (not available in this version)")
+    st.add_argument("--workers", type=_workers, default=2, metavar="N",
+                    help="worker processes, each owning one session table (default 2; 'auto': cores - 1)")
+    st.add_argument("--output", action="append", metavar="KIND:TARGET",
+                    help="where records go: jsonl:PATH or jsonl:- (default jsonl:-); repeatable")
+    st.add_argument("--stats-json", metavar="PATH", help="write run statistics here at exit")
+    st.add_argument("--idle-timeout", type=_seconds, metavar="S",
+                    help="one idle timeout for every class (default: TCP 300, UDP 60, ICMP/other 60, DNS 15)")
+    st.add_argument("--active-timeout", type=_seconds, default=300.0, metavar="S",
+                    help="interim record of each open session every S seconds, 0 for none (default 300)")
+    st.add_argument("--close-linger", type=_seconds, default=5.0, metavar="S",
+                    help="a closed TCP session ends after S idle seconds (default 5)")
+    st.add_argument("--no-close-expiry", action="store_true",
+                    help="TCP FIN/RST do not end sessions (NFStream's semantics)")
+    st.add_argument("--sensor-id", metavar="NAME", help="sensor name in every record (default: host name)")
+    st.add_argument("--plugin", action="append", metavar="MODULE:CLASS",
+                    help="user plugin seeing sessions in the workers; repeatable")
+    st.add_argument("--max-sessions", type=_positive_int, metavar="N",
+                    help="per worker; when full the oldest is evicted (end_reason evicted). Default: unbounded")
+    st.add_argument("--hash-seed", type=int, default=0, metavar="N",
+                    help="seed of the session-key hash (default 0)")
+    st.add_argument("--chunk-frames", type=_positive_int, default=16384, metavar="N",
+                    help="frames per front-end chunk (default 16384)")
+    st.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = parser()
+    args = ap.parse_args(argv)
+    if args.command is None:
+        ap.print_help(sys.stderr)
+        return 2
+    if args.command == "start":
+        return _start(ap, args)
+    return 2
+
+
+def _start(ap, args) -> int:
+    if args.interface:
+        print("pipeline: error: live capture (--interface) is not available in this version; use --read", file=sys.stderr)
+        return 2
+    if not args.read:
+        print("pipeline: error: nothing to read: give --read FILE", file=sys.stderr)
+        return 2
+    from collector.outputs import OutputError, parse
+    from workers.plugins import PluginError, resolve
+    try:
+        for spec in args.output or []:
+            parse(spec)
+        for spec in args.plugin or []:
+            resolve(spec)
+    except (OutputError, PluginError) as e:
+        print(f"pipeline: error: {e}", file=sys.stderr)
+        return 2
+    timeouts = Timeouts.make(args.idle_timeout, args.active_timeout, args.close_linger, not args.no_close_expiry)
+    from .supervisor import start
+    return start(args, timeouts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

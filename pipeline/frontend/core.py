@@ -1,0 +1,241 @@
+"""The front-end's sans-IO core: capture chunks in, keyed EVENT rows per worker out.
+
+For each chunk of frames (a fixed number of frames of the input stream, so the
+work split never depends on the number of workers) it
+  1. decodes the common case with the vectorised fast path,
+  2. decodes every other frame with the slow path (link types, tunnels, ...),
+  3. reassembles fragments, names each tunnel's parent session,
+  4. keys all rows in one vectorised pass and splits them by `key % workers`,
+and accounts for every frame in exactly one class: frames_ip, frames_non_ip,
+frames_malformed, frames_unassembled (frames_dropped is for live capture).
+"""
+import zlib
+from collections import Counter
+
+import numpy as np
+
+from ..wire import EVENT, MAX_DEPTH, session_id
+from . import slowpath
+from .decoded import IP, NON_IP
+from .fastpath import PathIds, decode_fast
+from .fragments import FrameMeta, Reassembler
+from .keying import key_rows, tunnel_context
+from .tunnels import UDP_TUNNEL_PORTS
+
+_TUNNEL_PROTOS = (4, 41, 47)
+
+
+class TunnelParents:
+    """Which session a tunnel's inner packets belong under.
+
+    Session ids are derived from the frame that opens a session, so the
+    front-end can name the outer session's id without asking the worker that
+    owns it: it follows the outer session's idle expiry with the same rule and
+    timeouts as the workers (outer sessions are never TCP, so close expiry does
+    not apply). Every packet of a tunnel-capable session (GRE, IP-in-IP, a UDP
+    tunnel port) takes the slow path, so this table sees all of them.
+    """
+
+    def __init__(self, timeouts, proc: int = 0):
+        self.timeouts = timeouts
+        self.proc = proc
+        self.table = {}  # outer key -> [session id, last ts, idle timeout]
+
+    def touch(self, key: int, fidx: int, depth: int, ts: float, proto: int, sport: int, dport: int) -> int:
+        e = self.table.get(key)
+        if e is None or ts - e[1] >= e[2]:
+            e = self.table[key] = [session_id(fidx, depth, self.proc), ts,
+                                   self.timeouts.idle_for(proto, sport, dport)]
+        elif ts > e[1]:
+            e[1] = ts
+        return e[0]
+
+    def expire(self, now: float) -> None:
+        dead = [k for k, e in self.table.items() if now - e[1] >= e[2]]
+        for k in dead:
+            del self.table[k]
+
+
+def tunnel_capable(proto: int, sport: int, dport: int) -> bool:
+    return proto in _TUNNEL_PROTOS or (proto == 17 and (sport in UDP_TUNNEL_PORTS or dport in UDP_TUNNEL_PORTS))
+
+
+class FrontEnd:
+    """Frames in, per-worker keyed event arrays out. Deterministic; no I/O."""
+
+    STAT_KEYS = ("frames_read", "frames_ip", "frames_non_ip", "frames_malformed",
+                 "frames_unassembled", "frames_dropped")
+
+    def __init__(self, workers: int, timeouts, seed: int = 0, proc: int = 0,
+                 frag_timeout: float = 30.0, max_depth: int = 8):
+        self.workers = workers
+        self.seed = seed
+        self.proc = proc
+        self.paths = PathIds()
+        self.frags = Reassembler(timeout=frag_timeout)        # top-level datagrams
+        self.inner_frags = Reassembler(timeout=frag_timeout)  # inside tunnels: their frames are counted by the outer layer
+        self.parents = TunnelParents(timeouts, proc)
+        self.max_depth = min(max_depth, MAX_DEPTH)
+        self.now = 0.0
+        self.stats = dict.fromkeys(self.STAT_KEYS, 0)
+        self.extra = Counter()          # breakdowns: unsupported link types, inner packets lost, ...
+        self._chunks = 0
+        self._seg_now = 0.0
+
+    # -- per chunk -----------------------------------------------------------
+    def process(self, chunk):
+        """Decode one reader Chunk; return [(now, per-worker EVENT arrays), ...]: one
+        segment per second of packet time, so that workers expire sessions and write
+        interim reports on time however large the chunk."""
+        n = len(chunk.offsets)
+        base = self.stats["frames_read"]
+        self.stats["frames_read"] += n
+        if n:
+            self.now = max(self.now, float(chunk.ts.max()))
+        fast, slow = decode_fast(chunk.data, chunk.offsets, chunk.caplen, chunk.wirelen,
+                                 chunk.ts, chunk.linktype, self.paths)
+        fast["fidx"] += np.uint64(base)
+        self.stats["frames_ip"] += len(fast)
+        rows = [fast]
+        slow_idx = np.flatnonzero(slow)
+        if len(slow_idx):
+            rows.append(self._slow(chunk, slow_idx, base))
+        self._expire()
+        ev = np.concatenate(rows).astype(EVENT, copy=False) if len(rows) > 1 else fast
+        if len(rows) > 1:
+            ev = ev[np.argsort(ev["fidx"] * np.uint64(16) + ev["depth"], kind="stable")]
+        key_rows(ev, self.seed)
+        return [(now, self.split(part)) for now, part in self.segments(ev)]
+
+    def segments(self, ev):
+        """Cut rows where packet time (its running maximum) enters a new second."""
+        if len(ev) == 0:
+            return [(self.now, ev)]
+        run = np.maximum.accumulate(np.maximum(ev["ts"], self._seg_now))
+        sec = np.floor(run)
+        cuts = np.flatnonzero(sec[1:] != sec[:-1]) + 1
+        out = []
+        lo = 0
+        for hi in list(cuts) + [len(ev)]:
+            out.append((float(run[hi - 1]), ev[lo:hi]))
+            lo = hi
+        self._seg_now = float(run[-1])
+        out[-1] = (max(self.now, out[-1][0]), out[-1][1])
+        return out
+
+    def split(self, ev):
+        if self.workers == 1:
+            return [ev]
+        w = ev["key"] % np.uint64(self.workers)
+        return [ev[w == i] for i in range(self.workers)]
+
+    def finish(self):
+        """End of stream: datagrams never completed are counted, not lost."""
+        for frames in self.frags.flush():
+            self._unassembled(frames)
+        self._take_frag_malformed()
+        for frames in self.inner_frags.flush():
+            self.extra["inner_unassembled"] += len(frames)
+
+    def take_paths(self) -> dict:
+        return self.paths.take_new()
+
+    # -- slow path -----------------------------------------------------------
+    def _slow(self, chunk, idx, base):
+        out = []
+        data = memoryview(chunk.data)
+        offs, caps, wires, tss, lts = (chunk.offsets[idx].tolist(), chunk.caplen[idx].tolist(),
+                                       chunk.wirelen[idx].tolist(), chunk.ts[idx].tolist(),
+                                       chunk.linktype[idx].tolist())
+        st = self.stats
+        for i, off, cap, wire, ts, lt in zip(idx.tolist(), offs, caps, wires, tss, lts):
+            d = slowpath.decode(lt, data[off:off + cap], self.max_depth)
+            if d.kind != IP:
+                if d.kind == NON_IP:
+                    st["frames_non_ip"] += 1
+                    if d.error:
+                        self.extra["non_ip: " + d.error] += 1
+                else:
+                    st["frames_malformed"] += 1
+                continue
+            if d.inner_malformed:
+                self.extra["inner_malformed"] += 1
+            frame = FrameMeta(base + i, ts, wire, cap)
+            if self._layers(d.layers, [frame], out):
+                st["frames_ip"] += 1
+        self._take_frag_malformed()
+        ev = np.zeros(len(out), EVENT)
+        for j, r in enumerate(out):
+            ev[j] = r
+        return ev
+
+    def _layers(self, layers, frames, out, ctx=0, parent=0, depth=0):
+        """Rows for a frame's (or a reassembled datagram's) layers. Returns False
+        when the top layer is a fragment still waiting for the rest of its datagram."""
+        last = frames[-1]
+        for layer in layers:
+            if layer.frag is not None:
+                frags = self.frags if depth == 0 else self.inner_frags
+                dg = frags.add((ctx, layer.ipver, layer.src, layer.dst, layer.frag.ident, layer.frag.proto),
+                               layer, last)
+                if dg is None:
+                    return depth > 0
+                if depth == 0:
+                    self.stats["frames_ip"] += len(dg.frames) - 1  # the caller counts the last one
+                rest = slowpath.decode_transport(dg.first_layer, dg.payload, self.max_depth - depth)
+                self._layers(rest, dg.frames, out, ctx, parent, depth)
+                return True
+            row = self._row(layer, frames, ctx, parent, depth)
+            out.append(row)
+            if layer.tunnel is None and not tunnel_capable(layer.proto, layer.sport, layer.dport):
+                break
+            key = self._key_of(row)
+            sid = self.parents.touch(key, last.fidx, depth, last.ts, layer.proto, layer.sport, layer.dport)
+            if layer.tunnel is None:
+                break
+            parent, depth = sid, depth + 1
+            ctx = tunnel_context(key, zlib.crc32(layer.tunnel.encode()), layer.tunnel_id)
+            if depth > self.max_depth:
+                self.extra["tunnel_too_deep"] += 1
+                break
+        return True
+
+    def _row(self, layer, frames, ctx, parent, depth):
+        src = layer.src.ljust(16, b"\0")
+        dst = layer.dst.ljust(16, b"\0")
+        vl = layer.vlans
+        last = frames[-1]
+        wire = sum(f.wirelen for f in frames) if len(frames) > 1 else last.wirelen
+        cap = sum(f.caplen for f in frames) if len(frames) > 1 else last.caplen
+        return (0, last.fidx, last.ts, min(wire, 0xFFFFFFFF), min(cap, 0xFFFFFFFF), min(len(frames), 0xFFFF), 0,
+                layer.ipver, layer.proto, depth, layer.tcpflags & 0xFF, min(len(vl), 255),
+                layer.sport, layer.dport, min(layer.payload, 0xFFFFFFFF), layer.seq & 0xFFFFFFFF, layer.ack & 0xFFFFFFFF,
+                int.from_bytes(src[:8], "big"), int.from_bytes(src[8:], "big"),
+                int.from_bytes(dst[:8], "big"), int.from_bytes(dst[8:], "big"),
+                vl[0] if len(vl) > 0 else 0, vl[1] if len(vl) > 1 else 0,
+                self.paths.get(layer.path), ctx, parent)
+
+    def _key_of(self, row) -> int:
+        one = np.zeros(1, EVENT)
+        one[0] = row
+        key_rows(one, self.seed)
+        return int(one["key"][0])
+
+    # -- accounting ----------------------------------------------------------
+    def _expire(self):
+        self._chunks += 1
+        for frames in self.frags.expire(self.now):
+            self._unassembled(frames)
+        for frames in self.inner_frags.expire(self.now):
+            self.extra["inner_unassembled"] += len(frames)
+        if self._chunks % 16 == 0:
+            self.parents.expire(self.now)
+
+    def _unassembled(self, frames):
+        self.stats["frames_unassembled"] += len(frames)
+
+    def _take_frag_malformed(self):
+        for frames in self.frags.take_malformed():
+            self.stats["frames_malformed"] += len(frames)
+        for frames in self.inner_frags.take_malformed():
+            self.extra["inner_malformed"] += len(frames)

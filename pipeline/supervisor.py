@@ -1,0 +1,183 @@
+"""`pipeline start`: starts the collector and the workers, runs the front-end, accounts.
+
+Process layout (offline):
+    supervisor (this process) = capture front-end: reads, decodes, keys, shards
+      -- PUSH/PULL per worker, ipc -->  worker 0..N-1 (one session table each)
+      -- PUSH/PULL, ipc -->             collector (outputs)
+      -- collector reports back on a control socket when everything is written.
+Children are forked before any ZeroMQ context exists (fork safety); sends wait
+with a timeout so a dead child is noticed instead of blocking forever. Offline
+runs are lossless: high-water marks and blocking sends give backpressure.
+"""
+import json
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+
+import msgpack
+import zmq
+
+from collector import process as collector_process
+from workers import process as worker_process
+
+from . import wire
+from .frontend.core import FrontEnd
+from .frontend.readers import CaptureError, open_capture
+
+CHUNK_FRAMES = 16384
+
+
+class RunError(Exception):
+    """A run that cannot go on; str() is the one line the user sees."""
+
+
+def _log(msg: str) -> None:
+    print(f"pipeline: {msg}", file=sys.stderr, flush=True)
+
+
+class Run:
+    def __init__(self, args, timeouts):
+        self.args = args
+        self.timeouts = timeouts
+        self.workers = args.workers
+        self.procs = []
+
+    def check_children(self):
+        for name, p in self.procs:
+            if p.exitcode is not None and p.exitcode != 0:
+                raise RunError(f"{name} exited with status {p.exitcode}")
+
+    def send(self, sock, parts):
+        while not sock.poll(500, zmq.POLLOUT):
+            self.check_children()
+        sock.send_multipart(parts, copy=False)
+
+    def start(self, readers):
+        a = self.args
+        self.dir = tempfile.mkdtemp(prefix="pipeline-")
+        cfg = {
+            "worker_addrs": [f"ipc://{self.dir}/w{i}" for i in range(self.workers)],
+            "collector_addr": f"ipc://{self.dir}/collector",
+            "control_addr": f"ipc://{self.dir}/control",
+            "timeouts": self.timeouts,
+            "sensor": a.sensor_id or socket.gethostname(),
+            "plugins": a.plugin or [],
+            "max_sessions": a.max_sessions or 0,
+            "outputs": a.output or ["jsonl:-"],
+            "workers": self.workers,
+        }
+        self.cfg = cfg
+        mpc = mp.get_context("fork")
+        p = mpc.Process(target=collector_process.run, args=(cfg,), name="collector")
+        p.start()
+        self.procs.append(("collector", p))
+        for i in range(self.workers):
+            p = mpc.Process(target=worker_process.run, args=(i, cfg), name=f"worker {i}")
+            p.start()
+            self.procs.append((f"worker {i}", p))
+        self.ctx = zmq.Context()
+        self.control = self.ctx.socket(zmq.PULL)
+        self.control.bind(cfg["control_addr"])
+        self.pushes = []
+        for addr in cfg["worker_addrs"]:
+            s = self.ctx.socket(zmq.PUSH)
+            s.setsockopt(zmq.SNDHWM, 4)
+            s.setsockopt(zmq.LINGER, -1)
+            s.bind(addr)
+            self.pushes.append(s)
+
+    def feed(self, readers, fe):
+        for reader in readers:
+            for chunk in reader.chunks(self.args.chunk_frames):
+                for now, parts in fe.process(chunk):
+                    hdr = msgpack.packb({"now": now, "paths": fe.take_paths()})
+                    for sock, ev in zip(self.pushes, parts):
+                        self.send(sock, [wire.MSG_BATCH, hdr, ev])
+            for w in reader.warnings:
+                _log(f"warning: {w}")
+            self.damage += reader.damage
+            reader.close()
+        fe.finish()
+        end = msgpack.packb({"now": fe.now})
+        for sock in self.pushes:
+            self.send(sock, [wire.MSG_END, end])
+
+    def wait_collector(self):
+        while not self.control.poll(500):
+            self.check_children()
+        kind, body = self.control.recv_multipart()
+        return msgpack.unpackb(body, strict_map_key=False)
+
+    def stop(self):
+        for s in self.pushes:
+            s.close(0)
+        self.control.close(0)
+        self.ctx.term()
+        for _, p in self.procs:
+            p.join(10)
+            if p.is_alive():
+                p.terminate()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def abort(self):
+        for _, p in self.procs:
+            if p.is_alive():
+                p.kill()
+        for _, p in self.procs:
+            p.join(5)
+        shutil.rmtree(getattr(self, "dir", ""), ignore_errors=True)
+
+
+def start(args, timeouts) -> int:
+    readers = []
+    try:
+        for path in args.read:
+            readers.append(open_capture(path))
+    except CaptureError as e:
+        _log(f"error: {e}")
+        return 2
+    run = Run(args, timeouts)
+    run.damage = 0
+    t0 = time.monotonic()
+    fe = FrontEnd(args.workers, timeouts, seed=args.hash_seed)
+    try:
+        run.start(readers)
+        run.feed(readers, fe)
+        cstats = run.wait_collector()
+    except RunError as e:
+        run.abort()
+        _log(f"error: {e}")
+        return 1
+    except KeyboardInterrupt:
+        run.abort()
+        _log("interrupted")
+        return 130
+    run.stop()
+    elapsed = time.monotonic() - t0
+    stats = dict(fe.stats)
+    workers = cstats["workers"]
+    stats["sessions"] = sum(w["sessions"] for w in workers)
+    stats["records"] = cstats["records"]
+    stats["final_records"] = cstats["final_records"]
+    stats["evicted"] = sum(w.get("evicted", 0) for w in workers)
+    stats["capture_damage"] = run.damage
+    stats["elapsed_s"] = round(elapsed, 3)
+    stats["workers"] = [{"worker": w["worker"], "frames": w["events"], "sessions": w["sessions"],
+                         "records": w["records"], "evicted": w.get("evicted", 0)} for w in workers]
+    stats["outputs"] = cstats["outputs"]
+    stats["detail"] = dict(sorted(fe.extra.items()))
+    if args.stats_json:
+        with open(args.stats_json, "w") as fh:
+            json.dump(stats, fh, indent=1)
+            fh.write("\n")
+    if not args.quiet:
+        rate = stats["frames_read"] / elapsed if elapsed > 0 else 0
+        _log(f"{stats['frames_read']} frames ({stats['frames_ip']} ip, {stats['frames_non_ip']} non-ip, "
+             f"{stats['frames_malformed']} malformed, {stats['frames_unassembled']} unassembled) -> "
+             f"{stats['sessions']} sessions, {stats['records']} records in {elapsed:.2f}s "
+             f"({rate:,.0f} frames/s, {args.workers} workers)")
+    return 0

@@ -1,0 +1,49 @@
+"""Run the real `pipeline` command (real processes, real ZeroMQ sockets) and read what it wrote."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pipeline_cmd():
+    exe = Path(sys.executable).parent / "pipeline"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "pipeline.cli"]
+
+
+def run(reads, tmp, *extra, workers=2, timeout=300, expect_output=True):
+    tmp = Path(tmp)
+    tmp.mkdir(parents=True, exist_ok=True)
+    out, st = tmp / "s.jsonl", tmp / "st.json"
+    for p in (out, st):
+        if p.exists():
+            p.unlink()
+    cmd = pipeline_cmd() + ["start", "--workers", str(workers), "--output", f"jsonl:{out}",
+                            "--stats-json", str(st)]
+    for r in reads:
+        cmd += ["--read", str(r)]
+    cmd += list(extra)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    recs = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    stats = json.loads(st.read_text()) if st.exists() else None
+    return p, recs, stats
+
+
+def finals(recs):
+    return [r for r in recs if r["type"] == "session" and r["final"]]
+
+
+def comparable(recs, drop=("worker",)):
+    """Final records as sortable tuples, without the fields that may differ between runs."""
+    return sorted(tuple((k, json.dumps(v)) for k, v in sorted(r.items()) if k not in drop) for r in finals(recs))
+
+
+def check_identities(stats, recs):
+    """The two accounting identities of --stats-json."""
+    classes = ("frames_ip", "frames_non_ip", "frames_malformed", "frames_unassembled", "frames_dropped")
+    assert stats["frames_read"] == sum(stats[k] for k in classes), stats
+    top = sum(r["cap_packet_count"] for r in finals(recs) if r["parent_session_id"] is None)
+    assert top == stats["frames_ip"], (top, stats["frames_ip"])
