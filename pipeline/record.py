@@ -11,7 +11,7 @@ FIELDS = (
     ("type", "always \"session\""),
     ("final", "true for the record written when the session ends, false for interim reports"),
     ("end_reason", "final: idle | closed | shutdown | evicted; interim: active"),
-    ("session_id", "64-bit id, unique in the run: (frame index that opened it << 8) | (capture process << 4) | tunnel depth"),
+    ("session_id", "64-bit id, unique in the run: (number of the frame that opened it, from 1 << 8) | (capture process << 4) | tunnel depth"),
     ("parent_session_id", "the tunnel's outer session, else null"),
     ("sensor", "sensor id (--sensor-id, default the host name)"),
     ("worker", "index of the worker that owns the session"),

@@ -101,7 +101,10 @@ class Run:
                 _log(f"warning: {w}")
             self.damage += reader.damage
             reader.close()
-        fe.finish()
+        for now, parts in fe.finish():
+            hdr = msgpack.packb({"now": now, "paths": fe.take_paths()})
+            for sock, ev in zip(self.pushes, parts):
+                self.send(sock, [wire.MSG_BATCH, hdr, ev])
         end = msgpack.packb({"now": fe.now})
         for sock in self.pushes:
             self.send(sock, [wire.MSG_END, end])

@@ -26,7 +26,7 @@ import numpy as np
 
 EVENT = np.dtype([
     ("key", "<u8"),       # symmetric session-key hash (addresses, ports, proto, VLANs, tunnel context)
-    ("fidx", "<u8"),      # global index of the frame that completed this datagram
+    ("fidx", "<u8"),      # number (from 1, across all inputs) of the frame that completed this datagram
     ("ts", "<f8"),        # packet time, epoch seconds
     ("wirelen", "<u4"),   # sum of the frames' original (wire) lengths
     ("caplen", "<u4"),    # sum of the frames' captured lengths
@@ -59,10 +59,11 @@ MSG_RECORDS = b"R"
 MSG_DONE = b"D"
 MSG_STATS = b"S"
 
-# Session ids: (fidx << ID_SHIFT) | (capture_proc << DEPTH_BITS) | depth.
-# The id names the frame that opened the session, so it is the same whatever the
-# number of workers, and the front-end can name a tunnel's parent session
-# without asking the worker that owns it.
+# Session ids: (frame number << ID_SHIFT) | (capture_proc << DEPTH_BITS) | depth.
+# The id names the frame that opened the session (numbered from 1 as Wireshark
+# does, so no id is 0), so it is the same whatever the number of workers, and
+# the front-end can name a tunnel's parent session without asking the worker
+# that owns it.
 DEPTH_BITS = 4
 ID_SHIFT = 8
 MAX_DEPTH = (1 << DEPTH_BITS) - 1

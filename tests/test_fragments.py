@@ -281,8 +281,8 @@ def test_random_split_shuffle_duplicates(data):
     # the first completion has everything; a late fragment (after completion) starts a new
     # datagram, which completes only if the rest of it arrives again
     assert dgs and all(d.payload == payload and not d.truncated for d in dgs)
-    if len(pieces) > 1:
-        assert len(dgs[0].frames) >= len(pieces)
+    if len(pieces) > 1 and not extra:
+        assert len(dgs[0].frames) >= len(pieces)   # (an overlapping extra may complete it earlier)
     seen = [fr.fidx for d in dgs for fr in d.frames] + [fr.fidx for x in leftovers for fr in x]
     assert sorted(seen) == list(range(len(sends)))
 

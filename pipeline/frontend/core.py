@@ -72,7 +72,9 @@ class FrontEnd:
         self.seed = seed
         self.proc = proc
         self.paths = PathIds()
-        self.frags = Reassembler(timeout=frag_timeout)        # top-level datagrams
+        # top-level datagrams; one never completed but whose first fragment was seen is
+        # still keyed (ports from that fragment) and counted as one packet of its session
+        self.frags = Reassembler(timeout=frag_timeout, partial=True)
         self.inner_frags = Reassembler(timeout=frag_timeout)  # inside tunnels: their frames are counted by the outer layer
         self.parents = TunnelParents(timeouts, proc)
         self.max_depth = min(max_depth, MAX_DEPTH)
@@ -88,7 +90,7 @@ class FrontEnd:
         segment per second of packet time, so that workers expire sessions and write
         interim reports on time however large the chunk."""
         n = len(chunk.offsets)
-        base = self.stats["frames_read"]
+        base = self.stats["frames_read"] + 1   # frame numbers count from 1, as in Wireshark
         self.stats["frames_read"] += n
         if n:
             self.now = max(self.now, float(chunk.ts.max()))
@@ -96,14 +98,23 @@ class FrontEnd:
                                  chunk.ts, chunk.linktype, self.paths)
         fast["fidx"] += np.uint64(base)
         self.stats["frames_ip"] += len(fast)
-        rows = [fast]
+        out = []
         slow_idx = np.flatnonzero(slow)
         if len(slow_idx):
-            rows.append(self._slow(chunk, slow_idx, base))
-        self._expire()
-        ev = np.concatenate(rows).astype(EVENT, copy=False) if len(rows) > 1 else fast
-        if len(rows) > 1:
+            self._slow(chunk, slow_idx, base, out)
+        self._expire(out)
+        return self._emit(fast, out)
+
+    def _emit(self, fast, out):
+        """Key all rows of a chunk at once, cut them by second, split them by worker."""
+        if out:
+            slow = np.zeros(len(out), EVENT)
+            for j, r in enumerate(out):
+                slow[j] = r
+            ev = np.concatenate([fast, slow]).astype(EVENT, copy=False)
             ev = ev[np.argsort(ev["fidx"] * np.uint64(16) + ev["depth"], kind="stable")]
+        else:
+            ev = fast
         key_rows(ev, self.seed)
         return [(now, self.split(part)) for now, part in self.segments(ev)]
 
@@ -130,19 +141,21 @@ class FrontEnd:
         return [ev[w == i] for i in range(self.workers)]
 
     def finish(self):
-        """End of stream: datagrams never completed are counted, not lost."""
-        for frames in self.frags.flush():
-            self._unassembled(frames)
+        """End of stream: datagrams never completed are counted, not lost. Returns the
+        last segments (rows of partial datagrams) like `process`."""
+        out = []
+        for left in self.frags.flush():
+            self._leftover(left, out)
         self._take_frag_malformed()
         for frames in self.inner_frags.flush():
             self.extra["inner_unassembled"] += len(frames)
+        return self._emit(np.zeros(0, EVENT), out)
 
     def take_paths(self) -> dict:
         return self.paths.take_new()
 
     # -- slow path -----------------------------------------------------------
-    def _slow(self, chunk, idx, base):
-        out = []
+    def _slow(self, chunk, idx, base, out):
         data = memoryview(chunk.data)
         offs, caps, wires, tss, lts = (chunk.offsets[idx].tolist(), chunk.caplen[idx].tolist(),
                                        chunk.wirelen[idx].tolist(), chunk.ts[idx].tolist(),
@@ -164,10 +177,6 @@ class FrontEnd:
             if self._layers(d.layers, [frame], out):
                 st["frames_ip"] += 1
         self._take_frag_malformed()
-        ev = np.zeros(len(out), EVENT)
-        for j, r in enumerate(out):
-            ev[j] = r
-        return ev
 
     def _layers(self, layers, frames, out, ctx=0, parent=0, depth=0):
         """Rows for a frame's (or a reassembled datagram's) layers. Returns False
@@ -182,7 +191,7 @@ class FrontEnd:
                     return depth > 0
                 if depth == 0:
                     self.stats["frames_ip"] += len(dg.frames) - 1  # the caller counts the last one
-                rest = slowpath.decode_transport(dg.first_layer, dg.payload, self.max_depth - depth)
+                rest = slowpath.decode_transport(dg.first_layer, dg.payload, self.max_depth - depth, dg.length)
                 self._layers(rest, dg.frames, out, ctx, parent, depth)
                 return True
             row = self._row(layer, frames, ctx, parent, depth)
@@ -222,17 +231,25 @@ class FrontEnd:
         return int(one["key"][0])
 
     # -- accounting ----------------------------------------------------------
-    def _expire(self):
+    def _expire(self, out):
         self._chunks += 1
-        for frames in self.frags.expire(self.now):
-            self._unassembled(frames)
+        for left in self.frags.expire(self.now):
+            self._leftover(left, out)
         for frames in self.inner_frags.expire(self.now):
             self.extra["inner_unassembled"] += len(frames)
         if self._chunks % 16 == 0:
             self.parents.expire(self.now)
 
-    def _unassembled(self, frames):
-        self.stats["frames_unassembled"] += len(frames)
+    def _leftover(self, left, out):
+        """A datagram never completed: a partial Datagram (first fragment seen) becomes
+        one packet of its session; bare frames are frames_unassembled."""
+        if isinstance(left, list):
+            self.stats["frames_unassembled"] += len(left)
+            return
+        self.stats["frames_ip"] += len(left.frames)
+        self.extra["partial_datagrams"] += 1
+        rest = slowpath.decode_transport(left.first_layer, left.payload, self.max_depth, left.length)
+        self._layers(rest, left.frames, out)
 
     def _take_frag_malformed(self):
         for frames in self.frags.take_malformed():

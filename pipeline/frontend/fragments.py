@@ -133,7 +133,13 @@ class _Pending:
 class Reassembler:
     """Reassembles fragments filed by key; see the module docstring for the rules."""
 
-    def __init__(self, timeout: float = 30.0, max_datagrams: int = 65536, max_bytes: int = 64 * 2**20):
+    def __init__(self, timeout: float = 30.0, max_datagrams: int = 65536, max_bytes: int = 64 * 2**20,
+                 partial: bool = False):
+        """partial=True: a datagram never completed whose first fragment (offset 0) was
+        seen comes back from expire()/flush() as a truncated `Datagram` (its first
+        fragment has the transport header, so it can still be keyed and counted)
+        instead of a bare list of frames."""
+        self.partial = partial
         if max_datagrams < 1:
             raise ValueError("max_datagrams must be >= 1")
         self.timeout = timeout
@@ -170,7 +176,7 @@ class Reassembler:
         p = self._pending.get(key)
         if p is not None and frame.ts - p.first_ts > self.timeout:
             self._drop(p)
-            self.evicted.append(p.frames)
+            self.evicted.append(self._leftover(p))
             p = None
         if p is None:
             while len(self._pending) >= self.max_datagrams:
@@ -217,7 +223,7 @@ class Reassembler:
                 self._evict_oldest(spare=key)
             if self.pending_bytes > self.max_bytes:
                 self._drop(p)
-                self.evicted.append(p.frames)
+                self.evicted.append(self._leftover(p))
         return None
 
     def expire(self, now: float) -> list[list[FrameMeta]]:
@@ -232,13 +238,13 @@ class Reassembler:
             if not p.first_ts < limit:
                 break
             self._drop(p)
-            out.append(p.frames)
+            out.append(self._leftover(p))
         return out
 
     def flush(self) -> list[list[FrameMeta]]:
         """End of stream: the frames of every datagram evicted or still pending."""
         out, self.evicted = self.evicted, []
-        out.extend(p.frames for p in self._pending.values())
+        out.extend(self._leftover(p) for p in self._pending.values())
         self._pending.clear()
         self.pending_bytes = 0
         return out
@@ -268,4 +274,13 @@ class Reassembler:
             k = next(it)
         p = self._pending[k]
         self._drop(p)
-        self.evicted.append(p.frames)
+        self.evicted.append(self._leftover(p))
+
+    def _leftover(self, p: _Pending):
+        """What a datagram never completed leaves: its frames, or (partial mode, first
+        fragment seen) a truncated Datagram of the captured prefix."""
+        if not self.partial or p.first_layer is None:
+            return p.frames
+        n = p.captured[0][1] if p.captured and p.captured[0][0] == 0 else 0
+        length = p.end if p.end is not None else (p.declared[-1][1] if p.declared else n)
+        return Datagram(p.key, p.proto, bytes(p.buf[:n]), True, p.first_layer, p.frames, length)

@@ -1,0 +1,318 @@
+"""Tunnels: one small decoder per encapsulation, and the registries that find them.
+
+A tunnel decoder looks at a transport payload and says whether it carries an
+inner packet:
+
+    decoder(p: bytes, declared: int) -> Hit | None
+
+`p` is the captured transport payload (bounded by the IP lengths), `declared`
+its length according to the IP lengths (larger when the capture was cut
+short). `None` means "not this tunnel, or a message that carries no packet":
+the layer then stays a plain UDP / GRE / ... layer, never malformed. A `Hit`
+names the tunnel, its id (part of the inner session's key), the header names
+to add to the carrying layer's path, where the inner packet starts and ends in
+`p`, and the decoder it starts with (`linktypes.ethernet`, `linktypes.ppp`,
+an IP marker, ...). The inner packet is decoded by the slow path like a frame.
+
+Registries: `IP_TUNNELS` by IP protocol, `UDP_TUNNELS` by UDP port (with the
+side the port must be on), `GRE_PROTOCOLS` by GRE protocol type. A new
+tunnel is one decoder and one entry. `UDP_TUNNEL_PORTS` tells the fast path
+which UDP frames to leave to the slow path.
+"""
+import struct
+from dataclasses import dataclass
+from typing import Optional
+
+from . import names
+from .linktypes import IP, IP4, IP6, ethernet, mpls, ppp, wlan
+
+_U16 = struct.Struct(">H").unpack_from
+_U32 = struct.Struct(">I").unpack_from
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    name: str                  # Layer.tunnel
+    id: int                    # Layer.tunnel_id: TEID, VNI, GRE key, ERSPAN session, ...
+    path: tuple                # names added to the carrying layer's path ("gtp",), ("gre", "erspan"), ()
+    inner: object              # decoder (or IP marker) the inner packet starts with
+    off: int                   # inner packet start in the transport payload
+    end: Optional[int] = None  # inner packet end (None: the end of the payload)
+
+
+# -- IP protocol tunnels -------------------------------------------------------
+
+def ipip4(p, declared):
+    return Hit(names.IPIP, 0, (), IP4, 0)
+
+
+def ipip6(p, declared):
+    return Hit(names.IPIP, 0, (), IP6, 0)
+
+
+def etherip(p, declared):
+    """EtherIP (RFC 3378): a 2-byte header (version 3), then Ethernet."""
+    if len(p) < 2 or p[0] >> 4 != 3:
+        return None
+    return Hit(names.ETHERIP, 0, (), ethernet, 2)
+
+
+def mpls_in_ip(p, declared):
+    return Hit(names.MPLS_TUNNEL, 0, (), mpls, 0)
+
+
+def _gre_carries(inner):
+    """A GRE payload that starts with `inner` right after the GRE header; id = key."""
+    def hit(p, off, flags, key):
+        return Hit(names.GRE, key, (), inner, off)
+    return hit
+
+
+def _erspan2(p, off, flags, key):
+    """ERSPAN type II (with a sequence number: 8-byte header, version 1) or type I (none)."""
+    if not flags & 0x1000:
+        return Hit(names.ERSPAN, 0, (names.ERSPAN,), ethernet, off)
+    if len(p) < off + 8 or p[off] >> 4 != 1:
+        return None
+    return Hit(names.ERSPAN, _U16(p, off + 2)[0] & 0x03FF, (names.ERSPAN,), ethernet, off + 8)
+
+
+def _erspan3(p, off, flags, key):
+    """ERSPAN type III: 12-byte header (version 2), an optional 8-byte platform
+    sub-header, then an Ethernet frame (frame type 0) or an IP packet (2)."""
+    if len(p) < off + 12 or p[off] >> 4 != 2:
+        return None
+    session = _U16(p, off + 2)[0] & 0x03FF
+    tail = _U16(p, off + 10)[0]
+    size = 12 + (8 if tail & 1 else 0)
+    inner = {0: ethernet, 2: IP}.get((tail >> 10) & 0x1F)
+    if inner is None:
+        return None
+    return Hit(names.ERSPAN, session, (names.ERSPAN,), inner, off + size)
+
+
+# GRE protocol type -> (payload, offset after the GRE header, GRE flags, key) -> Hit | None.
+# Aruba's 802.11 payloads (0x8200, 0x9000, ...) are not here: outer layer only.
+GRE_PROTOCOLS = {
+    0x0800: _gre_carries(IP4),
+    0x86DD: _gre_carries(IP6),
+    0x6558: _gre_carries(ethernet),   # transparent Ethernet bridging (NVGRE too)
+    0x8847: _gre_carries(mpls),
+    0x8848: _gre_carries(mpls),
+    0x880B: _gre_carries(ppp),
+    0x88BE: _erspan2,
+    0x22EB: _erspan3,
+}
+
+
+def gre(p, declared):
+    """GRE version 0 (RFC 2784/2890: optional checksum, key, sequence; id = key)
+    and version 1 (PPTP enhanced GRE: PPP, id = call id)."""
+    if len(p) < 4:
+        return None
+    flags, proto = _U16(p, 0)[0], _U16(p, 2)[0]
+    version = flags & 0x7
+    if version == 1:
+        if proto != 0x880B or not flags & 0x2000 or len(p) < 8:
+            return None
+        length, call = _U16(p, 4)[0], _U16(p, 6)[0]
+        off = 8 + (4 if flags & 0x1000 else 0) + (4 if flags & 0x0080 else 0)
+        if length == 0 or off > len(p):
+            return None          # acknowledgement only
+        return Hit(names.GRE, call, (), ppp, off, off + length)
+    if version != 0 or flags & 0x4000:   # source routing (deprecated): not followed
+        return None
+    off = 4
+    if flags & 0x8000:
+        off += 4
+    key = 0
+    if flags & 0x2000:
+        if len(p) < off + 4:
+            return None
+        key = _U32(p, off)[0]
+        off += 4
+    if flags & 0x1000:
+        off += 4
+    if off > len(p):
+        return None
+    carried = GRE_PROTOCOLS.get(proto)
+    return carried(p, off, flags, key) if carried is not None else None
+
+
+IP_TUNNELS = {
+    4: ipip4,
+    41: ipip6,
+    47: gre,
+    97: etherip,
+    137: mpls_in_ip,
+}
+
+
+# -- UDP tunnels ---------------------------------------------------------------
+
+def gtp(p, declared):
+    """GTP-U v1: only G-PDUs (message type 0xff) carry a packet, IPv4 or IPv6; id = TEID.
+    The optional sequence / N-PDU / next-extension fields and the extension header
+    chain are skipped; the inner packet ends where the GTP length says."""
+    if len(p) < 8:
+        return None
+    flags, mtype = p[0], p[1]
+    if flags >> 5 != 1 or not flags & 0x10 or mtype != 0xFF:
+        return None
+    end = 8 + _U16(p, 2)[0]
+    teid = _U32(p, 4)[0]
+    off = 8
+    if flags & 0x07:
+        if len(p) < 12:
+            return None
+        nxt, off = p[11], 12
+        while flags & 0x04 and nxt:
+            if off >= len(p):
+                return None
+            size = p[off] * 4
+            if size == 0 or off + size > len(p):
+                return None
+            nxt, off = p[off + size - 1], off + size
+    if off > end:
+        return None
+    return Hit(names.GTP, teid, (names.GTP,), IP, off, end)
+
+
+def vxlan(p, declared):
+    """VXLAN (RFC 7348): 8 bytes, the I flag set; id = VNI; inner Ethernet."""
+    if len(p) < 8 or not p[0] & 0x08:
+        return None
+    return Hit(names.VXLAN, int.from_bytes(p[4:7], "big"), (names.VXLAN,), ethernet, 8)
+
+
+GENEVE_PROTOCOLS = {0x6558: ethernet, 0x0800: IP4, 0x86DD: IP6}
+
+
+def geneve(p, declared):
+    """Geneve (RFC 8926): 8 bytes plus options; id = VNI; inner per protocol type."""
+    if len(p) < 8 or p[0] >> 6 != 0:
+        return None
+    size = 8 + (p[0] & 0x3F) * 4
+    inner = GENEVE_PROTOCOLS.get(_U16(p, 2)[0])
+    if inner is None or size > len(p):
+        return None
+    return Hit(names.GENEVE, int.from_bytes(p[4:7], "big"), (names.GENEVE,), inner, size)
+
+
+def teredo(p, declared):
+    """Teredo (RFC 4380): optional authentication and origin indication headers,
+    then an IPv6 packet: only if it really is one (version 6, its payload length
+    within the UDP payload)."""
+    off = 0
+    if p[:2] == b"\x00\x01":
+        if len(p) < 4:
+            return None
+        off = 4 + p[2] + p[3] + 8 + 1
+    if p[off:off + 2] == b"\x00\x00":
+        off += 8
+    if len(p) < off + 40 or p[off] >> 4 != 6:
+        return None
+    if off + 40 + _U16(p, off + 4)[0] > declared:
+        return None
+    return Hit(names.TEREDO, 0, (names.TEREDO,), IP6, off)
+
+
+def ayiya(p, declared):
+    """AYIYA: identity and signature sizes from the header; opcode 1 (forward)
+    carries the packet named by next header (4 or 41)."""
+    if len(p) < 8:
+        return None
+    size = 8 + (1 << (p[0] >> 4)) + (p[1] >> 4) * 4
+    inner = {4: IP4, 41: IP6}.get(p[3])
+    if p[2] & 0x0F != 1 or inner is None or size > len(p):
+        return None
+    return Hit(names.AYIYA, 0, (names.AYIYA,), inner, size)
+
+
+def gre_udp(p, declared):
+    """GRE-in-UDP (RFC 8086, port 4754)."""
+    hit = gre(p, declared)
+    if hit is None:
+        return None
+    return Hit(hit.name, hit.id, (names.GRE,) + hit.path, hit.inner, hit.off, hit.end)
+
+
+def mpls_udp(p, declared):
+    """MPLS-in-UDP (RFC 7510, port 6635)."""
+    return Hit(names.MPLS_TUNNEL, 0, (), mpls, 0) if len(p) >= 4 else None
+
+
+def capwap(p, declared):
+    """CAPWAP data (RFC 5415): unfragmented, not a keep-alive, no DTLS; the inner
+    frame is 802.3 (T=0) or native 802.11 (T=1, binding 1)."""
+    if len(p) < 8 or p[0] != 0:
+        return None
+    size = (p[1] >> 3) * 4
+    wbid = (p[2] >> 1) & 0x1F
+    native = p[2] & 1
+    if size < 8 or size > len(p) or p[3] & 0x80 or p[3] & 0x08:
+        return None
+    if not native:
+        inner = ethernet
+    elif wbid == 1:
+        inner = wlan
+    else:
+        return None
+    return Hit(names.CAPWAP, 0, (names.CAPWAP,), inner, size)
+
+
+def tzsp(p, declared):
+    """TZSP: version 1, a received/transmitted packet, tagged fields up to the END
+    tag, then an Ethernet (1) or 802.11 (18) frame."""
+    if len(p) < 5 or p[0] != 1 or p[1] not in (0, 1):
+        return None
+    inner = {1: ethernet, 18: wlan}.get(_U16(p, 2)[0])
+    if inner is None:
+        return None
+    off = 4
+    while True:
+        if off >= len(p):
+            return None
+        tag = p[off]
+        if tag == 1:
+            off += 1
+            break
+        off += 1 if tag == 0 else 2 + (p[off + 1] if off + 1 < len(p) else 0)
+    return Hit(names.TZSP, 0, (names.TZSP,), inner, off)
+
+
+@dataclass(frozen=True, slots=True)
+class UdpTunnel:
+    decode: object
+    either: bool      # the port may be the source port too (else destination only)
+
+
+UDP_TUNNELS = {
+    2152: UdpTunnel(gtp, True),
+    3544: UdpTunnel(teredo, True),
+    4754: UdpTunnel(gre_udp, False),
+    4789: UdpTunnel(vxlan, False),
+    5072: UdpTunnel(ayiya, True),
+    5247: UdpTunnel(capwap, True),
+    6081: UdpTunnel(geneve, False),
+    6635: UdpTunnel(mpls_udp, False),
+    37008: UdpTunnel(tzsp, True),
+}
+
+UDP_TUNNEL_PORTS = frozenset(UDP_TUNNELS)
+
+
+def udp_tunnel(sport: int, dport: int, p, declared: int):
+    """The tunnel a UDP payload carries, by destination port first, then source port."""
+    for port, is_dst in ((dport, True), (sport, False)):
+        t = UDP_TUNNELS.get(port)
+        if t is not None and (is_dst or t.either):
+            hit = t.decode(p, declared)
+            if hit is not None:
+                return hit
+    return None
+
+
+def ip_tunnel(proto: int, p, declared: int):
+    fn = IP_TUNNELS.get(proto)
+    return fn(p, declared) if fn is not None else None
