@@ -105,6 +105,13 @@ def vlan(b, off, l2):
     return _type_or_length(b, off + 2)
 
 
+def fabricpath(b, off, l2):
+    """Cisco FabricPath (0x8903): a 2-byte FTag/TTL field, then the classic Ethernet frame."""
+    need(b, off, 2, "fabricpath")
+    l2.path.append("fabricpath")
+    return ethernet, off + 2
+
+
 def llc(b, off, l2):
     """802.2 LLC; SNAP carries an ethertype, SAP 0x06 carries IPv4."""
     need(b, off, 3, "llc")
@@ -291,6 +298,7 @@ ETHERTYPES = {
     0x8848: mpls,
     0x8864: pppoe,
     0x6558: ethernet,   # transparent Ethernet bridging (GRE, Geneve)
+    0x8903: fabricpath,
 }
 
 _PW_ETHERTYPES = frozenset(et for et, nxt in ETHERTYPES.items() if nxt is not ethernet)
