@@ -48,10 +48,14 @@ def timed(cmd, **kw):
     return time.perf_counter() - t, p
 
 
+def pipeline_cmd():
+    exe = Path(sys.executable).parent / "pipeline"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "pipeline.cli"]
+
+
 def end_to_end(trace, workers, tmp):
-    exe = str(Path(sys.executable).parent / "pipeline")
     st = tmp / "st.json"
-    wall, p = timed([exe, "start", "--workers", str(workers), "--read", str(trace),
+    wall, p = timed(pipeline_cmd() + ["start", "--workers", str(workers), "--read", str(trace),
                      "--output", f"jsonl:{tmp / 's.jsonl'}", "--stats-json", str(st), "--quiet"])
     if p.returncode != 0:
         raise SystemExit(f"pipeline failed: {p.stderr.strip()}")
@@ -104,14 +108,15 @@ def stage_worker(events):
     from workers.timeouts import Timeouts
     eng = Engine(0, Timeouts(), "bench")
     n = sum(len(e) for e in events)
+    recs = []
     t = time.perf_counter()
     for e in events:
         eng.feed(e)
         if len(e):
             eng.advance(float(e["ts"].max()))
-        eng.take_records()
+        recs += eng.take_records()
     eng.finish(eng.now)
-    recs = eng.take_records()
+    recs += eng.take_records()
     return n / (time.perf_counter() - t), recs
 
 

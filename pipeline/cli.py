@@ -92,6 +92,10 @@ def _start(ap, args) -> int:
             parse(spec)
         for spec in args.plugin or []:
             resolve(spec)
+        if args.stats_json:
+            folder = os.path.dirname(os.path.abspath(args.stats_json))
+            if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+                raise OutputError(f"--stats-json {args.stats_json!r}: directory {folder} missing or not writable")
     except (OutputError, PluginError) as e:
         print(f"pipeline: error: {e}", file=sys.stderr)
         return 2

@@ -112,7 +112,8 @@ def test_unknown_link_type_is_counted_not_fatal(tmp_path):
 
 
 def test_bad_flags_are_one_line_errors(tmp_path, demo):
-    for extra in (["--output", "nosuch:x"], ["--plugin", "nosuchmodule:X"], ["--workers", "0"]):
+    for extra in (["--output", "nosuch:x"], ["--plugin", "nosuchmodule:X"], ["--workers", "0"],
+                  ["--output", f"jsonl:{tmp_path}/no/such/dir/s.jsonl"], ["--idle-timeout", "-1"]):
         p, _, _ = runner.run([demo[0]], tmp_path, *extra)
         assert p.returncode == 2 and "Traceback" not in p.stderr, extra
 
