@@ -4,8 +4,6 @@ It knows how many workers feed it and ends when each has said it is done;
 then it closes (and fsyncs) its outputs and reports to the supervisor, so a run
 exits only once every record is on disk.
 """
-import signal
-
 import msgpack
 import zmq
 
@@ -16,9 +14,9 @@ from .merge import Merger
 
 
 def run(cfg: dict) -> None:
-    from workers.process import title
+    from workers.process import ignore_stop_signals, title, wait_message
     title("pipeline: collector")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = ignore_stop_signals()
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     pull.setsockopt(zmq.RCVHWM, 256)
@@ -30,7 +28,7 @@ def run(cfg: dict) -> None:
     merger = Merger()
     done = {}
     while len(done) < cfg["workers"]:
-        kind, body = pull.recv_multipart()
+        kind, body = (f.bytes for f in wait_message(pull, parent))
         if kind == wire.MSG_RECORDS:
             recs = msgpack.unpackb(body)
             merger.add(recs)

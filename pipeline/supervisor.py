@@ -13,6 +13,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -92,7 +93,11 @@ class Run:
 
     def feed(self, readers, fe):
         for reader in readers:
+            if self.stopping:
+                break
             for chunk in reader.chunks(self.args.chunk_frames):
+                if self.stopping:
+                    break
                 for now, parts in fe.process(chunk):
                     hdr = msgpack.packb({"now": now, "paths": fe.take_paths()})
                     for sock, ev in zip(self.pushes, parts):
@@ -145,6 +150,16 @@ def start(args, timeouts) -> int:
         return 2
     run = Run(args, timeouts)
     run.damage = 0
+    run.stopping = False
+
+    def stop(signum, _frame):
+        # SIGINT / SIGTERM: stop reading; every open session is still written ("shutdown")
+        if not run.stopping:
+            _log(f"{signal.Signals(signum).name}: stopping, writing every open session")
+        run.stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     t0 = time.monotonic()
     fe = FrontEnd(args.workers, timeouts, seed=args.hash_seed)
     try:
@@ -155,10 +170,6 @@ def start(args, timeouts) -> int:
         run.abort()
         _log(f"error: {e}")
         return 1
-    except KeyboardInterrupt:
-        run.abort()
-        _log("interrupted")
-        return 130
     run.stop()
     elapsed = time.monotonic() - t0
     stats = dict(fe.stats)
@@ -169,6 +180,7 @@ def start(args, timeouts) -> int:
     stats["evicted"] = sum(w.get("evicted", 0) for w in workers)
     stats["capture_damage"] = run.damage
     stats["elapsed_s"] = round(elapsed, 3)
+    stats["interrupted"] = run.stopping
     stats["workers"] = [{"worker": w["worker"], "frames": w["events"], "sessions": w["sessions"],
                          "records": w["records"], "evicted": w.get("evicted", 0)} for w in workers]
     stats["outputs"] = cstats["outputs"]

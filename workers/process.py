@@ -4,6 +4,7 @@ It pulls keyed event batches from the front-end, feeds the engine, and pushes
 the records it produces to the collector in batches; at end of stream it
 flushes every open session and reports its statistics.
 """
+import os
 import signal
 
 import msgpack
@@ -26,9 +27,27 @@ def title(name: str) -> None:
         pass
 
 
+def ignore_stop_signals() -> int:
+    """Children end when the supervisor says so (end of stream), not on a terminal's
+    Ctrl-C or a service manager's SIGTERM to the whole group: the supervisor turns
+    those into an orderly end so every open session is still written. Returns the
+    parent's pid, to notice if the supervisor itself dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return os.getppid()
+
+
+def wait_message(sock, parent: int):
+    """Receive a multipart message, giving up if the supervisor has gone."""
+    while not sock.poll(1000):
+        if os.getppid() != parent:
+            raise SystemExit(1)
+    return sock.recv_multipart(copy=False)
+
+
 def run(index: int, cfg: dict) -> None:
     title(f"pipeline: worker {index}")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = ignore_stop_signals()
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     pull.setsockopt(zmq.RCVHWM, 4)
@@ -46,7 +65,7 @@ def run(index: int, cfg: dict) -> None:
             push.send_multipart([wire.MSG_RECORDS, msgpack.packb(recs[i:i + RECORDS_PER_MESSAGE])])
 
     while True:
-        parts = pull.recv_multipart(copy=False)
+        parts = wait_message(pull, parent)
         kind = parts[0].bytes
         hdr = msgpack.unpackb(parts[1].bytes, strict_map_key=False)
         if kind == wire.MSG_BATCH:
