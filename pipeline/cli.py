@@ -26,15 +26,29 @@ def _seconds(v):
     return x
 
 
+def _period(v):
+    x = _seconds(v)
+    if 0 < x < 1:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or at least 1 second: {v!r}")
+    return x
+
+
 def _workers(v):
     if v == "auto":
         return max(1, (os.cpu_count() or 2) - 1)
     return _positive_int(v)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad flags get one line (and `--help` the full usage), never a usage dump."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="pipeline", description="Bidirectional session records from network traffic.")
-    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    ap = _Parser(prog="pipeline", description="Bidirectional session records from network traffic.")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     st = sub.add_parser("start", help="read captures, write session records",
                         description="Decode captures into bidirectional session records (MMT session model).")
     st.add_argument("--read", action="append", metavar="FILE", default=[],
@@ -48,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--stats-json", metavar="PATH", help="write run statistics here at exit")
     st.add_argument("--idle-timeout", type=_seconds, metavar="S",
                     help="one idle timeout for every class (default: TCP 300, UDP 60, ICMP/other 60, DNS 15)")
-    st.add_argument("--active-timeout", type=_seconds, default=300.0, metavar="S",
+    st.add_argument("--active-timeout", type=_period, default=300.0, metavar="S",
                     help="interim record of each open session every S seconds, 0 for none (default 300)")
     st.add_argument("--close-linger", type=_seconds, default=5.0, metavar="S",
                     help="a closed TCP session ends after S idle seconds (default 5)")

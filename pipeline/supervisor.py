@@ -30,6 +30,7 @@ from .frontend.core import FrontEnd
 from .frontend.readers import CaptureError, open_capture
 
 CHUNK_FRAMES = 16384
+STOP_GRACE = 10.0   # seconds from SIGINT/SIGTERM to an orderly end, else the children are killed
 
 
 class RunError(Exception):
@@ -46,8 +47,13 @@ class Run:
         self.timeouts = timeouts
         self.workers = args.workers
         self.procs = []
+        self.damage = 0
+        self.stopping = False
+        self.stop_deadline = float("inf")
 
     def check_children(self):
+        if self.stopping and time.monotonic() > self.stop_deadline:
+            raise RunError(f"no orderly end {STOP_GRACE:.0f} s after the stop signal; children killed")
         for name, p in self.procs:
             if p.exitcode is not None and p.exitcode != 0:
                 raise RunError(f"{name} exited with status {p.exitcode}")
@@ -149,14 +155,16 @@ def start(args, timeouts) -> int:
         _log(f"error: {e}")
         return 2
     run = Run(args, timeouts)
-    run.damage = 0
-    run.stopping = False
 
     def stop(signum, _frame):
-        # SIGINT / SIGTERM: stop reading; every open session is still written ("shutdown")
-        if not run.stopping:
-            _log(f"{signal.Signals(signum).name}: stopping, writing every open session")
+        # SIGINT / SIGTERM: stop reading; every open session is still written ("shutdown").
+        # A second signal, or no orderly end within STOP_GRACE, kills the children.
+        if run.stopping:
+            run.stop_deadline = 0.0
+            return
+        _log(f"{signal.Signals(signum).name}: stopping, writing every open session")
         run.stopping = True
+        run.stop_deadline = time.monotonic() + STOP_GRACE
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)

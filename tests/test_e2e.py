@@ -113,9 +113,10 @@ def test_unknown_link_type_is_counted_not_fatal(tmp_path):
 
 def test_bad_flags_are_one_line_errors(tmp_path, demo):
     for extra in (["--output", "nosuch:x"], ["--plugin", "nosuchmodule:X"], ["--workers", "0"],
-                  ["--output", f"jsonl:{tmp_path}/no/such/dir/s.jsonl"], ["--idle-timeout", "-1"]):
+                  ["--output", f"jsonl:{tmp_path}/no/such/dir/s.jsonl"], ["--idle-timeout", "-1"],
+                  ["--active-timeout", "1e-9"], ["--bogus"]):
         p, _, _ = runner.run([demo[0]], tmp_path, *extra)
-        assert p.returncode == 2 and "Traceback" not in p.stderr, extra
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, (extra, p.stderr)
 
 
 CAPS = all_captures()

@@ -208,3 +208,15 @@ def test_session_accessors():
     assert {s.next, s.previous} - {None} <= {other}
     s.set_session_data("http", {"host": "x"})
     assert s.session_data("http") == {"host": "x"}
+
+
+def test_interim_reports_after_a_long_silence_cost_no_loop():
+    """A session idle for a huge time (but not expired) gets one interim report, not one per period."""
+    t = Timeouts.make(idle_timeout=1e9, active_timeout=1)
+    eng = Engine(0, t, "t")
+    eng.feed(rows([pkt(0.0, proto=17)]))
+    eng.advance(1e7)
+    recs = eng.take_records()
+    assert len(recs) == 1 and not recs[0][1]
+    eng.advance(1e7 + 0.5)
+    assert eng.take_records() == []

@@ -126,8 +126,11 @@ class Engine:
                 continue
             if s.next_report <= now:
                 self._report(s, False, ACTIVE)
-                while s.next_report <= now:
-                    s.next_report += active
+                # the next report is the first multiple of `active` after now (no loop:
+                # a long-idle clock jump must not cost one step per period)
+                s.next_report += active * (int((now - s.next_report) // active) + 1)
+                if s.next_report <= now:        # float precision at huge times
+                    s.next_report = now + active
             refile.append(s)
         for s in refile:
             self.wheel.file(s, min(s.last + s.timeout, s.next_report))
