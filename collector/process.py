@@ -4,6 +4,9 @@ It knows how many workers feed it and ends when each has said it is done;
 then it closes (and fsyncs) its outputs and reports to the supervisor, so a run
 exits only once every record is on disk.
 """
+import os
+import sys
+
 import msgpack
 import zmq
 
@@ -11,6 +14,12 @@ from pipeline import wire
 
 from . import outputs
 from .merge import Merger
+
+
+def _fail(msg: str) -> None:
+    """An output that cannot be written ends the run with one line (exit status 3)."""
+    print(f"pipeline: error: {msg}", file=sys.stderr, flush=True)
+    os._exit(3)
 
 
 def run(cfg: dict) -> None:
@@ -24,7 +33,10 @@ def run(cfg: dict) -> None:
     control = ctx.socket(zmq.PUSH)
     control.setsockopt(zmq.LINGER, -1)
     control.connect(cfg["control_addr"])
-    outs = [outputs.make(s) for s in cfg["outputs"]]
+    try:
+        outs = [outputs.make(s) for s in cfg["outputs"]]
+    except outputs.OutputError as e:
+        _fail(str(e))
     merger = Merger()
     done = {}
     while len(done) < cfg["workers"]:
@@ -33,12 +45,18 @@ def run(cfg: dict) -> None:
             recs = msgpack.unpackb(body)
             merger.add(recs)
             for o in outs:
-                o.write(recs)
+                try:
+                    o.write(recs)
+                except OSError as e:
+                    _fail(f"output {o.kind}:{o.target}: {e.strerror or e}")
         elif kind == wire.MSG_DONE:
             st = msgpack.unpackb(body)
             done[st["worker"]] = st
     for o in outs:
-        o.close()
+        try:
+            o.close()
+        except OSError as e:
+            _fail(f"output {o.kind}:{o.target}: {e.strerror or e}")
     stats = {"records": merger.records, "final_records": merger.final_records,
              "sessions_seen": len(merger.sessions) + merger.finished,
              "outputs": {o.kind + ":" + o.target: o.written for o in outs},

@@ -105,9 +105,15 @@ def _start(ap, args) -> int:
         for spec in args.output or []:
             parse(spec)
         for spec in args.plugin or []:
-            resolve(spec)
+            cls = resolve(spec)
+            try:
+                cls()   # the workers will make one each: fail here, once, in one line
+            except Exception as e:  # the user's class: any failure is theirs to read
+                raise PluginError(f"--plugin {spec!r}: {cls.__name__}() failed: {e}") from None
         if args.stats_json:
             folder = os.path.dirname(os.path.abspath(args.stats_json))
+            if os.path.isdir(args.stats_json):
+                raise OutputError(f"--stats-json {args.stats_json!r}: is a directory")
             if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
                 raise OutputError(f"--stats-json {args.stats_json!r}: directory {folder} missing or not writable")
     except (OutputError, PluginError) as e:

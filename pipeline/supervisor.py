@@ -56,6 +56,8 @@ class Run:
             raise RunError(f"no orderly end {STOP_GRACE:.0f} s after the stop signal; children killed")
         for name, p in self.procs:
             if p.exitcode is not None and p.exitcode != 0:
+                if name == "collector" and p.exitcode == 3:
+                    raise RunError(None)   # the collector said why, in one line
                 raise RunError(f"{name} exited with status {p.exitcode}")
 
     def send(self, sock, parts):
@@ -176,7 +178,8 @@ def start(args, timeouts) -> int:
         cstats = run.wait_collector()
     except RunError as e:
         run.abort()
-        _log(f"error: {e}")
+        if e.args[0]:
+            _log(f"error: {e}")
         return 1
     run.stop()
     elapsed = time.monotonic() - t0
@@ -194,9 +197,13 @@ def start(args, timeouts) -> int:
     stats["outputs"] = cstats["outputs"]
     stats["detail"] = dict(sorted(fe.extra.items()))
     if args.stats_json:
-        with open(args.stats_json, "w") as fh:
-            json.dump(stats, fh, indent=1)
-            fh.write("\n")
+        try:
+            with open(args.stats_json, "w") as fh:
+                json.dump(stats, fh, indent=1)
+                fh.write("\n")
+        except OSError as e:
+            _log(f"error: --stats-json {args.stats_json}: {e.strerror or e}")
+            return 1
     if not args.quiet:
         rate = stats["frames_read"] / elapsed if elapsed > 0 else 0
         _log(f"{stats['frames_read']} frames ({stats['frames_ip']} ip, {stats['frames_non_ip']} non-ip, "

@@ -220,3 +220,15 @@ def test_interim_reports_after_a_long_silence_cost_no_loop():
     assert len(recs) == 1 and not recs[0][1]
     eng.advance(1e7 + 0.5)
     assert eng.take_records() == []
+
+
+def test_no_close_expiry_keeps_syn_after_rst_in_the_same_session():
+    specs = [pkt(0.0, flags=SYN), pkt(0.01, up=False, flags=RST | ACK), pkt(1.0, flags=SYN),
+             pkt(1.01, up=False, flags=RST | ACK)]
+    f = finals(run(specs, Timeouts.make(close_expiry=False)))
+    assert [(r["packet_count"], r["end_reason"]) for r in f] == [(4, "shutdown")]
+
+
+def test_sessions_at_negative_times_expire_too():
+    f = finals(run([pkt(-200.0, proto=17), pkt(-100.0, proto=17, sport=1)]))
+    assert [r["end_reason"] for r in f] == ["idle", "shutdown"]

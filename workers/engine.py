@@ -61,7 +61,8 @@ class Engine:
             s = get(k)
             if s is None:
                 s = self._open(ev, i, k, t, d, fl)
-            elif t - s.last >= s.timeout or (fl & _SYN and not fl & _ACK and s.tcp is not None and s.tcp.closed):
+            elif t - s.last >= s.timeout or (fl & _SYN and not fl & _ACK and close_expiry
+                                             and s.tcp is not None and s.tcp.closed):
                 self._end(s, CLOSED if (s.tcp is not None and s.tcp.closed and close_expiry) else IDLE)
                 s = self._open(ev, i, k, t, d, fl)
             if t > s.last:

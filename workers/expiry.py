@@ -38,7 +38,7 @@ class Wheel:
             slot = heapq.heappop(heap)
             for s in buckets.pop(slot, ()):
                 if s.slot == slot and not s.ended:
-                    s.slot = -1
+                    s.slot = None
                     out.append(s)
         return out
 

@@ -44,7 +44,7 @@ class Session:
         self.path = path
         self.reports = 0
         self.next_report = 0.0
-        self.slot = -1
+        self.slot = None            # expiry bucket (second) it is filed in
         self.ended = False
         self.ext = None             # rarely used attributes (user data, protocol data, content, app, extra)
         self._wheel = None

@@ -20,9 +20,9 @@ from .decoded import IP, NON_IP
 from .fastpath import PathIds, decode_fast
 from .fragments import FrameMeta, Reassembler
 from .keying import key_rows, tunnel_context
-from .tunnels import UDP_TUNNEL_PORTS
+from .tunnels import IP_TUNNELS, UDP_TUNNEL_PORTS
 
-_TUNNEL_PROTOS = (4, 41, 47)
+_TUNNEL_PROTOS = frozenset(IP_TUNNELS)
 
 
 class TunnelParents:
@@ -32,18 +32,23 @@ class TunnelParents:
     front-end can name the outer session's id without asking the worker that
     owns it: it follows the outer session's idle expiry with the same rule and
     timeouts as the workers (outer sessions are never TCP, so close expiry does
-    not apply). Every packet of a tunnel-capable session (GRE, IP-in-IP, a UDP
-    tunnel port) takes the slow path, so this table sees all of them.
+    not apply). Every packet of a tunnel-capable session (an IP protocol or UDP
+    port of the tunnel registry) takes the slow path, so this table sees all of
+    them. Like the workers' sweeps, time is the running maximum of packet time
+    as of the previous chunk, so a timestamp going backwards cannot revive an
+    outer session that the workers have already expired (within one chunk the
+    workers sweep each second, which this table does not follow exactly).
     """
 
     def __init__(self, timeouts, proc: int = 0):
         self.timeouts = timeouts
         self.proc = proc
         self.table = {}  # outer key -> [session id, last ts, idle timeout]
+        self.swept = 0.0  # packet time the workers have swept to (set by the front-end per chunk)
 
     def touch(self, key: int, fidx: int, depth: int, ts: float, proto: int, sport: int, dport: int) -> int:
         e = self.table.get(key)
-        if e is None or ts - e[1] >= e[2]:
+        if e is None or max(ts, self.swept) - e[1] >= e[2]:
             e = self.table[key] = [session_id(fidx, depth, self.proc), ts,
                                    self.timeouts.idle_for(proto, sport, dport)]
         elif ts > e[1]:
@@ -99,6 +104,7 @@ class FrontEnd:
         fast["fidx"] += np.uint64(base)
         self.stats["frames_ip"] += len(fast)
         out = []
+        self.parents.swept = self._seg_now
         slow_idx = np.flatnonzero(slow)
         if len(slow_idx):
             self._slow(chunk, slow_idx, base, out)

@@ -28,7 +28,8 @@ Choices:
     (offset + payload_len) beyond 65535 (IPv4 total length; for IPv6 the
     reassembled payload length, RFC 8200 -- jumbograms cannot be fragmented,
     RFC 2675); a non-last fragment whose payload_len is not a multiple of 8; two
-    last fragments with different ends; data beyond the last fragment's end.
+    last fragments with different ends; data beyond the last fragment's end;
+    more than MAX_FRAMES fragments (duplicates included) for one datagram.
   * An atomic fragment (offset 0, more=False; RFC 6946) completes at once, on its
     own: it neither joins nor disturbs a datagram pending under the same key.
   * Snaplen: a fragment whose captured payload is shorter than payload_len still
@@ -56,6 +57,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 MAX_DATAGRAM = 65535   # largest reassembled datagram payload end accepted
+MAX_FRAMES = 8192      # fragments (duplicates included) one datagram may collect; more is an attack: malformed
 
 
 @dataclass(slots=True)
@@ -194,6 +196,10 @@ class Reassembler:
                 return None
             p.end = end
         elif p.end is not None and end > p.end:
+            self._reject(key, frame)
+            return None
+
+        if len(p.frames) >= MAX_FRAMES:
             self._reject(key, frame)
             return None
 

@@ -13,6 +13,7 @@ the map, after being checked against what remains of the file.
 from __future__ import annotations
 
 import mmap
+import stat
 import os
 import struct
 from dataclasses import dataclass
@@ -85,6 +86,8 @@ def _load(path: str):
     except OSError as e:
         raise CaptureError(f"{name}: cannot open ({e.strerror or e})") from None
     with f:
+        if stat.S_ISCHR(os.fstat(f.fileno()).st_mode) or stat.S_ISBLK(os.fstat(f.fileno()).st_mode):
+            raise CaptureError(f"{name}: is a device, not a capture file")
         try:
             try:
                 buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
