@@ -34,7 +34,7 @@ class Engine:
         self.wheel = Wheel()
         self.paths = {}
         self.records = []
-        self.now = 0.0
+        self.now = float("-inf")   # packet time may be anything, even negative
         self.stats = {"events": 0, "sessions": 0, "records": 0, "final_records": 0, "evicted": 0}
 
     # -- input ---------------------------------------------------------------

@@ -44,7 +44,7 @@ class TunnelParents:
         self.timeouts = timeouts
         self.proc = proc
         self.table = {}  # outer key -> [session id, last ts, idle timeout]
-        self.swept = 0.0  # packet time the workers have swept to (set by the front-end per chunk)
+        self.swept = float("-inf")  # packet time the workers have swept to (set by the front-end per chunk)
 
     def touch(self, key: int, fidx: int, depth: int, ts: float, proto: int, sport: int, dport: int) -> int:
         e = self.table.get(key)
@@ -83,11 +83,11 @@ class FrontEnd:
         self.inner_frags = Reassembler(timeout=frag_timeout)  # inside tunnels: their frames are counted by the outer layer
         self.parents = TunnelParents(timeouts, proc)
         self.max_depth = min(max_depth, MAX_DEPTH)
-        self.now = 0.0
+        self.now = float("-inf")
         self.stats = dict.fromkeys(self.STAT_KEYS, 0)
         self.extra = Counter()          # breakdowns: unsupported link types, inner packets lost, ...
         self._chunks = 0
-        self._seg_now = 0.0
+        self._seg_now = float("-inf")
 
     # -- per chunk -----------------------------------------------------------
     def process(self, chunk):
