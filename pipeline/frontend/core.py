@@ -19,7 +19,7 @@ from . import slowpath
 from .decoded import IP, NON_IP
 from .fastpath import PathIds, decode_fast
 from .fragments import FrameMeta, Reassembler
-from .keying import key_rows, tunnel_context
+from .keying import key_one, key_rows, tunnel_context
 from .tunnels import IP_TUNNELS, UDP_TUNNEL_PORTS
 
 _TUNNEL_PROTOS = frozenset(IP_TUNNELS)
@@ -231,10 +231,9 @@ class FrontEnd:
                 self.paths.get(layer.path), ctx, parent)
 
     def _key_of(self, row) -> int:
-        one = np.zeros(1, EVENT)
-        one[0] = row
-        key_rows(one, self.seed)
-        return int(one["key"][0])
+        (_, _, _, _, _, _, _, ipver, proto, _, _, nvlan, sport, dport, _, _, _,
+         sh, sl, dh, dl, v0, v1, _, ctx, _) = row
+        return key_one(ipver, proto, nvlan, sport, dport, sh, sl, dh, dl, v0, v1, ctx, self.seed)[0]
 
     # -- accounting ----------------------------------------------------------
     def _expire(self, out):
