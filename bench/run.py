@@ -97,8 +97,11 @@ def stage_frontend(trace, workers):
     events = []
     t = time.perf_counter()
     for chunk in r.chunks(16384):
-        for _, parts in fe.process(chunk):
-            events.append(parts[0])
+        (ev, cuts), = fe.pack(fe.process(chunk))
+        start = 0
+        for end, _ in cuts:
+            events.append(ev[start:end])
+            start = end
     dt = time.perf_counter() - t
     return fe.stats["frames_read"] / dt, events
 

@@ -106,21 +106,20 @@ class Run:
             for chunk in reader.chunks(self.args.chunk_frames):
                 if self.stopping:
                     break
-                for now, parts in fe.process(chunk):
-                    hdr = msgpack.packb({"now": now, "paths": fe.take_paths()})
-                    for sock, ev in zip(self.pushes, parts):
-                        self.send(sock, [wire.MSG_BATCH, hdr, ev])
+                self.send_batches(fe, fe.process(chunk))
             for w in reader.warnings:
                 _log(f"warning: {w}")
             self.damage += reader.damage
             reader.close()
-        for now, parts in fe.finish():
-            hdr = msgpack.packb({"now": now, "paths": fe.take_paths()})
-            for sock, ev in zip(self.pushes, parts):
-                self.send(sock, [wire.MSG_BATCH, hdr, ev])
+        self.send_batches(fe, fe.finish())
         end = msgpack.packb({"now": fe.now})
         for sock in self.pushes:
             self.send(sock, [wire.MSG_END, end])
+
+    def send_batches(self, fe, batch):
+        paths = fe.take_paths()
+        for sock, (ev, cuts) in zip(self.pushes, fe.pack(batch)):
+            self.send(sock, [wire.MSG_BATCH, msgpack.packb({"cuts": cuts, "paths": paths}), ev])
 
     def wait_collector(self):
         while not self.control.poll(500):

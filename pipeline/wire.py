@@ -1,11 +1,13 @@
 """The wire format between the front-end, the workers and the collector.
 
 Front-end -> worker (one ZeroMQ PUSH/PULL pair per worker), multipart:
-    [b"B", header, events]   a batch: header is msgpack
-                             {"now": float, "paths": {id: "eth.ipv4.tcp", ...}},
-                             events is the raw buffer of an EVENT array
-                             (zero-copy on both sides; possibly empty: an empty
-                             batch still advances the worker's clock)
+    [b"B", header, events]   one chunk's rows for this worker: header is msgpack
+                             {"cuts": [[end, now], ...], "paths": {id: "eth.ipv4.tcp", ...}};
+                             events is the raw buffer of an EVENT array (zero-copy
+                             on both sides). The rows are cut in segments, one per
+                             second of packet time: the worker feeds rows
+                             [previous end, end) then advances its clock to `now`
+                             (empty segments still advance it).
     [b"E", header]           end of stream: {"now": float}; the worker expires
                              what is idle at `now`, flushes the rest as
                              "shutdown" and reports its statistics.

@@ -71,8 +71,12 @@ def run(index: int, cfg: dict) -> None:
         if kind == wire.MSG_BATCH:
             if hdr.get("paths"):
                 eng.add_paths(hdr["paths"])
-            eng.feed(np.frombuffer(parts[2].buffer, dtype=wire.EVENT))
-            eng.advance(hdr["now"])
+            ev = np.frombuffer(parts[2].buffer, dtype=wire.EVENT)
+            start = 0
+            for end, now in hdr["cuts"]:      # one segment per second of packet time
+                eng.feed(ev[start:end])
+                eng.advance(now)
+                start = end
             flush()
         elif kind == wire.MSG_END:
             eng.finish(hdr["now"])

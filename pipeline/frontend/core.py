@@ -91,9 +91,11 @@ class FrontEnd:
 
     # -- per chunk -----------------------------------------------------------
     def process(self, chunk):
-        """Decode one reader Chunk; return [(now, per-worker EVENT arrays), ...]: one
-        segment per second of packet time, so that workers expire sessions and write
-        interim reports on time however large the chunk."""
+        """Decode one reader Chunk. Returns (rows, ends, nows): the keyed rows in frame
+        order, cut in segments, one per second of packet time (segment k is rows
+        [ends[k-1], ends[k]) and ends at time nows[k]), so that workers expire sessions
+        and write interim reports on time however large the chunk. `pack` splits it
+        by worker."""
         n = len(chunk.offsets)
         base = self.stats["frames_read"] + 1   # frame numbers count from 1, as in Wireshark
         self.stats["frames_read"] += n
@@ -122,33 +124,43 @@ class FrontEnd:
         else:
             ev = fast
         key_rows(ev, self.seed)
-        return [(now, self.split(part)) for now, part in self.segments(ev)]
+        ends, nows = self.segments(ev)
+        return ev, ends, nows
 
     def segments(self, ev):
-        """Cut rows where packet time (its running maximum) enters a new second."""
+        """Cut rows where packet time (its running maximum) enters a new second:
+        (end row of each segment, its time)."""
         if len(ev) == 0:
-            return [(self.now, ev)]
+            return np.zeros(1, np.int64), np.array([self.now])
         run = np.maximum.accumulate(np.maximum(ev["ts"], self._seg_now))
         sec = np.floor(run)
-        cuts = np.flatnonzero(sec[1:] != sec[:-1]) + 1
-        out = []
-        lo = 0
-        for hi in list(cuts) + [len(ev)]:
-            out.append((float(run[hi - 1]), ev[lo:hi]))
-            lo = hi
+        ends = np.r_[np.flatnonzero(sec[1:] != sec[:-1]) + 1, len(ev)]
+        nows = run[ends - 1]
+        nows[-1] = max(self.now, nows[-1])
         self._seg_now = float(run[-1])
-        out[-1] = (max(self.now, out[-1][0]), out[-1][1])
-        return out
+        return ends, nows
 
-    def split(self, ev):
+    def pack(self, batch):
+        """One message per worker per chunk, however many seconds it spans:
+        [(that worker's rows, [[end row, now] per segment]), ...]. Every worker gets
+        every segment's time, empty or not, so all workers sweep at the same times."""
+        ev, ends, nows = batch
+        nowl = nows.tolist()
         if self.workers == 1:
-            return [ev]
-        w = ev["key"] % np.uint64(self.workers)
-        return [ev[w == i] for i in range(self.workers)]
+            return [(ev, [[e, t] for e, t in zip(ends.tolist(), nowl)])]
+        w = (ev["key"] % np.uint64(self.workers)).astype(np.int64)
+        order = np.argsort(w, kind="stable")
+        bounds = np.searchsorted(w[order], np.arange(self.workers + 1))
+        out = []
+        for i in range(self.workers):
+            idx = order[bounds[i]:bounds[i + 1]]
+            cut = np.searchsorted(idx, ends).tolist()
+            out.append((ev[idx], [[e, t] for e, t in zip(cut, nowl)]))
+        return out
 
     def finish(self):
         """End of stream: datagrams never completed are counted, not lost. Returns the
-        last segments (rows of partial datagrams) like `process`."""
+        last rows (partial datagrams) like `process`."""
         out = []
         for left in self.frags.flush():
             self._leftover(left, out)
