@@ -58,7 +58,6 @@ def run(cfg: dict) -> None:
         except OSError as e:
             _fail(f"output {o.kind}:{o.target}: {e.strerror or e}")
     stats = {"records": merger.records, "final_records": merger.final_records,
-             "sessions_seen": len(merger.sessions) + merger.finished,
              "outputs": {o.kind + ":" + o.target: o.written for o in outs},
              "workers": [done[w] for w in sorted(done)]}
     control.send_multipart([wire.MSG_STATS, msgpack.packb(stats)])

@@ -11,7 +11,6 @@ runs are lossless: high-water marks and blocking sends give backpressure.
 """
 import json
 import multiprocessing as mp
-import os
 import shutil
 import signal
 import socket
@@ -29,7 +28,6 @@ from . import wire
 from .frontend.core import FrontEnd
 from .frontend.readers import CaptureError, open_capture
 
-CHUNK_FRAMES = 16384
 STOP_GRACE = 10.0   # seconds from SIGINT/SIGTERM to an orderly end, else the children are killed
 
 
@@ -65,7 +63,7 @@ class Run:
             self.check_children()
         sock.send_multipart(parts, copy=False)
 
-    def start(self, readers):
+    def start(self):
         a = self.args
         self.dir = tempfile.mkdtemp(prefix="pipeline-")
         cfg = {
@@ -172,7 +170,7 @@ def start(args, timeouts) -> int:
     t0 = time.monotonic()
     fe = FrontEnd(args.workers, timeouts, seed=args.hash_seed)
     try:
-        run.start(readers)
+        run.start()
         run.feed(readers, fe)
         cstats = run.wait_collector()
     except RunError as e:

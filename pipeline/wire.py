@@ -74,6 +74,3 @@ MAX_DEPTH = (1 << DEPTH_BITS) - 1
 def session_id(fidx: int, depth: int, proc: int = 0) -> int:
     return (fidx << ID_SHIFT) | (proc << DEPTH_BITS) | depth
 
-
-def empty_events(n: int = 0) -> np.ndarray:
-    return np.zeros(n, dtype=EVENT)

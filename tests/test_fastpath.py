@@ -1,6 +1,5 @@
 """Differential test: the vectorised fast path and the per-frame slow path agree on
 every frame the fast path accepts, over every shared capture and our own trace."""
-import numpy as np
 import pytest
 
 from pipeline import tracegen

@@ -190,7 +190,3 @@ class Engine:
         self.stats["records"] += 1
         if final:
             self.stats["final_records"] += 1
-
-    @property
-    def open_sessions(self) -> int:
-        return len(self.table)

@@ -81,7 +81,7 @@ def run(index: int, cfg: dict) -> None:
         elif kind == wire.MSG_END:
             eng.finish(hdr["now"])
             flush()
-            stats = dict(eng.stats, worker=index, open_at_end=0)
+            stats = dict(eng.stats, worker=index)
             push.send_multipart([wire.MSG_DONE, msgpack.packb(stats)])
             break
     pull.close(0)

@@ -11,9 +11,7 @@ import sys
 
 import orjson
 
-from pipeline.record import NAMES
-
-_N = len(NAMES)
+from pipeline.record import as_dict
 
 
 def open_private(path: str, mode: str = "a"):
@@ -24,11 +22,7 @@ def open_private(path: str, mode: str = "a"):
 
 
 def as_json(r) -> bytes:
-    d = dict(zip(NAMES, r))
-    if len(r) > _N and isinstance(r[_N], dict):
-        for k, v in r[_N].items():
-            d.setdefault(str(k), v)
-    return orjson.dumps(d, default=str)
+    return orjson.dumps(as_dict(r), default=str)
 
 
 class JsonLines:
