@@ -11,6 +11,7 @@ import msgpack
 import zmq
 
 from pipeline import wire
+from pipeline.children import ignore_stop_signals, title, wait_message
 
 from . import outputs
 from .merge import Merger
@@ -23,7 +24,6 @@ def _fail(msg: str) -> None:
 
 
 def run(cfg: dict) -> None:
-    from workers.process import ignore_stop_signals, title, wait_message
     title("pipeline: collector")
     parent = ignore_stop_signals()
     ctx = zmq.Context()

@@ -4,45 +4,17 @@ It pulls keyed event batches from the front-end, feeds the engine, and pushes
 the records it produces to the collector in batches; at end of stream it
 flushes every open session and reports its statistics.
 """
-import os
-import signal
-
 import msgpack
 import numpy as np
 import zmq
 
 from pipeline import wire
+from pipeline.children import ignore_stop_signals, title, wait_message
 
 from .engine import Engine
 from .plugins import load
 
 RECORDS_PER_MESSAGE = 4096
-
-
-def title(name: str) -> None:
-    try:
-        import setproctitle
-        setproctitle.setproctitle(name)
-    except Exception:  # a missing title is cosmetic, never fatal
-        pass
-
-
-def ignore_stop_signals() -> int:
-    """Children end when the supervisor says so (end of stream), not on a terminal's
-    Ctrl-C or a service manager's SIGTERM to the whole group: the supervisor turns
-    those into an orderly end so every open session is still written. Returns the
-    parent's pid, to notice if the supervisor itself dies."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    return os.getppid()
-
-
-def wait_message(sock, parent: int):
-    """Receive a multipart message, giving up if the supervisor has gone."""
-    while not sock.poll(1000):
-        if os.getppid() != parent:
-            raise SystemExit(1)
-    return sock.recv_multipart(copy=False)
 
 
 def run(index: int, cfg: dict) -> None:
