@@ -95,13 +95,14 @@ class Engine:
             if victim is not None:
                 self.stats["evicted"] += 1
                 self._end(victim, EVICTED)
+        row = ev[i]
         (_, fidx, _, _, _, _, _, _, proto, depth, _, _, sport, dport, _, _, _,
-         _, _, _, _, _, _, pid, _, parent) = ev[i].item()
+         _, _, _, _, _, _, pid, _, parent) = row.item()
         # the first packet's sender is the client, unless it is a SYN-ACK (capture began mid-handshake)
         client_dir = d if not (fl & _SYN and fl & _ACK) else 1 - d
         timeout = self.timeouts.idle_for(proto, sport, dport)
         s = Session(k, session_id(fidx, depth, self.proc), parent, depth, client_dir, t, timeout,
-                    ev[i].tobytes(), self.paths.get(pid, ""))
+                    row.tobytes(), self.paths.get(pid, ""))
         self.table[k] = s
         self.stats["sessions"] += 1
         active = self.timeouts.active

@@ -9,6 +9,7 @@ work split never depends on the number of workers) it
 and accounts for every frame in exactly one class: frames_ip, frames_non_ip,
 frames_malformed, frames_unassembled (frames_dropped is for live capture).
 """
+import functools
 import zlib
 from collections import Counter
 
@@ -59,6 +60,12 @@ class TunnelParents:
         dead = [k for k, e in self.table.items() if now - e[1] >= e[2]]
         for k in dead:
             del self.table[k]
+
+
+@functools.lru_cache(maxsize=None)
+def _tunnel_kind(name: str) -> int:
+    """A tunnel name as a number for its context hash (stable across runs, unlike hash())."""
+    return zlib.crc32(name.encode())
 
 
 def tunnel_capable(proto: int, sport: int, dport: int) -> bool:
@@ -114,12 +121,9 @@ class FrontEnd:
         return self._emit(fast, out)
 
     def _emit(self, fast, out):
-        """Key all rows of a chunk at once, cut them by second, split them by worker."""
+        """Key all rows of a chunk at once and cut them by second (`pack` splits by worker)."""
         if out:
-            slow = np.zeros(len(out), EVENT)
-            for j, r in enumerate(out):
-                slow[j] = r
-            ev = np.concatenate([fast, slow]).astype(EVENT, copy=False)
+            ev = np.concatenate([fast, np.array(out, dtype=EVENT)]).astype(EVENT, copy=False)
             ev = ev[np.argsort(ev["fidx"] * np.uint64(16) + ev["depth"], kind="stable")]
         else:
             ev = fast
@@ -221,7 +225,7 @@ class FrontEnd:
             if layer.tunnel is None:
                 break
             parent, depth = sid, depth + 1
-            ctx = tunnel_context(key, zlib.crc32(layer.tunnel.encode()), layer.tunnel_id)
+            ctx = tunnel_context(key, _tunnel_kind(layer.tunnel), layer.tunnel_id)
             if depth > self.max_depth:
                 self.extra["tunnel_too_deep"] += 1
                 break
