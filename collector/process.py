@@ -14,7 +14,7 @@ from pipeline import wire
 from pipeline.children import ignore_stop_signals, title, wait_message
 
 from . import outputs
-from .merge import Merger
+from .sink import Sink
 
 
 def _fail(msg: str) -> None:
@@ -34,32 +34,22 @@ def run(cfg: dict) -> None:
     control.setsockopt(zmq.LINGER, -1)
     control.connect(cfg["control_addr"])
     try:
-        outs = [outputs.make(s) for s in cfg["outputs"]]
+        sink = Sink(cfg["outputs"], cfg.get("aggregate_interval", 60.0))
     except outputs.OutputError as e:
         _fail(str(e))
-    merger = Merger()
     done = {}
-    while len(done) < cfg["workers"]:
-        kind, body = (f.bytes for f in wait_message(pull, parent))
-        if kind == wire.MSG_RECORDS:
-            recs = msgpack.unpackb(body)
-            merger.add(recs)
-            for o in outs:
-                try:
-                    o.write(recs)
-                except OSError as e:
-                    _fail(f"output {o.kind}:{o.target}: {e.strerror or e}")
-        elif kind == wire.MSG_DONE:
-            st = msgpack.unpackb(body)
-            done[st["worker"]] = st
-    for o in outs:
-        try:
-            o.close()
-        except OSError as e:
-            _fail(f"output {o.kind}:{o.target}: {e.strerror or e}")
-    stats = {"records": merger.records, "final_records": merger.final_records,
-             "outputs": {o.kind + ":" + o.target: o.written for o in outs},
-             "workers": [done[w] for w in sorted(done)]}
+    try:
+        while len(done) < cfg["workers"]:
+            kind, body = (f.bytes for f in wait_message(pull, parent)[:2])
+            if kind == wire.MSG_RECORDS:
+                sink.write(msgpack.unpackb(body))
+            elif kind == wire.MSG_DONE:
+                st = msgpack.unpackb(body)
+                done[st["worker"]] = st
+        sink.close()
+    except OSError as e:
+        _fail(str(e))
+    stats = dict(sink.stats(), workers=[done[w] for w in sorted(done)])
     control.send_multipart([wire.MSG_STATS, msgpack.packb(stats)])
     pull.close(0)
     control.close()

@@ -1,4 +1,5 @@
-"""What every child process of a run shares: its title, its signals, its lifeline."""
+"""What every process of a run shares: its title, its signals, its lifeline, its statistics file."""
+import json
 import os
 import signal
 
@@ -27,3 +28,10 @@ def wait_message(sock, parent: int):
         if os.getppid() != parent:
             raise SystemExit(1)
     return sock.recv_multipart(copy=False)
+
+
+def write_stats(path: str, stats: dict) -> None:
+    """--stats-json: the run's figures, one JSON object (OSError if it cannot be written)."""
+    with open(path, "w") as fh:
+        json.dump(stats, fh, indent=1)
+        fh.write("\n")

@@ -78,7 +78,45 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--chunk-frames", type=_positive_int, default=16384, metavar="N",
                     help="frames per front-end chunk (default 16384)")
     st.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    st.add_argument("--aggregate-interval", type=_seconds, default=60.0, metavar="S",
+                    help="aggregate records (type aggregate) every S seconds of traffic, 0 for none (default 60)")
+    st.add_argument("--collector", metavar="ADDR",
+                    help="send records to a remote `pipeline collector` at tcp://HOST:PORT instead of "
+                         "writing them here (--output is then the collector's business)")
+    st.add_argument("--spool-dir", metavar="DIR",
+                    help="with --collector: keep unacknowledged batches here beyond 64 MiB of memory")
+    st.add_argument("--spool-max-mb", type=_positive_int, default=1024, metavar="MB",
+                    help="with --spool-dir: the spool's size limit; when full, reading waits (default 1024)")
+    _curve_client_flags(st)
+
+    co = sub.add_parser("collector", help="receive records from sensors over the network, write them out",
+                        description="Standalone collector: many sensors (`pipeline start --collector`) feed it.")
+    co.add_argument("--listen", default="tcp://127.0.0.1:5555", metavar="ADDR",
+                    help="tcp://HOST:PORT or ipc://PATH to listen on (default tcp://127.0.0.1:5555)")
+    co.add_argument("--output", action="append", metavar="KIND:TARGET",
+                    help="where records go (as for start; default jsonl:-); repeatable")
+    co.add_argument("--stats-json", metavar="PATH", help="write statistics here at exit")
+    co.add_argument("--state-dir", metavar="DIR",
+                    help="remember written batches here, so a restarted collector writes each record once")
+    co.add_argument("--aggregate-interval", type=_seconds, default=60.0, metavar="S",
+                    help="aggregate records every S seconds of traffic, 0 for none (default 60)")
+    co.add_argument("--curve-server-cert", metavar="FILE.key_secret",
+                    help="this collector's CurveZMQ certificate (from `pipeline keygen`)")
+    co.add_argument("--curve-clients", metavar="DIR",
+                    help="folder of the public certificates (*.key) of the sensors allowed in")
+    co.add_argument("--quiet", action="store_true", help="no summary on stderr")
+
+    kg = sub.add_parser("keygen", help="make a CurveZMQ certificate pair",
+                        description="Writes DIR/NAME.key (public) and DIR/NAME.key_secret (private, 0600).")
+    kg.add_argument("dest", metavar="DIR/NAME")
     return ap
+
+
+def _curve_client_flags(p) -> None:
+    p.add_argument("--curve-client-cert", metavar="FILE.key_secret",
+                   help="with --collector: this sensor's CurveZMQ certificate (from `pipeline keygen`)")
+    p.add_argument("--curve-server-cert", metavar="FILE.key",
+                   help="with --collector: the collector's public certificate")
 
 
 def main(argv=None) -> int:
@@ -89,7 +127,23 @@ def main(argv=None) -> int:
         return 2
     if args.command == "start":
         return _start(ap, args)
+    if args.command == "collector":
+        from collector.server import serve
+        return serve(args)
+    if args.command == "keygen":
+        return _keygen(args)
     return 2
+
+
+def _keygen(args) -> int:
+    from collector.link import LinkError, keygen
+    try:
+        pub, sec = keygen(args.dest)
+    except (LinkError, OSError) as e:
+        print(f"pipeline: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{pub}\n{sec}")
+    return 0
 
 
 def _start(ap, args) -> int:
@@ -110,6 +164,16 @@ def _start(ap, args) -> int:
                 cls()   # the workers will make one each: fail here, once, in one line
             except Exception as e:  # the user's class: any failure is theirs to read
                 raise PluginError(f"--plugin {spec!r}: {cls.__name__}() failed: {e}") from None
+        if args.collector:
+            from collector.link import LinkError, check_address
+            try:
+                check_address(args.collector, "--collector")
+                if bool(args.curve_client_cert) != bool(args.curve_server_cert):
+                    raise LinkError("CURVE needs both --curve-client-cert and --curve-server-cert")
+            except LinkError as e:
+                raise OutputError(str(e)) from None
+        elif args.curve_client_cert or args.curve_server_cert or args.spool_dir:
+            raise OutputError("--curve-client-cert, --curve-server-cert and --spool-dir go with --collector")
         if args.stats_json:
             folder = os.path.dirname(os.path.abspath(args.stats_json))
             if os.path.isdir(args.stats_json):

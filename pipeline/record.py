@@ -53,6 +53,7 @@ FIELDS = (
     ("content_flags", "content flags, else null"),
     ("app", "application name (lower case), else null"),
     ("family", "application family, else null"),
+    ("community_id", "Community ID v1 (seed 0) of the 5-tuple, to join with Zeek/Suricata/Elastic; null for ICMP, whose id needs one type/code"),
 )
 
 NAMES = tuple(name for name, _ in FIELDS)

@@ -9,7 +9,6 @@ Children are forked before any ZeroMQ context exists (fork safety); sends wait
 with a timeout so a dead child is noticed instead of blocking forever. Offline
 runs are lossless: high-water marks and blocking sends give backpressure.
 """
-import json
 import multiprocessing as mp
 import shutil
 import signal
@@ -24,7 +23,8 @@ import zmq
 from collector import process as collector_process
 from workers import process as worker_process
 
-from . import wire
+from . import uplink, wire
+from .children import write_stats
 from .frontend.core import FrontEnd
 from .frontend.readers import CaptureError, open_capture
 
@@ -54,7 +54,7 @@ class Run:
             raise RunError(f"no orderly end {STOP_GRACE:.0f} s after the stop signal; children killed")
         for name, p in self.procs:
             if p.exitcode is not None and p.exitcode != 0:
-                if name == "collector" and p.exitcode == 3:
+                if name in ("collector", "uplink") and p.exitcode == 3:
                     raise RunError(None)   # the collector said why, in one line
                 raise RunError(f"{name} exited with status {p.exitcode}")
 
@@ -76,10 +76,18 @@ class Run:
             "max_sessions": a.max_sessions or 0,
             "outputs": a.output or ["jsonl:-"],
             "workers": self.workers,
+            "aggregate_interval": a.aggregate_interval,
+            "collector": a.collector,
+            "curve_client_cert": a.curve_client_cert,
+            "curve_server_cert": a.curve_server_cert,
+            "spool_dir": a.spool_dir,
+            "spool_disk_bytes": a.spool_max_mb << 20,
         }
         self.cfg = cfg
         mpc = mp.get_context("fork")
-        p = mpc.Process(target=collector_process.run, args=(cfg,), name="collector")
+        # with --collector, the uplink takes the local collector's place (and its socket)
+        target = uplink.run if a.collector else collector_process.run
+        p = mpc.Process(target=target, args=(cfg,), name="uplink" if a.collector else "collector")
         p.start()
         self.procs.append(("collector", p))
         for i in range(self.workers):
@@ -195,9 +203,7 @@ def start(args, timeouts) -> int:
     stats["detail"] = dict(sorted(fe.extra.items()))
     if args.stats_json:
         try:
-            with open(args.stats_json, "w") as fh:
-                json.dump(stats, fh, indent=1)
-                fh.write("\n")
+            write_stats(args.stats_json, stats)
         except OSError as e:
             _log(f"error: --stats-json {args.stats_json}: {e.strerror or e}")
             return 1

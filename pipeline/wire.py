@@ -21,6 +21,16 @@ Collector -> supervisor:
     [b"S", stats]            msgpack dict: everything written, the collector's
                              statistics and the workers' ones.
 
+Sensor -> remote collector (`--collector tcp://HOST:PORT`; DEALER -> ROUTER,
+CurveZMQ when configured; see `collector.link`), multipart:
+    [b"R", header, records]  header msgpack {"sensor": str, "run": str, "seq": int}:
+                             batch `seq` (from 1) of this sensor process's run;
+                             records exactly as a worker sent them
+Remote collector -> sensor:
+    [b"A", header]           msgpack {"run": str, "seq": int, "ok": bool}: the
+                             batch is written (or was already: duplicates are
+                             acknowledged and dropped), or was refused (ok false)
+
 One EVENT row is one IP datagram (or a reassembled fragmented datagram) at one
 encapsulation depth, already keyed: the worker never parses packets again.
 """
@@ -60,6 +70,7 @@ MSG_END = b"E"
 MSG_RECORDS = b"R"
 MSG_DONE = b"D"
 MSG_STATS = b"S"
+MSG_ACK = b"A"
 
 # Session ids: (frame number << ID_SHIFT) | (capture_proc << DEPTH_BITS) | depth.
 # The id names the frame that opened the session (numbered from 1 as Wireshark

@@ -27,9 +27,14 @@ def run(reads, tmp, *extra, workers=2, timeout=300, expect_output=True):
     cmd += list(extra)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
-    recs = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    lines = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     stats = json.loads(st.read_text()) if st.exists() else None
-    return p, recs, stats
+    return p, sessions(lines), stats
+
+
+def sessions(lines):
+    """The session records of a JSON-lines output (aggregate records left out)."""
+    return [r for r in lines if r.get("type") == "session"]
 
 
 def finals(recs):

@@ -7,6 +7,7 @@ Records accumulate in `records` (lists in `pipeline.record.FIELDS` order) until
 the shell takes them. Time is packet time as given by the caller: offline
 runs are deterministic and the same whatever the number of workers.
 """
+from pipeline.community_id import community_id
 from pipeline.record import INDEX, TYPE_SESSION
 from pipeline.wire import session_id
 
@@ -179,7 +180,7 @@ class Engine:
                round(st.rtt, 6) if st is not None and st.rtt is not None else None,
                st.retrans if st is not None else 0,
                st.flags if st is not None else 0,
-               None, None, None, None, None]
+               None, None, None, None, None, community_id(proto, cip, sip, cport, sport)]
         ext = s.ext
         if ext:
             for j, name in _EXT_FIELDS:

@@ -1,9 +1,19 @@
-"""Output registry: `--output KIND:TARGET` names one of these."""
-import os
+"""Output registry: `--output KIND:TARGET` names one of these.
 
+Every kind has `check(target)` (raises ValueError with one line, before
+anything starts), `write(records)`, `close()` and a `written` count; see
+docs/outputs.md. The line outputs (jsonl, ecs, csv) can also append to what
+an earlier collector wrote, and be cut back by the collector's journal.
+"""
+from .csv import CsvFile
+from .ecs import EcsLines
+from .files import LineOutput
+from .ipfix import IpfixExporter
 from .jsonl import JsonLines
+from .kafka import KafkaProducer
+from .syslog import SyslogSender
 
-KINDS = {"jsonl": JsonLines}
+KINDS = {c.kind: c for c in (JsonLines, EcsLines, CsvFile, IpfixExporter, SyslogSender, KafkaProducer)}
 
 
 class OutputError(Exception):
@@ -17,20 +27,19 @@ def parse(spec: str):
         raise OutputError(f"--output {spec!r}: expected KIND:TARGET, e.g. jsonl:sessions.jsonl")
     if kind not in KINDS:
         raise OutputError(f"--output {spec!r}: unknown kind {kind!r} (known: {', '.join(sorted(KINDS))})")
-    if kind == "jsonl" and target != "-":
-        folder = os.path.dirname(os.path.abspath(target))
-        if not os.path.isdir(folder):
-            raise OutputError(f"--output {spec!r}: no such directory {folder}")
-        if os.path.isdir(target):
-            raise OutputError(f"--output {spec!r}: {target} is a directory")
-        if not os.access(folder, os.W_OK) or (os.path.exists(target) and not os.access(target, os.W_OK)):
-            raise OutputError(f"--output {spec!r}: not writable")
+    try:
+        KINDS[kind].check(target)
+    except ValueError as e:
+        raise OutputError(f"--output {spec!r}: {e}") from None
     return kind, target
 
 
-def make(spec: str):
+def make(spec: str, append: bool = False):
     kind, target = parse(spec)
+    cls = KINDS[kind]
     try:
-        return KINDS[kind](target)
-    except OSError as e:
-        raise OutputError(f"--output {spec!r}: {e.strerror or e}") from None
+        if append and issubclass(cls, LineOutput):
+            return cls(target, append=True)
+        return cls(target)
+    except (OSError, ValueError) as e:
+        raise OutputError(f"--output {spec!r}: {getattr(e, 'strerror', None) or e}") from None

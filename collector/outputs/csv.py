@@ -1,0 +1,72 @@
+"""CSV (`csv:PATH`, `csv:-`): session records for spreadsheets and tools that take tables.
+
+The header row is the record's field names (pipeline.record.NAMES), then one
+session record per row, in that order. A table needs fixed columns, so
+plugin fields (the optional dict after the native values) are not written:
+use jsonl or ecs for those. Cells: null is empty, booleans are true/false,
+the VLAN list is its ids joined with "." (outermost first), numbers as
+Python writes them (floats round-trip exactly). Rows end with "\\n"; the
+csv module quotes any cell holding a comma, quote or newline.
+Same file handling and rotation options as JSON lines (files.py); every
+rotated file starts with the header row.
+"""
+import csv
+import io
+import time
+
+from pipeline.record import NAMES
+
+from .files import LineOutput
+
+N = len(NAMES)
+
+
+def _cell(v):
+    if v is None:
+        return ""
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, (list, tuple)):
+        return ".".join(str(x) for x in v)
+    return v
+
+
+class _Rows(list):
+    """What csv.writer writes to: it writes each row with one write() call."""
+    write = list.append
+
+
+def _header() -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(NAMES)
+    return buf.getvalue().encode()
+
+
+class CsvFile(LineOutput):
+    kind = "csv"
+
+    header = _header()
+
+    def __init__(self, target: str, clock=time.time, append: bool = False):
+        super().__init__(target, clock, append)
+        self.rows = _Rows()
+        self.writer = csv.writer(self.rows, lineterminator="\n")
+
+    def write(self, records) -> None:
+        if not records:
+            return
+        rows, writerow = self.rows, self.writer.writerow
+        rows.clear()
+        for r in records:
+            writerow([_cell(v) for v in r[:N]])
+        if len(rows) == len(records):
+            self.file.write([row.encode() for row in rows])
+        else:                             # a writer that split rows: keep the batch whole
+            self.file.write(["".join(rows).encode()])
+        rows.clear()
+        self.written += len(records)
+
+
+OUTPUT = CsvFile     # for the registry in collector/outputs/__init__.py

@@ -1,0 +1,106 @@
+"""Elastic Common Schema lines (`ecs:PATH`, `ecs:-`): sessions Elasticsearch/Kibana and
+other ECS consumers understand without a mapping of their own.
+
+One JSON object per record, nested objects (not dotted keys), ECS 8.11:
+`@timestamp` is the session's last packet time (for interim records too:
+the time the counters reached), `event.*` says it is a network connection
+that ended (`type` ["connection", "end"]) or is still going (["connection",
+"info"]), `source`/`client` is our client with its client->server (ul)
+counters, `destination`/`server` our server with the dl counters, and
+`network.*` the transport, counters, Community ID and VLAN ids. Every native
+field, plugin fields included, is kept as is under `pipeline` so nothing is
+lost in translation. Fields without a value are left out, as ECS expects.
+ICMP sessions have no `network.community_id` (see pipeline/community_id.py).
+Same file handling and rotation options as JSON lines (files.py).
+"""
+from datetime import datetime, timedelta
+
+import orjson
+
+from pipeline.community_id import community_id
+from pipeline.record import as_dict
+
+from .files import LineOutput
+
+ECS_VERSION = "8.11.0"
+NAMESPACE = "pipeline"
+# IANA protocol keywords, lower case, as ECS asks for network.transport
+TRANSPORT_NAMES = {1: "icmp", 2: "igmp", 4: "ipv4", 6: "tcp", 17: "udp", 33: "dccp", 41: "ipv6",
+                   46: "rsvp", 47: "gre", 50: "esp", 51: "ah", 58: "ipv6-icmp", 89: "ospfigp",
+                   103: "pim", 112: "vrrp", 115: "l2tp", 132: "sctp", 136: "udplite", 137: "mpls-in-ip"}
+_EPOCH = datetime(1970, 1, 1)
+_CATEGORY = ["network"]
+_FINAL, _INTERIM = ["connection", "end"], ["connection", "info"]
+_OPTS = orjson.OPT_APPEND_NEWLINE
+
+
+def iso(us: int) -> str:
+    """Epoch microseconds as ISO 8601 UTC with microseconds, e.g. 2024-05-01T12:00:00.250000Z."""
+    return (_EPOCH + timedelta(microseconds=us)).isoformat(timespec="microseconds") + "Z"
+
+
+def _endpoint(ip, port, nbytes, packets) -> dict:
+    e = {"ip": ip}
+    if port is not None:
+        e["port"] = port
+    if nbytes is not None:
+        e["bytes"] = nbytes
+    if packets is not None:
+        e["packets"] = packets
+    return e
+
+
+def _community_id(d: dict):
+    if d.get("community_id"):
+        return d["community_id"]
+    try:
+        return community_id(d["transport"], d["client_ip"], d["server_ip"], d["client_port"], d["server_port"])
+    except (ValueError, TypeError):
+        return None
+
+
+def as_ecs(r) -> dict:
+    """One wire record as an ECS event (nested dicts)."""
+    d = as_dict(r)
+    start_us, end_us = round(d["start"] * 1e6), round(d["end"] * 1e6)
+    end = iso(end_us)
+    event = {"kind": "event", "category": _CATEGORY, "type": _FINAL if d["final"] else _INTERIM,
+             "start": iso(start_us), "end": end, "duration": (end_us - start_us) * 1000}
+    if d.get("end_reason") is not None:
+        event["reason"] = d["end_reason"]
+    src = _endpoint(d["client_ip"], d["client_port"], d["ul_byte_count"], d["ul_packet_count"])
+    dst = _endpoint(d["server_ip"], d["server_port"], d["dl_byte_count"], d["dl_packet_count"])
+    proto = d["transport"]
+    network = {"transport": TRANSPORT_NAMES.get(proto, str(proto)),
+               "type": f"ipv{d['ip_version']}", "iana_number": str(proto),
+               "bytes": d["byte_count"], "packets": d["packet_count"]}
+    cid = _community_id(d)
+    if cid:
+        network["community_id"] = cid
+    vlan = d.get("vlan")
+    if vlan:
+        network["vlan"] = {"id": str(vlan[0])}
+        if len(vlan) > 1:
+            network["inner"] = {"vlan": {"id": str(vlan[1])}}
+    out = {"@timestamp": end, "ecs": {"version": ECS_VERSION}, "event": event,
+           "source": src, "destination": dst, "client": src, "server": dst, "network": network}
+    if d.get("sensor") is not None:
+        out["observer"] = {"name": d["sensor"]}
+    ips = [d["client_ip"], d["server_ip"]]
+    out["related"] = {"ip": ips if ips[0] != ips[1] else ips[:1]}
+    out[NAMESPACE] = d
+    return out
+
+
+class EcsLines(LineOutput):
+    kind = "ecs"
+
+    def write(self, records) -> None:
+        if not records:
+            return
+        self.file.write([orjson.dumps(as_ecs(r), default=str, option=_OPTS) for r in records])
+        self.written += len(records)
+
+
+
+OUTPUT = EcsLines     # for the registry in collector/outputs/__init__.py

@@ -1,0 +1,70 @@
+"""Where records end up, whoever collects them: merge, aggregate, write every output.
+
+Used by the run's own collector process and by the standalone `pipeline
+collector` alike, so both write the same thing. Aggregate records go to the
+outputs that can carry them (those with `write_aggregates`); the others get
+sessions only (see docs/outputs.md).
+"""
+from . import outputs
+from .aggregate import Aggregator
+from .merge import Merger
+
+
+class Sink:
+    def __init__(self, specs, aggregate_interval: float = 60.0):
+        self.outs = []
+        try:
+            for spec in specs:
+                self.outs.append(outputs.make(spec))
+        except outputs.OutputError:
+            self.close_quietly()
+            raise
+        self.merger = Merger()
+        self.agg = Aggregator(aggregate_interval) if aggregate_interval else None
+
+    def write(self, records) -> None:
+        """Raises OSError naming the output that failed."""
+        self.merger.add(records)
+        for o in self.outs:
+            _guard(o, o.write, records)
+        if self.agg is not None:
+            self._aggregates(self.agg.add(records))
+
+    def _aggregates(self, aggs) -> None:
+        if aggs:
+            for o in self.outs:
+                w = getattr(o, "write_aggregates", None)
+                if w is not None:
+                    _guard(o, w, aggs)
+
+    def flush(self) -> None:
+        """Hand everything written so far to the OS (the journal's commit point)."""
+        for o in self.outs:
+            f = getattr(o, "flush", None)
+            if f is not None:
+                _guard(o, f)
+
+    def close(self) -> None:
+        if self.agg is not None:
+            self._aggregates(self.agg.flush())
+        for o in self.outs:
+            _guard(o, o.close)
+
+    def close_quietly(self) -> None:
+        for o in self.outs:
+            try:
+                o.close()
+            except Exception:  # already failing: the first error is the one reported
+                pass
+
+    def stats(self) -> dict:
+        return {"records": self.merger.records, "final_records": self.merger.final_records,
+                "aggregates": self.agg.emitted if self.agg is not None else 0,
+                "outputs": {f"{o.kind}:{o.target}": o.written for o in self.outs}}
+
+
+def _guard(o, fn, *args):
+    try:
+        fn(*args)
+    except OSError as e:
+        raise OSError(f"output {o.kind}:{o.target}: {e.strerror or e}") from None

@@ -1,0 +1,71 @@
+"""Community ID v1 flow hashes, so analysts can join our sessions with Zeek, Suricata, Elastic.
+
+The Community ID (https://github.com/corelight/community-id-spec) is a
+direction-free string for a flow's 5-tuple that other monitors compute the
+same way: "1:" + base64(sha1(seed . addr_lo . addr_hi . proto . 0 . port_lo . port_hi)),
+all in network byte order, the numerically smaller (address, port) endpoint
+first. Transports without ports hash the addresses and protocol only.
+
+It runs once per session record, so it is a few calls into C
+(socket.inet_pton, hashlib.sha1, base64) and keeps no state.
+"""
+import base64
+import hashlib
+import socket
+import struct
+
+ICMP, ICMP6 = 1, 58
+
+_HEAD = struct.Struct("!H")       # seed
+_TAIL = struct.Struct("!BxHH")    # proto, padding byte, src port, dst port
+_PROTO = struct.Struct("!Bx")     # proto, padding byte (port-less transports)
+
+
+def _packed(ip: str) -> bytes:
+    try:
+        return socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
+    except (OSError, TypeError):
+        raise ValueError(f"community id: not an IP address: {ip!r}") from None
+
+
+def hash_tuple(transport: int, src_ip: str, dst_ip: str, src_port, dst_port, seed: int = 0) -> str:
+    """The spec's community_id_v1 over a tuple exactly as given.
+
+    Ports are hashed when both are given (for ICMP the caller passes the
+    type/code mapped to ports as the spec's ICMP rules say); with either one
+    None the hash covers the addresses and transport only."""
+    if not 0 <= seed <= 0xFFFF:
+        raise ValueError(f"community id: seed {seed} outside 0..65535")
+    if not 0 <= transport <= 0xFF:
+        raise ValueError(f"community id: transport {transport} outside 0..255")
+    a, b = _packed(src_ip), _packed(dst_ip)
+    if src_port is None or dst_port is None:
+        if a > b:
+            a, b = b, a
+        tail = _PROTO.pack(transport)
+    else:
+        if a > b or (a == b and src_port > dst_port):
+            a, b, src_port, dst_port = b, a, dst_port, src_port
+        try:
+            tail = _TAIL.pack(transport, src_port, dst_port)
+        except struct.error:
+            raise ValueError(f"community id: ports {src_port}, {dst_port} outside 0..65535") from None
+    digest = hashlib.sha1(_HEAD.pack(seed) + a + b + tail).digest()
+    return "1:" + base64.b64encode(digest).decode("ascii")
+
+
+def community_id(transport: int, src_ip: str, dst_ip: str, src_port, dst_port, seed: int = 0):
+    """Community ID v1 of a session, or None for ICMP and ICMPv6.
+
+    The spec hashes ICMP (1) and ICMPv6 (58) with the message's type and code
+    in place of ports (an echo request and its reply mapped to one pair).
+    Our ICMP sessions are per host pair: one session holds every ICMP message
+    between two hosts, so a record has no single type/code, and any id we
+    made up would not match what Zeek or Suricata compute for those packets.
+    A wrong id is worse than none (it joins unrelated flows), so we give None.
+    Every other transport hashes as the spec says: with ports when the
+    record has them (TCP, UDP, SCTP, ...), else addresses and protocol only.
+    """
+    if transport == ICMP or transport == ICMP6:
+        return None
+    return hash_tuple(transport, src_ip, dst_ip, src_port, dst_port, seed)

