@@ -11,7 +11,7 @@ import msgpack
 import zmq
 
 from pipeline import wire
-from pipeline.children import ignore_stop_signals, title, wait_message
+from pipeline.children import become_user, ignore_stop_signals, title, wait_message
 
 from . import outputs
 from .sink import Sink
@@ -26,6 +26,7 @@ def _fail(msg: str) -> None:
 def run(cfg: dict) -> None:
     title("pipeline: collector")
     parent = ignore_stop_signals()
+    become_user(cfg)
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     pull.setsockopt(zmq.RCVHWM, 256)

@@ -33,7 +33,8 @@ def serve(args) -> int:
     try:
         link.check_address(args.listen, "--listen")
         journal = Journal(args.state_dir) if args.state_dir else Journal(None)
-        sink = Sink(args.output or ["jsonl:-"], args.aggregate_interval)
+        # a standalone collector appends: it may be a restart of one that wrote the same files
+        sink = Sink(args.output or ["jsonl:-"], args.aggregate_interval, append=True)
     except (link.LinkError, OutputError, OSError) as e:
         _log(f"error: {e}")
         return 2
@@ -55,7 +56,11 @@ def serve(args) -> int:
         _log(f"error: --listen {args.listen}: {e}")
         sink.close_quietly()
         return 2
-    journal.truncate_outputs(sink.outs)
+    for path, nbytes in journal.truncate_outputs(sink.outs):
+        _log(f"warning: {path}: cut {nbytes} bytes of a batch the last collector did not finish")
+    for o in sink.outs:
+        if getattr(getattr(o, "file", None), "repaired", 0):
+            _log(f"warning: {o.file.path}: cut a half line of {o.file.repaired} bytes at its end")
     counts = {"batches": 0, "duplicates": 0, "rejected": 0}
     sensors = {}
     t0 = time.monotonic()

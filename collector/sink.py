@@ -11,11 +11,11 @@ from .merge import Merger
 
 
 class Sink:
-    def __init__(self, specs, aggregate_interval: float = 60.0):
+    def __init__(self, specs, aggregate_interval: float = 60.0, append: bool = False):
         self.outs = []
         try:
             for spec in specs:
-                self.outs.append(outputs.make(spec))
+                self.outs.append(outputs.make(spec, append))
         except outputs.OutputError:
             self.close_quietly()
             raise

@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import sys
 
 
 def title(name: str) -> None:
@@ -20,6 +21,17 @@ def ignore_stop_signals() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return os.getppid()
+
+
+def become_user(cfg: dict) -> None:
+    """--user: a child gives up root too (it needs no privilege to do its work)."""
+    if cfg.get("user"):
+        from .frontend.live import drop_privileges
+        try:
+            drop_privileges(cfg["user"])
+        except OSError as e:
+            print(f"pipeline: error: {e}", file=sys.stderr, flush=True)
+            os._exit(3)
 
 
 def wait_message(sock, parent: int):

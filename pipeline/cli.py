@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--read", action="append", metavar="FILE", default=[],
                     help="pcap or pcapng file; repeat to read several, in order, as one stream")
     st.add_argument("--interface", action="append", metavar="IFACE", default=[],
-                    help="live capture interface (not available in this version)")
+                    help="capture live from this interface (AF_PACKET ring, needs CAP_NET_RAW); repeatable")
     st.add_argument("--workers", type=_workers, default=2, metavar="N",
                     help="worker processes, each owning one session table (default 2; 'auto': cores - 1)")
     st.add_argument("--output", action="append", metavar="KIND:TARGET",
@@ -88,6 +88,17 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--spool-max-mb", type=_positive_int, default=1024, metavar="MB",
                     help="with --spool-dir: the spool's size limit; when full, reading waits (default 1024)")
     _curve_client_flags(st)
+    lv = st.add_argument_group("live capture (--interface)")
+    lv.add_argument("--ring-mb", type=_positive_int, default=64, metavar="MB",
+                    help="ring buffer per interface and capture process (default 64)")
+    lv.add_argument("--snaplen", type=_positive_int, default=65535, metavar="BYTES",
+                    help="bytes kept of each frame (default 65535)")
+    lv.add_argument("--no-promisc", action="store_true", help="do not put the interfaces in promiscuous mode")
+    lv.add_argument("--capture-procs", type=_positive_int, default=1, metavar="K",
+                    help="capture processes sharing the interfaces (PACKET_FANOUT hash; default 1)")
+    lv.add_argument("--filter", metavar="EXPR", help="BPF filter expression (tcpdump syntax), applied in the kernel")
+    lv.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds (default: until a signal)")
+    lv.add_argument("--user", metavar="NAME", help="drop to this user once the capture sockets are open")
 
     co = sub.add_parser("collector", help="receive records from sensors over the network, write them out",
                         description="Standalone collector: many sensors (`pipeline start --collector`) feed it.")
@@ -147,12 +158,27 @@ def _keygen(args) -> int:
 
 
 def _start(ap, args) -> int:
-    if args.interface:
-        print("pipeline: error: live capture (--interface) is not available in this version; use --read", file=sys.stderr)
+    if args.interface and args.read:
+        print("pipeline: error: give --read FILE or --interface IFACE, not both", file=sys.stderr)
         return 2
-    if not args.read:
-        print("pipeline: error: nothing to read: give --read FILE", file=sys.stderr)
+    if not args.read and not args.interface:
+        print("pipeline: error: nothing to read: give --read FILE or --interface IFACE", file=sys.stderr)
         return 2
+    args.bpf = None
+    if args.filter:
+        from .frontend.bpf import compile_filter
+        try:
+            args.bpf = compile_filter(args.filter, snaplen=args.snaplen)
+        except (ValueError, OSError) as e:
+            print(f"pipeline: error: --filter {args.filter!r}: {e}", file=sys.stderr)
+            return 2
+    if args.user:
+        import pwd
+        try:
+            pwd.getpwnam(args.user)
+        except KeyError:
+            print(f"pipeline: error: --user {args.user!r}: no such user", file=sys.stderr)
+            return 2
     from collector.outputs import OutputError, parse
     from workers.plugins import PluginError, resolve
     try:

@@ -10,6 +10,7 @@ with a timeout so a dead child is noticed instead of blocking forever. Offline
 runs are lossless: high-water marks and blocking sends give backpressure.
 """
 import multiprocessing as mp
+import os
 import shutil
 import signal
 import socket
@@ -23,9 +24,10 @@ import zmq
 from collector import process as collector_process
 from workers import process as worker_process
 
-from . import uplink, wire
+from . import capture, uplink, wire
 from .children import write_stats
 from .frontend.core import FrontEnd
+from .frontend.live import drop_privileges
 from .frontend.readers import CaptureError, open_capture
 
 STOP_GRACE = 10.0   # seconds from SIGINT/SIGTERM to an orderly end, else the children are killed
@@ -40,8 +42,12 @@ def _log(msg: str) -> None:
 
 
 class Run:
-    def __init__(self, args, timeouts):
+    def __init__(self, args, timeouts, live=None):
         self.args = args
+        self.live = live                    # live capture settings (capture.open_live), else None
+        self.frontends = args.capture_procs if live else 1
+        self.deadline = time.time() + args.duration if args.duration else float("inf")
+        self.captures = []                  # statistics of capture processes 1..K-1
         self.timeouts = timeouts
         self.workers = args.workers
         self.procs = []
@@ -66,6 +72,10 @@ class Run:
     def start(self):
         a = self.args
         self.dir = tempfile.mkdtemp(prefix="pipeline-")
+        if a.user:
+            import pwd
+            pw = pwd.getpwnam(a.user)
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)   # children drop to --user and still reach their sockets
         cfg = {
             "worker_addrs": [f"ipc://{self.dir}/w{i}" for i in range(self.workers)],
             "collector_addr": f"ipc://{self.dir}/collector",
@@ -82,7 +92,13 @@ class Run:
             "curve_server_cert": a.curve_server_cert,
             "spool_dir": a.spool_dir,
             "spool_disk_bytes": a.spool_max_mb << 20,
+            "frontends": self.frontends,
+            "hash_seed": a.hash_seed,
+            "user": a.user,
+            "deadline": self.deadline,
         }
+        if self.live:
+            cfg.update(self.live)
         self.cfg = cfg
         mpc = mp.get_context("fork")
         # with --collector, the uplink takes the local collector's place (and its socket)
@@ -94,6 +110,10 @@ class Run:
             p = mpc.Process(target=worker_process.run, args=(i, cfg), name=f"worker {i}")
             p.start()
             self.procs.append((f"worker {i}", p))
+        for k in range(1, self.frontends):
+            p = mpc.Process(target=capture.capture_child, args=(k, cfg), name=f"capture {k}")
+            p.start()
+            self.procs.append((f"capture {k}", p))
         self.ctx = zmq.Context()
         self.control = self.ctx.socket(zmq.PULL)
         self.control.bind(cfg["control_addr"])
@@ -102,8 +122,14 @@ class Run:
             s = self.ctx.socket(zmq.PUSH)
             s.setsockopt(zmq.SNDHWM, 4)
             s.setsockopt(zmq.LINGER, -1)
-            s.bind(addr)
+            s.connect(addr)
             self.pushes.append(s)
+        ready = 1
+        while ready < self.frontends:       # announce the capture only once every ring is open
+            while not self.control.poll(500):
+                self.check_children()
+            kind, _ = self.control.recv_multipart()
+            ready += kind == capture.MSG_READY
 
     def feed(self, readers, fe):
         for reader in readers:
@@ -117,6 +143,17 @@ class Run:
                 _log(f"warning: {w}")
             self.damage += reader.damage
             reader.close()
+        self.end_stream(fe)
+
+    def feed_live(self, cap, fe):
+        capture.feed_live(cap, fe, self.send_batches,
+                          lambda: self.stopping or time.time() >= self.deadline, self.check_children)
+        for name, p in self.procs:
+            if name.startswith("capture") and p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)      # the other capture processes stop too
+        self.end_stream(fe)
+
+    def end_stream(self, fe):
         self.send_batches(fe, fe.finish())
         end = msgpack.packb({"now": fe.now})
         for sock in self.pushes:
@@ -125,13 +162,19 @@ class Run:
     def send_batches(self, fe, batch):
         paths = fe.take_paths()
         for sock, (ev, cuts) in zip(self.pushes, fe.pack(batch)):
-            self.send(sock, [wire.MSG_BATCH, msgpack.packb({"cuts": cuts, "paths": paths}), ev])
+            self.send(sock, [wire.MSG_BATCH, msgpack.packb({"cuts": cuts, "paths": paths, "proc": fe.proc}), ev])
 
     def wait_collector(self):
-        while not self.control.poll(500):
-            self.check_children()
-        kind, body = self.control.recv_multipart()
-        return msgpack.unpackb(body, strict_map_key=False)
+        """The collector's (or uplink's) final statistics; capture processes report first."""
+        while True:
+            while not self.control.poll(500):
+                self.check_children()
+            kind, body = self.control.recv_multipart()
+            msg = msgpack.unpackb(body, strict_map_key=False)
+            if kind == capture.MSG_CAPTURE:
+                self.captures.append(msg)
+            else:
+                return msg
 
     def stop(self):
         for s in self.pushes:
@@ -155,13 +198,19 @@ class Run:
 
 def start(args, timeouts) -> int:
     readers = []
+    cap = live = None
     try:
         for path in args.read:
             readers.append(open_capture(path))
-    except CaptureError as e:
+        if args.interface:
+            live = {"interfaces": args.interface, "ring_mb": args.ring_mb, "snaplen": args.snaplen,
+                    "promisc": not args.no_promisc, "bpf": args.bpf,
+                    "fanout": (os.getpid() % 60000) if args.capture_procs > 1 else None}
+            cap = capture.open_live(live)
+    except (CaptureError, OSError, ValueError) as e:
         _log(f"error: {e}")
         return 2
-    run = Run(args, timeouts)
+    run = Run(args, timeouts, live)
 
     def stop(signum, _frame):
         # SIGINT / SIGTERM: stop reading; every open session is still written ("shutdown").
@@ -179,7 +228,18 @@ def start(args, timeouts) -> int:
     fe = FrontEnd(args.workers, timeouts, seed=args.hash_seed)
     try:
         run.start()
-        run.feed(readers, fe)
+        if cap is not None:
+            if args.user:
+                try:
+                    drop_privileges(args.user)
+                except OSError as e:
+                    raise RunError(str(e)) from None
+            if not args.quiet:
+                _log(f"capturing on {', '.join(args.interface)} ({run.frontends} capture processes, "
+                     f"{args.workers} workers)")
+            run.feed_live(cap, fe)
+        else:
+            run.feed(readers, fe)
         cstats = run.wait_collector()
     except RunError as e:
         run.abort()
@@ -189,6 +249,13 @@ def start(args, timeouts) -> int:
     run.stop()
     elapsed = time.monotonic() - t0
     stats = dict(fe.stats)
+    if args.interface:
+        stats["captures"] = [{"proc": 0, "frames": fe.stats["frames_read"]}] + \
+            [{"proc": c["proc"], "frames": c["stats"]["frames_read"]} for c in run.captures]
+    for c in run.captures:                      # capture processes 1..K-1
+        for k, v in c["stats"].items():
+            stats[k] += v
+        fe.extra.update(c["extra"])
     workers = cstats["workers"]
     stats["sessions"] = sum(w["sessions"] for w in workers)
     stats["records"] = cstats["records"]

@@ -19,7 +19,7 @@ import zmq
 from collector import link
 from pipeline import wire
 from pipeline.record import INDEX
-from pipeline.children import ignore_stop_signals, title
+from pipeline.children import become_user, ignore_stop_signals, title
 from pipeline.spool import Spool
 
 WINDOW = 32          # batches sent and not yet acknowledged
@@ -34,6 +34,7 @@ def _log(msg: str) -> None:
 def run(cfg: dict) -> None:
     title("pipeline: uplink")
     parent = ignore_stop_signals()
+    become_user(cfg)
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     pull.setsockopt(zmq.RCVHWM, 64)

@@ -2,7 +2,8 @@
 
 Front-end -> worker (one ZeroMQ PUSH/PULL pair per worker), multipart:
     [b"B", header, events]   one chunk's rows for this worker: header is msgpack
-                             {"cuts": [[end, now], ...], "paths": {id: "eth.ipv4.tcp", ...}};
+                             {"cuts": [[end, now], ...], "paths": {id: "eth.ipv4.tcp", ...},
+                             "proc": capture process}; session ids carry `proc`;
                              events is the raw buffer of an EVENT array (zero-copy
                              on both sides). The rows are cut in segments, one per
                              second of packet time: the worker feeds rows

@@ -9,7 +9,7 @@ import numpy as np
 import zmq
 
 from pipeline import wire
-from pipeline.children import ignore_stop_signals, title, wait_message
+from pipeline.children import become_user, ignore_stop_signals, title, wait_message
 
 from .engine import Engine
 from .plugins import load
@@ -20,10 +20,11 @@ RECORDS_PER_MESSAGE = 4096
 def run(index: int, cfg: dict) -> None:
     title(f"pipeline: worker {index}")
     parent = ignore_stop_signals()
+    become_user(cfg)
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     pull.setsockopt(zmq.RCVHWM, 4)
-    pull.connect(cfg["worker_addrs"][index])
+    pull.bind(cfg["worker_addrs"][index])    # every capture process connects to it
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.SNDHWM, 64)
     push.setsockopt(zmq.LINGER, -1)
@@ -36,6 +37,7 @@ def run(index: int, cfg: dict) -> None:
         for i in range(0, len(recs), RECORDS_PER_MESSAGE):
             push.send_multipart([wire.MSG_RECORDS, msgpack.packb(recs[i:i + RECORDS_PER_MESSAGE])])
 
+    ends, last = 0, float("-inf")
     while True:
         parts = wait_message(pull, parent)
         kind = parts[0].bytes
@@ -43,6 +45,7 @@ def run(index: int, cfg: dict) -> None:
         if kind == wire.MSG_BATCH:
             if hdr.get("paths"):
                 eng.add_paths(hdr["paths"])
+            eng.proc = hdr.get("proc", 0)         # the capture process that numbered these frames
             ev = np.frombuffer(parts[2].buffer, dtype=wire.EVENT)
             start = 0
             for end, now in hdr["cuts"]:      # one segment per second of packet time
@@ -51,7 +54,11 @@ def run(index: int, cfg: dict) -> None:
                 start = end
             flush()
         elif kind == wire.MSG_END:
-            eng.finish(hdr["now"])
+            ends += 1
+            last = max(last, hdr["now"])
+            if ends < cfg.get("frontends", 1):
+                continue                          # other capture processes still send
+            eng.finish(last)
             flush()
             stats = dict(eng.stats, worker=index)
             push.send_multipart([wire.MSG_DONE, msgpack.packb(stats)])

@@ -83,7 +83,7 @@ class FrontEnd:
         self.workers = workers
         self.seed = seed
         self.proc = proc
-        self.paths = PathIds()
+        self.paths = PathIds(proc)
         # top-level datagrams; one never completed but whose first fragment was seen is
         # still keyed (ports from that fragment) and counted as one packet of its session
         self.frags = Reassembler(timeout=frag_timeout, partial=True)
@@ -161,6 +161,15 @@ class FrontEnd:
             cut = np.searchsorted(idx, ends).tolist()
             out.append((ev[idx], [[e, t] for e, t in zip(cut, nowl)]))
         return out
+
+    def idle(self, now: float):
+        """No frames lately (live capture): a batch with no rows that moves every
+        worker's clock to `now` (wall clock), so sessions still expire on time."""
+        if now > self.now:
+            self.now = now
+        out = []
+        self._expire(out)          # fragments waiting too long become rows now, not later
+        return self._emit(np.zeros(0, EVENT), out)
 
     def finish(self):
         """End of stream: datagrams never completed are counted, not lost. Returns the

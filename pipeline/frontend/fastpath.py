@@ -42,16 +42,22 @@ def _f(word, shift, mask):
 
 
 class PathIds:
-    """Interns proto_path strings to small ids (the batch header carries new ones)."""
+    """Interns proto_path strings to small ids (the batch header carries new ones).
+    Capture process k numbers from k * PER_PROC + 1, so several front-ends feeding
+    the same workers never give one id two meanings."""
+    PER_PROC = 4096
 
-    def __init__(self):
+    def __init__(self, proc: int = 0):
         self.ids = {}
         self.new = {}
+        self.base = proc * self.PER_PROC
 
     def get(self, path: str) -> int:
         i = self.ids.get(path)
         if i is None:
-            i = self.ids[path] = len(self.ids) + 1
+            if len(self.ids) + 1 >= self.PER_PROC:
+                raise OverflowError("more than 4095 distinct protocol paths")
+            i = self.ids[path] = self.base + len(self.ids) + 1
             self.new[i] = path
         return i
 

@@ -1,0 +1,105 @@
+"""Live capture (`--interface`): the capture loop, and the extra capture processes
+of `--capture-procs K`.
+
+Each capture process opens its own AF_PACKET ring in one PACKET_FANOUT group
+(hash mode: a flow's frames all reach the same process, in order), runs its
+own front-end (`proc` = its number, so session ids and proto_path ids never
+clash) and pushes to the same N workers; the workers end when every capture
+process has sent its end of stream. Time is the wall clock: while the link is
+idle every worker still gets a tick each second, so sessions expire and interim
+reports go out on time (NFStream and MMT only advance time with packets).
+Kernel drops are read at the end and counted in frames_dropped (and in
+frames_read: a frame the kernel dropped was still read off the wire).
+"""
+import os
+import signal
+import sys
+import time
+
+import msgpack
+import zmq
+
+from . import wire
+from .children import title
+from .frontend.core import FrontEnd
+from .frontend.live import LiveCapture, drop_privileges
+from .frontend.readers import CaptureError
+
+TICK_S = 1.0
+MSG_CAPTURE = b"C"     # capture process -> supervisor: its front-end statistics
+MSG_READY = b"Y"       # capture process -> supervisor: its ring is open
+
+
+def open_live(cfg: dict) -> LiveCapture:
+    return LiveCapture(cfg["interfaces"], ring_mb=cfg["ring_mb"], snaplen=cfg["snaplen"],
+                       promisc=cfg["promisc"], bpf=cfg["bpf"], fanout_group=cfg["fanout"])
+
+
+def feed_live(cap, fe, send_batches, stop, check=lambda: None) -> None:
+    """Chunks from the ring to the workers until stop(); an idle tick every second."""
+    last = 0.0
+    for chunk in cap.chunks(stop):
+        if len(chunk):
+            send_batches(fe, fe.process(chunk))
+        now = time.time()
+        if now - last >= TICK_S:
+            send_batches(fe, fe.idle(now))
+            last = now
+        check()
+    k = cap.stats()
+    fe.stats["frames_dropped"] += k["dropped"]
+    fe.stats["frames_read"] += k["dropped"]
+    cap.close()
+
+
+def capture_child(proc: int, cfg: dict) -> None:
+    """Capture process `proc` (1..K-1; the supervisor itself is capture process 0)."""
+    title(f"pipeline: capture {proc}")
+    parent = os.getppid()
+    stopping = []
+    signal.signal(signal.SIGINT, signal.SIG_IGN)          # the supervisor says when (SIGTERM)
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    try:
+        cap = open_live(cfg)
+        if cfg.get("user"):
+            drop_privileges(cfg["user"])
+    except (CaptureError, OSError, ValueError) as e:
+        print(f"pipeline: error: {e}", file=sys.stderr, flush=True)
+        os._exit(3)
+    fe = FrontEnd(cfg["workers"], cfg["timeouts"], seed=cfg["hash_seed"], proc=proc)
+    ctx = zmq.Context()
+    pushes = []
+    for addr in cfg["worker_addrs"]:
+        s = ctx.socket(zmq.PUSH)
+        s.setsockopt(zmq.SNDHWM, 4)
+        s.setsockopt(zmq.LINGER, -1)
+        s.connect(addr)
+        pushes.append(s)
+    control = ctx.socket(zmq.PUSH)
+    control.setsockopt(zmq.LINGER, -1)
+    control.connect(cfg["control_addr"])
+    control.send_multipart([MSG_READY, msgpack.packb(proc)])   # in the fanout group: traffic is shared now
+
+    def send(sock, parts):
+        while not sock.poll(500, zmq.POLLOUT):
+            if os.getppid() != parent:
+                os._exit(1)
+        sock.send_multipart(parts, copy=False)
+
+    def send_batches(fe, batch):
+        paths = fe.take_paths()
+        for sock, (ev, cuts) in zip(pushes, fe.pack(batch)):
+            send(sock, [wire.MSG_BATCH, msgpack.packb({"cuts": cuts, "paths": paths, "proc": fe.proc}), ev])
+
+    deadline = cfg["deadline"]
+    feed_live(cap, fe, send_batches, lambda: bool(stopping) or time.time() >= deadline)
+    send_batches(fe, fe.finish())
+    end = msgpack.packb({"now": fe.now})
+    for s in pushes:
+        send(s, [wire.MSG_END, end])
+    control.send_multipart([MSG_CAPTURE, msgpack.packb({"proc": proc, "stats": fe.stats,
+                                                        "extra": dict(fe.extra)})])
+    for s in pushes:
+        s.close()
+    control.close()
+    ctx.term()
