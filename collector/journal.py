@@ -27,6 +27,7 @@ class Journal:
         self.runs = {}            # (sensor, run) -> [watermark, set of seqs above it]
         self.pending = None       # the batch begun and not committed: (key, seq, positions)
         self.fd = None
+        self.unclean = False      # the journal of a collector that did not end in order (killed)
         if folder is None:
             return
         os.makedirs(folder, mode=0o750, exist_ok=True)
@@ -36,12 +37,14 @@ class Journal:
         self.commits = 0
 
     def _replay(self) -> None:
+        self.unclean = True
         with open(self.path, "rb") as fh:
             for line in fh:
                 try:
                     e = json.loads(line)
                 except ValueError:
                     continue            # a line cut by the kill: its batch was not committed
+                self.unclean = "closed" not in e
                 if "run" in e:
                     self.runs[(e["run"][0], e["run"][1])] = [e["upto"], set(e["above"])]
                 elif "begin" in e:
@@ -123,7 +126,10 @@ class Journal:
     def _write(self, e) -> None:
         os.write(self.fd, (json.dumps(e) + "\n").encode())
 
-    def close(self) -> None:
+    def close(self, clean: bool = False) -> None:
+        """`clean`: every output is closed in order (a restart then has nothing to repair)."""
         if self.fd is not None:
+            if clean:
+                self._write({"closed": True})
             os.close(self.fd)
             self.fd = None

@@ -11,6 +11,7 @@ import msgpack
 import zmq
 
 from pipeline import wire
+from pipeline.monitor import MetricsSender
 from pipeline.children import become_user, ignore_stop_signals, title, wait_message
 
 from . import outputs
@@ -39,11 +40,13 @@ def run(cfg: dict) -> None:
     except outputs.OutputError as e:
         _fail(str(e))
     done = {}
+    metrics = MetricsSender(ctx, cfg.get("metrics_addr"))
     try:
         while len(done) < cfg["workers"]:
             kind, body = (f.bytes for f in wait_message(pull, parent)[:2])
             if kind == wire.MSG_RECORDS:
                 sink.write(msgpack.unpackb(body))
+                metrics.maybe(sink.stats)
             elif kind == wire.MSG_DONE:
                 st = msgpack.unpackb(body)
                 done[st["worker"]] = st
@@ -52,6 +55,7 @@ def run(cfg: dict) -> None:
         _fail(str(e))
     stats = dict(sink.stats(), workers=[done[w] for w in sorted(done)])
     control.send_multipart([wire.MSG_STATS, msgpack.packb(stats)])
+    metrics.close()
     pull.close(0)
     control.close()
     ctx.term()

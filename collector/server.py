@@ -7,13 +7,14 @@ rest through the same `Sink` as a sensor's own collector, and acknowledges
 each batch once it is in every output. It runs until SIGINT/SIGTERM, then
 closes its outputs and writes --stats-json.
 """
+import os
 import signal
 import sys
 import time
 
 import zmq
 
-from pipeline import wire
+from pipeline import monitor, wire
 from pipeline.children import write_stats
 
 from . import link
@@ -55,13 +56,35 @@ def serve(args) -> int:
     except (link.LinkError, zmq.ZMQError) as e:
         _log(f"error: --listen {args.listen}: {e}")
         sink.close_quietly()
+        journal.close()
+        sock.close(0)
+        if auth is not None:
+            auth.stop()         # else its thread keeps the process alive
+        ctx.term()
         return 2
+    mon = monitor.Monitor(0, role="collector")
+    mon.add_process("collector", os.getpid())
+    servers = []
+    try:
+        if args.metrics_port is not None:
+            servers.append(monitor.serve_metrics(mon, args.metrics_port, args.metrics_addr)[0])
+    except OSError as e:
+        _log(f"error: --metrics-port {args.metrics_port}: {e.strerror or e}")
+        sink.close_quietly()
+        return 2
+    srv = monitor.serve_status(mon, args.status_socket or monitor.default_socket("collector"))
+    if srv is not None:
+        servers.append(srv)
     for path, nbytes in journal.truncate_outputs(sink.outs):
         _log(f"warning: {path}: cut {nbytes} bytes of a batch the last collector did not finish")
     for o in sink.outs:
         if getattr(getattr(o, "file", None), "repaired", 0):
             _log(f"warning: {o.file.path}: cut a half line of {o.file.repaired} bytes at its end")
+    if journal.unclean and sink.agg is not None:
+        _log("warning: the last collector did not end in order: the aggregates it still held are lost, "
+             "and sessions it had interim records of are counted in full again")
     counts = {"batches": 0, "duplicates": 0, "rejected": 0}
+    kill_after = _test_kill_after()
     sensors = {}
     t0 = time.monotonic()
     rc = 0
@@ -84,7 +107,7 @@ def serve(args) -> int:
                 counts["duplicates"] += 1
             else:
                 try:
-                    recs = link.unpack_records(body)
+                    recs = link.unpack_records(body, h["sensor"])
                 except Exception as e:  # untrusted bytes, as above
                     counts["rejected"] += 1
                     _log(f"warning: refused batch {h['seq']} from sensor {h['sensor']!r}: {e}")
@@ -93,16 +116,22 @@ def serve(args) -> int:
                     journal.begin(h["sensor"], h["run"], h["seq"], sink.outs)
                     sink.write(recs)
                     sink.flush()
+                    if counts["batches"] + 1 == kill_after:
+                        os.kill(os.getpid(), signal.SIGKILL)     # test hook: written, not committed
                     journal.commit()
                     counts["batches"] += 1
                     sensors[h["sensor"]] = sensors.get(h["sensor"], 0) + len(recs)
             sock.send_multipart([ident, wire.MSG_ACK, _packb(ack)])
+            mon.collector = dict(sink.stats(), **counts)
         sink.close()
+        journal.close(clean=True)
     except OSError as e:
         _log(f"error: {e}")
         sink.close_quietly()
         rc = 1
     finally:
+        for srv in servers:
+            srv.shutdown()
         journal.close()
         sock.close()
         if auth is not None:
@@ -119,6 +148,16 @@ def serve(args) -> int:
         _log(f"collector: {stats['records']} records from {len(sensors)} sensors "
              f"({counts['duplicates']} duplicate and {counts['rejected']} rejected batches)")
     return rc
+
+
+def _test_kill_after() -> int:
+    """PIPELINE_TEST_KILL_AFTER_BATCHES=N (tests only): SIGKILL this collector right after it
+    has written its N-th batch and before the journal commits it, the moment a restart
+    must repair (tests/test_collector.py)."""
+    try:
+        return int(os.environ.get("PIPELINE_TEST_KILL_AFTER_BATCHES", "0"))
+    except ValueError:
+        return 0
 
 
 def _packb(d) -> bytes:

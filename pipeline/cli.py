@@ -116,6 +116,28 @@ def parser() -> argparse.ArgumentParser:
     co.add_argument("--curve-clients", metavar="DIR",
                     help="folder of the public certificates (*.key) of the sensors allowed in")
     co.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    for p in (st, co):
+        p.add_argument("--metrics-port", type=int, metavar="PORT",
+                       help="serve Prometheus metrics on http://ADDR:PORT/metrics while running")
+        p.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
+                       help="address of the metrics server (default 127.0.0.1)")
+        p.add_argument("--status-socket", metavar="PATH",
+                       help="UNIX socket that `pipeline status` reads (default for live capture and the "
+                            "collector: $XDG_RUNTIME_DIR or /tmp/pipeline-UID, pipeline-sensor.sock or "
+                            "pipeline-collector.sock)")
+        p.add_argument("--config", metavar="FILE",
+                       help="TOML file of defaults for these flags (default: $PIPELINE_CONFIG); "
+                            "flags > PIPELINE_* variables > file")
+
+    ss = sub.add_parser("status", help="live figures of a running instance",
+                        description="Asks a running `pipeline start` (or collector) over its status socket.")
+    ss.add_argument("--socket", metavar="PATH", help="its --status-socket (default: the default path)")
+    ss.add_argument("--json", action="store_true", help="print the raw JSON snapshot")
+    ss.add_argument("--collector", action="store_true", help="ask the local standalone collector instead")
+
+    cf = sub.add_parser("config", help="print a commented default configuration file",
+                        description="Prints every flag of `start` ([sensor]) and `collector` as a TOML key.")
+    cf.add_argument("--defaults", action="store_true", help="print the default file (the only action for now)")
 
     kg = sub.add_parser("keygen", help="make a CurveZMQ certificate pair",
                         description="Writes DIR/NAME.key (public) and DIR/NAME.key_secret (private, 0600).")
@@ -131,8 +153,13 @@ def _curve_client_flags(p) -> None:
 
 
 def main(argv=None) -> int:
+    from . import config
     ap = parser()
-    args = ap.parse_args(argv)
+    try:
+        args = config.load(ap, sys.argv[1:] if argv is None else argv, os.environ, config.SECTIONS)
+    except config.ConfigError as e:
+        print(f"pipeline: error: {e}", file=sys.stderr)
+        return 2
     if args.command is None:
         ap.print_help(sys.stderr)
         return 2
@@ -143,7 +170,26 @@ def main(argv=None) -> int:
         return serve(args)
     if args.command == "keygen":
         return _keygen(args)
+    if args.command == "status":
+        return _status(args)
+    if args.command == "config":
+        sys.stdout.write(config.defaults_for(ap))
+        return 0
     return 2
+
+
+def _status(args) -> int:
+    import json
+    from .monitor import default_socket, query_status, status_table
+    path = args.socket or default_socket("collector" if args.collector else "sensor")
+    try:
+        snap = query_status(path)
+    except (OSError, ValueError) as e:
+        print(f"pipeline: error: no running instance answers on {path}: {getattr(e, 'strerror', None) or e}",
+              file=sys.stderr)
+        return 1
+    sys.stdout.write(json.dumps(snap, indent=1) + "\n" if args.json else status_table(snap))
+    return 0
 
 
 def _keygen(args) -> int:

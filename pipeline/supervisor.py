@@ -24,7 +24,7 @@ import zmq
 from collector import process as collector_process
 from workers import process as worker_process
 
-from . import capture, uplink, wire
+from . import capture, monitor, uplink, wire
 from .children import write_stats
 from .frontend.core import FrontEnd
 from .frontend.live import drop_privileges
@@ -54,6 +54,14 @@ class Run:
         self.damage = 0
         self.stopping = False
         self.stop_deadline = float("inf")
+        self.monitor = monitor.Monitor(self.workers)
+        self.servers = []
+        self.progress = not args.quiet and not live and sys.stderr.isatty()
+        self.bytes_total = 0
+        self.bytes_before = 0               # bytes of the inputs already read
+        self.reader = None
+        self.t0 = time.monotonic()
+        self.last_draw = 0.0
 
     def check_children(self):
         if self.stopping and time.monotonic() > self.stop_deadline:
@@ -67,6 +75,7 @@ class Run:
     def send(self, sock, parts):
         while not sock.poll(500, zmq.POLLOUT):
             self.check_children()
+            self.monitor.drain(self.metrics)
         sock.send_multipart(parts, copy=False)
 
     def start(self):
@@ -96,6 +105,7 @@ class Run:
             "hash_seed": a.hash_seed,
             "user": a.user,
             "deadline": self.deadline,
+            "metrics_addr": f"ipc://{self.dir}/metrics",
         }
         if self.live:
             cfg.update(self.live)
@@ -117,6 +127,21 @@ class Run:
         self.ctx = zmq.Context()
         self.control = self.ctx.socket(zmq.PULL)
         self.control.bind(cfg["control_addr"])
+        self.metrics = self.ctx.socket(zmq.PULL)
+        self.metrics.bind(cfg["metrics_addr"])
+        self.monitor.frontend = self.fe_stats
+        self.monitor.add_process("frontend", os.getpid())
+        for name, p in self.procs:
+            self.monitor.add_process(name, p.pid)
+        if a.metrics_port is not None:
+            try:
+                self.servers.append(monitor.serve_metrics(self.monitor, a.metrics_port, a.metrics_addr)[0])
+            except OSError as e:
+                raise RunError(f"--metrics-port {a.metrics_port}: {e.strerror or e}") from None
+        if a.status_socket or self.live:
+            srv = monitor.serve_status(self.monitor, a.status_socket or monitor.default_socket())
+            if srv is not None:
+                self.servers.append(srv)
         self.pushes = []
         for addr in cfg["worker_addrs"]:
             s = self.ctx.socket(zmq.PUSH)
@@ -132,9 +157,11 @@ class Run:
             ready += kind == capture.MSG_READY
 
     def feed(self, readers, fe):
+        self.bytes_total = sum(r.size for r in readers)
         for reader in readers:
             if self.stopping:
                 break
+            self.reader = reader
             for chunk in reader.chunks(self.args.chunk_frames):
                 if self.stopping:
                     break
@@ -142,7 +169,10 @@ class Run:
             for w in reader.warnings:
                 _log(f"warning: {w}")
             self.damage += reader.damage
+            self.bytes_before += reader.size
             reader.close()
+        if self.progress:
+            sys.stderr.write("\r\033[K")
         self.end_stream(fe)
 
     def feed_live(self, cap, fe):
@@ -161,8 +191,24 @@ class Run:
 
     def send_batches(self, fe, batch):
         paths = fe.take_paths()
-        for sock, (ev, cuts) in zip(self.pushes, fe.pack(batch)):
+        sent = self.monitor.sent_rows
+        for i, (sock, (ev, cuts)) in enumerate(zip(self.pushes, fe.pack(batch))):
             self.send(sock, [wire.MSG_BATCH, msgpack.packb({"cuts": cuts, "paths": paths, "proc": fe.proc}), ev])
+            sent[i] += len(ev)
+        self.monitor.drain(self.metrics)
+        if self.progress:
+            self.draw(fe)
+
+    def draw(self, fe):
+        now = time.monotonic()
+        if now - self.last_draw < 0.5:
+            return
+        self.last_draw = now
+        done = self.bytes_before + (self.reader.bytes_done if self.reader else 0)
+        open_sessions = sum(w["sessions_open"] for w in self.monitor.workers.values())
+        line = monitor.progress_line(done, self.bytes_total, fe.stats["frames_read"], now - self.t0, open_sessions)
+        sys.stderr.write("\r" + line + "\033[K")
+        sys.stderr.flush()
 
     def wait_collector(self):
         """The collector's (or uplink's) final statistics; capture processes report first."""
@@ -177,6 +223,9 @@ class Run:
                 return msg
 
     def stop(self):
+        for srv in self.servers:
+            srv.shutdown()
+        self.metrics.close(0)
         for s in self.pushes:
             s.close(0)
         self.control.close(0)
@@ -188,6 +237,8 @@ class Run:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def abort(self):
+        for srv in self.servers:
+            srv.shutdown()
         for _, p in self.procs:
             if p.is_alive():
                 p.kill()
@@ -226,6 +277,7 @@ def start(args, timeouts) -> int:
     signal.signal(signal.SIGTERM, stop)
     t0 = time.monotonic()
     fe = FrontEnd(args.workers, timeouts, seed=args.hash_seed)
+    run.fe_stats = fe.stats
     try:
         run.start()
         if cap is not None:

@@ -19,6 +19,7 @@ import zmq
 from collector import link
 from pipeline import wire
 from pipeline.record import INDEX
+from pipeline.monitor import MetricsSender
 from pipeline.children import become_user, ignore_stop_signals, title
 from pipeline.spool import Spool
 
@@ -67,6 +68,7 @@ def run(cfg: dict) -> None:
     poller = zmq.Poller()
     poller.register(up, zmq.POLLIN)
     taking = False
+    metrics = MetricsSender(ctx, cfg.get("metrics_addr"))
     waited_since = None
     last_note = 0.0
     while len(done) < cfg["workers"] or len(spool):
@@ -115,6 +117,8 @@ def run(cfg: dict) -> None:
                 else:
                     refused += n
                     _log(f"uplink: collector {addr} refused batch {key[1]} ({n} records): see its log")
+        metrics.maybe(lambda: {"records": records, "outputs": {f"collector:{addr}": delivered},
+                               "spool_bytes": spool.in_memory + spool.on_disk, "spool_batches": len(spool)})
         now = time.monotonic()
         inflight = sum(1 for e in spool.pending.values() if now - e[2] < RESEND_S)
         for key in spool.due(now, RESEND_S, max(0, WINDOW - inflight)):
@@ -132,6 +136,7 @@ def run(cfg: dict) -> None:
              "outputs": {f"collector:{addr}": delivered}, "refused": refused,
              "spooled_batches": spool.spooled, "workers": [done[w] for w in sorted(done)]}
     control.send_multipart([wire.MSG_STATS, msgpack.packb(stats)])
+    metrics.close()
     pull.close(0)
     up.close(0)
     control.close()

@@ -18,6 +18,9 @@ Worker -> collector (all workers PUSH into one PULL), multipart:
                              `pipeline.record.FIELDS` order
     [b"D", stats]            msgpack dict: this worker is done; its statistics
 
+Worker, collector, uplink -> supervisor (PUSH/PULL, never blocking; about once a second):
+    [b"M", stats]            msgpack dict of live figures (pipeline.monitor)
+
 Collector -> supervisor:
     [b"S", stats]            msgpack dict: everything written, the collector's
                              statistics and the workers' ones.
@@ -72,6 +75,7 @@ MSG_RECORDS = b"R"
 MSG_DONE = b"D"
 MSG_STATS = b"S"
 MSG_ACK = b"A"
+MSG_METRICS = b"M"
 
 # Session ids: (frame number << ID_SHIFT) | (capture_proc << DEPTH_BITS) | depth.
 # The id names the frame that opened the session (numbered from 1 as Wireshark

@@ -9,6 +9,7 @@ import numpy as np
 import zmq
 
 from pipeline import wire
+from pipeline.monitor import MetricsSender
 from pipeline.children import become_user, ignore_stop_signals, title, wait_message
 
 from .engine import Engine
@@ -37,6 +38,14 @@ def run(index: int, cfg: dict) -> None:
         for i in range(0, len(recs), RECORDS_PER_MESSAGE):
             push.send_multipart([wire.MSG_RECORDS, msgpack.packb(recs[i:i + RECORDS_PER_MESSAGE])])
 
+    metrics = MetricsSender(ctx, cfg.get("metrics_addr"))
+
+    def figures():
+        st = eng.stats
+        return {"worker": index, "frames": st["events"], "sessions_open": len(eng.table),
+                "sessions": st["sessions"], "sessions_ended": st["final_records"], "records": st["records"],
+                "evicted": st.get("evicted", 0), "drops": 0}
+
     ends, last = 0, float("-inf")
     while True:
         parts = wait_message(pull, parent)
@@ -53,6 +62,7 @@ def run(index: int, cfg: dict) -> None:
                 eng.advance(now)
                 start = end
             flush()
+            metrics.maybe(figures)
         elif kind == wire.MSG_END:
             ends += 1
             last = max(last, hdr["now"])
@@ -63,6 +73,7 @@ def run(index: int, cfg: dict) -> None:
             stats = dict(eng.stats, worker=index)
             push.send_multipart([wire.MSG_DONE, msgpack.packb(stats)])
             break
+    metrics.close()
     pull.close(0)
     push.close()
     ctx.term()

@@ -210,10 +210,6 @@ def parse(p, from_client, state, meta, kind="t", prefix="tls"):
     return bool(sc.get("tls.c.done") and sc.get("tls.s.done"))
 
 
-def snap(state):
-    return 1500
-
-
 register("tls", (TCP,), (443, 8443, 853, 5061, 636, 989, 990, 992, 994, 3269, 8883, 5223, 4433),
          match, parse, snap=1500)
 

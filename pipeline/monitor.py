@@ -1,0 +1,242 @@
+"""Live figures of a running sensor: Prometheus /metrics, `pipeline status`, the progress bar.
+
+Workers, the collector and the uplink push a small statistics message about once
+a second (wire.MSG_METRICS, never blocking: a figure is worth less than a
+frame); the supervisor drains them between chunks into a Monitor. A snapshot
+adds CPU and memory per process (psutil). The HTTP server (prometheus-client)
+and the status socket answer from threads with a snapshot; nothing they do
+touches the hot path.
+"""
+import json
+import os
+import socket
+import socketserver
+import sys
+import threading
+import time
+
+import msgpack
+import psutil
+import zmq
+
+from . import wire
+
+
+class Monitor:
+    def __init__(self, workers: int, role: str = "sensor"):
+        self.role = role
+        self.started = time.time()
+        self.workers = {i: {"frames": 0, "sessions_open": 0, "sessions": 0, "records": 0, "evicted": 0}
+                        for i in range(workers)}
+        self.sent_rows = [0] * workers      # rows the front-end sent each worker (queue depth = sent - done)
+        self.frontend = {}
+        self.collector = {}
+        self.procs = {}                     # name -> psutil.Process
+        self.lock = threading.Lock()
+
+    def add_process(self, name: str, pid: int) -> None:
+        try:
+            p = psutil.Process(pid)
+            p.cpu_percent(None)             # starts its CPU clock
+            self.procs[name] = p
+        except psutil.Error:
+            pass
+
+    def drain(self, sock) -> None:
+        """Take every pending metrics message (non-blocking)."""
+        while True:
+            try:
+                _, body = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            m = msgpack.unpackb(body, strict_map_key=False)
+            with self.lock:
+                if "worker" in m:
+                    self.workers[m["worker"]] = m
+                else:
+                    self.collector = m
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            workers = [dict(self.workers[i], worker=i, queue=max(0, self.sent_rows[i] - self.workers[i]["frames"]))
+                       for i in sorted(self.workers)]
+            fe = dict(self.frontend)
+            col = dict(self.collector)
+        procs = {}
+        for name, p in list(self.procs.items()):
+            try:
+                with p.oneshot():
+                    t = p.cpu_times()
+                    procs[name] = {"pid": p.pid, "cpu_percent": p.cpu_percent(None),
+                                   "cpu_seconds": t.user + t.system, "rss_bytes": p.memory_info().rss}
+            except psutil.Error:
+                procs[name] = {"pid": p.pid, "gone": True}
+        return {"role": self.role, "uptime_s": round(time.time() - self.started, 3), "frontend": fe,
+                "workers": workers, "collector": col, "processes": procs}
+
+
+class MetricsSender:
+    """A child's side: at most one message a second, dropped rather than waited for."""
+
+    def __init__(self, ctx, addr, every: float = 1.0):
+        self.sock = None
+        if addr:
+            self.sock = ctx.socket(zmq.PUSH)
+            self.sock.setsockopt(zmq.SNDHWM, 4)
+            self.sock.setsockopt(zmq.LINGER, 0)
+            self.sock.connect(addr)
+        self.every = every
+        self.last = 0.0
+
+    def maybe(self, make) -> None:
+        if self.sock is None:
+            return
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            try:
+                self.sock.send_multipart([wire.MSG_METRICS, msgpack.packb(make())], zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(0)
+
+
+# -- Prometheus ---------------------------------------------------------------------------
+def serve_metrics(monitor: Monitor, port: int, addr: str = "127.0.0.1"):
+    """Serve /metrics on addr:port from a thread; OSError (one line) if the port is taken."""
+    from prometheus_client import start_http_server
+    from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
+
+    class _Collector:
+        def collect(self):
+            s = monitor.snapshot()
+            fe = s["frontend"]
+            for key in ("frames_read", "frames_ip", "frames_non_ip", "frames_malformed", "frames_unassembled",
+                        "frames_dropped"):
+                if key in fe:
+                    yield CounterMetricFamily(f"pipeline_{key}", f"front-end {key.replace('_', ' ')}", value=fe[key])
+            spec = (("frames", "frames (datagrams) processed", CounterMetricFamily),
+                    ("sessions_open", "sessions in the table", GaugeMetricFamily),
+                    ("sessions", "sessions opened", CounterMetricFamily),
+                    ("sessions_ended", "sessions ended (final records)", CounterMetricFamily),
+                    ("records", "records sent to the collector", CounterMetricFamily),
+                    ("evicted", "sessions evicted because the table was full", CounterMetricFamily),
+                    ("drops", "frames this worker lost", CounterMetricFamily),
+                    ("queue", "rows sent to the worker and not yet processed", GaugeMetricFamily))
+            for key, doc, kind in spec:
+                m = kind(f"pipeline_worker_{key}", f"per worker: {doc}", labels=["worker"])
+                for w in s["workers"]:
+                    m.add_metric([str(w["worker"])], w.get(key, 0))
+                yield m
+            cpu = CounterMetricFamily("pipeline_process_cpu_seconds", "CPU time per process", labels=["process"])
+            rss = GaugeMetricFamily("pipeline_process_resident_bytes", "resident memory per process",
+                                    labels=["process"])
+            for name, p in s["processes"].items():
+                if not p.get("gone"):
+                    cpu.add_metric([name], p["cpu_seconds"])
+                    rss.add_metric([name], p["rss_bytes"])
+            yield cpu
+            yield rss
+            col = s["collector"]
+            if col:
+                yield CounterMetricFamily("pipeline_collector_records_in", "records received by the collector",
+                                          value=col.get("records", 0))
+                out = CounterMetricFamily("pipeline_collector_records_out", "records written, per output",
+                                          labels=["output"])
+                for name, n in col.get("outputs", {}).items():
+                    out.add_metric([name], n)
+                yield out
+                yield GaugeMetricFamily("pipeline_spool_bytes", "bytes waiting for a remote collector",
+                                        value=col.get("spool_bytes", 0))
+
+    reg = CollectorRegistry()
+    reg.register(_Collector())
+    return start_http_server(port, addr=addr, registry=reg)
+
+
+# -- `pipeline status` --------------------------------------------------------------------
+def default_socket(role: str = "sensor") -> str:
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/pipeline-{os.getuid()}"
+    return os.path.join(base, f"pipeline-{role}.sock")
+
+
+def serve_status(monitor: Monitor, path: str):
+    """Answer each connection on a UNIX socket with one JSON snapshot. Returns the server
+    (shut it down at exit), or None with a warning if the socket cannot be made."""
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self):
+            self.wfile.write(json.dumps(monitor.snapshot()).encode() + b"\n")
+
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        if os.path.exists(path):
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(path)
+                probe.close()
+                print(f"pipeline: warning: status socket {path} belongs to another running instance; "
+                      "`pipeline status` will not see this one (give --status-socket)", file=sys.stderr)
+                return None
+            except OSError:
+                os.unlink(path)             # left by a run that died
+        server = socketserver.ThreadingUnixStreamServer(path, Handler)
+        os.chmod(path, 0o600)
+    except OSError as e:
+        print(f"pipeline: warning: status socket {path}: {e.strerror or e}", file=sys.stderr)
+        return None
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="status", daemon=True).start()
+    return server
+
+
+def query_status(path: str, timeout: float = 5.0) -> dict:
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+        data = b""
+        while not data.endswith(b"\n"):
+            part = s.recv(1 << 16)
+            if not part:
+                break
+            data += part
+    finally:
+        s.close()
+    return json.loads(data)
+
+
+def status_table(snap: dict, previous: dict = None) -> str:
+    """What `pipeline status` prints: one line per worker and per process."""
+    up = snap["uptime_s"] or 1e-9
+    lines = [f"{snap['role']} up {up:.0f} s; front-end: {snap['frontend'].get('frames_read', 0):,} frames read, "
+             f"{snap['frontend'].get('frames_dropped', 0):,} dropped",
+             f"{'worker':>6} {'frames':>12} {'frames/s':>10} {'open':>9} {'records':>10} {'queue':>8} "
+             f"{'drops':>7} {'cpu%':>6} {'rss MB':>8}"]
+    procs = snap["processes"]
+    for w in snap["workers"]:
+        p = procs.get(f"worker {w['worker']}", {})
+        rate = w["frames"] / up
+        if previous:
+            for pw in previous["workers"]:
+                if pw["worker"] == w["worker"] and snap["uptime_s"] > previous["uptime_s"]:
+                    rate = (w["frames"] - pw["frames"]) / (snap["uptime_s"] - previous["uptime_s"])
+        lines.append(f"{w['worker']:>6} {w['frames']:>12,} {rate:>10,.0f} {w['sessions_open']:>9,} "
+                     f"{w['records']:>10,} {w.get('queue', 0):>8,} {w.get('drops', 0):>7,} "
+                     f"{p.get('cpu_percent', 0):>6.1f} {p.get('rss_bytes', 0) / 2**20:>8.1f}")
+    for name, p in procs.items():
+        if not name.startswith("worker") and not p.get("gone"):
+            lines.append(f"{name:>12}: cpu {p['cpu_percent']:.1f}%  rss {p['rss_bytes'] / 2**20:.1f} MB")
+    return "\n".join(lines) + "\n"
+
+
+# -- progress bar ---------------------------------------------------------------------------
+def progress_line(done: int, total: int, frames: int, elapsed: float, open_sessions: int, width: int = 24) -> str:
+    frac = min(1.0, done / total) if total else 0.0
+    bar = "#" * int(frac * width)
+    rate = frames / elapsed if elapsed > 0 else 0.0
+    eta = (elapsed / frac - elapsed) if frac > 0 else 0.0
+    return (f"[{bar:<{width}}] {frac * 100:5.1f}% {done / 2**20:,.1f}/{total / 2**20:,.1f} MiB  "
+            f"{rate:,.0f} frames/s  {open_sessions:,} open sessions  ETA {int(eta) // 60}:{int(eta) % 60:02d}")

@@ -1,0 +1,151 @@
+"""Operating a running instance (issue 7): /metrics, `pipeline status`, the progress bar.
+
+A run is made long on purpose (a larger trace cut into tiny chunks) so that it can be
+observed while it runs; nothing here asserts a duration.
+"""
+import json
+import os
+import pty
+import re
+import select
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests import runner
+from tests.runner import ROOT
+
+ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+@pytest.fixture(scope="module")
+def big_trace(tmp_path_factory):
+    d = tmp_path_factory.mktemp("operate")
+    subprocess.run([sys.executable, "-m", "pipeline.tracegen", str(d / "t.pcap"), "--sessions", "4000",
+                    "--truth", str(d / "truth.json")], cwd=ROOT, check=True, capture_output=True, timeout=120)
+    return d / "t.pcap"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def slow_run(trace, tmp, *extra, **kw):
+    return subprocess.Popen([*runner.pipeline_cmd(), "start", "--read", str(trace), "--workers", "2",
+                             "--chunk-frames", "16", "--output", f"jsonl:{tmp / 'o.jsonl'}", *extra],
+                            cwd=ROOT, env=ENV, **kw)
+
+
+def scrape(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    frames = {}
+    for m in re.finditer(r'^pipeline_worker_frames_total\{worker="(\d+)"\} ([0-9.e+]+)$', text, re.M):
+        frames[m.group(1)] = float(m.group(2))
+    return text, frames
+
+
+def test_metrics_answer_repeatedly_and_grow(big_trace, tmp_path):
+    port = free_port()
+    p = slow_run(big_trace, tmp_path, "--metrics-port", str(port), stderr=subprocess.PIPE)
+    seen = []
+    try:
+        deadline = time.monotonic() + 120
+        while p.poll() is None and time.monotonic() < deadline:
+            try:
+                text, frames = scrape(port)
+            except OSError:
+                time.sleep(0.1)
+                continue
+            seen.append(frames)
+            time.sleep(0.3)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+    assert p.returncode == 0
+    assert "pipeline_process_resident_bytes" in text and 'process="worker 0"' in text
+    assert "pipeline_worker_sessions_open" in text and "pipeline_worker_queue" in text
+    answered = [f for f in seen if f]
+    assert len(answered) >= 3, seen
+    assert set(answered[-1]) == {"0", "1"}          # a label per worker
+    totals = [sum(f.values()) for f in answered]
+    assert totals == sorted(totals) and totals[-1] > totals[0], totals   # counters grow, never shrink
+
+
+def test_status_prints_live_figures(big_trace, tmp_path):
+    sock = tmp_path / "status.sock"
+    p = slow_run(big_trace, tmp_path, "--status-socket", str(sock), stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        snaps = []
+        for _ in range(2):
+            time.sleep(1.5)
+            r = subprocess.run([*runner.pipeline_cmd(), "status", "--socket", str(sock), "--json"],
+                               cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0, r.stderr
+            snaps.append(json.loads(r.stdout))
+        table = subprocess.run([*runner.pipeline_cmd(), "status", "--socket", str(sock)],
+                               cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=30)
+    finally:
+        p.wait(timeout=120)
+    assert p.returncode == 0
+    a, b = snaps
+    assert [w["worker"] for w in b["workers"]] == [0, 1]
+    assert sum(w["frames"] for w in b["workers"]) > sum(w["frames"] for w in a["workers"])
+    assert b["frontend"]["frames_read"] > a["frontend"]["frames_read"] > 0
+    assert b["processes"]["worker 0"]["rss_bytes"] > 0
+    assert table.returncode == 0 and "frames/s" in table.stdout and len(table.stdout.splitlines()) >= 4
+    gone = subprocess.run([*runner.pipeline_cmd(), "status", "--socket", str(sock)], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=30)
+    assert gone.returncode == 1 and len(gone.stderr.strip().splitlines()) == 1   # nobody answers any more
+
+
+def _read_all(fd, proc):
+    out = b""
+    while True:
+        r, _, _ = select.select([fd], [], [], 0.5)
+        if r:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+        elif proc.poll() is not None:
+            break
+    return out
+
+
+def test_progress_bar_only_on_a_terminal(big_trace, tmp_path):
+    master, slave = pty.openpty()
+    p = slow_run(big_trace, tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    tty_err = _read_all(master, p).decode(errors="replace")
+    p.wait(timeout=120)
+    os.close(master)
+    assert p.returncode == 0
+    assert re.search(r"\[#* *\] +\d+\.\d% .* frames/s .* open sessions +ETA \d+:\d\d", tty_err), tty_err[-500:]
+    q = slow_run(big_trace, tmp_path, stderr=subprocess.PIPE)
+    _, err = q.communicate(timeout=120)
+    assert q.returncode == 0
+    assert b"ETA" not in err and b"\r" not in err     # not a terminal: the summary line only
+    quiet_master, quiet_slave = pty.openpty()
+    r = slow_run(big_trace, tmp_path, "--quiet", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                 stderr=quiet_slave)
+    os.close(quiet_slave)
+    quiet_err = _read_all(quiet_master, r)
+    r.wait(timeout=120)
+    os.close(quiet_master)
+    assert r.returncode == 0 and b"ETA" not in quiet_err

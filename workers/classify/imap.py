@@ -1,0 +1,24 @@
+"""IMAP (RFC 9051): the server's "* OK" greeting, or a tagged client command."""
+import re
+
+from .registry import NO, SURE, TCP, WEAK, register
+from .textproto import banner, first_line
+
+_COMMAND = re.compile(rb"[A-Za-z0-9.]{1,20} (CAPABILITY|LOGIN|AUTHENTICATE|STARTTLS|ID|NOOP|LOGOUT|SELECT)\b", re.I)
+
+
+def match(p, from_client, state):
+    if from_client:
+        return SURE if _COMMAND.match(p[:64]) else NO
+    if p.startswith((b"* OK", b"* PREAUTH", b"* BYE")):
+        if b"IMAP" in first_line(p).upper() or state.server_port == 143:
+            return SURE
+        return WEAK
+    return NO
+
+
+def parse(p, from_client, state, meta):
+    return banner(p, from_client, meta, "imap.banner")
+
+
+register("imap", (TCP,), (143,), match, parse)

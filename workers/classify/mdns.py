@@ -1,0 +1,21 @@
+"""Multicast DNS (RFC 6762): DNS messages on UDP port 5353."""
+from . import dns
+from .registry import NO, SURE, UDP, register
+
+
+def match(p, from_client, state):
+    if 5353 not in (state.server_port, state.client_port):
+        return NO
+    msg = dns.header_ok(p)
+    return SURE if msg is not None and dns.decode(msg) is not None else NO
+
+
+def parse(p, from_client, state, meta):
+    msg = dns.header_ok(p)
+    d = dns.decode(msg) if msg is not None else None
+    if d is not None:
+        dns.describe(d, meta, "mdns")
+    return True
+
+
+register("mdns", (UDP,), (5353,), match, parse, snap=1500)

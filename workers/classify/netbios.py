@@ -1,0 +1,55 @@
+"""NetBIOS over TCP/IP (RFC 1001/1002): name service (UDP 137, parsed with
+dpkt.netbios), datagram service (UDP 138) and session service (TCP 139)."""
+import struct
+
+import dpkt.netbios
+
+from .registry import NO, SURE, TCP, UDP, register
+
+_SESSION_TYPES = (0x00, 0x81, 0x82, 0x83, 0x84, 0x85)
+
+
+def _ns(p):
+    if len(p) < 12 + 34:
+        return None
+    qd, an = struct.unpack("!HH", p[4:8])
+    if qd + an == 0 or qd > 1 or an > 1:
+        return None
+    if p[12] != 0x20:  # first-level encoded names are 32 characters
+        return None
+    return p
+
+
+def match(p, from_client, state):
+    ports = (state.server_port, state.client_port)
+    if state.transport == UDP:
+        if 137 in ports and _ns(p) is not None:
+            return SURE
+        if 138 in ports and len(p) >= 14 and 0x10 <= p[0] <= 0x16:
+            return SURE
+        return NO
+    if 139 in ports and len(p) >= 4 and p[0] in _SESSION_TYPES:
+        ln = ((p[1] & 1) << 16) | (p[2] << 8) | p[3]
+        if p[0] == 0x81 and ln == 68 or p[0] != 0x00 and ln <= 68 or p[0] == 0 and p[4:8] in (b"\xffSMB", b"\xfeSMB"):
+            return SURE
+    return NO
+
+
+def parse(p, from_client, state, meta):
+    if state.transport == UDP and 137 in (state.server_port, state.client_port):
+        try:
+            ns = dpkt.netbios.NS(bytes(p))
+            if ns.qd:
+                meta["netbios.name"] = dpkt.netbios.decode_name(ns.qd[0].name.split(".", 1)[0].encode()) \
+                    .decode("ascii", "replace").rstrip("\x00 ").strip()
+        except Exception:
+            pass
+    elif state.transport == UDP and len(p) >= 82 and p[14] == 0x20:
+        try:
+            meta["netbios.name"] = dpkt.netbios.decode_name(p[15:47]).decode("ascii", "replace").rstrip("\x00 ").strip()
+        except Exception:
+            pass
+    return True
+
+
+register("netbios", (UDP, TCP), (137, 138, 139), match, parse)
