@@ -35,8 +35,30 @@ def _period(v):
 
 def _workers(v):
     if v == "auto":
-        return max(1, (os.cpu_count() or 2) - 1)
+        return "auto"              # resolved in _start, once --cpus is known
     return _positive_int(v)
+
+
+def _cpus(v):
+    """'2-9' or '0,2,4-6' -> [2, 3, ..., 9]."""
+    out = []
+    try:
+        for part in v.split(","):
+            lo, _, hi = part.partition("-")
+            out.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a CPU list like 2-9 or 0,2,4-6: {v!r}") from None
+    if not out or min(out) < 0:
+        raise argparse.ArgumentTypeError(f"not a CPU list like 2-9 or 0,2,4-6: {v!r}")
+    return sorted(set(out))
+
+
+def free_cores(cpus=None, busy: float = 50.0) -> int:
+    """Cores (of `cpus`, else all) less than `busy` percent used over a short look."""
+    import psutil
+    load = psutil.cpu_percent(interval=0.3, percpu=True)
+    pool = cpus if cpus else range(len(load))
+    return sum(1 for c in pool if c < len(load) and load[c] < busy)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,7 +78,11 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--interface", action="append", metavar="IFACE", default=[],
                     help="capture live from this interface (AF_PACKET ring, needs CAP_NET_RAW); repeatable")
     st.add_argument("--workers", type=_workers, default=2, metavar="N",
-                    help="worker processes, each owning one session table (default 2; 'auto': cores - 1)")
+                    help="worker processes, each owning one session table (default 2; 'auto': the free "
+                         "cores (of --cpus) less one per capture process and one for the collector)")
+    st.add_argument("--cpus", type=_cpus, metavar="LIST",
+                    help="pin the processes to these CPUs (e.g. 2-9): capture processes first, then the "
+                         "workers, then the collector, round robin")
     st.add_argument("--output", action="append", metavar="KIND:TARGET",
                     help="where records go: jsonl:PATH or jsonl:- (default jsonl:-); repeatable")
     st.add_argument("--stats-json", metavar="PATH", help="write run statistics here at exit")
@@ -210,6 +236,15 @@ def _start(ap, args) -> int:
     if not args.read and not args.interface:
         print("pipeline: error: nothing to read: give --read FILE or --interface IFACE", file=sys.stderr)
         return 2
+    if args.cpus:
+        import psutil
+        have = set(psutil.Process().cpu_affinity())
+        if not set(args.cpus) <= have:
+            print(f"pipeline: error: --cpus: no such CPU here: {sorted(set(args.cpus) - have)}", file=sys.stderr)
+            return 2
+    if args.workers == "auto":
+        frontends = args.capture_procs if args.interface else 1
+        args.workers = max(1, free_cores(args.cpus) - frontends - 1)
     args.bpf = None
     if args.filter:
         from .frontend.bpf import compile_filter

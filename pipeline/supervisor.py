@@ -124,6 +124,8 @@ class Run:
             p = mpc.Process(target=capture.capture_child, args=(k, cfg), name=f"capture {k}")
             p.start()
             self.procs.append((f"capture {k}", p))
+        if a.cpus:
+            self.pin(a.cpus)
         self.ctx = zmq.Context()
         self.control = self.ctx.socket(zmq.PULL)
         self.control.bind(cfg["control_addr"])
@@ -155,6 +157,21 @@ class Run:
                 self.check_children()
             kind, _ = self.control.recv_multipart()
             ready += kind == capture.MSG_READY
+
+    def pin(self, cpus):
+        """--cpus: capture processes first, then workers, then the collector, round robin."""
+        import psutil
+        order = [("capture 0", os.getpid())] + [(n, p.pid) for n, p in self.procs if n.startswith("capture")] \
+            + [(n, p.pid) for n, p in self.procs if n.startswith("worker")] \
+            + [(n, p.pid) for n, p in self.procs if n == "collector"]
+        self.pinned = {}
+        for i, (name, pid) in enumerate(order):
+            cpu = cpus[i % len(cpus)]
+            try:
+                psutil.Process(pid).cpu_affinity([cpu])
+                self.pinned[name] = cpu
+            except psutil.Error as e:
+                _log(f"warning: --cpus: cannot pin {name} to CPU {cpu}: {e}")
 
     def feed(self, readers, fe):
         self.bytes_total = sum(r.size for r in readers)
@@ -319,6 +336,8 @@ def start(args, timeouts) -> int:
     stats["workers"] = [{"worker": w["worker"], "frames": w["events"], "sessions": w["sessions"],
                          "records": w["records"], "evicted": w.get("evicted", 0)} for w in workers]
     stats["outputs"] = cstats["outputs"]
+    if getattr(run, "pinned", None):
+        stats["cpus"] = run.pinned
     stats["detail"] = dict(sorted(fe.extra.items()))
     if args.stats_json:
         try:

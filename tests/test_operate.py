@@ -149,3 +149,38 @@ def test_progress_bar_only_on_a_terminal(big_trace, tmp_path):
     r.wait(timeout=120)
     os.close(quiet_master)
     assert r.returncode == 0 and b"ETA" not in quiet_err
+
+
+def test_cpus_pin_workers(big_trace, tmp_path):
+    """--cpus: each worker runs on the CPU the stats say, read back inside the worker by a plugin."""
+    import psutil
+    cpus = sorted(psutil.Process().cpu_affinity())
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    plugin = tmp_path / "affinityplugin.py"
+    plugin.write_text("import os\nclass Affinity:\n    def on_expire(self, s):\n"
+                      "        s.extra = {'cpus_allowed': sorted(os.sched_getaffinity(0))}\n")
+    env = dict(ENV, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    spec = f"{cpus[0]},{cpus[1]}"
+    p = subprocess.run([*runner.pipeline_cmd(), "start", "--read", str(big_trace), "--workers", "2", "--cpus", spec,
+                        "--plugin", "affinityplugin:Affinity", "--output", f"jsonl:{tmp_path / 'o.jsonl'}",
+                        "--stats-json", str(tmp_path / "s.json"), "--quiet"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    st = json.loads((tmp_path / "s.json").read_text())
+    # capture process first, then the workers, then the collector, round robin over the list
+    assert st["cpus"] == {"capture 0": cpus[0], "worker 0": cpus[1], "worker 1": cpus[0], "collector": cpus[1]}
+    recs = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    seen = {(r["worker"], tuple(r["cpus_allowed"])) for r in runner.finals(recs)}
+    assert seen == {(0, (cpus[1],)), (1, (cpus[0],))}
+
+
+def test_workers_auto_and_bad_cpus(big_trace, tmp_path):
+    bad = subprocess.run([*runner.pipeline_cmd(), "start", "--read", str(big_trace), "--cpus", "100000"],
+                         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--cpus" in bad.stderr
+    p = subprocess.run([*runner.pipeline_cmd(), "start", "--read", str(big_trace), "--workers", "auto",
+                        "--output", f"jsonl:{tmp_path / 'o.jsonl'}", "--stats-json", str(tmp_path / "s.json"),
+                        "--quiet"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert 1 <= len(json.loads((tmp_path / "s.json").read_text())["workers"]) <= os.cpu_count()
