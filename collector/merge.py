@@ -6,6 +6,7 @@ a final record closes the session's entry. Counts what went through.
 from pipeline.record import INDEX
 
 _SENSOR, _SID, _FINAL = INDEX["sensor"], INDEX["session_id"], INDEX["final"]
+_PARENT, _CAP = INDEX["parent_session_id"], INDEX["cap_packet_count"]
 
 
 class Merger:
@@ -14,6 +15,7 @@ class Merger:
         self.records = 0
         self.final_records = 0
         self.finished = 0
+        self.frames = 0        # captured frames in final top-level records (= frames_ip when nothing is lost)
 
     def add(self, records) -> None:
         self.records += len(records)
@@ -22,6 +24,8 @@ class Merger:
             if r[_FINAL]:
                 self.final_records += 1
                 self.finished += 1
+                if r[_PARENT] is None:
+                    self.frames += r[_CAP]
                 self.sessions.pop(k, None)
             else:
                 self.sessions[k] = r

@@ -59,6 +59,7 @@ class Sink:
 
     def stats(self) -> dict:
         return {"records": self.merger.records, "final_records": self.merger.final_records,
+                "frames_in_records": self.merger.frames,
                 "aggregates": self.agg.emitted if self.agg is not None else 0,
                 "outputs": {f"{o.kind}:{o.target}": o.written for o in self.outs}}
 

@@ -32,6 +32,8 @@ class Monitor:
         self.frontend = {}
         self.collector = {}
         self.procs = {}                     # name -> psutil.Process
+        self.restarts = 0
+        self.sessions_lost = 0
         self.lock = threading.Lock()
 
     def add_process(self, name: str, pid: int) -> None:
@@ -72,6 +74,7 @@ class Monitor:
             except psutil.Error:
                 procs[name] = {"pid": p.pid, "gone": True}
         return {"role": self.role, "uptime_s": round(time.time() - self.started, 3), "frontend": fe,
+                "worker_restarts": self.restarts, "sessions_lost": self.sessions_lost,
                 "workers": workers, "collector": col, "processes": procs}
 
 
@@ -131,6 +134,10 @@ def serve_metrics(monitor: Monitor, port: int, addr: str = "127.0.0.1"):
                 for w in s["workers"]:
                     m.add_metric([str(w["worker"])], w.get(key, 0))
                 yield m
+            yield CounterMetricFamily("pipeline_worker_restarts", "workers restarted after dying",
+                                      value=s["worker_restarts"])
+            yield CounterMetricFamily("pipeline_sessions_lost", "open sessions lost with a dead worker",
+                                      value=s["sessions_lost"])
             cpu = CounterMetricFamily("pipeline_process_cpu_seconds", "CPU time per process", labels=["process"])
             rss = GaugeMetricFamily("pipeline_process_resident_bytes", "resident memory per process",
                                     labels=["process"])

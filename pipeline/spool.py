@@ -57,11 +57,17 @@ class Spool:
         self.pending[key] = [hdr, body, 0.0, size]
         self.in_memory += size
         if self.folder and self.in_memory > self.mem_bytes:
-            self._spill()
+            self._spill(self.mem_bytes // 2)
 
-    def _spill(self) -> None:
+    def spill_all(self) -> None:
+        """Every batch to disk (with a folder): the sensor is at its end and waits for the
+        collector, so a stop now (its children killed) costs nothing the next run cannot send."""
+        if self.folder:
+            self._spill(0)
+
+    def _spill(self, down_to: int) -> None:
         for key, e in self.pending.items():
-            if self.in_memory <= self.mem_bytes // 2:
+            if self.in_memory <= down_to:
                 break
             if e[1] is None:
                 continue

@@ -55,6 +55,9 @@ class Run:
         self.stopping = False
         self.stop_deadline = float("inf")
         self.monitor = monitor.Monitor(self.workers)
+        self.restarts = 0
+        self.sessions_lost = 0
+        self.end_msg = None                 # the end-of-stream message, once sent
         self.servers = []
         self.progress = not args.quiet and not live and sys.stderr.isatty()
         self.bytes_total = 0
@@ -66,11 +69,34 @@ class Run:
     def check_children(self):
         if self.stopping and time.monotonic() > self.stop_deadline:
             raise RunError(f"no orderly end {STOP_GRACE:.0f} s after the stop signal; children killed")
-        for name, p in self.procs:
+        for j, (name, p) in enumerate(self.procs):
             if p.exitcode is not None and p.exitcode != 0:
+                if name.startswith("worker"):
+                    self.restart_worker(j, name, p)
+                    continue
                 if name in ("collector", "uplink") and p.exitcode == 3:
                     raise RunError(None)   # the collector said why, in one line
                 raise RunError(f"{name} exited with status {p.exitcode}")
+
+    def restart_worker(self, j, name, p):
+        """A worker died (killed, crashed): start another on the same socket and go on.
+        Its open sessions are lost; the frames lost are counted exactly at the end
+        (frames_ip less the frames in final records)."""
+        i = int(name.split()[1])
+        lost = self.monitor.workers.get(i, {}).get("sessions_open", 0)
+        self.restarts += 1
+        self.sessions_lost += lost
+        how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"status {p.exitcode}"
+        _log(f"warning: {name} died ({how}) with about {lost} open sessions; restarting it")
+        q = mp.get_context("fork").Process(target=worker_process.run, args=(i, self.cfg), name=name)
+        q.start()
+        self.procs[j] = (name, q)
+        self.monitor.add_process(name, q.pid)
+        with self.monitor.lock:
+            self.monitor.restarts = self.restarts
+            self.monitor.sessions_lost = self.sessions_lost
+        if self.end_msg is not None:        # it died after the end of stream: the new one needs it too
+            self.send(self.pushes[i], [wire.MSG_END, self.end_msg])
 
     def send(self, sock, parts):
         while not sock.poll(500, zmq.POLLOUT):
@@ -202,7 +228,8 @@ class Run:
 
     def end_stream(self, fe):
         self.send_batches(fe, fe.finish())
-        end = msgpack.packb({"now": fe.now})
+        self.check_children()
+        end = self.end_msg = msgpack.packb({"now": fe.now})
         for sock in self.pushes:
             self.send(sock, [wire.MSG_END, end])
 
@@ -213,6 +240,7 @@ class Run:
             self.send(sock, [wire.MSG_BATCH, msgpack.packb({"cuts": cuts, "paths": paths, "proc": fe.proc}), ev])
             sent[i] += len(ev)
         self.monitor.drain(self.metrics)
+        self.check_children()
         if self.progress:
             self.draw(fe)
 
@@ -336,6 +364,10 @@ def start(args, timeouts) -> int:
     stats["workers"] = [{"worker": w["worker"], "frames": w["events"], "sessions": w["sessions"],
                          "records": w["records"], "evicted": w.get("evicted", 0)} for w in workers]
     stats["outputs"] = cstats["outputs"]
+    stats["worker_restarts"] = run.restarts
+    stats["sessions_lost"] = run.sessions_lost
+    # frames of sessions that died with a worker: never in a final record
+    stats["frames_lost"] = stats["frames_ip"] - cstats.get("frames_in_records", stats["frames_ip"])
     if getattr(run, "pinned", None):
         stats["cpus"] = run.pinned
     stats["detail"] = dict(sorted(fe.extra.items()))

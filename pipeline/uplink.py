@@ -6,7 +6,9 @@ it numbers each batch (run id, seq), keeps it in the spool until the remote
 collector acknowledges it, and re-sends what stays unacknowledged. The
 collector drops batches it has already written, so a record reaches the
 output once even when a collector restarts. At end of stream it waits until
-everything is acknowledged, saying every 10 s what it is waiting for.
+everything is acknowledged, saying every 10 s what it is waiting for; with
+--spool-dir, what is still unacknowledged a second after the end goes to disk,
+so a sensor stopped then (its children killed) leaves it to the next run.
 """
 import os
 import sys
@@ -25,7 +27,8 @@ from pipeline.spool import Spool
 
 WINDOW = 32          # batches sent and not yet acknowledged
 RESEND_S = 5.0       # re-send a batch unacknowledged for this long
-_FINAL = INDEX["final"]
+SPILL_AFTER_S = 1.0  # with --spool-dir, at end of stream: unacknowledged this long, it all goes to disk
+_FINAL, _PARENT, _CAP = INDEX["final"], INDEX["parent_session_id"], INDEX["cap_packet_count"]
 
 
 def _log(msg: str) -> None:
@@ -62,7 +65,7 @@ def run(cfg: dict) -> None:
     sensor = cfg["sensor"]
     if len(spool):
         _log(f"uplink: {len(spool)} batches left in the spool by an earlier run: sending them first")
-    seq = records = finals = delivered = refused = 0
+    seq = records = finals = delivered = refused = frames = 0
     sizes = {}                      # (run, seq) -> records in the batch (this run's batches)
     done = {}
     poller = zmq.Poller()
@@ -92,7 +95,11 @@ def run(cfg: dict) -> None:
                     spool.add((run_id, seq), hdr, parts[1])
                     sizes[(run_id, seq)] = len(recs)
                     records += len(recs)
-                    finals += sum(1 for r in recs if r[_FINAL])
+                    for r in recs:
+                        if r[_FINAL]:
+                            finals += 1
+                            if r[_PARENT] is None:
+                                frames += r[_CAP]
                 elif parts[0] == wire.MSG_DONE:
                     st = msgpack.unpackb(parts[1])
                     done[st["worker"]] = st
@@ -129,10 +136,12 @@ def run(cfg: dict) -> None:
             spool.sent(key, now)
         if len(done) == cfg["workers"] and len(spool):
             waited_since = waited_since or now
+            if spool.in_memory and now - waited_since >= SPILL_AFTER_S:
+                spool.spill_all()      # a sensor stopped while its collector is away loses nothing
             if now - last_note >= 10 and now - waited_since >= 10:
                 _log(f"uplink: waiting for collector {addr}: {len(spool)} batches not acknowledged")
                 last_note = now
-    stats = {"records": records, "final_records": finals,
+    stats = {"records": records, "final_records": finals, "frames_in_records": frames,
              "outputs": {f"collector:{addr}": delivered}, "refused": refused,
              "spooled_batches": spool.spooled, "workers": [done[w] for w in sorted(done)]}
     control.send_multipart([wire.MSG_STATS, msgpack.packb(stats)])

@@ -253,6 +253,7 @@ def test_collector_killed_and_restarted(traces, tmp_path, moment):
     assert len(recs) == len(runner.sessions(expect))      # interim records too, each once
     stats = json.loads((tmp_path / "c.json").read_text())
     runner.check_identities(stats, recs)
+    assert stats["outputs"] == {f"collector:{col.addr}": len(recs)}
     if moment.startswith("hook"):
         assert "cut" in col.stderr(), "the restarted collector should have cut back the uncommitted batch"
 
@@ -278,6 +279,81 @@ def test_collector_comes_up_late(traces, tmp_path):
     assert_once(recs)
     assert runner.comparable(recs) == runner.comparable(traces["expect"]["a"])
     assert not [p for p in spool.iterdir() if p.name.endswith(".batch")], "acknowledged batches stay spooled"
+
+
+def spooled(folder: Path) -> list:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".batch")) if folder.exists() else []
+
+
+@pytest.mark.slow
+def test_sensor_stopped_while_collector_away_leaves_its_batches_to_the_next_run(traces, tmp_path):
+    """With --spool-dir, a sensor whose collector is away writes what is unacknowledged to
+    disk once it has read everything; killed then, its next run sends those batches first."""
+    col = Collector(tmp_path, free_port())
+    spool = tmp_path / "spool"
+    first = start_sensor(traces["a"], col.addr, "sensor-a", tmp_path / "a.json", "--spool-dir", str(spool))
+    try:
+        deadline, seen, stable_since = time.monotonic() + RUN_TIMEOUT, None, None
+        while time.monotonic() < deadline:
+            now = spooled(spool)
+            if now and now == seen:
+                if time.monotonic() - stable_since >= 0.5:
+                    break
+            else:
+                seen, stable_since = now, time.monotonic()
+            time.sleep(0.05)
+        assert seen, "nothing spooled"
+        assert first.poll() is None
+    finally:
+        end_group(first)         # as the supervisor kills its children after the stop grace
+    col.start()
+    try:
+        p = run_sensor(traces["b"], col.addr, "sensor-b", tmp_path / "b.json", "--spool-dir", str(spool))
+        assert p.returncode == 0, p.stderr
+        assert "left in the spool by an earlier run" in p.stderr
+        assert col.stop() == 0, col.stderr()
+    finally:
+        col.kill_if_running()
+    lines = read_lines(col.out)
+    assert_once(sessions_of(lines))
+    for name in ("a", "b"):
+        assert runner.comparable(sessions_of(lines, f"sensor-{name}")) == runner.comparable(traces["expect"][name])
+    assert spooled(spool) == []
+
+
+def _has_flag(flag: str) -> bool:
+    p = subprocess.run(runner.pipeline_cmd() + ["start", "--help"], capture_output=True, text=True, env=ENV,
+                       cwd=ROOT, timeout=RUN_TIMEOUT)
+    return flag in p.stdout
+
+
+@pytest.mark.slow
+def test_small_memory_bound_spools_to_disk(traces, tmp_path):
+    if not _has_flag("--spool-mem-mb"):
+        pytest.skip("pipeline start has no --spool-mem-mb yet (cfg spool_mem_bytes; the lead wires it)")
+    expect = traces["expect"]["c"]
+    size = len(msgpack.packb([[r[n] for n in NAMES] for r in runner.sessions(expect)]))
+    assert size > 1 << 20, "the trace must hold more than the 1 MiB memory bound"
+    col = Collector(tmp_path, free_port())
+    spool = tmp_path / "spool"
+    sensor = start_sensor(traces["c"], col.addr, "sensor-c", tmp_path / "c.json", "--spool-dir", str(spool),
+                          "--spool-mem-mb", "1", "--chunk-frames", "1024")
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while not spooled(spool) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert spooled(spool), "beyond the memory bound, batches go to the spool folder"
+        time.sleep(1)
+        col.start()
+        assert sensor.wait(RUN_TIMEOUT) == 0
+        assert col.stop() == 0, col.stderr()
+    finally:
+        end_group(sensor)
+        col.kill_if_running()
+    recs = sessions_of(read_lines(col.out))
+    assert_once(recs)
+    assert runner.comparable(recs) == runner.comparable(expect)
+    assert spooled(spool) == []
 
 
 def _batch(run, seq, nbytes):

@@ -10,6 +10,8 @@ def match(p, from_client, state):
     if p.startswith(_HANDSHAKE):
         return SURE
     if state.transport == UDP:
+        if p.startswith(b"BT-SEARCH * HTTP/1."):
+            return SURE  # local service discovery (BEP 14)
         if p[:1] == b"d" and (b"1:y1:q" in p[:400] or b"1:y1:r" in p[:400] or b"1:y1:e" in p[:400]
                               or p.startswith((b"d1:ad2:id20:", b"d1:rd2:id20:", b"d1:e"))):
             return SURE

@@ -29,7 +29,7 @@ def header_ok(p, tcp=False):
     if opcode not in (0, 1, 2, 4, 5):
         return None
     qd, an, ns, ar = struct.unpack("!HHHH", p[4:12])
-    if qd > 4 or an > 200 or ns > 200 or ar > 200 or qd + an + ns + ar == 0:
+    if qd > 64 or an > 200 or ns > 200 or ar > 200 or qd + an + ns + ar == 0:
         return None
     if not p[2] & 0x80 and (qd == 0 and opcode == 0):
         return None
@@ -85,7 +85,7 @@ def match(p, from_client, state):
         state.scratch["dns.msg"] = d
         return SURE
     # elsewhere: only a clean, single-question query or its answer
-    if len(d.qd) == 1 and _plausible_name(d) and d.qd[0].type in QTYPES:
+    if len(d.qd) == 1 and len(d.an) <= 32 and _plausible_name(d) and d.qd[0].type in QTYPES:
         state.scratch["dns.msg"] = d
         return SURE
     return NO

@@ -6,8 +6,7 @@ from .registry import NO, SURE, UDP, register
 def match(p, from_client, state):
     if 5353 not in (state.server_port, state.client_port):
         return NO
-    msg = dns.header_ok(p)
-    return SURE if msg is not None and dns.decode(msg) is not None else NO
+    return SURE if dns.header_ok(p) is not None else NO
 
 
 def parse(p, from_client, state, meta):

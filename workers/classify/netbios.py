@@ -28,6 +28,8 @@ def match(p, from_client, state):
         if 138 in ports and len(p) >= 14 and 0x10 <= p[0] <= 0x16:
             return SURE
         return NO
+    if 445 in ports and len(p) >= 8 and p[0] == 0 and p[4:8] in (b"\xffSMB", b"\xfeSMB"):
+        return SURE  # SMB over TCP keeps the session service's framing
     if 139 in ports and len(p) >= 4 and p[0] in _SESSION_TYPES:
         ln = ((p[1] & 1) << 16) | (p[2] << 8) | p[3]
         if p[0] == 0x81 and ln == 68 or p[0] != 0x00 and ln <= 68 or p[0] == 0 and p[4:8] in (b"\xffSMB", b"\xfeSMB"):
@@ -52,4 +54,4 @@ def parse(p, from_client, state, meta):
     return True
 
 
-register("netbios", (UDP, TCP), (137, 138, 139), match, parse)
+register("netbios", (UDP, TCP), (137, 138, 139, 445), match, parse)

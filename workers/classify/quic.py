@@ -174,9 +174,11 @@ def match(p, from_client, state):
     b0 = p[0]
     if b0 & 0x80:
         v = int.from_bytes(p[1:5], "big")
+        if v >> 24 in (0x51, 0x54) and p[4:5].isdigit():
+            return SURE  # Google QUIC Q046+ long header ("Q046")
         if known_version(v) and p[5] <= 20:
-            if v >> 24 in (0x51, 0x54) or v == 0:
-                return SURE
+            if v == 0:
+                return SURE  # version negotiation
             if b0 & 0x40 or v == V2:
                 return SURE
     if from_client and (b0 & 0x09) == 0x09 and len(p) > 13 and p[9:12] in (b"Q04", b"Q03", b"Q02"):

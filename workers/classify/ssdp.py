@@ -7,8 +7,13 @@ _STARTS = (b"M-SEARCH * HTTP/1.", b"NOTIFY * HTTP/1.")
 def match(p, from_client, state):
     if p.startswith(_STARTS):
         return SURE
-    if p.startswith(b"HTTP/1.1 200") and 1900 in (state.server_port, state.client_port):
-        return SURE
+    if p.startswith(b"HTTP/1.1 200"):
+        if 1900 in (state.server_port, state.client_port):
+            return SURE
+        head = p[:1024].lower()
+        if b"\r\nst:" in head and b"\r\nusn:" in head:
+            return SURE  # a unicast answer to M-SEARCH
+    return NO
     return NO
 
 

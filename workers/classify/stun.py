@@ -3,6 +3,7 @@ the message length and, since RFC 5389, the magic cookie 0x2112A442."""
 from .registry import NO, SURE, TCP, UDP, register
 
 _COOKIE = b"\x21\x12\xa4\x42"
+_PORTS = (3478, 3479, 5349, 19302)
 _CLASSIC = (0x0001, 0x0101, 0x0111, 0x0002, 0x0102, 0x0112)
 
 
@@ -10,11 +11,11 @@ def _stun(p):
     if len(p) < 20 or p[0] & 0xc0:
         return False
     ln = (p[2] << 8) | p[3]
-    if ln & 3 or ln + 20 > len(p):
+    if ln + 20 > len(p):
         return False
     if p[4:8] == _COOKIE:
-        return True
-    return None  # header shape right, no cookie: classic STUN if on its port
+        return True  # (some clients, WhatsApp's, send lengths that are not multiples of 4)
+    return None if not ln & 3 else False  # header shape right, no cookie: classic STUN if on its port
 
 
 def match(p, from_client, state):
@@ -23,7 +24,7 @@ def match(p, from_client, state):
     got = _stun(p)
     if got:
         return SURE
-    if got is None and 3478 in (state.server_port, state.client_port) and ((p[0] << 8) | p[1]) in _CLASSIC:
+    if got is None and (state.server_port in _PORTS or state.client_port in _PORTS) and ((p[0] << 8) | p[1]) in _CLASSIC:
         return SURE
     return NO
 
@@ -34,4 +35,4 @@ def parse(p, from_client, state, meta):
     return True
 
 
-register("stun", (UDP, TCP), (3478, 3479, 5349, 19302), match, parse)
+register("stun", (UDP, TCP), _PORTS, match, parse)

@@ -136,7 +136,7 @@ def _record_start(p, hs_type):
 
 def match(p, from_client, state):
     if len(p) < 6:
-        return None
+        return WEAK if len(p) == 5 and 20 <= p[0] <= 23 and p[1] == 3 and p[2] <= 4 else None
     if from_client:
         if _record_start(p, 1):
             return SURE
@@ -218,7 +218,7 @@ def _over_tls(ports):
     def m(p, from_client, state):
         if state.server_port in ports or state.client_port in ports:
             r = match(p, from_client, state)
-            return r if r == SURE else None
+            return r if r else None
         return NO
     return m
 
