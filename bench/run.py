@@ -173,6 +173,7 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--trace", help="use this capture instead of generating one")
     ap.add_argument("--skip-stages", action="store_true")
+    ap.add_argument("--skip-live", action="store_true", help="skip the live-capture replay steps (bench/live.py)")
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -205,6 +206,9 @@ def main():
         per, n = stage_memory()
         res["bytes_per_session"] = round(per)
         res["memory_sessions"] = n
+    if not a.skip_live:
+        import live
+        res["live"] = live.measure(trace)
     shutil.rmtree(tmp, ignore_errors=True)
     (OUT / "results.json").write_text(json.dumps(res, indent=1) + "\n")
     w = max(len(k) for k in res)

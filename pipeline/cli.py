@@ -53,6 +53,16 @@ def _cpus(v):
     return sorted(set(out))
 
 
+SESSION_BUDGET = 2048     # bytes per open session assumed for the default table size (measured: ~0.9 KiB)
+
+
+def default_max_sessions(workers: int) -> int:
+    """Half the memory available now, at SESSION_BUDGET a session, split between the workers:
+    a table never grows until the machine swaps."""
+    import psutil
+    return max(10000, psutil.virtual_memory().available // 2 // SESSION_BUDGET // workers)
+
+
 def free_cores(cpus=None, busy: float = 50.0) -> int:
     """Cores (of `cpus`, else all) less than `busy` percent used over a short look."""
     import psutil
@@ -98,7 +108,8 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--plugin", action="append", metavar="MODULE:CLASS",
                     help="user plugin seeing sessions in the workers; repeatable")
     st.add_argument("--max-sessions", type=_positive_int, metavar="N",
-                    help="per worker; when full the oldest is evicted (end_reason evicted). Default: unbounded")
+                    help="per worker; when full the idlest is evicted (end_reason evicted). Default: half the "
+                         "available memory at 2 KiB a session, shared by the workers")
     st.add_argument("--hash-seed", type=int, default=0, metavar="N",
                     help="seed of the session-key hash (default 0)")
     st.add_argument("--chunk-frames", type=_positive_int, default=16384, metavar="N",
@@ -245,6 +256,8 @@ def _start(ap, args) -> int:
     if args.workers == "auto":
         frontends = args.capture_procs if args.interface else 1
         args.workers = max(1, free_cores(args.cpus) - frontends - 1)
+    if args.max_sessions is None:
+        args.max_sessions = default_max_sessions(args.workers)
     args.bpf = None
     if args.filter:
         from .frontend.bpf import compile_filter

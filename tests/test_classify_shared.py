@@ -293,3 +293,32 @@ def test_app_agrees_with_ndpi():
     assert tot > 1000, "too few flows paired with NFStream's rows: the flow extraction is off"
     assert share >= 0.90
     assert guessed < 0.2 * agree, "most agreement should come from payloads, not ports"
+
+
+# One real capture per protocol: some flow is recognised by payload and carries the metadata.
+CASES = [
+    ("quic-29.pcap", "quic", "quic.sni"), ("quic_q46.pcap", "quic", "quic.sni"),
+    ("quic_frags_ch_out_of_order_same_packet_craziness.pcapng", "quic", "quic.sni"),
+    ("443-firefox.pcap", "tls", "tls.ja4"), ("imaps.pcap", "imaps", "tls.sni"),
+    ("ssh.pcap", "ssh", "ssh.client"), ("1kxun.pcap", "http", "http.host"),
+    ("1kxun.pcap", "llmnr", "llmnr.query"), ("dns_long_domainname.pcap", "dns", "dns.query"),
+    ("mdns.pcap", "mdns", "mdns.answers"), ("netbios.pcap", "netbios", None),
+    ("sip.pcap", "sip", "sip.method"), ("sip.pcap", "rtp", None), ("ftp.pcap", "ftp", "ftp.banner"),
+    ("dhcp.pcap", "dhcp", "dhcp.type"), ("NTPv4.pcap", "ntp", "ntp.mode"),
+    ("smtp-starttls.pcap", "smtp", "smtp.helo"), ("bittorrent.pcap", "bittorrent", "bittorrent.info_hash"),
+    ("kerberos.pcap", "kerberos", "kerberos.msg_type"), ("stun_facebook.pcapng", "stun", "stun.type"),
+    ("ssdp-m-search.pcap", "ssdp", "ssdp.method"),
+]
+
+
+@needs_shared
+@pytest.mark.parametrize("capture,app,key", CASES, ids=[f"{c[1]}-{c[0]}" for c in CASES])
+def test_protocol_in_real_capture(capture, app, key):
+    path = NFS / capture
+    if not path.exists():
+        pytest.skip(f"{capture} is not among the shared captures")
+    results = [f.insp.result() for f in flows_of(path) if f.insp is not None]
+    mine = [r for r in results if r["app"] == app and not r["guess"]]
+    assert mine, f"no {app} flow recognised by payload in {capture}"
+    if key:
+        assert any(r["meta"].get(key) for r in mine), f"no {key} in {capture}"

@@ -331,12 +331,13 @@ def _has_flag(flag: str) -> bool:
 def test_small_memory_bound_spools_to_disk(traces, tmp_path):
     if not _has_flag("--spool-mem-mb"):
         pytest.skip("pipeline start has no --spool-mem-mb yet (cfg spool_mem_bytes; the lead wires it)")
-    expect = traces["expect"]["c"]
+    big = make_trace(tmp_path, "big", 10000, 14)
+    expect = local_run(big, tmp_path / "local", "sensor-big")
     size = len(msgpack.packb([[r[n] for n in NAMES] for r in runner.sessions(expect)]))
     assert size > 1 << 20, "the trace must hold more than the 1 MiB memory bound"
     col = Collector(tmp_path, free_port())
     spool = tmp_path / "spool"
-    sensor = start_sensor(traces["c"], col.addr, "sensor-c", tmp_path / "c.json", "--spool-dir", str(spool),
+    sensor = start_sensor(big, col.addr, "sensor-big", tmp_path / "big.json", "--spool-dir", str(spool),
                           "--spool-mem-mb", "1", "--chunk-frames", "1024")
     try:
         deadline = time.monotonic() + RUN_TIMEOUT

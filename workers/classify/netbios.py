@@ -20,6 +20,11 @@ def _ns(p):
     return p
 
 
+def _name(encoded):
+    """First-level decoded NetBIOS name without its padding and suffix byte."""
+    return dpkt.netbios.decode_name(encoded)[:15].rstrip("\x00 ")
+
+
 def match(p, from_client, state):
     ports = (state.server_port, state.client_port)
     if state.transport == UDP:
@@ -42,13 +47,12 @@ def parse(p, from_client, state, meta):
         try:
             ns = dpkt.netbios.NS(bytes(p))
             if ns.qd:
-                meta["netbios.name"] = dpkt.netbios.decode_name(ns.qd[0].name.split(".", 1)[0].encode()) \
-                    .decode("ascii", "replace").rstrip("\x00 ").strip()
+                meta["netbios.name"] = _name(ns.qd[0].name.split(".", 1)[0])
         except Exception:
             pass
     elif state.transport == UDP and len(p) >= 82 and p[14] == 0x20:
         try:
-            meta["netbios.name"] = dpkt.netbios.decode_name(p[15:47]).decode("ascii", "replace").rstrip("\x00 ").strip()
+            meta["netbios.name"] = _name(bytes(p[15:47]).decode("ascii"))
         except Exception:
             pass
     return True

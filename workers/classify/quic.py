@@ -196,7 +196,8 @@ def parse(p, from_client, state, meta):
         return True
     if "quic.version" not in meta and p[0] & 0x80:
         v = int.from_bytes(p[1:5], "big")
-        meta["quic.version"] = "0x%08x" % v
+        gq = p[1:2] in (b"Q", b"T") and p[2:5].isdigit()
+        meta["quic.version"] = p[1:5].decode("ascii") if gq else "0x%08x" % v
     if (p[0] & 0x09) == 0x09 and p[9:12] in (b"Q04", b"Q03", b"Q02"):
         meta["quic.version"] = p[9:13].decode("ascii", "replace")
     if b"CHLO" in p:

@@ -14,7 +14,6 @@ def match(p, from_client, state):
         if b"\r\nst:" in head and b"\r\nusn:" in head:
             return SURE  # a unicast answer to M-SEARCH
     return NO
-    return NO
 
 
 def parse(p, from_client, state, meta):

@@ -22,9 +22,11 @@ _JA4_VERSION = {0x0304: "13", 0x0303: "12", 0x0302: "11", 0x0301: "10", 0x0300: 
                 0xfeff: "d1", 0xfefd: "d2", 0xfefc: "d3"}
 
 
+GREASE = frozenset(0x0a0a + 0x1010 * i for i in range(16))  # RFC 8701: 0x0a0a, 0x1a1a, ... 0xfafa
+
+
 def is_grease(v):
-    """RFC 8701 GREASE values: 0x0a0a, 0x1a1a, ... 0xfafa."""
-    return (v & 0x0f0f) == 0x0a0a and (v >> 8) == (v & 0xff)
+    return v in GREASE
 
 
 def _u16s(b):
@@ -69,13 +71,13 @@ class Hello:
                 pass
 
     def max_version(self):
-        vs = [v for v in self.versions if not is_grease(v)]
+        vs = [v for v in self.versions if v not in GREASE]
         return max(vs) if vs else self.version
 
     def ja4(self, kind="t"):
         """FoxIO JA4 (kind: t = TLS over TCP, q = QUIC, d = DTLS)."""
-        ciphers = [c for c in self.ciphers if not is_grease(c)]
-        exts = [e for e in self.extensions if not is_grease(e)]
+        ciphers = [c for c in self.ciphers if c not in GREASE]
+        exts = [e for e in self.extensions if e not in GREASE]
         alpn = "00"
         if self.alpn and self.alpn[0]:
             a = self.alpn[0]
@@ -92,7 +94,7 @@ class Hello:
         ce = sorted(e for e in exts if e not in (_EXT_SNI, _EXT_ALPN))
         if ce:
             c = ",".join("%04x" % e for e in ce)
-            sig = [s for s in self.sigalgs if not is_grease(s)]
+            sig = [s for s in self.sigalgs if s not in GREASE]
             if sig:
                 c += "_" + ",".join("%04x" % s for s in sig)
             c = hashlib.sha256(c.encode()).hexdigest()[:12]
@@ -103,7 +105,7 @@ class Hello:
     def ja3_string(self):
         """Salesforce JA3: version,ciphers,extensions,groups,point formats (GREASE dropped)."""
         def j(vals):
-            return "-".join(str(v) for v in vals if not is_grease(v))
+            return "-".join([str(v) for v in vals if v not in GREASE])
         return "%d,%s,%s,%s,%s" % (self.version, j(self.ciphers), j(self.extensions), j(self.groups),
                                    "-".join(str(p) for p in self.points))
 
@@ -115,7 +117,8 @@ class Hello:
             meta[prefix + ".sni"] = self.sni
         if self.alpn:
             meta[prefix + ".alpn"] = [a.decode("ascii", "replace") for a in self.alpn]
-        meta[prefix + ".version"] = VERSION_NAMES.get(self.max_version(), "0x%04x" % self.max_version())
+        known = [v for v in self.versions if v in VERSION_NAMES] or [self.version]
+        meta[prefix + ".version"] = VERSION_NAMES.get(max(known), "0x%04x" % max(known))
         meta[prefix + ".ja4"] = self.ja4(kind)
         meta[prefix + ".ja3"] = self.ja3()
 
