@@ -97,7 +97,7 @@ def stage_frontend(trace, workers):
     events = []
     t = time.perf_counter()
     for chunk in r.chunks(16384):
-        (ev, cuts), = fe.pack(fe.process(chunk))
+        (ev, cuts, _pay), = fe.pack(fe.process(chunk))
         start = 0
         for end, _ in cuts:
             events.append(ev[start:end])

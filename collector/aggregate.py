@@ -4,11 +4,14 @@ Each session record adds what is new since that session's previous record
 (interim records are cumulative, so the collector keeps the last counters per
 (sensor, session_id) and forgets them at the final record). The traffic lands
 in the interval of the record's `end` (last packet time). An interval is
-written once the records' time has moved `hold` seconds past its end, or when
-the collector closes. A record that still arrives for an interval already
+written once the records' time (each sensor's own: sensors' clocks and replays
+differ) has moved `hold` seconds past its end, or when the collector closes. A record that still arrives for an interval already
 written (an idle session expires long after its last packet) opens a new
 aggregate for the same interval: aggregates are additive, sum them by
-(`sensor`, `interval_start`). Nothing is dropped.
+(`sensor`, `interval_start`). Nothing is dropped. The state is in memory only:
+a standalone collector killed (SIGKILL, OOM) loses the aggregates it still
+held and counts in full again the sessions it had interim records of (it says
+so when it starts again); its session records are exact (collector.journal).
 
 An aggregate record (`"type": "aggregate"`):
     interval_start, interval_end   epoch seconds
@@ -33,7 +36,7 @@ class Aggregator:
         self.hold = hold
         self.last = {}          # (sensor, session_id) -> (ul_pkts, dl_pkts, ul_bytes, dl_bytes)
         self.open = {}          # (sensor, interval start) -> bucket
-        self.clock = float("-inf")
+        self.clocks = {}        # sensor -> latest record end: each sensor's traffic time is its own
         self.emitted = 0
 
     def add(self, records) -> list:
@@ -53,18 +56,22 @@ class Aggregator:
                 prev = (0, 0, 0, 0)
             up, dp, ub, db = (cur[j] - prev[j] for j in range(4))
             end = r[i["end"]]
-            if end > self.clock:
-                self.clock = end
+            if end > self.clocks.get(sensor, float("-inf")):
+                self.clocks[sensor] = end
             start = end - end % iv
             b = self.open.get((sensor, start))
             if b is None:
                 b = self.open[(sensor, start)] = _Bucket()
             b.add(r, i, up + dp, ub + db, (up, ub), (dp, db))
-        return self.due(self.clock - self.hold)
+        return self.due()
 
-    def due(self, before: float) -> list:
+    def due(self, before: float = None) -> list:
+        """The aggregates of the intervals that ended `hold` seconds before their sensor's
+        latest record (or before `before`), sensor by sensor, oldest first."""
         out = []
-        for (sensor, start) in sorted(k for k in self.open if k[1] + self.interval <= before):
+        clocks, hold, iv = self.clocks, self.hold, self.interval
+        for (sensor, start) in sorted(k for k in self.open
+                                      if k[1] + iv <= (clocks[k[0]] - hold if before is None else before)):
             out.append(self.open.pop((sensor, start)).record(sensor, start, self.interval))
         self.emitted += len(out)
         return out

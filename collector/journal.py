@@ -16,6 +16,7 @@ be written twice, never lost: the sensor still holds it). Network outputs
 Without --state-dir the journal lives in memory only (duplicates are still
 dropped while the collector runs).
 """
+import fcntl
 import json
 import os
 
@@ -27,10 +28,20 @@ class Journal:
         self.runs = {}            # (sensor, run) -> [watermark, set of seqs above it]
         self.pending = None       # the batch begun and not committed: (key, seq, positions)
         self.fd = None
+        self.lock = None
         self.unclean = False      # the journal of a collector that did not end in order (killed)
         if folder is None:
             return
         os.makedirs(folder, mode=0o750, exist_ok=True)
+        # two collectors on one journal would cut back each other's batches: one at a time
+        # (the kernel drops the lock of a killed collector)
+        self.lock = os.open(os.path.join(folder, "lock"), os.O_WRONLY | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.lock)
+            self.lock = None
+            raise OSError(f"--state-dir {folder}: in use by another running collector") from None
         self.path = os.path.join(folder, "journal")
         if os.path.exists(self.path):
             self._replay()
@@ -133,3 +144,6 @@ class Journal:
                 self._write({"closed": True})
             os.close(self.fd)
             self.fd = None
+        if self.lock is not None:
+            os.close(self.lock)
+            self.lock = None

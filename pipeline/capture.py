@@ -66,7 +66,8 @@ def capture_child(proc: int, cfg: dict) -> None:
     except (CaptureError, OSError, ValueError) as e:
         print(f"pipeline: error: {e}", file=sys.stderr, flush=True)
         os._exit(3)
-    fe = FrontEnd(cfg["workers"], cfg["timeouts"], seed=cfg["hash_seed"], proc=proc)
+    fe = FrontEnd(cfg["workers"], cfg["timeouts"], seed=cfg["hash_seed"], proc=proc,
+                  classify_budget=cfg["classify"])
     ctx = zmq.Context()
     pushes = []
     for addr in cfg["worker_addrs"]:
@@ -88,8 +89,8 @@ def capture_child(proc: int, cfg: dict) -> None:
 
     def send_batches(fe, batch):
         paths = fe.take_paths()
-        for sock, (ev, cuts) in zip(pushes, fe.pack(batch)):
-            send(sock, [wire.MSG_BATCH, msgpack.packb({"cuts": cuts, "paths": paths, "proc": fe.proc}), ev])
+        for sock, (ev, cuts, pay) in zip(pushes, fe.pack(batch)):
+            send(sock, [wire.MSG_BATCH, msgpack.packb({"cuts": cuts, "paths": paths, "proc": fe.proc}), ev, pay])
 
     deadline = cfg["deadline"]
     feed_live(cap, fe, send_batches, lambda: bool(stopping) or time.time() >= deadline)

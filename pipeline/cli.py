@@ -115,6 +115,9 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--chunk-frames", type=_positive_int, default=16384, metavar="N",
                     help="frames per front-end chunk (default 16384)")
     st.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    st.add_argument("--classify-packets", type=int, default=10, metavar="N",
+                    help="application classification: inspect the first N payload packets of each session "
+                         "and direction (default 10; 0: no classification)")
     st.add_argument("--aggregate-interval", type=_seconds, default=60.0, metavar="S",
                     help="aggregate records (type aggregate) every S seconds of traffic, 0 for none (default 60)")
     st.add_argument("--collector", metavar="ADDR",
@@ -256,6 +259,9 @@ def _start(ap, args) -> int:
     if args.workers == "auto":
         frontends = args.capture_procs if args.interface else 1
         args.workers = max(1, free_cores(args.cpus) - frontends - 1)
+    if not 0 <= args.classify_packets <= 255:
+        print(f"pipeline: error: --classify-packets {args.classify_packets}: give 0 to 255", file=sys.stderr)
+        return 2
     if args.max_sessions is None:
         args.max_sessions = default_max_sessions(args.workers)
     args.bpf = None

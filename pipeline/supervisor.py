@@ -132,6 +132,7 @@ class Run:
             "user": a.user,
             "deadline": self.deadline,
             "metrics_addr": f"ipc://{self.dir}/metrics",
+            "classify": a.classify_packets,
         }
         if self.live:
             cfg.update(self.live)
@@ -236,8 +237,8 @@ class Run:
     def send_batches(self, fe, batch):
         paths = fe.take_paths()
         sent = self.monitor.sent_rows
-        for i, (sock, (ev, cuts)) in enumerate(zip(self.pushes, fe.pack(batch))):
-            self.send(sock, [wire.MSG_BATCH, msgpack.packb({"cuts": cuts, "paths": paths, "proc": fe.proc}), ev])
+        for i, (sock, (ev, cuts, pay)) in enumerate(zip(self.pushes, fe.pack(batch))):
+            self.send(sock, [wire.MSG_BATCH, msgpack.packb({"cuts": cuts, "paths": paths, "proc": fe.proc}), ev, pay])
             sent[i] += len(ev)
         self.monitor.drain(self.metrics)
         self.check_children()
@@ -321,7 +322,7 @@ def start(args, timeouts) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     t0 = time.monotonic()
-    fe = FrontEnd(args.workers, timeouts, seed=args.hash_seed)
+    fe = FrontEnd(args.workers, timeouts, seed=args.hash_seed, classify_budget=args.classify_packets)
     run.fe_stats = fe.stats
     try:
         run.start()

@@ -107,14 +107,15 @@ def run(cfg: dict) -> None:
                     break
         while True:
             try:
-                kind, body = up.recv_multipart(zmq.NOBLOCK)
-            except (zmq.Again, ValueError):
+                parts = up.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
                 break
-            if kind != wire.MSG_ACK:
+            if len(parts) != 2 or parts[0] != wire.MSG_ACK:
                 continue
             try:
-                a = msgpack.unpackb(body, max_str_len=256, max_map_len=8, max_array_len=8)
+                a = msgpack.unpackb(parts[1], max_str_len=256, max_map_len=8, max_array_len=8)
                 key = (a["run"], a["seq"])
+                hash(key)
             except Exception:  # a peer speaking another protocol: ignore its message
                 continue
             if spool.acked(key):

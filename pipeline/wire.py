@@ -1,14 +1,17 @@
 """The wire format between the front-end, the workers and the collector.
 
 Front-end -> worker (one ZeroMQ PUSH/PULL pair per worker), multipart:
-    [b"B", header, events]   one chunk's rows for this worker: header is msgpack
+    [b"B", header, events, payloads]
+                             one chunk's rows for this worker: header is msgpack
                              {"cuts": [[end, now], ...], "paths": {id: "eth.ipv4.tcp", ...},
                              "proc": capture process}; session ids carry `proc`;
                              events is the raw buffer of an EVENT array (zero-copy
                              on both sides). The rows are cut in segments, one per
                              second of packet time: the worker feeds rows
                              [previous end, end) then advances its clock to `now`
-                             (empty segments still advance it).
+                             (empty segments still advance it). payloads holds
+                             the first payload bytes of the rows of young
+                             sessions (EVENT ploff/pllen), for classification.
     [b"E", header]           end of stream: {"now": float}; the worker expires
                              what is idle at `now`, flushes the rest as
                              "shutdown" and reports its statistics.
@@ -67,6 +70,8 @@ EVENT = np.dtype([
     ("path", "<u2"),      # proto_path id (strings travel in the batch header)
     ("ctx", "<u8"),       # tunnel context hash (0 at depth 0), part of the key
     ("parent", "<u8"),    # parent (outer) session id, 0 for none
+    ("ploff", "<u4"),     # where this row's payload bytes start in the batch's payload frame
+    ("pllen", "<u2"),     # how many are there: 0 unless the session is young (classification)
 ])
 
 MSG_BATCH = b"B"

@@ -32,6 +32,14 @@ def run(reads, tmp, *extra, workers=2, timeout=300, expect_output=True):
     return p, sessions(lines), stats
 
 
+def as_wire(d):
+    """A JSON-lines record back as the wire list the collector's outputs take: the declared
+    fields in order, then the extension fields (classification metadata, plugins) as a dict."""
+    from pipeline.record import INDEX, NAMES
+    extra = {k: v for k, v in d.items() if k not in INDEX}
+    return [d.get(n) for n in NAMES] + ([extra] if extra else [])
+
+
 def sessions(lines):
     """The session records of a JSON-lines output (aggregate records left out)."""
     return [r for r in lines if r.get("type") == "session"]

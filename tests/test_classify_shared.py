@@ -9,7 +9,6 @@ nDPI's application_name for the protocols the classifier covers.
 Run with -s to see the per-protocol table.
 """
 import csv
-import socket
 import struct
 from collections import Counter, defaultdict
 

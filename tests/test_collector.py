@@ -28,7 +28,7 @@ from collector.aggregate import TOP, Aggregator
 from collector.journal import Journal
 from collector.outputs.jsonl import JsonLines
 from pipeline import wire
-from pipeline.record import INDEX, NAMES
+from pipeline.record import INDEX, NAMES, as_dict
 from pipeline.spool import Spool
 from tests import runner
 
@@ -175,6 +175,7 @@ def traces(tmp_path_factory):
 
 def test_two_sensors_into_one_collector(traces, tmp_path):
     col = Collector(tmp_path, free_port()).start()
+    procs = {}
     try:
         results = {}
         procs = {name: start_sensor(traces[name], col.addr, f"sensor-{name}", tmp_path / f"{name}.json")
@@ -212,8 +213,22 @@ def test_two_sensors_into_one_collector(traces, tmp_path):
             if a["sensor"] == sensor:
                 by_interval[a["interval_start"]] = by_interval.get(a["interval_start"], 0) + a["packets"]
         assert by_interval, f"no aggregate of {sensor}"
+        assert by_interval == expected_packets_by_interval(traces["expect"][name], 1.0)
         assert sum(by_interval.values()) == sum(r["packet_count"] for r in runner.finals(sessions_of(lines, sensor)))
         assert sum(by_interval.values()) == sum(r["packet_count"] for r in runner.finals(traces["expect"][name]))
+
+
+def expected_packets_by_interval(recs, interval):
+    """The packets each interval should count, from a local run's records: what is new in
+    each record (interim records are cumulative) lands in the interval of its `end`."""
+    out, last = {}, {}
+    for r in sorted(runner.sessions(recs), key=lambda r: (r["session_id"], r["report_number"])):
+        cum = r["ul_packet_count"] + r["dl_packet_count"]
+        new = cum - last.get(r["session_id"], 0)
+        last[r["session_id"]] = 0 if r["final"] else cum
+        start = math.floor(r["end"] / interval) * interval
+        out[start] = out.get(start, 0) + new
+    return out
 
 
 # -- 2. the collector killed mid-run and restarted ----------------------------------------------------
@@ -237,7 +252,8 @@ def test_collector_killed_and_restarted(traces, tmp_path, moment):
             while not (col.out.exists() and col.out.stat().st_size) and time.monotonic() < deadline:
                 time.sleep(0.01)
             col.stop(signal.SIGKILL)
-        assert sensor.poll() is None, "the sensor must wait for the collector"
+        if env:      # killed before acknowledging a batch: the sensor cannot be done
+            assert sensor.poll() is None, "the sensor must wait for the collector"
         time.sleep(1)
         col.start()
         assert sensor.wait(RUN_TIMEOUT) == 0
@@ -331,7 +347,7 @@ def _has_flag(flag: str) -> bool:
 def test_small_memory_bound_spools_to_disk(traces, tmp_path):
     if not _has_flag("--spool-mem-mb"):
         pytest.skip("pipeline start has no --spool-mem-mb yet (cfg spool_mem_bytes; the lead wires it)")
-    big = make_trace(tmp_path, "big", 10000, 14)
+    big = make_trace(tmp_path, "big", 8000, 14)
     expect = local_run(big, tmp_path / "local", "sensor-big")
     size = len(msgpack.packb([[r[n] for n in NAMES] for r in runner.sessions(expect)]))
     assert size > 1 << 20, "the trace must hold more than the 1 MiB memory bound"
@@ -511,14 +527,19 @@ def test_collector_bad_config_is_one_line(tmp_path):
         ["--listen", f"tcp://127.0.0.1:{port}"],
         ["--output", f"jsonl:{tmp_path}/no/such/dir/x.jsonl"],
     ]
+    running = Collector(tmp_path, free_port()).start()
+    # a second collector on the same --state-dir would cut back the first one's batches
+    cases.append(["--listen", f"tcp://127.0.0.1:{free_port()}", "--state-dir", str(running.state)])
     try:
         for extra in cases:
             p = subprocess.run(runner.pipeline_cmd() + ["collector", "--quiet"] + extra, capture_output=True,
                                text=True, env=ENV, cwd=ROOT, timeout=20)
             assert p.returncode == 2, (extra, p.stderr)
             assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, (extra, p.stderr)
+        assert running.stop() == 0
     finally:
         taken.close()
+        running.kill_if_running()
 
 
 # -- 5. untrusted messages ----------------------------------------------------------------------------
@@ -627,6 +648,42 @@ def test_untrusted_messages_are_counted_and_refused(traces, tmp_path):
     assert {r["sensor"] for r in sessions_of(lines)} == {"sensor-a", "rogue"}
 
 
+def test_sensor_ignores_garbage_from_its_collector(traces, tmp_path):
+    """A peer at the collector's address answering nonsense before each real acknowledgement:
+    the sensor ignores the nonsense and ends once every batch is acknowledged."""
+    port = free_port()
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(f"tcp://127.0.0.1:{port}")
+    stats_path = tmp_path / "a.json"
+    sensor = start_sensor(traces["a"], f"tcp://127.0.0.1:{port}", "sensor-a", stats_path)
+    garbage = [[b"A"], [b"A", b"\xc1"], [b"A", msgpack.packb({"run": [1], "seq": 1})],
+               [b"A", msgpack.packb({"run": {"x": 1}, "seq": [2]})], [b"A", msgpack.packb(["run", "seq"])],
+               [b"Z", msgpack.packb({"run": "r", "seq": 1})], [b"A", b"x", b"y"]]
+    got = []
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while sensor.poll() is None and time.monotonic() < deadline:
+            if not router.poll(200):
+                continue
+            ident, kind, hdr, body = router.recv_multipart()
+            h = msgpack.unpackb(hdr)
+            got.append(msgpack.unpackb(body))
+            for g in garbage:
+                router.send_multipart([ident] + g)
+            router.send_multipart([ident, wire.MSG_ACK, msgpack.packb({"run": h["run"], "seq": h["seq"], "ok": True})])
+        assert sensor.wait(RUN_TIMEOUT) == 0
+    finally:
+        end_group(sensor)
+        router.close()
+        ctx.term()
+    recs = [r for batch in got for r in batch]
+    assert runner.comparable([as_dict(r) for r in recs]) == runner.comparable(traces["expect"]["a"])
+    stats = json.loads(stats_path.read_text())
+    assert stats["outputs"] == {f"collector:tcp://127.0.0.1:{port}": len(recs)}
+
+
 def test_unpack_records_accepts_what_workers_send(traces):
     recs = [[r[n] for n in NAMES] for r in runner.sessions(traces["expect"]["b"])]
     assert link.unpack_records(msgpack.packb(recs)) == recs
@@ -673,7 +730,8 @@ def test_journal_cuts_back_a_batch_begun_and_not_committed(tmp_path):
     # killed here: no commit; the file holds a batch nobody acknowledged
     written = len(out.read_bytes())
     assert written > len(committed)
-    os.close(j.fd)        # the process is gone (nothing flushed, nothing closed in order)
+    os.close(j.fd)        # the process is gone (nothing flushed, nothing closed in order; the kernel drops its lock)
+    os.close(j.lock)
     o.file.fh.close()
 
     j2 = Journal(state)
@@ -724,6 +782,14 @@ def test_journal_survives_a_cut_line_and_compaction(tmp_path, monkeypatch):
     j3.truncate_outputs([])
     assert j3.seen("s", "r", 8)
     j3.close()
+
+
+def test_journal_is_one_collectors_at_a_time(tmp_path):
+    j = Journal(str(tmp_path / "st"))
+    with pytest.raises(OSError, match="in use by another running collector"):
+        Journal(str(tmp_path / "st"))
+    j.close()
+    Journal(str(tmp_path / "st")).close()
 
 
 def test_journal_in_memory_only():
@@ -808,3 +874,15 @@ def test_aggregates_per_sensor_and_top_talkers():
     assert out["t"]["by_app"] == {"dns": {"sessions": 1, "packets": 2, "bytes": 100}}
     assert out["t"]["by_transport"] == {"17": {"sessions": 1, "packets": 2, "bytes": 100}}
     assert not math.isnan(out["s"]["interval_start"])
+
+
+def test_each_sensor_has_its_own_traffic_clock():
+    """A sensor far ahead (another clock, a live feed beside a replay) does not flush the
+    intervals of another sensor early, one small aggregate per batch."""
+    ag = Aggregator(interval=60, hold=120)
+    assert ag.add([rec(1, 10.0, 1, 0, 10, 0, sensor="replay")]) == []
+    assert ag.add([rec(2, 1_000_000.0, 1, 0, 10, 0, sensor="live")]) == []
+    assert ag.add([rec(3, 20.0, 1, 0, 10, 0, sensor="replay")]) == []
+    out = ag.add([rec(4, 200.0, 1, 0, 10, 0, sensor="replay")])
+    assert [(a["sensor"], a["interval_start"], a["packets"]) for a in out] == [("replay", 0.0, 2)]
+    assert sorted((a["sensor"], a["interval_start"]) for a in ag.flush()) == [("live", 999960.0), ("replay", 180.0)]

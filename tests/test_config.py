@@ -1,6 +1,5 @@
 """pipeline/config.py: flags > PIPELINE_* environment > TOML file > defaults, against the real CLI parser."""
 import argparse
-import os
 
 import pytest
 
@@ -72,7 +71,7 @@ def test_values_go_through_the_flags_own_type(tmp_path):
     ap = real_parser()
     f = write(tmp_path, '[sensor]\nworkers = "auto"\nidle-timeout = 15\nmax-sessions = "100"\nhash-seed = -3\n')
     ns = load(ap, ["start", "--config", f], {}, SECTIONS)
-    assert ns.workers == max(1, (os.cpu_count() or 2) - 1)
+    assert ns.workers == "auto"          # resolved by the command once --cpus is known
     assert ns.idle_timeout == 15.0 and isinstance(ns.idle_timeout, float)
     assert ns.max_sessions == 100
     assert ns.hash_seed == -3

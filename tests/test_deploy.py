@@ -194,7 +194,7 @@ def test_example_keys_are_flags():
 def test_sensor_example_loads(tmp_path):
     ns, missing = load_example(tmp_path, "start")
     assert ns.command == "start"
-    assert ns.workers == max(1, (os.cpu_count() or 2) - 1)          # "auto"
+    assert ns.workers == "auto"          # resolved by the command once --cpus is known
     assert ns.interface == ["eth1"]
     assert ns.active_timeout == 300.0
     assert ns.sensor_id == "sensor-01"

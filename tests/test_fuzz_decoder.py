@@ -97,16 +97,19 @@ def run_frontend(chunks, fast=True, workers=1):
     names = {i: p for p, i in fe.paths.ids.items()}
     names[0] = ""
     rows = []
-    for ev, ends, _nows in batches:
+    for ev, ends, _nows, pay in batches:
         assert int(ends[-1]) == len(ev)
         if workers > 1:
-            split = fe.pack((ev, ends, _nows))
-            assert sum(len(e) for e, _ in split) == len(ev)
+            split = fe.pack((ev, ends, _nows, pay))
+            assert sum(len(e) for e, _, _ in split) == len(ev)
+            assert sum(len(p) for _, _, p in split) == len(pay)     # every payload byte goes to one worker
         for r in ev.tolist():
             rows.append(r)
     fields = core.EVENT.names
     pi = fields.index("path")
-    rows = [tuple(r[:pi]) + (names[r[pi]],) + tuple(r[pi + 1:]) for r in rows]
+    # ploff/pllen say where the classification bytes travel, not what was decoded: left out
+    cut = fields.index("ploff")
+    rows = [tuple(r[:pi]) + (names[r[pi]],) + tuple(r[pi + 1:cut]) for r in rows]
     return fe, rows
 
 

@@ -47,7 +47,7 @@ def read(path) -> list:
 def test_rows_read_back_as_the_records(native, tmp_path):
     out = tmp_path / "s.csv"
     o = CsvFile(str(out))
-    wire = [[d.get(n) for n in NAMES] for d in native]
+    wire = [runner.as_wire(d) for d in native]
     for i in range(0, len(wire), 50):
         o.write(wire[i:i + 50])
     o.close()

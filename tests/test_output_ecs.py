@@ -98,7 +98,7 @@ def test_events_from_pipeline_records(native, tmp_path):
     _, recs = native
     out = tmp_path / "e.json"
     o = EcsLines(str(out))
-    wire = [[d.get(n) for n in NAMES] for d in recs]
+    wire = [runner.as_wire(d) for d in recs]
     for i in range(0, len(wire), 37):
         o.write(wire[i:i + 37])
     o.close()

@@ -55,7 +55,7 @@ def records(tmp_path_factory):
 
 
 def wire(recs):
-    return [[d.get(n) for n in NAMES] for d in recs]
+    return [runner.as_wire(d) for d in recs]
 
 
 def expected_flows(recs):

@@ -11,7 +11,6 @@ import pytest
 
 from collector.outputs.kafka import KafkaProducer
 from pipeline import tracegen
-from pipeline.record import NAMES
 from tests import runner
 
 ck = pytest.importorskip("confluent_kafka", reason="confluent-kafka not installed (pip confluent-kafka)")
@@ -125,7 +124,7 @@ def run_records(tmp_path_factory):
     p, recs, _ = runner.run([d / "t.pcap"], d / "out", workers=2)
     assert p.returncode == 0, p.stderr
     assert recs
-    return recs, [[r.get(n) for n in NAMES] for r in recs]
+    return recs, [runner.as_wire(r) for r in recs]
 
 
 def test_every_record_once_keyed_by_session(broker, run_records):

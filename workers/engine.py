@@ -7,10 +7,13 @@ Records accumulate in `records` (lists in `pipeline.record.FIELDS` order) until
 the shell takes them. Time is packet time as given by the caller: offline
 runs are deterministic and the same whatever the number of workers.
 """
+import numpy as np
+
 from pipeline.community_id import community_id
 from pipeline.record import INDEX, TYPE_SESSION
 from pipeline.wire import session_id
 
+from . import classify
 from . import tcp as tcpmod
 from .expiry import Wheel
 from .session import Session
@@ -18,17 +21,21 @@ from .timeouts import Timeouts
 
 IDLE, CLOSED, SHUTDOWN, EVICTED, ACTIVE = "idle", "closed", "shutdown", "evicted", "active"
 _SYN, _ACK = tcpmod.SYN, tcpmod.ACK
+_I_APP, _I_FAMILY, _I_PATH = INDEX["app"], INDEX["family"], INDEX["proto_path"]
+_I_CCLASS, _I_CTYPE, _I_CFLAGS = INDEX["content_class"], INDEX["content_type"], INDEX["content_flags"]
 _EXT_FIELDS = tuple((INDEX[n], n) for n in ("content_class", "content_type", "content_flags", "app", "family"))
 
 
 class Engine:
     def __init__(self, worker: int = 0, timeouts: Timeouts = Timeouts(), sensor: str = "",
-                 proc: int = 0, max_sessions: int = 0, plugins=()):
+                 proc: int = 0, max_sessions: int = 0, plugins=(), classify: int = classify.BUDGET):
         self.worker = worker
         self.timeouts = timeouts
         self.sensor = sensor
         self.proc = proc
         self.max_sessions = max_sessions
+        self.classify = classify          # payload packets inspected per direction, 0: no classification
+        self._inspect_after = None
         self.plugins = list(plugins)
         self.packet_plugins = [p for p in self.plugins if getattr(p, "per_packet", False)]
         self.table = {}
@@ -43,11 +50,16 @@ class Engine:
         for k, v in paths.items():
             self.paths[int(k)] = v
 
-    def feed(self, ev) -> None:
-        """Update sessions from one batch of EVENT rows (in frame order)."""
+    def feed(self, ev, payload=None) -> None:
+        """Update sessions from one batch of EVENT rows (in frame order); `payload` holds
+        the first payload bytes of young sessions' rows (EVENT ploff/pllen)."""
         n = len(ev)
         if not n:
             return
+        if payload is not None and len(payload) and self.classify:
+            self._inspect_after = (ev, payload)
+        else:
+            self._inspect_after = None
         self.stats["events"] += n
         cols = zip(ev["key"].tolist(), ev["ts"].tolist(), ev["dir"].tolist(), ev["wirelen"].tolist(),
                    ev["caplen"].tolist(), ev["ncap"].tolist(), ev["payload"].tolist(),
@@ -89,6 +101,35 @@ class Engine:
             if pp:
                 for p in pp:
                     p.on_packet(s, ev[i])
+        if self._inspect_after is not None:
+            self._inspect(*self._inspect_after)
+
+    def _inspect(self, ev, payload) -> None:
+        """Classification: the rows that carry payload bytes (young sessions only), after
+        the batch's counters, so the hot loop above pays nothing for it. A session whose
+        inspector is done (or that has none to have) is skipped at once."""
+        idx = np.flatnonzero(ev["pllen"])
+        raw = payload.tobytes()
+        get = self.table.get
+        budget = self.classify
+        for k, d, o, n in zip(ev["key"][idx].tolist(), ev["dir"][idx].tolist(), ev["ploff"][idx].tolist(),
+                              ev["pllen"][idx].tolist()):
+            s = get(k)
+            if s is None or s.insp is False:
+                continue
+            ins = s.insp
+            if ins is None:
+                m = s.meta
+                if m[1] not in (6, 17):
+                    s.insp = False
+                    continue
+                cport, sport = (m[3], m[5]) if s.client_dir == 0 else (m[5], m[3])
+                ins = s.insp = classify.Inspector(m[1], cport, sport, budget)
+            fc = d == s.client_dir
+            want = ins.wants(fc)
+            if want and ins.feed(raw[o:o + min(want, n)], fc):
+                s.insp = False
+                s._set("cls", ins.result())
 
     def _open(self, ev, i, k, t, d, fl) -> Session:
         if self.max_sessions and len(self.table) >= self.max_sessions:
@@ -98,7 +139,7 @@ class Engine:
                 self._end(victim, EVICTED)
         row = ev[i]
         (_, fidx, _, _, _, _, _, _, proto, depth, _, _, sport, dport, _, _, _,
-         _, _, _, _, _, _, pid, _, parent) = row.item()
+         _, _, _, _, _, _, pid, _, parent, _, _) = row.item()
         # the first packet's sender is the client, unless it is a SYN-ACK (capture began mid-handshake)
         client_dir = d if not (fl & _SYN and fl & _ACK) else 1 - d
         timeout = self.timeouts.idle_for(proto, sport, dport)
@@ -157,6 +198,38 @@ class Engine:
             p.on_expire(s)
         self._report(s, True, reason)
 
+    def _classified(self, s, rec, proto, cport, sport) -> None:
+        """app, family, content and the protocol path's application part, from the
+        session's inspection (or its port, marked as a guess); metadata go with the
+        plugin fields (dotted names: tls.sni, http.host, ...)."""
+        cls = s.ext.get("cls") if s.ext else None
+        if cls is None:
+            ins = s.insp
+            if ins:
+                cls = ins.result()
+            elif proto in classify.NOPORT:
+                cls = classify.classify_noport(proto)
+            else:
+                cls = classify.guess_by_port(proto, cport, sport)
+        if cls["app"] is None:
+            return
+        rec[_I_APP] = cls["app"]
+        rec[_I_FAMILY] = cls["family"]
+        rec[_I_CCLASS] = cls["content_class"]
+        rec[_I_CTYPE] = cls["content_type"]
+        rec[_I_CFLAGS] = cls["content_flags"]
+        suffix = cls["path_suffix"]
+        if suffix and not rec[_I_PATH].endswith("." + suffix):     # icmp is already the path's end
+            rec[_I_PATH] = rec[_I_PATH] + "." + suffix
+        extra = dict(cls["meta"]) if cls["meta"] else {}
+        if cls["guess"]:
+            extra["app_guess"] = True
+        if extra:
+            ext = s.ext
+            if ext and ext.get("extra"):
+                extra.update(ext["extra"])          # a plugin's own fields win
+            s._set("extra", extra)
+
     def _report(self, s: Session, final: bool, reason: str) -> None:
         s.reports += 1
         c = s.c
@@ -181,6 +254,8 @@ class Engine:
                st.retrans if st is not None else 0,
                st.flags if st is not None else 0,
                None, None, None, None, None, community_id(proto, cip, sip, cport, sport)]
+        if self.classify:
+            self._classified(s, rec, proto, cport, sport)
         ext = s.ext
         if ext:
             for j, name in _EXT_FIELDS:

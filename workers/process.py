@@ -31,7 +31,7 @@ def run(index: int, cfg: dict) -> None:
     push.setsockopt(zmq.LINGER, -1)
     push.connect(cfg["collector_addr"])
     eng = Engine(index, cfg["timeouts"], cfg["sensor"], cfg.get("proc", 0), cfg.get("max_sessions", 0),
-                 load(cfg.get("plugins", ())))
+                 load(cfg.get("plugins", ())), cfg.get("classify", 10))
 
     def flush():
         recs = eng.take_records()
@@ -56,9 +56,10 @@ def run(index: int, cfg: dict) -> None:
                 eng.add_paths(hdr["paths"])
             eng.proc = hdr.get("proc", 0)         # the capture process that numbered these frames
             ev = np.frombuffer(parts[2].buffer, dtype=wire.EVENT)
+            pay = np.frombuffer(parts[3].buffer, dtype=np.uint8) if len(parts) > 3 else None
             start = 0
             for end, now in hdr["cuts"]:      # one segment per second of packet time
-                eng.feed(ev[start:end])
+                eng.feed(ev[start:end], pay)
                 eng.advance(now)
                 start = end
             flush()

@@ -27,7 +27,7 @@ class Session:
     """One bidirectional session. About 0.9 KiB with its table entry: the first
     packet's row is kept as raw bytes and decoded only when a record is written."""
     __slots__ = ("key", "id", "parent_id", "depth", "client_dir", "start", "last", "timeout",
-                 "c", "tcp", "first", "path", "reports", "next_report", "slot", "ended", "ext", "_wheel")
+                 "c", "tcp", "first", "path", "reports", "next_report", "slot", "ended", "ext", "_wheel", "insp")
 
     def __init__(self, key, sid, parent_id, depth, client_dir, ts, timeout, first, path):
         self.key = key
@@ -48,12 +48,13 @@ class Session:
         self.ended = False
         self.ext = None             # rarely used attributes (user data, protocol data, content, app, extra)
         self._wheel = None
+        self.insp = None            # classification: None before the first payload, an Inspector, False when done
 
     @property
     def meta(self):
         """(ipver, proto, lower ip, lower port, higher ip, higher port, vlans, path), from the first row."""
         (_, _, _, _, _, _, d, ipver, proto, _, _, nv, sport, dport, _, _, _,
-         sh, sl, dh, dl, v0, v1, _, _, _) = np.frombuffer(self.first, EVENT)[0].item()
+         sh, sl, dh, dl, v0, v1, _, _, _, _, _) = np.frombuffer(self.first, EVENT)[0].item()
         src, dst = format_ip(ipver, sh, sl), format_ip(ipver, dh, dl)
         if proto not in _PORTED:
             sport = dport = None

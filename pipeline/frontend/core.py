@@ -62,6 +62,62 @@ class TunnelParents:
             del self.table[k]
 
 
+_NO_PAYLOAD = np.zeros(0, np.uint8)
+YOUNG_BUDGET = 10        # payload packets per session and direction shipped for classification
+
+
+def gather(buf, starts, lens):
+    """Concatenate buf[starts[i]:starts[i]+lens[i]] for all i in one fancy-index;
+    returns (bytes as uint8 array, where each piece starts in it)."""
+    lens = lens.astype(np.int64)
+    offs = np.cumsum(lens) - lens
+    total = int(lens.sum())
+    if total == 0:
+        return _NO_PAYLOAD, offs
+    idx = np.repeat(starts.astype(np.int64) - offs, lens) + np.arange(total)
+    return buf[idx], offs
+
+
+class Young:
+    """Which payload rows are among the first `budget` of their session and direction.
+
+    A table of saturating 8-bit counts indexed by (key + direction) hashed into
+    2^bits slots, cleared every `reset_s` seconds of packet time (so it never fills
+    up for good). Two sessions sharing a slot share the budget until the next
+    clear: a few sessions may then be classified on fewer packets, never on more.
+    Vectorised: a stable sort gives each row its rank among the chunk's rows of
+    the same slot."""
+
+    def __init__(self, budget: int = YOUNG_BUDGET, bits: int = 23, reset_s: float = 30.0):
+        self.budget = budget
+        self.count = np.zeros(1 << bits, np.uint8)
+        self.mask = np.uint64((1 << bits) - 1)
+        self.reset_s = reset_s
+        self.reset_at = None
+
+    def select(self, ev, now: float):
+        cand = np.flatnonzero(ev["pllen"])
+        if not len(cand) or self.budget <= 0:
+            return cand[:0]
+        if self.reset_at is None or now >= self.reset_at:
+            if self.reset_at is not None:
+                self.count[:] = 0
+            self.reset_at = now + self.reset_s
+        slot = ((ev["key"][cand] + ev["dir"][cand].astype(np.uint64)) & self.mask).astype(np.int64)
+        order = np.argsort(slot, kind="stable")
+        ss = slot[order]
+        first = np.r_[True, ss[1:] != ss[:-1]]
+        pos = np.arange(len(ss))
+        rank = np.empty(len(ss), np.int64)
+        rank[order] = pos - np.maximum.accumulate(np.where(first, pos, 0))
+        keep = self.count[slot].astype(np.int64) + rank < self.budget
+        starts = pos[first]
+        sizes = np.diff(np.r_[starts, len(ss)])
+        u = ss[starts]
+        self.count[u] = np.minimum(self.count[u].astype(np.int64) + sizes, 255)
+        return cand[keep]
+
+
 @functools.lru_cache(maxsize=None)
 def _tunnel_kind(name: str) -> int:
     """A tunnel name as a number for its context hash (stable across runs, unlike hash())."""
@@ -79,7 +135,7 @@ class FrontEnd:
                  "frames_unassembled", "frames_dropped")
 
     def __init__(self, workers: int, timeouts, seed: int = 0, proc: int = 0,
-                 frag_timeout: float = 30.0, max_depth: int = 8):
+                 frag_timeout: float = 30.0, max_depth: int = 8, classify_budget: int = YOUNG_BUDGET):
         self.workers = workers
         self.seed = seed
         self.proc = proc
@@ -94,6 +150,7 @@ class FrontEnd:
         self.stats = dict.fromkeys(self.STAT_KEYS, 0)
         self.extra = Counter()          # breakdowns: unsupported link types, inner packets lost, ...
         self._chunks = 0
+        self.young = Young(classify_budget)
         self._seg_now = float("-inf")
 
     # -- per chunk -----------------------------------------------------------
@@ -118,7 +175,23 @@ class FrontEnd:
         if len(slow_idx):
             self._slow(chunk, slow_idx, base, out)
         self._expire(out)
-        return self._emit(fast, out)
+        ev, ends, nows, _ = self._emit(fast, out)
+        return ev, ends, nows, self._young_payloads(ev, chunk.data)
+
+    def _young_payloads(self, ev, data):
+        """Keep the payload bytes of the rows of young sessions (their first BUDGET payload
+        packets per direction), for classification in the workers; every other row's
+        pllen becomes 0. One gather per chunk, no per-row Python."""
+        keep = self.young.select(ev, self.now)
+        pllen = ev["pllen"]
+        lens = pllen[keep]
+        pllen[:] = 0
+        if not len(keep):
+            return _NO_PAYLOAD
+        pllen[keep] = lens
+        pay, offs = gather(np.frombuffer(data, np.uint8), ev["ploff"][keep], lens)
+        ev["ploff"][keep] = offs
+        return pay
 
     def _emit(self, fast, out):
         """Key all rows of a chunk at once and cut them by second (`pack` splits by worker)."""
@@ -129,7 +202,7 @@ class FrontEnd:
             ev = fast
         key_rows(ev, self.seed)
         ends, nows = self.segments(ev)
-        return ev, ends, nows
+        return ev, ends, nows, _NO_PAYLOAD
 
     def segments(self, ev):
         """Cut rows where packet time (its running maximum) enters a new second:
@@ -146,12 +219,13 @@ class FrontEnd:
 
     def pack(self, batch):
         """One message per worker per chunk, however many seconds it spans:
-        [(that worker's rows, [[end row, now] per segment]), ...]. Every worker gets
-        every segment's time, empty or not, so all workers sweep at the same times."""
-        ev, ends, nows = batch
+        [(that worker's rows, [[end row, now] per segment], their payload bytes), ...].
+        Every worker gets every segment's time, empty or not, so all workers sweep at
+        the same times."""
+        ev, ends, nows, pay = batch
         nowl = nows.tolist()
         if self.workers == 1:
-            return [(ev, [[e, t] for e, t in zip(ends.tolist(), nowl)])]
+            return [(ev, [[e, t] for e, t in zip(ends.tolist(), nowl)], pay)]
         w = (ev["key"] % np.uint64(self.workers)).astype(np.int64)
         order = np.argsort(w, kind="stable")
         bounds = np.searchsorted(w[order], np.arange(self.workers + 1))
@@ -159,7 +233,14 @@ class FrontEnd:
         for i in range(self.workers):
             idx = order[bounds[i]:bounds[i + 1]]
             cut = np.searchsorted(idx, ends).tolist()
-            out.append((ev[idx], [[e, t] for e, t in zip(cut, nowl)]))
+            part = ev[idx]
+            mine = _NO_PAYLOAD
+            if len(pay):
+                sel = np.flatnonzero(part["pllen"])
+                if len(sel):
+                    mine, offs = gather(pay, part["ploff"][sel], part["pllen"][sel])
+                    part["ploff"][sel] = offs
+            out.append((part, [[e, t] for e, t in zip(cut, nowl)], mine))
         return out
 
     def idle(self, now: float):
@@ -253,11 +334,11 @@ class FrontEnd:
                 int.from_bytes(src[:8], "big"), int.from_bytes(src[8:], "big"),
                 int.from_bytes(dst[:8], "big"), int.from_bytes(dst[8:], "big"),
                 vl[0] if len(vl) > 0 else 0, vl[1] if len(vl) > 1 else 0,
-                self.paths.get(layer.path), ctx, parent)
+                self.paths.get(layer.path), ctx, parent, 0, 0)
 
     def _key_of(self, row) -> int:
         (_, _, _, _, _, _, _, ipver, proto, _, _, nvlan, sport, dport, _, _, _,
-         sh, sl, dh, dl, v0, v1, _, ctx, _) = row
+         sh, sl, dh, dl, v0, v1, _, ctx, _, _, _) = row
         return key_one(ipver, proto, nvlan, sport, dport, sh, sl, dh, dl, v0, v1, ctx, self.seed)[0]
 
     # -- accounting ----------------------------------------------------------

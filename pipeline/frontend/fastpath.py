@@ -41,6 +41,9 @@ def _f(word, shift, mask):
     return ((word >> _S[shift]) & mask).astype(np.int64) if shift else (word & mask).astype(np.int64)
 
 
+PAYLOAD_MAX = 1500       # payload bytes of one packet kept for classification
+
+
 class PathIds:
     """Interns proto_path strings to small ids (the batch header carries new ones).
     Capture process k numbers from k * PER_PROC + 1, so several front-ends feeding
@@ -165,4 +168,8 @@ def decode_fast(data, offsets, caplen, wirelen, ts, linktype, paths: PathIds):
         c = int(c)
         pid[c] = paths.get("eth" + ".vlan" * (c // 4) + (".ipv6" if c & 2 else ".ipv4") + (".tcp" if c & 1 else ".udp"))
     ev["path"] = pid[combo]
+    # where the payload starts in the chunk (the front-end keeps the bytes of young sessions)
+    start = l4[idx] + np.where(is_tcp, doff[idx], 8)
+    ev["ploff"] = o + start
+    ev["pllen"] = np.clip(np.minimum(payload[idx], cl[idx] - start), 0, PAYLOAD_MAX)
     return ev, slow

@@ -20,7 +20,7 @@ from .content import content_class, content_flags, media_type
 from .registry import NO, SURE, WEAK
 
 # Registration order is matching order (narrow, port-bound protocols first).
-from . import netbios, mdns, llmnr, dhcp, ntp, snmp, kerberos, ldap, syslog, ssdp  # noqa: E402,F401
+from . import netbios, mdns, llmnr, dhcp, dhcpv6, ntp, snmp, kerberos, ldap, syslog, ssdp  # noqa: E402,F401
 from . import tls, quic, ssh, http, sip, stun, bittorrent, dns, smtp, imap, pop3, ftp, rtp  # noqa: E402,F401
 
 BUDGET = 10          # payload packets inspected per direction

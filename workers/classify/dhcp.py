@@ -1,5 +1,4 @@
-"""DHCP (RFC 2131) by its BOOTP header and magic cookie, parsed with dpkt.dhcp;
-DHCPv6 (RFC 8415) by message type on its ports."""
+"""DHCP (RFC 2131) by its BOOTP header and magic cookie, parsed with dpkt.dhcp."""
 import dpkt.dhcp
 
 from .registry import NO, SURE, UDP, register
@@ -29,11 +28,4 @@ def parse(p, from_client, state, meta):
     return True
 
 
-def match6(p, from_client, state):
-    if 547 in (state.server_port, state.client_port) and len(p) >= 4 and 1 <= p[0] <= 13:
-        return SURE
-    return NO
-
-
 register("dhcp", (UDP,), (67, 68), match, parse)
-register("dhcpv6", (UDP,), (547, 546), match6)
