@@ -97,24 +97,24 @@ def stage_frontend(trace, workers):
     events = []
     t = time.perf_counter()
     for chunk in r.chunks(16384):
-        (ev, cuts, _pay), = fe.pack(fe.process(chunk))
+        (ev, cuts, pay), = fe.pack(fe.process(chunk))
         start = 0
         for end, _ in cuts:
-            events.append(ev[start:end])
+            events.append((ev[start:end], pay))
             start = end
     dt = time.perf_counter() - t
     return fe.stats["frames_read"] / dt, events
 
 
-def stage_worker(events):
+def stage_worker(events, classify=10):
     from workers.engine import Engine
     from workers.timeouts import Timeouts
-    eng = Engine(0, Timeouts(), "bench")
-    n = sum(len(e) for e in events)
+    eng = Engine(0, Timeouts(), "bench", classify=classify)
+    n = sum(len(e) for e, _ in events)
     recs = []
     t = time.perf_counter()
-    for e in events:
-        eng.feed(e)
+    for e, pay in events:
+        eng.feed(e, pay)
         if len(e):
             eng.advance(float(e["ts"].max()))
         recs += eng.take_records()
@@ -123,14 +123,15 @@ def stage_worker(events):
     return n / (time.perf_counter() - t), recs
 
 
-def stage_collector(records, tmp):
-    from collector.outputs.jsonl import JsonLines
+def stage_collector(records, tmp, aggregate=60.0):
+    """What the collector process does with records: merge, aggregate, JSON lines."""
+    from collector.sink import Sink
     recs = (records * (200000 // max(1, len(records)) + 1))[:200000]
-    out = JsonLines(str(tmp / "c.jsonl"))
+    sink = Sink([f"jsonl:{tmp / 'c.jsonl'}"], aggregate)
     t = time.perf_counter()
     for i in range(0, len(recs), 4096):
-        out.write(recs[i:i + 4096])
-    out.close()
+        sink.write(recs[i:i + 4096])
+    sink.close()
     return len(recs) / (time.perf_counter() - t)
 
 

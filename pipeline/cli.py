@@ -118,13 +118,16 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--classify-packets", type=int, default=10, metavar="N",
                     help="application classification: inspect the first N payload packets of each session "
                          "and direction (default 10; 0: no classification)")
-    st.add_argument("--aggregate-interval", type=_seconds, default=60.0, metavar="S",
-                    help="aggregate records (type aggregate) every S seconds of traffic, 0 for none (default 60)")
+    st.add_argument("--aggregate-interval", type=_seconds, default=0.0, metavar="S",
+                    help="aggregate records (type aggregate) every S seconds of traffic, 0 for none (default 0 "
+                         "here, to keep the sensor's collector light; the standalone collector's default is 60)")
     st.add_argument("--collector", metavar="ADDR",
                     help="send records to a remote `pipeline collector` at tcp://HOST:PORT instead of "
                          "writing them here (--output is then the collector's business)")
     st.add_argument("--spool-dir", metavar="DIR",
                     help="with --collector: keep unacknowledged batches here beyond 64 MiB of memory")
+    st.add_argument("--spool-mem-mb", type=_positive_int, default=64, metavar="MB",
+                    help="with --collector: unacknowledged batches kept in memory before the spool (default 64)")
     st.add_argument("--spool-max-mb", type=_positive_int, default=1024, metavar="MB",
                     help="with --spool-dir: the spool's size limit; when full, reading waits (default 1024)")
     _curve_client_flags(st)

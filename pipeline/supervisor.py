@@ -127,6 +127,7 @@ class Run:
             "curve_server_cert": a.curve_server_cert,
             "spool_dir": a.spool_dir,
             "spool_disk_bytes": a.spool_max_mb << 20,
+            "spool_mem_bytes": a.spool_mem_mb << 20,
             "frontends": self.frontends,
             "hash_seed": a.hash_seed,
             "user": a.user,

@@ -36,6 +36,7 @@ ROOT = runner.ROOT
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
 ENV.pop("PIPELINE_TEST_KILL_AFTER_BATCHES", None)
 RUN_TIMEOUT = 60
+CHUNK_C = "256"          # small chunks: the long trace reaches the collector in many batches
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -136,9 +137,10 @@ def end_group(p):
     p.wait(10)
 
 
-def local_run(trace, tmp, sensor):
+def local_run(trace, tmp, sensor, *extra):
     """What the sensor's own collector writes for this trace: the independent expectation."""
-    p, recs, stats = runner.run([trace], tmp, "--sensor-id", sensor, "--quiet", workers=2, timeout=RUN_TIMEOUT)
+    p, recs, stats = runner.run([trace], tmp, "--sensor-id", sensor, "--quiet", *extra, workers=2,
+                                timeout=RUN_TIMEOUT)
     assert p.returncode == 0, p.stderr
     return recs
 
@@ -166,8 +168,10 @@ def traces(tmp_path_factory):
     small_b = make_trace(d, "b", 250, 12)
     long_c = make_trace(d, "c", 3000, 13)
     expect = {}
-    for name, trace in (("a", small_a), ("b", small_b), ("c", long_c)):
+    for name, trace in (("a", small_a), ("b", small_b)):
         expect[name] = local_run(trace, d / f"local-{name}", f"sensor-{name}")
+    # the same chunking as the sensors that read it (records may differ with --chunk-frames)
+    expect["c"] = local_run(long_c, d / "local-c", "sensor-c", "--chunk-frames", CHUNK_C)
     return {"a": small_a, "b": small_b, "c": long_c, "expect": expect}
 
 
@@ -243,7 +247,7 @@ def test_collector_killed_and_restarted(traces, tmp_path, moment):
     col = Collector(tmp_path, free_port())
     env = {"PIPELINE_TEST_KILL_AFTER_BATCHES": moment.split("-")[1]} if moment.startswith("hook") else None
     col.start(env=env)
-    sensor = start_sensor(traces["c"], col.addr, "sensor-c", tmp_path / "c.json", "--chunk-frames", "256")
+    sensor = start_sensor(traces["c"], col.addr, "sensor-c", tmp_path / "c.json", "--chunk-frames", CHUNK_C)
     try:
         if env:
             assert col.proc.wait(RUN_TIMEOUT) == -signal.SIGKILL
@@ -354,7 +358,7 @@ def test_small_memory_bound_spools_to_disk(traces, tmp_path):
     col = Collector(tmp_path, free_port())
     spool = tmp_path / "spool"
     sensor = start_sensor(big, col.addr, "sensor-big", tmp_path / "big.json", "--spool-dir", str(spool),
-                          "--spool-mem-mb", "1", "--chunk-frames", "1024")
+                          "--spool-mem-mb", "1")
     try:
         deadline = time.monotonic() + RUN_TIMEOUT
         while not spooled(spool) and time.monotonic() < deadline:

@@ -102,7 +102,7 @@ def run_frontend(chunks, fast=True, workers=1):
         if workers > 1:
             split = fe.pack((ev, ends, _nows, pay))
             assert sum(len(e) for e, _, _ in split) == len(ev)
-            assert sum(len(p) for _, _, p in split) == len(pay)     # every payload byte goes to one worker
+            assert sum(len(p) for _, _, p in split) == int(ev["pllen"].sum())   # every kept byte to one worker
         for r in ev.tolist():
             rows.append(r)
     fields = core.EVENT.names

@@ -109,22 +109,24 @@ class Engine:
         the batch's counters, so the hot loop above pays nothing for it. A session whose
         inspector is done (or that has none to have) is skipped at once."""
         idx = np.flatnonzero(ev["pllen"])
-        raw = payload.tobytes()
+        raw = payload if isinstance(payload, bytes) else bytes(payload)
         get = self.table.get
         budget = self.classify
-        for k, d, o, n in zip(ev["key"][idx].tolist(), ev["dir"][idx].tolist(), ev["ploff"][idx].tolist(),
-                              ev["pllen"][idx].tolist()):
+        sub = ev[idx]
+        for k, d, o, n, proto, sp, dp in zip(sub["key"].tolist(), sub["dir"].tolist(), sub["ploff"].tolist(),
+                                             sub["pllen"].tolist(), sub["proto"].tolist(), sub["sport"].tolist(),
+                                             sub["dport"].tolist()):
             s = get(k)
             if s is None or s.insp is False:
                 continue
             ins = s.insp
             if ins is None:
-                m = s.meta
-                if m[1] not in (6, 17):
+                if proto != 6 and proto != 17:
                     s.insp = False
                     continue
-                cport, sport = (m[3], m[5]) if s.client_dir == 0 else (m[5], m[3])
-                ins = s.insp = classify.Inspector(m[1], cport, sport, budget)
+                # this row's sender is the client when its direction is the client's
+                cport, sport = (sp, dp) if d == s.client_dir else (dp, sp)
+                ins = s.insp = classify.Inspector(proto, cport, sport, budget)
             fc = d == s.client_dir
             want = ins.wants(fc)
             if want and ins.feed(raw[o:o + min(want, n)], fc):

@@ -56,7 +56,7 @@ def run(index: int, cfg: dict) -> None:
                 eng.add_paths(hdr["paths"])
             eng.proc = hdr.get("proc", 0)         # the capture process that numbered these frames
             ev = np.frombuffer(parts[2].buffer, dtype=wire.EVENT)
-            pay = np.frombuffer(parts[3].buffer, dtype=np.uint8) if len(parts) > 3 else None
+            pay = parts[3].bytes if len(parts) > 3 else None
             start = 0
             for end, now in hdr["cuts"]:      # one segment per second of packet time
                 eng.feed(ev[start:end], pay)

@@ -18,7 +18,7 @@ import numpy as np
 from ..wire import EVENT, MAX_DEPTH, session_id
 from . import slowpath
 from .decoded import IP, NON_IP
-from .fastpath import PathIds, decode_fast
+from .fastpath import PAYLOAD_MAX, PathIds, decode_fast
 from .fragments import FrameMeta, Reassembler
 from .keying import key_one, key_rows, tunnel_context
 from .tunnels import IP_TUNNELS, UDP_TUNNEL_PORTS
@@ -62,20 +62,31 @@ class TunnelParents:
             del self.table[k]
 
 
-_NO_PAYLOAD = np.zeros(0, np.uint8)
+_NO_PAYLOAD = b""
 YOUNG_BUDGET = 10        # payload packets per session and direction shipped for classification
+FULL_PACKETS = 2         # the first ones go whole (up to PAYLOAD_MAX: a TLS or QUIC hello) ...
+LATER_BYTES = 128        # ... later ones only their start (a status line, a banner, a command)
 
 
-def gather(buf, starts, lens):
-    """Concatenate buf[starts[i]:starts[i]+lens[i]] for all i in one fancy-index;
-    returns (bytes as uint8 array, where each piece starts in it)."""
+def gather(data, starts, lens):
+    """Concatenate data[starts[i]:starts[i]+lens[i]]: returns (bytes, where each piece
+    starts in them). Slices and one join: memcpy speed, no index arrays."""
     lens = lens.astype(np.int64)
     offs = np.cumsum(lens) - lens
-    total = int(lens.sum())
-    if total == 0:
-        return _NO_PAYLOAD, offs
-    idx = np.repeat(starts.astype(np.int64) - offs, lens) + np.arange(total)
-    return buf[idx], offs
+    mv = memoryview(data)
+    return b"".join([mv[o:o + n] for o, n in zip(starts.tolist(), lens.tolist())]), offs
+
+
+def _payloads(part, data):
+    """One worker's payload bytes (rows with pllen), ploff rewritten to point into them."""
+    if not len(data):
+        return _NO_PAYLOAD
+    sel = np.flatnonzero(part["pllen"])
+    if not len(sel):
+        return _NO_PAYLOAD
+    pay, offs = gather(data, part["ploff"][sel], part["pllen"][sel])
+    part["ploff"][sel] = offs
+    return pay
 
 
 class Young:
@@ -98,7 +109,7 @@ class Young:
     def select(self, ev, now: float):
         cand = np.flatnonzero(ev["pllen"])
         if not len(cand) or self.budget <= 0:
-            return cand[:0]
+            return cand[:0], cand[:0]
         if self.reset_at is None or now >= self.reset_at:
             if self.reset_at is not None:
                 self.count[:] = 0
@@ -110,12 +121,13 @@ class Young:
         pos = np.arange(len(ss))
         rank = np.empty(len(ss), np.int64)
         rank[order] = pos - np.maximum.accumulate(np.where(first, pos, 0))
-        keep = self.count[slot].astype(np.int64) + rank < self.budget
+        nth = self.count[slot].astype(np.int64) + rank      # 0 for the session's first payload packet
+        keep = nth < self.budget
         starts = pos[first]
         sizes = np.diff(np.r_[starts, len(ss)])
         u = ss[starts]
         self.count[u] = np.minimum(self.count[u].astype(np.int64) + sizes, 255)
-        return cand[keep]
+        return cand[keep], nth[keep]
 
 
 @functools.lru_cache(maxsize=None)
@@ -179,19 +191,18 @@ class FrontEnd:
         return ev, ends, nows, self._young_payloads(ev, chunk.data)
 
     def _young_payloads(self, ev, data):
-        """Keep the payload bytes of the rows of young sessions (their first BUDGET payload
-        packets per direction), for classification in the workers; every other row's
-        pllen becomes 0. One gather per chunk, no per-row Python."""
-        keep = self.young.select(ev, self.now)
+        """Mark the payload bytes of the rows of young sessions (their first BUDGET payload
+        packets per direction: the first FULL_PACKETS whole, later ones LATER_BYTES) for
+        classification in the workers; every other row's pllen becomes 0. Returns the
+        chunk's data, which `pack` gathers from, per worker."""
+        keep, nth = self.young.select(ev, self.now)
         pllen = ev["pllen"]
-        lens = pllen[keep]
+        lens = np.minimum(pllen[keep], np.where(nth < FULL_PACKETS, PAYLOAD_MAX, LATER_BYTES))
         pllen[:] = 0
         if not len(keep):
             return _NO_PAYLOAD
         pllen[keep] = lens
-        pay, offs = gather(np.frombuffer(data, np.uint8), ev["ploff"][keep], lens)
-        ev["ploff"][keep] = offs
-        return pay
+        return data
 
     def _emit(self, fast, out):
         """Key all rows of a chunk at once and cut them by second (`pack` splits by worker)."""
@@ -225,7 +236,7 @@ class FrontEnd:
         ev, ends, nows, pay = batch
         nowl = nows.tolist()
         if self.workers == 1:
-            return [(ev, [[e, t] for e, t in zip(ends.tolist(), nowl)], pay)]
+            return [(ev, [[e, t] for e, t in zip(ends.tolist(), nowl)], _payloads(ev, pay))]
         w = (ev["key"] % np.uint64(self.workers)).astype(np.int64)
         order = np.argsort(w, kind="stable")
         bounds = np.searchsorted(w[order], np.arange(self.workers + 1))
@@ -234,13 +245,7 @@ class FrontEnd:
             idx = order[bounds[i]:bounds[i + 1]]
             cut = np.searchsorted(idx, ends).tolist()
             part = ev[idx]
-            mine = _NO_PAYLOAD
-            if len(pay):
-                sel = np.flatnonzero(part["pllen"])
-                if len(sel):
-                    mine, offs = gather(pay, part["ploff"][sel], part["pllen"][sel])
-                    part["ploff"][sel] = offs
-            out.append((part, [[e, t] for e, t in zip(cut, nowl)], mine))
+            out.append((part, [[e, t] for e, t in zip(cut, nowl)], _payloads(part, pay)))
         return out
 
     def idle(self, now: float):

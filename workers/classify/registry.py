@@ -69,22 +69,37 @@ def get(name):
 _CACHE: dict = {}
 
 
+def _port_index():
+    """(transport, port) -> protocols using that well-known port, in registration order."""
+    idx = _CACHE.get("ports")
+    if idx is None:
+        idx = {}
+        for p in REGISTRY:
+            for t in p.transports:
+                for port in p.ports:
+                    idx.setdefault((t, port), []).append(p)
+        idx = _CACHE["ports"] = {k: tuple(v) for k, v in idx.items()}
+    return idx
+
+
 def candidates(transport, client_port, server_port):
     """Protocols to try for a session: those whose well-known port it uses
     first (server port, then client port), then every other one for the
-    transport, each in registration order."""
-    key = (transport, server_port, client_port)
+    transport, each in registration order. Cached per (transport, server
+    port, client port when it is a well-known one): an ephemeral client port
+    does not make a new entry."""
+    ports = _port_index()
+    cf = ports.get((transport, client_port), ())
+    key = (transport, server_port, client_port if cf else None)
     got = _CACHE.get(key)
     if got is not None:
         return got
     base = _CACHE.get(transport)
     if base is None:
         base = _CACHE[transport] = tuple(p for p in REGISTRY if transport in p.transports)
-    first = [p for p in base if server_port in p.ports]
-    first += [p for p in base if client_port in p.ports and p not in first]
-    if not first:
-        return base
-    got = tuple(first + [p for p in base if p not in first])
+    first = list(ports.get((transport, server_port), ()))
+    first += [p for p in cf if p not in first]
+    got = tuple(first + [p for p in base if p not in first]) if first else base
     if len(_CACHE) > 4096:
         _CACHE.clear()
     _CACHE[key] = got
@@ -93,10 +108,9 @@ def candidates(transport, client_port, server_port):
 
 def by_port(transport, client_port, server_port):
     """The protocol a well-known port suggests (server port first), else None."""
+    ports = _port_index()
     for port in (server_port, client_port):
-        if port is None:
-            continue
-        for p in REGISTRY:
-            if transport in p.transports and port in p.ports:
-                return p
+        got = ports.get((transport, port))
+        if got:
+            return got[0]
     return None
