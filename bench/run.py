@@ -9,7 +9,11 @@
    included), and of NFStream (1 meter, no DPI, no statistics) and
    `argus -r T -w out` when they are installed (bench/peers.sh installs them).
 3. Per stage, one core each: front-end decode+key+shard, one worker's session
-   update, collector JSON lines; memory per open session (200k sessions).
+   update (with and without classification), collector JSON lines (with and
+   without aggregates); memory per open session (200k sessions).
+   End to end also with --classify-packets 0 (classification off).
+5. Live capture (bench/live.py, root + tcpreplay): the highest replay rate
+   captured with no drop, for 1 and 2 capture processes.
 4. Prints the table and the ratios, writes bench/out/results.json.
 Nothing here asserts a duration: the figures go to docs/benchmarks.md.
 """
@@ -53,10 +57,10 @@ def pipeline_cmd():
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "pipeline.cli"]
 
 
-def end_to_end(trace, workers, tmp):
+def end_to_end(trace, workers, tmp, *extra):
     st = tmp / "st.json"
     wall, p = timed(pipeline_cmd() + ["start", "--workers", str(workers), "--read", str(trace),
-                     "--output", f"jsonl:{tmp / 's.jsonl'}", "--stats-json", str(st), "--quiet"])
+                     "--output", f"jsonl:{tmp / 's.jsonl'}", "--stats-json", str(st), "--quiet", *extra])
     if p.returncode != 0:
         raise SystemExit(f"pipeline failed: {p.stderr.strip()}")
     return wall, json.loads(st.read_text())
@@ -190,6 +194,8 @@ def main():
     wall, st = end_to_end(trace, a.workers, tmp)
     frames = st["frames_read"]
     res.update(frames=frames, sessions=st["sessions"], pipeline_s=round(wall, 3), pipeline_fps=round(frames / wall))
+    wall0, _ = end_to_end(trace, a.workers, tmp, "--classify-packets", "0")
+    res.update(pipeline_no_classify_s=round(wall0, 3), pipeline_no_classify_fps=round(frames / wall0))
     nf = nfstream(trace)
     ar = argus(trace, tmp)
     res["nfstream_s"] = round(nf, 3) if nf else None
@@ -201,9 +207,12 @@ def main():
     if not a.skip_stages:
         fe_fps, events = stage_frontend(trace, 1)
         w_fps, recs = stage_worker(events)
+        w0_fps, _ = stage_worker(events, classify=0)
         res["frontend_fps"] = round(fe_fps)
         res["worker_fps"] = round(w_fps)
-        res["collector_rps"] = round(stage_collector(recs, tmp))
+        res["worker_no_classify_fps"] = round(w0_fps)
+        res["collector_rps"] = round(stage_collector(recs, tmp, 0))
+        res["collector_aggregates_rps"] = round(stage_collector(recs, tmp, 60.0))
         per, n = stage_memory()
         res["bytes_per_session"] = round(per)
         res["memory_sessions"] = n
