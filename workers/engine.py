@@ -21,6 +21,7 @@ from .timeouts import Timeouts
 
 IDLE, CLOSED, SHUTDOWN, EVICTED, ACTIVE = "idle", "closed", "shutdown", "evicted", "active"
 _SYN, _ACK = tcpmod.SYN, tcpmod.ACK
+_Inspector = classify.Inspector
 _I_APP, _I_FAMILY, _I_PATH = INDEX["app"], INDEX["family"], INDEX["proto_path"]
 _I_CCLASS, _I_CTYPE, _I_CFLAGS = INDEX["content_class"], INDEX["content_type"], INDEX["content_flags"]
 _EXT_FIELDS = tuple((INDEX[n], n) for n in ("content_class", "content_type", "content_flags", "app", "family"))
@@ -117,9 +118,11 @@ class Engine:
                                              sub["pllen"].tolist(), sub["proto"].tolist(), sub["sport"].tolist(),
                                              sub["dport"].tolist()):
             s = get(k)
-            if s is None or s.insp is False:
+            if s is None:
                 continue
             ins = s.insp
+            if ins is not None and ins.__class__ is not _Inspector:
+                continue                            # done (its result) or nothing to inspect (False)
             if ins is None:
                 if proto != 6 and proto != 17:
                     s.insp = False
@@ -130,8 +133,7 @@ class Engine:
             fc = d == s.client_dir
             want = ins.wants(fc)
             if want and ins.feed(raw[o:o + min(want, n)], fc):
-                s.insp = False
-                s._set("cls", ins.result())
+                s.insp = ins.result()               # the result replaces the inspector
 
     def _open(self, ev, i, k, t, d, fl) -> Session:
         if self.max_sessions and len(self.table) >= self.max_sessions:
@@ -202,19 +204,20 @@ class Engine:
 
     def _classified(self, s, rec, proto, cport, sport) -> None:
         """app, family, content and the protocol path's application part, from the
-        session's inspection (or its port, marked as a guess); metadata go with the
-        plugin fields (dotted names: tls.sni, http.host, ...)."""
-        cls = s.ext.get("cls") if s.ext else None
-        if cls is None:
-            ins = s.insp
-            if ins:
-                cls = ins.result()
-            elif proto in classify.NOPORT:
+        session's inspection (or its port, marked as a guess). Returns the metadata,
+        which go with the plugin fields (dotted names: tls.sni, http.host, ...)."""
+        ins = s.insp
+        if ins.__class__ is dict:
+            cls = ins
+        elif ins:
+            cls = ins.result()
+        else:
+            if proto in classify.NOPORT:
                 cls = classify.classify_noport(proto)
             else:
                 cls = classify.guess_by_port(proto, cport, sport)
         if cls["app"] is None:
-            return
+            return None
         rec[_I_APP] = cls["app"]
         rec[_I_FAMILY] = cls["family"]
         rec[_I_CCLASS] = cls["content_class"]
@@ -223,14 +226,9 @@ class Engine:
         suffix = cls["path_suffix"]
         if suffix and not rec[_I_PATH].endswith("." + suffix):     # icmp is already the path's end
             rec[_I_PATH] = rec[_I_PATH] + "." + suffix
-        extra = dict(cls["meta"]) if cls["meta"] else {}
         if cls["guess"]:
-            extra["app_guess"] = True
-        if extra:
-            ext = s.ext
-            if ext and ext.get("extra"):
-                extra.update(ext["extra"])          # a plugin's own fields win
-            s._set("extra", extra)
+            return dict(cls["meta"], app_guess=True)
+        return cls["meta"] or None
 
     def _report(self, s: Session, final: bool, reason: str) -> None:
         s.reports += 1
@@ -256,15 +254,16 @@ class Engine:
                st.retrans if st is not None else 0,
                st.flags if st is not None else 0,
                None, None, None, None, None, community_id(proto, cip, sip, cport, sport)]
-        if self.classify:
-            self._classified(s, rec, proto, cport, sport)
+        meta = self._classified(s, rec, proto, cport, sport) if self.classify else None
         ext = s.ext
         if ext:
             for j, name in _EXT_FIELDS:
                 if name in ext:
-                    rec[j] = ext[name]
+                    rec[j] = ext[name]              # a plugin's values win
             if ext.get("extra"):
-                rec.append(ext["extra"])
+                meta = dict(meta, **ext["extra"]) if meta else ext["extra"]
+        if meta:
+            rec.append(meta)
         self.records.append(rec)
         self.stats["records"] += 1
         if final:

@@ -48,7 +48,8 @@ class Session:
         self.ended = False
         self.ext = None             # rarely used attributes (user data, protocol data, content, app, extra)
         self._wheel = None
-        self.insp = None            # classification: None before the first payload, an Inspector, False when done
+        self.insp = None            # classification: None before the first payload, an Inspector, its result
+                                    # (a dict) once done, False when there is nothing to inspect
 
     @property
     def meta(self):
