@@ -5,15 +5,19 @@ anything starts), `write(records)`, `close()` and a `written` count; see
 docs/outputs.md. The line outputs (jsonl, ecs, csv) can also append to what
 an earlier collector wrote, and be cut back by the collector's journal.
 """
-from .csv import CsvFile
-from .ecs import EcsLines
-from .files import LineOutput
-from .ipfix import IpfixExporter
-from .jsonl import JsonLines
-from .kafka import KafkaProducer
-from .syslog import SyslogSender
+import importlib
 
-KINDS = {c.kind: c for c in (JsonLines, EcsLines, CsvFile, IpfixExporter, SyslogSender, KafkaProducer)}
+from .files import LineOutput
+
+# kind -> (module, class); a module is imported only when its kind is used (start-up time)
+KINDS = {"jsonl": ("jsonl", "JsonLines"), "ecs": ("ecs", "EcsLines"), "csv": ("csv", "CsvFile"),
+         "ipfix": ("ipfix", "IpfixExporter"), "syslog": ("syslog", "SyslogSender"),
+         "kafka": ("kafka", "KafkaProducer")}
+
+
+def output_class(kind: str):
+    module, name = KINDS[kind]
+    return getattr(importlib.import_module(f".{module}", __name__), name)
 
 
 class OutputError(Exception):
@@ -28,7 +32,7 @@ def parse(spec: str):
     if kind not in KINDS:
         raise OutputError(f"--output {spec!r}: unknown kind {kind!r} (known: {', '.join(sorted(KINDS))})")
     try:
-        KINDS[kind].check(target)
+        output_class(kind).check(target)
     except ValueError as e:
         raise OutputError(f"--output {spec!r}: {e}") from None
     return kind, target
@@ -36,7 +40,7 @@ def parse(spec: str):
 
 def make(spec: str, append: bool = False):
     kind, target = parse(spec)
-    cls = KINDS[kind]
+    cls = output_class(kind)
     try:
         if append and issubclass(cls, LineOutput):
             return cls(target, append=True)
