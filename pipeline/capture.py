@@ -26,8 +26,7 @@ from .frontend.live import LiveCapture, drop_privileges
 from .frontend.readers import CaptureError
 
 TICK_S = 1.0
-MSG_CAPTURE = b"C"     # capture process -> supervisor: its front-end statistics
-MSG_READY = b"Y"       # capture process -> supervisor: its ring is open
+MSG_CAPTURE, MSG_READY = wire.MSG_CAPTURE, wire.MSG_READY
 
 
 def open_live(cfg: dict) -> LiveCapture:

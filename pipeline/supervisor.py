@@ -24,10 +24,9 @@ import zmq
 from collector import process as collector_process
 from workers import process as worker_process
 
-from . import capture, monitor, uplink, wire
+from . import monitor, wire
 from .children import write_stats
 from .frontend.core import FrontEnd
-from .frontend.live import drop_privileges
 from .frontend.readers import CaptureError, open_capture
 
 STOP_GRACE = 10.0   # seconds from SIGINT/SIGTERM to an orderly end, else the children are killed
@@ -140,6 +139,8 @@ class Run:
         self.cfg = cfg
         mpc = mp.get_context("fork")
         # with --collector, the uplink takes the local collector's place (and its socket)
+        if a.collector:
+            from . import uplink
         target = uplink.run if a.collector else collector_process.run
         p = mpc.Process(target=target, args=(cfg,), name="uplink" if a.collector else "collector")
         p.start()
@@ -149,6 +150,7 @@ class Run:
             p.start()
             self.procs.append((f"worker {i}", p))
         for k in range(1, self.frontends):
+            from . import capture
             p = mpc.Process(target=capture.capture_child, args=(k, cfg), name=f"capture {k}")
             p.start()
             self.procs.append((f"capture {k}", p))
@@ -184,7 +186,7 @@ class Run:
             while not self.control.poll(500):
                 self.check_children()
             kind, _ = self.control.recv_multipart()
-            ready += kind == capture.MSG_READY
+            ready += kind == wire.MSG_READY
 
     def pin(self, cpus):
         """--cpus: capture processes first, then workers, then the collector, round robin."""
@@ -221,6 +223,7 @@ class Run:
         self.end_stream(fe)
 
     def feed_live(self, cap, fe):
+        from . import capture
         capture.feed_live(cap, fe, self.send_batches,
                           lambda: self.stopping or time.time() >= self.deadline, self.check_children)
         for name, p in self.procs:
@@ -264,7 +267,7 @@ class Run:
                 self.check_children()
             kind, body = self.control.recv_multipart()
             msg = msgpack.unpackb(body, strict_map_key=False)
-            if kind == capture.MSG_CAPTURE:
+            if kind == wire.MSG_CAPTURE:
                 self.captures.append(msg)
             else:
                 return msg
@@ -304,6 +307,7 @@ def start(args, timeouts) -> int:
             live = {"interfaces": args.interface, "ring_mb": args.ring_mb, "snaplen": args.snaplen,
                     "promisc": not args.no_promisc, "bpf": args.bpf,
                     "fanout": (os.getpid() % 60000) if args.capture_procs > 1 else None}
+            from . import capture          # live capture only: its modules stay out of offline start-up
             cap = capture.open_live(live)
     except (CaptureError, OSError, ValueError) as e:
         _log(f"error: {e}")
@@ -330,6 +334,7 @@ def start(args, timeouts) -> int:
         if cap is not None:
             if args.user:
                 try:
+                    from .frontend.live import drop_privileges
                     drop_privileges(args.user)
                 except OSError as e:
                     raise RunError(str(e)) from None

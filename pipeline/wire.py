@@ -81,6 +81,8 @@ MSG_DONE = b"D"
 MSG_STATS = b"S"
 MSG_ACK = b"A"
 MSG_METRICS = b"M"
+MSG_CAPTURE = b"C"     # capture process k > 0 -> supervisor: its front-end statistics, at the end
+MSG_READY = b"Y"       # capture process k > 0 -> supervisor: its ring is open (pipeline.capture)
 
 # Session ids: (frame number << ID_SHIFT) | (capture_proc << DEPTH_BITS) | depth.
 # The id names the frame that opened the session (numbered from 1 as Wireshark
