@@ -62,7 +62,8 @@ def step(ns, pcap: Path, pps: int, procs: int, tmp: Path) -> dict:
     exe = Path(sys.executable).parent / "pipeline"
     p = subprocess.Popen(["ip", "netns", "exec", ns, str(exe), "start", "--interface", "vB", "--workers", "2",
                           "--capture-procs", str(procs), "--ring-mb", str(RING_MB), "--output", f"jsonl:{tmp / 'o.jsonl'}",
-                          "--stats-json", str(st)], stderr=subprocess.PIPE, text=True)
+                          "--stats-json", str(st), "--status-socket", str(tmp / "status.sock")],
+                         stderr=subprocess.PIPE, text=True)
     line = p.stderr.readline()
     if "capturing on" not in line:
         p.kill()

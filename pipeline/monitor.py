@@ -196,6 +196,16 @@ def serve_status(monitor: Monitor, path: str):
         return None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="status", daemon=True).start()
+    stop = server.shutdown
+
+    def shutdown():
+        stop()
+        server.server_close()
+        try:
+            os.unlink(path)             # the next instance finds no stale socket
+        except OSError:
+            pass
+    server.shutdown = shutdown
     return server
 
 

@@ -50,7 +50,7 @@ def live_run(ns, tmp, pcap, *extra):
     out, st = tmp / "live.jsonl", tmp / "live.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     cmd = ["ip", "netns", "exec", ns, *runner.pipeline_cmd(), "start", "--interface", "vB", "--workers", "2",
-           "--output", f"jsonl:{out}", "--stats-json", str(st), *extra]
+           "--output", f"jsonl:{out}", "--stats-json", str(st), "--status-socket", str(tmp / "status.sock"), *extra]
     p = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     try:
         line = p.stderr.readline()
@@ -103,6 +103,7 @@ def test_duration_stops_an_idle_capture(netns, tmp_path):
     t0 = time.monotonic()
     p = subprocess.run(["ip", "netns", "exec", netns, *runner.pipeline_cmd(), "start", "--interface", "vB",
                         "--duration", "2", "--output", f"jsonl:{tmp_path / 'o.jsonl'}",
+                        "--status-socket", str(tmp_path / "status.sock"),
                         "--stats-json", str(tmp_path / "s.json")],
                        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
                        timeout=60)
