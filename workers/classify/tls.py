@@ -220,8 +220,7 @@ register("tls", (TCP,), (443, 8443, 853, 5061, 636, 989, 990, 992, 994, 3269, 88
 def _over_tls(ports):
     def m(p, from_client, state):
         if state.server_port in ports or state.client_port in ports:
-            r = match(p, from_client, state)
-            return r if r else None
+            return match(p, from_client, state)     # not TLS: NO (the port still names it, as a guess)
         return NO
     return m
 
