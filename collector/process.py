@@ -8,11 +8,10 @@ import os
 import sys
 
 import msgpack
-import zmq
 
 from pipeline import wire
 from pipeline.monitor import MetricsSender
-from pipeline.children import become_user, ignore_stop_signals, title, wait_message
+from pipeline.children import collector_sockets, wait_message
 
 from . import outputs
 from .sink import Sink
@@ -25,16 +24,7 @@ def _fail(msg: str) -> None:
 
 
 def run(cfg: dict) -> None:
-    title("pipeline: collector")
-    parent = ignore_stop_signals()
-    become_user(cfg)
-    ctx = zmq.Context()
-    pull = ctx.socket(zmq.PULL)
-    pull.setsockopt(zmq.RCVHWM, 256)
-    pull.bind(cfg["collector_addr"])
-    control = ctx.socket(zmq.PUSH)
-    control.setsockopt(zmq.LINGER, -1)
-    control.connect(cfg["control_addr"])
+    parent, ctx, pull, control = collector_sockets(cfg, "pipeline: collector", 256)
     try:
         sink = Sink(cfg["outputs"], cfg.get("aggregate_interval", 60.0))
     except outputs.OutputError as e:

@@ -138,12 +138,8 @@ def serve(args) -> int:
             auth.stop()
         ctx.term()
     stats = dict(sink.stats(), **counts, sensors=sensors, elapsed_s=round(time.monotonic() - t0, 3))
-    if args.stats_json:
-        try:
-            write_stats(args.stats_json, stats)
-        except OSError as e:
-            _log(f"error: --stats-json {args.stats_json}: {e.strerror or e}")
-            return 1
+    if args.stats_json and not write_stats(args.stats_json, stats):
+        return 1
     if not args.quiet:
         _log(f"collector: {stats['records']} records from {len(sensors)} sensors "
              f"({counts['duplicates']} duplicate and {counts['rejected']} rejected batches)")

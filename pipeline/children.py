@@ -42,8 +42,32 @@ def wait_message(sock, parent: int):
     return sock.recv_multipart(copy=False)
 
 
-def write_stats(path: str, stats: dict) -> None:
-    """--stats-json: the run's figures, one JSON object (OSError if it cannot be written)."""
-    with open(path, "w") as fh:
-        json.dump(stats, fh, indent=1)
-        fh.write("\n")
+def write_stats(path: str, stats: dict) -> bool:
+    """--stats-json: the run's figures, one JSON object; False (and one line said) if it
+    cannot be written."""
+    try:
+        with open(path, "w") as fh:
+            json.dump(stats, fh, indent=1)
+            fh.write("\n")
+    except OSError as e:
+        print(f"pipeline: error: --stats-json {path}: {e.strerror or e}", file=sys.stderr, flush=True)
+        return False
+    return True
+
+
+def collector_sockets(cfg: dict, name: str, hwm: int):
+    """What the collector and the uplink (in its place) start with: their title, their
+    signals, the socket the workers push records to, and the line back to the supervisor.
+    Returns (parent pid, context, records socket, control socket)."""
+    import zmq
+    title(name)
+    parent = ignore_stop_signals()
+    become_user(cfg)
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVHWM, hwm)
+    pull.bind(cfg["collector_addr"])
+    control = ctx.socket(zmq.PUSH)
+    control.setsockopt(zmq.LINGER, -1)
+    control.connect(cfg["control_addr"])
+    return parent, ctx, pull, control

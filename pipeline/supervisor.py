@@ -378,12 +378,8 @@ def start(args, timeouts) -> int:
     if getattr(run, "pinned", None):
         stats["cpus"] = run.pinned
     stats["detail"] = dict(sorted(fe.extra.items()))
-    if args.stats_json:
-        try:
-            write_stats(args.stats_json, stats)
-        except OSError as e:
-            _log(f"error: --stats-json {args.stats_json}: {e.strerror or e}")
-            return 1
+    if args.stats_json and not write_stats(args.stats_json, stats):
+        return 1
     if not args.quiet:
         rate = stats["frames_read"] / elapsed if elapsed > 0 else 0
         _log(f"{stats['frames_read']} frames ({stats['frames_ip']} ip, {stats['frames_non_ip']} non-ip, "

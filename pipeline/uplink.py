@@ -22,7 +22,7 @@ from collector import link
 from pipeline import wire
 from pipeline.record import INDEX
 from pipeline.monitor import MetricsSender
-from pipeline.children import become_user, ignore_stop_signals, title
+from pipeline.children import collector_sockets
 from pipeline.spool import Spool
 
 WINDOW = 32          # batches sent and not yet acknowledged
@@ -36,16 +36,7 @@ def _log(msg: str) -> None:
 
 
 def run(cfg: dict) -> None:
-    title("pipeline: uplink")
-    parent = ignore_stop_signals()
-    become_user(cfg)
-    ctx = zmq.Context()
-    pull = ctx.socket(zmq.PULL)
-    pull.setsockopt(zmq.RCVHWM, 64)
-    pull.bind(cfg["collector_addr"])
-    control = ctx.socket(zmq.PUSH)
-    control.setsockopt(zmq.LINGER, -1)
-    control.connect(cfg["control_addr"])
+    parent, ctx, pull, control = collector_sockets(cfg, "pipeline: uplink", 64)
     up = ctx.socket(zmq.DEALER)
     up.setsockopt(zmq.IMMEDIATE, 1)        # queue only on a live connection; the spool keeps the rest
     up.setsockopt(zmq.LINGER, 0)
