@@ -33,6 +33,16 @@ def _period(v):
     return x
 
 
+def _port(v):
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {v!r}") from None
+    if not 0 < n < 65536:
+        raise argparse.ArgumentTypeError(f"port out of range 1-65535: {v!r}")
+    return n
+
+
 def _workers(v):
     if v == "auto":
         return "auto"              # resolved in _start, once --cpus is known
@@ -160,7 +170,7 @@ def parser() -> argparse.ArgumentParser:
                     help="folder of the public certificates (*.key) of the sensors allowed in")
     co.add_argument("--quiet", action="store_true", help="no summary on stderr")
     for p in (st, co):
-        p.add_argument("--metrics-port", type=int, metavar="PORT",
+        p.add_argument("--metrics-port", type=_port, metavar="PORT",
                        help="serve Prometheus metrics on http://ADDR:PORT/metrics while running")
         p.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
                        help="address of the metrics server (default 127.0.0.1)")

@@ -215,3 +215,20 @@ def test_worker_killed_mid_run_is_restarted_and_counted(big_trace, tmp_path):
     assert top + st["frames_lost"] == st["frames_ip"]       # every frame: in a record, or counted lost
     assert st["frames_read"] == sum(st[k] for k in ("frames_ip", "frames_non_ip", "frames_malformed",
                                                     "frames_unassembled", "frames_dropped"))
+
+
+def test_metrics_port_taken_or_bad_is_one_line(big_trace, tmp_path):
+    bad = subprocess.run([*runner.pipeline_cmd(), "start", "--read", str(big_trace), "--metrics-port", "99999"],
+                         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        taken = subprocess.run([*runner.pipeline_cmd(), "start", "--read", str(big_trace), "--metrics-port",
+                                str(holder.getsockname()[1]), "--output", f"jsonl:{tmp_path / 'o.jsonl'}"],
+                               cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+    finally:
+        holder.close()
+    assert taken.returncode == 1 and "Traceback" not in taken.stderr
+    assert taken.stderr.strip().splitlines() == [taken.stderr.strip().splitlines()[0]] and "in use" in taken.stderr
