@@ -109,6 +109,7 @@ class Run:
         if a.user:
             import pwd
             pw = pwd.getpwnam(a.user)
+            self.uid, self.gid = pw.pw_uid, pw.pw_gid
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)   # children drop to --user and still reach their sockets
         cfg = {
             "worker_addrs": [f"ipc://{self.dir}/w{i}" for i in range(self.workers)],
@@ -161,6 +162,9 @@ class Run:
         self.control.bind(cfg["control_addr"])
         self.metrics = self.ctx.socket(zmq.PULL)
         self.metrics.bind(cfg["metrics_addr"])
+        if a.user:                          # the children run as --user: they must reach our sockets too
+            for addr in (cfg["control_addr"], cfg["metrics_addr"]):
+                os.chown(addr[len("ipc://"):], self.uid, self.gid)
         self.monitor.frontend = self.fe_stats
         self.monitor.add_process("frontend", os.getpid())
         for name, p in self.procs:

@@ -232,3 +232,28 @@ def test_metrics_port_taken_or_bad_is_one_line(big_trace, tmp_path):
         holder.close()
     assert taken.returncode == 1 and "Traceback" not in taken.stderr
     assert taken.stderr.strip().splitlines() == [taken.stderr.strip().splitlines()[0]] and "in use" in taken.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
+def test_user_drops_every_process(big_trace, tmp_path):
+    """--user: the children run as that user and still reach the supervisor's sockets;
+    the outputs they create belong to it."""
+    import pwd
+    import shutil
+    import tempfile
+    from pathlib import Path
+    out = Path(tempfile.mkdtemp(prefix="pipeline-user-", dir="/tmp"))   # pytest's tmp is root-only
+    out.chmod(0o777)
+    try:
+        _user_run(big_trace, out, pwd)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _user_run(big_trace, out, pwd):
+    p = subprocess.run([*runner.pipeline_cmd(), "start", "--read", str(big_trace), "--user", "nobody",
+                        "--output", f"jsonl:{out / 'o.jsonl'}", "--quiet"],
+                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert (out / "o.jsonl").stat().st_uid == pwd.getpwnam("nobody").pw_uid
+    assert len((out / "o.jsonl").read_text().splitlines()) > 1000
