@@ -128,14 +128,18 @@ CAPS = all_captures()
 def test_shared_capture_same_for_1_and_3_workers(path, tmp_path):
     """Every shared capture: exit 0 (or 2 with one line for an unreadable file), no traceback,
     both identities, and the same final sessions with 1 and 3 workers."""
-    a = runner.run([path], tmp_path / "a", workers=1)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as pool:     # both runs at once: mostly start-up, two cores
+        fa = pool.submit(runner.run, [path], tmp_path / "a", workers=1)
+        fb = pool.submit(runner.run, [path], tmp_path / "b", workers=3)
+        a, b = fa.result(), fb.result()
     assert "Traceback" not in a[0].stderr, a[0].stderr
     if a[0].returncode == 2:
         assert len(a[0].stderr.strip().splitlines()) == 1
+        assert b[0].returncode == 2
         return
     assert a[0].returncode == 0, a[0].stderr
     runner.check_identities(a[2], a[1])
-    b = runner.run([path], tmp_path / "b", workers=3)
     assert b[0].returncode == 0, b[0].stderr
     runner.check_identities(b[2], b[1])
     assert runner.comparable(a[1]) == runner.comparable(b[1])
