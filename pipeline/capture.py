@@ -20,6 +20,7 @@ import msgpack
 import zmq
 
 from . import wire
+from .dispatch import ToWorkers
 from .children import title
 from .frontend.core import FrontEnd
 from .frontend.live import LiveCapture, drop_privileges
@@ -68,38 +69,22 @@ def capture_child(proc: int, cfg: dict) -> None:
     fe = FrontEnd(cfg["workers"], cfg["timeouts"], seed=cfg["hash_seed"], proc=proc,
                   classify_budget=cfg["classify"])
     ctx = zmq.Context()
-    pushes = []
-    for addr in cfg["worker_addrs"]:
-        s = ctx.socket(zmq.PUSH)
-        s.setsockopt(zmq.SNDHWM, 4)
-        s.setsockopt(zmq.LINGER, -1)
-        s.connect(addr)
-        pushes.append(s)
+
+    def orphaned():
+        if os.getppid() != parent:
+            os._exit(1)
+
+    to = ToWorkers(ctx, cfg["worker_addrs"], orphaned)
     control = ctx.socket(zmq.PUSH)
     control.setsockopt(zmq.LINGER, -1)
     control.connect(cfg["control_addr"])
     control.send_multipart([MSG_READY, msgpack.packb(proc)])   # in the fanout group: traffic is shared now
-
-    def send(sock, parts):
-        while not sock.poll(500, zmq.POLLOUT):
-            if os.getppid() != parent:
-                os._exit(1)
-        sock.send_multipart(parts, copy=False)
-
-    def send_batches(fe, batch):
-        paths = fe.take_paths()
-        for sock, (ev, cuts, pay) in zip(pushes, fe.pack(batch)):
-            send(sock, [wire.MSG_BATCH, msgpack.packb({"cuts": cuts, "paths": paths, "proc": fe.proc}), ev, pay])
-
     deadline = cfg["deadline"]
-    feed_live(cap, fe, send_batches, lambda: bool(stopping) or time.time() >= deadline)
-    send_batches(fe, fe.finish())
-    end = msgpack.packb({"now": fe.now})
-    for s in pushes:
-        send(s, [wire.MSG_END, end])
+    feed_live(cap, fe, lambda fe, batch: to.batches(fe, batch), lambda: bool(stopping) or time.time() >= deadline)
+    to.batches(fe, fe.finish())
+    to.end(fe)
     control.send_multipart([MSG_CAPTURE, msgpack.packb({"proc": proc, "stats": fe.stats,
                                                         "extra": dict(fe.extra)})])
-    for s in pushes:
-        s.close()
+    to.close()
     control.close()
     ctx.term()

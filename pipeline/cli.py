@@ -34,11 +34,8 @@ def _period(v):
 
 
 def _port(v):
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {v!r}") from None
-    if not 0 < n < 65536:
+    n = _positive_int(v)
+    if n > 65535:
         raise argparse.ArgumentTypeError(f"port out of range 1-65535: {v!r}")
     return n
 

@@ -25,6 +25,7 @@ from collector import process as collector_process
 from workers import process as worker_process
 
 from . import monitor, wire
+from .dispatch import ToWorkers
 from .children import write_stats
 from .frontend.core import FrontEnd
 from .frontend.readers import CaptureError, open_capture
@@ -56,7 +57,6 @@ class Run:
         self.monitor = monitor.Monitor(self.workers)
         self.restarts = 0
         self.sessions_lost = 0
-        self.end_msg = None                 # the end-of-stream message, once sent
         self.servers = []
         self.progress = not args.quiet and not live and sys.stderr.isatty()
         self.bytes_total = 0
@@ -94,14 +94,13 @@ class Run:
         with self.monitor.lock:
             self.monitor.restarts = self.restarts
             self.monitor.sessions_lost = self.sessions_lost
-        if self.end_msg is not None:        # it died after the end of stream: the new one needs it too
-            self.send(self.pushes[i], [wire.MSG_END, self.end_msg])
+        if self.to.end_msg is not None:     # it died after the end of stream: the new one needs it too
+            self.to.resend_end(i)
 
-    def send(self, sock, parts):
-        while not sock.poll(500, zmq.POLLOUT):
-            self.check_children()
-            self.monitor.drain(self.metrics)
-        sock.send_multipart(parts, copy=False)
+    def waiting(self):
+        """While a send to a worker waits: notice dead children, keep the figures fresh."""
+        self.check_children()
+        self.monitor.drain(self.metrics)
 
     def start(self):
         a = self.args
@@ -178,13 +177,7 @@ class Run:
             srv = monitor.serve_status(self.monitor, a.status_socket or monitor.default_socket())
             if srv is not None:
                 self.servers.append(srv)
-        self.pushes = []
-        for addr in cfg["worker_addrs"]:
-            s = self.ctx.socket(zmq.PUSH)
-            s.setsockopt(zmq.SNDHWM, 4)
-            s.setsockopt(zmq.LINGER, -1)
-            s.connect(addr)
-            self.pushes.append(s)
+        self.to = ToWorkers(self.ctx, cfg["worker_addrs"], self.waiting)
         ready = 1
         while ready < self.frontends:       # announce the capture only once every ring is open
             while not self.control.poll(500):
@@ -237,17 +230,12 @@ class Run:
 
     def end_stream(self, fe):
         self.send_batches(fe, fe.finish())
-        self.check_children()
-        end = self.end_msg = msgpack.packb({"now": fe.now})
-        for sock in self.pushes:
-            self.send(sock, [wire.MSG_END, end])
+        self.to.end(fe)
 
     def send_batches(self, fe, batch):
-        paths = fe.take_paths()
         sent = self.monitor.sent_rows
-        for i, (sock, (ev, cuts, pay)) in enumerate(zip(self.pushes, fe.pack(batch))):
-            self.send(sock, [wire.MSG_BATCH, msgpack.packb({"cuts": cuts, "paths": paths, "proc": fe.proc}), ev, pay])
-            sent[i] += len(ev)
+        for i, n in enumerate(self.to.batches(fe, batch)):
+            sent[i] += n
         self.monitor.drain(self.metrics)
         self.check_children()
         if self.progress:
@@ -280,8 +268,7 @@ class Run:
         for srv in self.servers:
             srv.shutdown()
         self.metrics.close(0)
-        for s in self.pushes:
-            s.close(0)
+        self.to.close(0)
         self.control.close(0)
         self.ctx.term()
         for _, p in self.procs:

@@ -40,7 +40,7 @@ def free_port():
 
 def slow_run(trace, tmp, *extra, **kw):
     return subprocess.Popen([*runner.pipeline_cmd(), "start", "--read", str(trace), "--workers", "2",
-                             "--chunk-frames", "16", "--output", f"jsonl:{tmp / 'o.jsonl'}", *extra],
+                             "--chunk-frames", "8", "--output", f"jsonl:{tmp / 'o.jsonl'}", *extra],
                             cwd=ROOT, env=ENV, **kw)
 
 

@@ -36,7 +36,6 @@ class Engine:
         self.proc = proc
         self.max_sessions = max_sessions
         self.classify = classify          # payload packets inspected per direction, 0: no classification
-        self._inspect_after = None
         self.plugins = list(plugins)
         self.packet_plugins = [p for p in self.plugins if getattr(p, "per_packet", False)]
         self.table = {}
@@ -57,10 +56,6 @@ class Engine:
         n = len(ev)
         if not n:
             return
-        if payload is not None and len(payload) and self.classify:
-            self._inspect_after = (ev, payload)
-        else:
-            self._inspect_after = None
         self.stats["events"] += n
         cols = zip(ev["key"].tolist(), ev["ts"].tolist(), ev["dir"].tolist(), ev["wirelen"].tolist(),
                    ev["caplen"].tolist(), ev["ncap"].tolist(), ev["payload"].tolist(),
@@ -102,8 +97,8 @@ class Engine:
             if pp:
                 for p in pp:
                     p.on_packet(s, ev[i])
-        if self._inspect_after is not None:
-            self._inspect(*self._inspect_after)
+        if payload is not None and len(payload) and self.classify:
+            self._inspect(ev, payload)
 
     def _inspect(self, ev, payload) -> None:
         """Classification: the rows that carry payload bytes (young sessions only), after

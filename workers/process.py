@@ -12,6 +12,7 @@ from pipeline import wire
 from pipeline.monitor import MetricsSender
 from pipeline.children import become_user, ignore_stop_signals, title, wait_message
 
+from . import classify
 from .engine import Engine
 from .plugins import load
 
@@ -31,7 +32,7 @@ def run(index: int, cfg: dict) -> None:
     push.setsockopt(zmq.LINGER, -1)
     push.connect(cfg["collector_addr"])
     eng = Engine(index, cfg["timeouts"], cfg["sensor"], cfg.get("proc", 0), cfg.get("max_sessions", 0),
-                 load(cfg.get("plugins", ())), cfg.get("classify", 10))
+                 load(cfg.get("plugins", ())), cfg.get("classify", classify.BUDGET))
 
     def flush():
         recs = eng.take_records()

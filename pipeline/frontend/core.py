@@ -63,7 +63,7 @@ class TunnelParents:
 
 
 _NO_PAYLOAD = b""
-YOUNG_BUDGET = 10        # payload packets per session and direction shipped for classification
+YOUNG_BUDGET = 10        # payload packets per session and direction shipped (workers.classify.BUDGET)
 FULL_PACKETS = 2         # the first ones go whole (up to PAYLOAD_MAX: a TLS or QUIC hello) ...
 LATER_BYTES = 128        # ... later ones only their start (a status line, a banner, a command)
 
@@ -167,11 +167,11 @@ class FrontEnd:
 
     # -- per chunk -----------------------------------------------------------
     def process(self, chunk):
-        """Decode one reader Chunk. Returns (rows, ends, nows): the keyed rows in frame
-        order, cut in segments, one per second of packet time (segment k is rows
+        """Decode one reader Chunk. Returns (rows, ends, nows, data): the keyed rows in
+        frame order, cut in segments, one per second of packet time (segment k is rows
         [ends[k-1], ends[k]) and ends at time nows[k]), so that workers expire sessions
-        and write interim reports on time however large the chunk. `pack` splits it
-        by worker."""
+        and write interim reports on time however large the chunk; `data` is where the
+        young rows' payload bytes are (see `_young_payloads`). `pack` splits it by worker."""
         n = len(chunk.offsets)
         base = self.stats["frames_read"] + 1   # frame numbers count from 1, as in Wireshark
         self.stats["frames_read"] += n
