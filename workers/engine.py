@@ -24,6 +24,12 @@ _SYN, _ACK = tcpmod.SYN, tcpmod.ACK
 _Inspector = classify.Inspector
 _I_APP, _I_FAMILY, _I_PATH = INDEX["app"], INDEX["family"], INDEX["proto_path"]
 _I_CCLASS, _I_CTYPE, _I_CFLAGS = INDEX["content_class"], INDEX["content_type"], INDEX["content_flags"]
+_NONE = np.zeros(0, np.intp)
+_GROUPED_MIN = 64                      # smaller batches: the per-packet path is cheaper
+_MASK, _HALF = tcpmod.MASK, tcpmod.HALF
+_WINDOW = 1 << 30                       # relative sequence numbers used only inside +-2^30
+_FAR = 1 << 40                          # beyond any relative sequence number
+_SEG = 1 << 44                          # running min/max: one offset step per segment
 _EXT_FIELDS = tuple((INDEX[n], n) for n in ("content_class", "content_type", "content_flags", "app", "family"))
 
 
@@ -35,6 +41,7 @@ class Engine:
         self.sensor = sensor
         self.proc = proc
         self.max_sessions = max_sessions
+        self.bulk_min = _GROUPED_MIN      # batches this small take the per-packet path
         self.classify = classify          # payload packets inspected per direction, 0: no classification
         self.plugins = list(plugins)
         self.packet_plugins = [p for p in self.plugins if getattr(p, "per_packet", False)]
@@ -57,16 +64,64 @@ class Engine:
         if not n:
             return
         self.stats["events"] += n
-        cols = zip(ev["key"].tolist(), ev["ts"].tolist(), ev["dir"].tolist(), ev["wirelen"].tolist(),
-                   ev["caplen"].tolist(), ev["ncap"].tolist(), ev["payload"].tolist(),
-                   ev["tcpflags"].tolist(), ev["seq"].tolist())
+        if self._per_packet(n):
+            self._feed_rows(ev, None)
+        else:
+            rest = self._bulk(ev, float("-inf"))
+            if len(rest):
+                self._feed_rows(ev, rest)
+        if payload is not None and len(payload) and self.classify:
+            self._inspect(ev, payload)
+
+    def feed_batch(self, ev, cuts, payload=None) -> None:
+        """A front-end batch: its rows cut in segments, `cuts` = [[end row, now], ...]
+        (rows [previous end, end) then `advance(now)`). The same as feed + advance per
+        segment, but the sessions no expiry in the batch can touch are updated in bulk
+        (`_bulk`) and only the others packet by packet, between the advances."""
+        n = len(ev)
+        if not cuts or cuts[-1][0] != n or self._per_packet(n):
+            start = 0
+            for end, now in cuts:
+                self.feed(ev[start:end], payload)
+                self.advance(now)
+                start = end
+            if start < n:
+                self.feed(ev[start:], payload)
+            return
+        self.stats["events"] += n
+        rest = self._bulk(ev, max(self.now, max(now for _, now in cuts)))
+        inspect = payload is not None and len(payload) and self.classify
+        bounds = np.searchsorted(rest, [end for end, _ in cuts]).tolist()
+        start = lo = 0
+        for (end, now), hi in zip(cuts, bounds):
+            if hi > lo:
+                self._feed_rows(ev, rest[lo:hi])
+            if inspect and end > start:
+                self._inspect(ev[start:end], payload)
+            self.advance(now)
+            start, lo = end, hi
+
+    def _per_packet(self, n) -> bool:
+        """Small batches, per-packet plugins and a table that may overflow (eviction
+        follows packet order) take the per-packet path for the whole batch."""
+        return n < self.bulk_min or bool(self.packet_plugins) or bool(
+            self.max_sessions and len(self.table) + n > self.max_sessions)
+
+    def _feed_rows(self, ev, rows) -> None:
+        """The reference path: one packet at a time, in frame order (`rows`: the indexes
+        of the rows to apply, None: all). `_bulk` must give the same sessions."""
+        sub = ev if rows is None else ev[rows]
+        idx = range(len(ev)) if rows is None else rows.tolist()
+        cols = zip(idx, sub["key"].tolist(), sub["ts"].tolist(), sub["dir"].tolist(), sub["wirelen"].tolist(),
+                   sub["caplen"].tolist(), sub["ncap"].tolist(), sub["payload"].tolist(),
+                   sub["tcpflags"].tolist(), sub["seq"].tolist())
         get = self.table.get
         close_expiry = self.timeouts.close_expiry
         tcp_update = tcpmod.update
         new_tcp = tcpmod.TcpState
         hs_done = tcpmod.HS_DONE
         pp = self.packet_plugins
-        for i, (k, t, d, w, cl, nc, pl, fl, seq) in enumerate(cols):
+        for i, k, t, d, w, cl, nc, pl, fl, seq in cols:
             s = get(k)
             if s is None:
                 s = self._open(ev, i, k, t, d, fl)
@@ -97,8 +152,268 @@ class Engine:
             if pp:
                 for p in pp:
                     p.on_packet(s, ev[i])
-        if payload is not None and len(payload) and self.classify:
-            self._inspect(ev, payload)
+
+    def _bulk(self, ev, horizon):
+        """The batch path: rows grouped by session key with numpy, so Python runs once
+        per session per batch and once per control segment (SYN, FIN, RST, the
+        handshake's last ACK), not once per packet. Counters are summed per group and
+        direction; retransmissions are found by segmented running min/max of sequence
+        numbers. A group is done here only when no expiry up to `horizon` (the batch's
+        last advance) can touch its session and nothing in the batch can split it (an
+        idle gap, a SYN after the close); the rest is left to `_feed_rows` (returned:
+        their row indexes, in frame order). Both paths give the same sessions, as the
+        differential test checks."""
+        n = len(ev)
+        keys = ev["key"]
+        order = np.argsort(keys, kind="stable")        # stable: frame order inside a group
+        sk = keys[order]
+        brk = np.empty(n, bool)
+        brk[0] = True
+        np.not_equal(sk[1:], sk[:-1], out=brk[1:])
+        starts = np.flatnonzero(brk)
+        ng = len(starts)
+        gs = np.cumsum(brk) - 1                         # group of each sorted row
+        gid = np.empty(n, np.intp)
+        gid[order] = gs
+        first = order[starts]
+        ts = ev["ts"]
+        tss = ts[order]
+        tmax = np.maximum.reduceat(tss, starts)
+        gap = np.empty(n)
+        gap[1:] = tss[1:] - tss[:-1]
+        gap[starts] = -np.inf
+        maxgap = np.maximum.reduceat(gap, starts)
+        fl = ev["tcpflags"]
+        fls = fl[order]
+        flor = np.bitwise_or.reduceat(fls, starts)
+        proto, sport, dport = ev["proto"], ev["sport"], ev["dport"]
+        d = ev["dir"]
+        pl = ev["payload"]
+        lab = gid * 2 + d
+        m2 = 2 * ng
+        haspl = pl != 0
+        sums = np.empty((m2, 6), np.int64)
+        sums[:, 0] = np.bincount(lab, minlength=m2)
+        sums[:, 1] = np.bincount(lab, ev["wirelen"], m2)
+        sums[:, 2] = np.bincount(lab, ev["ncap"], m2)
+        sums[:, 3] = np.bincount(lab, ev["caplen"], m2)
+        sums[:, 4] = np.bincount(lab, haspl, m2)
+        sums[:, 5] = np.bincount(lab, pl, m2)
+        tcppl = haspl & (fl != 0)
+        gtcppl = np.bincount(gid, tcppl, ng)
+        # close and reopen: when the first FIN/RST comes, and whether a SYN (no ACK) follows it
+        ctl = (flor & 0x07) != 0
+        if ctl.any():
+            pos = np.arange(n)
+            fr = (fls & 0x05) != 0
+            syn = (fls & 0x12) == 0x02
+            fr_ts = np.minimum.reduceat(np.where(fr, tss, np.inf), starts)
+            fr_pos = np.minimum.reduceat(np.where(fr, pos, n), starts)
+            syn_pos = np.maximum.reduceat(np.where(syn, pos, -1), starts)
+            reopen = (syn_pos > fr_pos).tolist()
+            anysyn = (syn_pos >= 0).tolist()
+            fr_ts = fr_ts.tolist()
+        else:
+            reopen = anysyn = fr_ts = [None] * ng
+
+        get = self.table.get
+        new_tcp = tcpmod.TcpState
+        synack = tcpmod.HS_SYNACK
+        idle_for = self.timeouts.idle_for
+        active = self.timeouts.active if self.timeouts.active > 0 else float("inf")
+        linger = self.timeouts.close_linger
+        close_expiry = self.timeouts.close_expiry
+        opn = self._open
+        rest = []
+        retx = []
+        sess = [None] * ng
+        before = [0.0] * ng
+        for g, k, i, t, d0, f0, fo, mg, tm, m, tp, pr, sp, dp, rso, asyn, frt in zip(
+                range(ng), sk[starts].tolist(), first.tolist(), ts[first].tolist(), d[first].tolist(),
+                fl[first].tolist(), flor.tolist(), maxgap.tolist(), tmax.tolist(),
+                sums.reshape(ng, 12).tolist(), gtcppl.tolist(), proto[first].tolist(), sport[first].tolist(),
+                dport[first].tolist(), reopen, anysyn, fr_ts):
+            if fo & 0x05:
+                # it closes here: no reopening after the close, no gap as long as the
+                # linger, and its close-linger deadline beyond the horizon
+                if rso or mg >= linger or (close_expiry and int(frt + linger) <= horizon):
+                    rest.append(g)
+                    continue
+            s = get(k)
+            if s is None:
+                # a new session: it must not be due (idle or report) before the horizon either
+                to = idle_for(pr, sp, dp)
+                when = t + min(to, active)
+                if mg >= to or (when < 9e15 and int(when) <= horizon):
+                    rest.append(g)
+                    continue
+                s = opn(ev, i, k, t, d0, f0)
+                st = None
+            else:
+                st = s.tcp
+                if (mg >= s.timeout or t - s.last >= s.timeout or s.slot is None or s.slot <= horizon
+                        or (st is not None and (st.hs == synack or (asyn and st.close)))):
+                    rest.append(g)
+                    continue
+            if fo & 0x07:
+                sess[g] = s
+                before[g] = s.last
+            if tm > s.last:
+                s.last = tm
+            c = s.c
+            if m[0]:
+                c[0] += m[0]
+                c[1] += m[1]
+                c[2] += m[2]
+                c[3] += m[3]
+                if m[4]:
+                    c[4] += m[4]
+                    c[5] += m[5]
+            if m[6]:
+                c[6] += m[6]
+                c[7] += m[7]
+                c[8] += m[8]
+                c[9] += m[9]
+                if m[10]:
+                    c[10] += m[10]
+                    c[11] += m[11]
+            if fo:
+                if st is None:
+                    st = s.tcp = new_tcp()
+                st.flags |= fo
+                if tp:
+                    retx.append((g, st))
+        left = None
+        if rest:
+            left = np.zeros(ng, bool)
+            left[rest] = True
+        if ctl.any():
+            self._control(ev, order, starts, gs, fls, tss, ctl if left is None else ctl & ~left, sess, before)
+        if retx:
+            self._retransmissions(ev, gid, tcppl, retx, ng)
+        if left is None:
+            return _NONE
+        return np.flatnonzero(left[gid])
+
+    def _control(self, ev, order, starts, gs, fls, tss, groups, sess, before) -> None:
+        """The TCP flags' part (handshake, close) of the bulk groups, segment by segment
+        in frame order, over the only rows that can change it: SYN, FIN and RST
+        segments, and after each SYN-ACK the next ACK the other way (the handshake's
+        last). A session that closes is filed at its close-linger deadline, counted
+        from its last packet up to the closing one."""
+        sel = groups[gs]
+        ctl = sel & ((fls & 0x07) != 0)
+        ds = ev["dir"][order]
+        sa = np.flatnonzero(ctl & ((fls & 0x12) == 0x12))
+        if len(sa):
+            # for each SYN-ACK: the first later ACK of its group in the other direction
+            ack = np.flatnonzero(sel & ((fls & 0x10) != 0))
+            n = len(fls)
+            ka = (gs[ack] * 2 + ds[ack]) * n + ack
+            o = np.argsort(ka)
+            ka, ack = ka[o], ack[o]
+            want = (gs[sa] * 2 + 1 - ds[sa]) * n + sa + 1
+            j = np.searchsorted(ka, want)
+            ok = j < len(ka)
+            j = j[ok]
+            hit = ack[j][ka[j] // n == want[ok] // n]
+            ctl[hit] = True
+        pos = np.flatnonzero(ctl)
+        rows = order[pos]
+        o = np.argsort(rows)                             # frame order
+        pos, rows = pos[o], rows[o]
+        g_of = gs[pos]
+        control = tcpmod.control
+        new_tcp = tcpmod.TcpState
+        linger = self.timeouts.close_linger
+        close_expiry = self.timeouts.close_expiry
+        wheel = self.wheel
+        for p, g, dd, f, t in zip(pos.tolist(), g_of.tolist(), ds[pos].tolist(), fls[pos].tolist(),
+                                  tss[pos].tolist()):
+            s = sess[g]
+            st = s.tcp
+            if st is None:
+                st = s.tcp = new_tcp()
+            if control(st, dd, dd == s.client_dir, f, t) and close_expiry:
+                s.timeout = linger
+                last = max(before[g], float(tss[starts[g]:p + 1].max()))
+                wheel.file(s, last + linger)
+
+    def _retransmissions(self, ev, gid, tcppl, retx, ng) -> None:
+        """`tcp.update`'s retransmission rule for the data segments of the groups in
+        `retx` ((group, TcpState) pairs), vectorised: a segment is a retransmission when
+        it lies within [lowest seq, highest end) seen before it in its direction. Serial
+        arithmetic becomes plain integers relative to a reference inside a window of
+        +-2^30; a direction whose numbers leave it takes the per-packet rule."""
+        sts = [None] * ng
+        stored = np.full((ng, 4), -1, np.int64)       # lo0, hi0, lo1, hi1 (-1: none yet)
+        for g, st in retx:
+            sts[g] = st
+            if st.hi0 is not None:
+                stored[g, 0] = st.lo0
+                stored[g, 1] = st.hi0
+            if st.hi1 is not None:
+                stored[g, 2] = st.lo1
+                stored[g, 3] = st.hi1
+        want = np.zeros(ng, bool)
+        want[[g for g, _ in retx]] = True
+        rows = np.flatnonzero(tcppl & want[gid])
+        seg = gid[rows] * 2 + ev["dir"][rows]
+        o = np.argsort(seg, kind="stable")
+        rows = rows[o]
+        seg = seg[o]
+        seq = ev["seq"][rows].astype(np.int64)
+        plen = ev["payload"][rows].astype(np.int64)
+        nr = len(rows)
+        b = np.empty(nr, bool)
+        b[0] = True
+        np.not_equal(seg[1:], seg[:-1], out=b[1:])
+        sst = np.flatnonzero(b)
+        ns = len(sst)
+        sidx = np.cumsum(b) - 1
+        sg, sd = seg[sst] // 2, seg[sst] % 2
+        lo_st, hi_st = stored[sg, 2 * sd], stored[sg, 2 * sd + 1]
+        has = hi_st >= 0
+        ref = np.where(has, lo_st, seq[sst])
+        rel = (seq - ref[sidx]) & _MASK
+        rel -= (rel >= _HALF) * (1 << 32)
+        endr = rel + plen
+        h = (hi_st - ref) & _MASK
+        h -= (h >= _HALF) * (1 << 32)
+        lo0 = np.where(has, 0, _FAR)                  # the stored range, relative to ref
+        hi0 = np.where(has, h, -_FAR)
+        off = sidx * _SEG
+        incmax = np.maximum.accumulate(endr + off) - off  # running max/min inside each segment
+        incmin = np.minimum.accumulate(rel - off) + off
+        exmax = np.empty(nr, np.int64)
+        exmin = np.empty(nr, np.int64)
+        exmax[1:] = incmax[:-1]
+        exmin[1:] = incmin[:-1]
+        exmax[sst] = -_FAR
+        exmin[sst] = _FAR
+        np.maximum(exmax, hi0[sidx], out=exmax)
+        np.minimum(exmin, lo0[sidx], out=exmin)
+        rt = (rel >= exmin) & (endr <= exmax)
+        count = np.add.reduceat(rt, sst)
+        newlo = np.minimum(np.minimum.reduceat(rel, sst), lo0)
+        newhi = np.maximum(np.maximum.reduceat(endr, sst), hi0)
+        ok = ((np.minimum.reduceat(rel, sst) > -_WINDOW) & (np.maximum.reduceat(endr, sst) < _WINDOW)
+              & (~has | ((hi0 > -_WINDOW) & (hi0 < _WINDOW))))
+        newlo = (newlo + ref) & _MASK
+        newhi = (newhi + ref) & _MASK
+        bounds = np.append(sst, nr).tolist()
+        for j, (g, dd, good, cnt, lo, hi) in enumerate(zip(sg.tolist(), sd.tolist(), ok.tolist(), count.tolist(),
+                                                           newlo.tolist(), newhi.tolist())):
+            st = sts[g]
+            if not good:                    # numbers too far apart for the window: segment by segment
+                for r in rows[bounds[j]:bounds[j + 1]].tolist():
+                    tcpmod.update(st, dd, False, 0, int(ev["seq"][r]), int(ev["payload"][r]), 0.0)
+                continue
+            st.retrans += cnt
+            if dd == 0:
+                st.lo0, st.hi0 = lo, hi
+            else:
+                st.lo1, st.hi1 = lo, hi
 
     def _inspect(self, ev, payload) -> None:
         """Classification: the rows that carry payload bytes (young sessions only), after

@@ -58,11 +58,7 @@ def run(index: int, cfg: dict) -> None:
             eng.proc = hdr.get("proc", 0)         # the capture process that numbered these frames
             ev = np.frombuffer(parts[2].buffer, dtype=wire.EVENT)
             pay = parts[3].bytes if len(parts) > 3 else None
-            start = 0
-            for end, now in hdr["cuts"]:      # one segment per second of packet time
-                eng.feed(ev[start:end], pay)
-                eng.advance(now)
-                start = end
+            eng.feed_batch(ev, hdr["cuts"], pay)      # one segment per second of packet time
             flush()
             metrics.maybe(figures)
         elif kind == wire.MSG_END:

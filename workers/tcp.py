@@ -66,6 +66,14 @@ def handshake_event(flags: int, from_client: bool):
 
 def update(st: TcpState, d: int, from_client: bool, flags: int, seq: int, payload: int, ts: float) -> bool:
     """Apply one segment (canonical direction d). Returns True when it closes the session."""
+    if payload:
+        data(st, d, seq, payload)
+    return control(st, d, from_client, flags, ts)
+
+
+def control(st: TcpState, d: int, from_client: bool, flags: int, ts: float) -> bool:
+    """The flags' part of `update`: handshake and close (no sequence numbers). Returns
+    True when this segment closes the session."""
     st.flags |= flags
     if st.hs != HS_DONE:
         ev = handshake_event(flags, from_client)
@@ -77,26 +85,30 @@ def update(st: TcpState, d: int, from_client: bool, flags: int, seq: int, payloa
                 elif nxt == HS_DONE:
                     st.rtt = max(0.0, ts - st.syn_ts)
                 st.hs = nxt
-    if payload:
-        end = (seq + payload) & MASK
-        if d == 0:
-            lo, hi = st.lo0, st.hi0
-        else:
-            lo, hi = st.lo1, st.hi1
-        if hi is None:
-            lo, hi = seq, end
-        elif ((seq - lo) & MASK) < HALF and ((hi - end) & MASK) < HALF:
-            st.retrans += 1
-        else:
-            if ((end - hi) & MASK) < HALF:
-                hi = end
-            if ((lo - seq) & MASK) < HALF:
-                lo = seq
-        if d == 0:
-            st.lo0, st.hi0 = lo, hi
-        else:
-            st.lo1, st.hi1 = lo, hi
     if flags & (FIN | RST) and not st.close & CLOSED:
         st.close = (st.close | 3 | CLOSED) if flags & RST else CLOSE[(st.close, d)]
         return bool(st.close & CLOSED)
     return False
+
+
+def data(st: TcpState, d: int, seq: int, payload: int) -> None:
+    """The retransmission part of `update`, for a segment carrying `payload` bytes
+    (independent of the flags: the worker may apply it in bulk)."""
+    end = (seq + payload) & MASK
+    if d == 0:
+        lo, hi = st.lo0, st.hi0
+    else:
+        lo, hi = st.lo1, st.hi1
+    if hi is None:
+        lo, hi = seq, end
+    elif ((seq - lo) & MASK) < HALF and ((hi - end) & MASK) < HALF:
+        st.retrans += 1
+    else:
+        if ((end - hi) & MASK) < HALF:
+            hi = end
+        if ((lo - seq) & MASK) < HALF:
+            lo = seq
+    if d == 0:
+        st.lo0, st.hi0 = lo, hi
+    else:
+        st.lo1, st.hi1 = lo, hi
