@@ -15,7 +15,9 @@ $(PIPELINE): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	@touch $(PIPELINE)
 
+# bytecode written ahead: start-up stays short where PYTHONDONTWRITEBYTECODE is set
 install: $(PIPELINE)
+	@$(BIN)/python -m compileall -q pipeline workers collector
 
 $(BIN)/pytest: $(PIPELINE)
 	$(BIN)/python -m pip install -q -e '.[test]'

@@ -38,7 +38,12 @@ def hash_tuple(transport: int, src_ip: str, dst_ip: str, src_port, dst_port, see
         raise ValueError(f"community id: seed {seed} outside 0..65535")
     if not 0 <= transport <= 0xFF:
         raise ValueError(f"community id: transport {transport} outside 0..255")
-    a, b = _packed(src_ip), _packed(dst_ip)
+    return hash_packed(transport, _packed(src_ip), _packed(dst_ip), src_port, dst_port, seed)
+
+
+def hash_packed(transport: int, a: bytes, b: bytes, src_port, dst_port, seed: int = 0) -> str:
+    """`hash_tuple` from addresses already in network byte order (4 or 16 bytes): what
+    the worker has, so no text is parsed back."""
     if src_port is None or dst_port is None:
         if a > b:
             a, b = b, a
@@ -69,3 +74,10 @@ def community_id(transport: int, src_ip: str, dst_ip: str, src_port, dst_port, s
     if transport == ICMP or transport == ICMP6:
         return None
     return hash_tuple(transport, src_ip, dst_ip, src_port, dst_port, seed)
+
+
+def community_id_packed(transport: int, a: bytes, b: bytes, src_port, dst_port):
+    """`community_id` (seed 0) from addresses in network byte order."""
+    if transport == ICMP or transport == ICMP6:
+        return None
+    return hash_packed(transport, a, b, src_port, dst_port)

@@ -7,9 +7,12 @@ Records accumulate in `records` (lists in `pipeline.record.FIELDS` order) until
 the shell takes them. Time is packet time as given by the caller: offline
 runs are deterministic and the same whatever the number of workers.
 """
+import socket
+import struct
+
 import numpy as np
 
-from pipeline.community_id import community_id
+from pipeline.community_id import community_id_packed
 from pipeline.record import INDEX, TYPE_SESSION
 from pipeline.wire import session_id
 
@@ -19,12 +22,15 @@ from .expiry import Wheel
 from .session import Session
 from .timeouts import Timeouts
 
+_ntop, _AF_INET, _AF_INET6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6
 IDLE, CLOSED, SHUTDOWN, EVICTED, ACTIVE = "idle", "closed", "shutdown", "evicted", "active"
 _SYN, _ACK = tcpmod.SYN, tcpmod.ACK
 _Inspector = classify.Inspector
 _I_APP, _I_FAMILY, _I_PATH = INDEX["app"], INDEX["family"], INDEX["proto_path"]
 _I_CCLASS, _I_CTYPE, _I_CFLAGS = INDEX["content_class"], INDEX["content_type"], INDEX["content_flags"]
 _NONE = np.zeros(0, np.intp)
+# from an EVENT row's bytes (pipeline.wire): fidx, proto, depth, sport, dport, path, parent
+_OPEN_FIELDS = struct.Struct("<8xQ20xBB2xHH48xH8xQ")
 _GROUPED_MIN = 64                      # smaller batches: the per-packet path is cheaper
 _MASK, _HALF = tcpmod.MASK, tcpmod.HALF
 _WINDOW = 1 << 30                       # relative sequence numbers used only inside +-2^30
@@ -451,14 +457,13 @@ class Engine:
             if victim is not None:
                 self.stats["evicted"] += 1
                 self._end(victim, EVICTED)
-        row = ev[i]
-        (_, fidx, _, _, _, _, _, _, proto, depth, _, _, sport, dport, _, _, _,
-         _, _, _, _, _, _, pid, _, parent, _, _) = row.item()
+        first = ev[i].tobytes()
+        fidx, proto, depth, sport, dport, pid, parent = _OPEN_FIELDS.unpack_from(first)
         # the first packet's sender is the client, unless it is a SYN-ACK (capture began mid-handshake)
         client_dir = d if not (fl & _SYN and fl & _ACK) else 1 - d
         timeout = self.timeouts.idle_for(proto, sport, dport)
         s = Session(k, session_id(fidx, depth, self.proc), parent, depth, client_dir, t, timeout,
-                    row.tobytes(), self.paths.get(pid, ""))
+                    first, self.paths.get(pid, ""))
         self.table[k] = s
         self.stats["sessions"] += 1
         active = self.timeouts.active
@@ -545,15 +550,17 @@ class Engine:
         c = s.c
         u = 6 * s.client_dir
         dn = 6 - u
-        ipver, proto, lip, lport, hip, hport, vlans, path = s.meta
+        ipver, proto, lo, lport, hi, hport, vlans = s.endpoints()
         if s.client_dir == 0:
-            cip, cport, sip, sport = lip, lport, hip, hport
+            ca, cport, sa, sport = lo, lport, hi, hport
         else:
-            cip, cport, sip, sport = hip, hport, lip, lport
+            ca, cport, sa, sport = hi, hport, lo, lport
+        af = _AF_INET if ipver == 4 else _AF_INET6
+        cip, sip = _ntop(af, ca), _ntop(af, sa)
         st = s.tcp
         rec = [TYPE_SESSION, final, reason, s.id, s.parent_id or None, self.sensor, self.worker, s.reports,
                round(s.start, 6), round(s.last, 6), round(s.last - s.start, 6), ipver, proto,
-               cip, cport, sip, sport, list(vlans) if vlans else None, path,
+               cip, cport, sip, sport, list(vlans) if vlans else None, s.path,
                c[0] + c[6], c[u], c[dn],
                c[1] + c[7], c[u + 1], c[dn + 1],
                c[2] + c[8], c[u + 2], c[dn + 2],
@@ -563,7 +570,7 @@ class Engine:
                round(st.rtt, 6) if st is not None and st.rtt is not None else None,
                st.retrans if st is not None else 0,
                st.flags if st is not None else 0,
-               None, None, None, None, None, community_id(proto, cip, sip, cport, sport)]
+               None, None, None, None, None, community_id_packed(proto, ca, sa, cport, sport)]
         meta = self._classified(s, rec, proto, cport, sport) if self.classify else None
         ext = s.ext
         if ext:

@@ -12,14 +12,15 @@ get_session_parent, get_session_protocol_index, ..., get_session_next /
 get_session_previous in the expiry list) under Python names.
 """
 import socket
+import struct
 from array import array
-
-import numpy as np
-
-from pipeline.wire import EVENT
 
 _PORTED = frozenset((6, 17, 33, 132, 136))
 _ZERO12 = array("q", bytes(96))
+# the EVENT fields a record needs, straight from the first row's bytes (see pipeline.wire):
+# dir, ipver, proto, nvlan, sport, dport, src_hi, src_lo, dst_hi, dst_lo, vlan0, vlan1
+_ROW = struct.Struct("<34xBBB2xBHH12x8s8s8s8sHH")
+_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 PKT, BYTE, CAP_PKT, CAP_BYTE, DATA_PKT, DATA_BYTE = range(6)
 
 
@@ -54,15 +55,24 @@ class Session:
     @property
     def meta(self):
         """(ipver, proto, lower ip, lower port, higher ip, higher port, vlans, path), from the first row."""
-        (_, _, _, _, _, _, d, ipver, proto, _, _, nv, sport, dport, _, _, _,
-         sh, sl, dh, dl, v0, v1, _, _, _, _, _) = np.frombuffer(self.first, EVENT)[0].item()
-        src, dst = format_ip(ipver, sh, sl), format_ip(ipver, dh, dl)
+        ipver, proto, lo, lport, hi, hport, vlans = self.endpoints()
+        af = _AF[ipver]
+        return ipver, proto, socket.inet_ntop(af, lo), lport, socket.inet_ntop(af, hi), hport, vlans, self.path
+
+    def endpoints(self):
+        """(ipver, proto, lower address, lower port, higher address, higher port, vlans), the
+        addresses as bytes in network order (4 or 16), ports None for port-less transports."""
+        d, ipver, proto, nv, sport, dport, sh, sl, dh, dl, v0, v1 = _ROW.unpack_from(self.first)
+        if ipver == 4:
+            src, dst = sh[7:3:-1], dh[7:3:-1]
+        else:
+            src, dst = sh[::-1] + sl[::-1], dh[::-1] + dl[::-1]
         if proto not in _PORTED:
             sport = dport = None
         vlans = (v0, v1)[:nv] if nv else ()
         if d == 0:
-            return ipver, proto, src, sport, dst, dport, vlans, self.path
-        return ipver, proto, dst, dport, src, sport, vlans, self.path
+            return ipver, proto, src, sport, dst, dport, vlans
+        return ipver, proto, dst, dport, src, sport, vlans
 
     def _get(self, name):
         return self.ext.get(name) if self.ext else None
@@ -200,9 +210,3 @@ class Session:
     def __repr__(self):
         (cip, cp), (sip, sp) = self.client, self.server
         return f"<Session {self.id} {self.proto_path} {cip}:{cp} -> {sip}:{sp} pkts={self.packet_count}>"
-
-
-def format_ip(ipver: int, hi: int, lo: int) -> str:
-    if ipver == 4:
-        return socket.inet_ntop(socket.AF_INET, (hi >> 32).to_bytes(4, "big"))
-    return socket.inet_ntop(socket.AF_INET6, hi.to_bytes(8, "big") + lo.to_bytes(8, "big"))
