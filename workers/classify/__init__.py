@@ -14,6 +14,12 @@ Usage (one per session):
                                             # content_class, content_type, content_flags, meta
 Sessions without payload: `guess_by_port(...)`; ICMP/ICMPv6/IGMP: `classify_noport(transport)`.
 Protocols live one per module and declare themselves to `registry`.
+
+Cost: most sessions' first payload is no protocol's at all. The candidates
+of a session are computed once per port class (registry.PortClass), without
+the protocols bound to ports the session does not use, and a payload is shown
+only to the protocols that may start with its first byte; the others would
+only say NO. Results that name no protocol by payload are shared, not built.
 """
 from . import registry
 from .content import content_class, content_flags, media_type
@@ -36,23 +42,40 @@ def _result(app, guess=False, path=None, meta=None):
             "content_flags": None, "meta": meta if meta is not None else {}}
 
 
+# Results that name no protocol by payload are the same for many sessions: made
+# once and shared (callers read results, never change them).
+_NOPORT_RESULTS = {t: _result(app, False, app) for t, app in NOPORT.items()}
+_NONE = _result(None)
+_GUESSES: dict = {}     # well-known port's protocol -> its guess result
+
+
 def classify_noport(transport):
     """ICMP (1), ICMPv6 (58) and IGMP (2) sessions: named by the IP protocol alone."""
-    app = NOPORT.get(transport)
-    return _result(app, False, app) if app else _result(None)
+    return _NOPORT_RESULTS.get(transport, _NONE)
+
+
+def _guess(p):
+    if p is None:
+        return _NONE
+    got = _GUESSES.get(p)
+    if got is None:
+        got = _GUESSES[p] = _result(p.name, True)
+    return got
 
 
 def guess_by_port(transport, client_port, server_port):
     """A session seen without payload: the well-known port's protocol, marked as a guess."""
     if transport in NOPORT:
-        return classify_noport(transport)
-    p = registry.by_port(transport, client_port, server_port)
-    return _result(p.name, True) if p else _result(None)
+        return _NOPORT_RESULTS[transport]
+    return _guess(registry.port_class(transport, client_port, server_port).by_port)
+
+
+_MIN_DISPATCH = registry.MIN_DISPATCH
 
 
 class Inspector:
     __slots__ = ("transport", "client_port", "server_port", "budget", "n_client", "n_server",
-                 "cands", "proto", "weak", "done", "parsed", "meta", "scratch")
+                 "cands", "proto", "weak", "done", "parsed", "meta", "scratch", "pclass")
 
     def __init__(self, transport, client_port, server_port, budget=BUDGET):
         if budget < 1:
@@ -62,7 +85,8 @@ class Inspector:
         self.server_port = server_port
         self.budget = budget
         self.n_client = self.n_server = 0
-        self.cands = registry.candidates(transport, client_port, server_port)
+        pc = self.pclass = registry.port_class(transport, client_port, server_port)
+        self.cands = pc.cands  # protocols still possible; while it is pc.cands, dispatched on the first byte
         self.proto = None      # the protocol once SURE
         self.weak = None       # first protocol that said WEAK
         self.done = False
@@ -95,32 +119,46 @@ class Inspector:
         if len(payload) > MAX_PAYLOAD:
             payload = payload[:MAX_PAYLOAD]
         if self.proto is None:
-            keep = None
-            for p in self.cands:
+            cands = self.cands
+            pc = self.pclass
+            if cands is pc.cands and len(payload) >= _MIN_DISPATCH:
+                # only the protocols that a payload starting with this byte may be; the others say NO
+                b = payload[0]
+                tried = pc.first[1 if from_client else 0][b]
+                if tried is None:
+                    tried = pc.dispatch(b, from_client)
+            else:
+                tried = cands
+            keep = None        # the candidates left, once one is dropped
+            for p in tried:
                 try:
                     r = p.match(payload, from_client, self)
                 except Exception:  # a malformed payload must not stop the worker
                     r = NO
                 if r is None:
-                    continue
-                if r == SURE:
+                    if keep is not None:
+                        keep.append(p)
+                elif r == SURE:
                     self.proto = p
                     break
-                if r == WEAK:
+                elif r == WEAK:
                     if self.weak is None:
                         self.weak = p
-                    continue
-                if keep is None:   # NO: drop it from this session's candidates
-                    keep = list(self.cands)
-                keep.remove(p)
+                    if keep is not None:
+                        keep.append(p)
+                elif keep is None:  # NO: dropped from this session's candidates
+                    keep = list(tried[:tried.index(p)])
             if self.proto is None:
-                if keep is not None:
-                    self.cands = tuple(keep)
-                    if self.weak is not None and self.weak not in self.cands:
-                        self.weak = None
-                    if not self.cands:
-                        self.done = True
-                        return True
+                if keep is None:
+                    if tried is cands:
+                        return self._check_budget()
+                    keep = tried
+                self.cands = tuple(keep)
+                if self.weak is not None and self.weak not in self.cands:
+                    self.weak = None
+                if not keep:
+                    self.done = True
+                    return True
                 return self._check_budget()
             self.cands = ()
             if self.proto.parse is None:
@@ -144,18 +182,23 @@ class Inspector:
         return self.done
 
     def result(self):
-        """The classification so far (callable at any time, e.g. for interim records)."""
+        """The classification so far (callable at any time, e.g. for interim records).
+        A result naming no protocol by payload is shared: read it, do not change it."""
         p = self.proto or self.weak
         if p is None:
-            return guess_by_port(self.transport, self.client_port, self.server_port)
-        r = _result(p.name, False, p.path, dict(self.meta))
-        ct = self.meta.get("http.content_type")
+            if self.transport in NOPORT:
+                return _NOPORT_RESULTS[self.transport]
+            return _guess(self.pclass.by_port)
+        meta = self.meta
+        r = {"app": p.name, "family": p.family, "guess": False, "path_suffix": p.path, "content_class": None,
+             "content_type": None, "content_flags": None, "meta": dict(meta)}
+        ct = meta.get("http.content_type")
         if ct:
             t = media_type(ct)
             r["content_type"] = t
             r["content_class"] = content_class(t)
-            r["content_flags"] = content_flags(self.meta.get("http.transfer_encoding"),
-                                               self.meta.get("http.content_encoding"),
-                                               self.meta.get("http.status"),
-                                               self.meta.get("http.content_range"), t)
+            r["content_flags"] = content_flags(meta.get("http.transfer_encoding"),
+                                               meta.get("http.content_encoding"),
+                                               meta.get("http.status"),
+                                               meta.get("http.content_range"), t)
         return r

@@ -27,4 +27,4 @@ def parse(p, from_client, state, meta):
 
 
 register("bittorrent", (TCP, UDP), (6881, 6882, 6883, 6884, 6885, 6886, 6887, 6888, 6889, 6969, 51413),
-         match, parse)
+         match, parse, first=b"\x13Bd\x00")

@@ -28,4 +28,4 @@ def parse(p, from_client, state, meta):
     return True
 
 
-register("dhcp", (UDP,), (67, 68), match, parse)
+register("dhcp", (UDP,), (67, 68), match, parse, first=(1, 2))

@@ -17,4 +17,4 @@ def parse(p, from_client, state, meta):
     return True
 
 
-register("dhcpv6", (UDP,), (547, 546), match, parse)
+register("dhcpv6", (UDP,), (547, 546), match, parse, port_bound=True, first=_TYPES)

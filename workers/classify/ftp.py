@@ -6,6 +6,8 @@ from .textproto import banner, first_line
 _COMMANDS = (b"USER ", b"PASS ", b"SYST", b"FEAT", b"AUTH TLS", b"AUTH SSL", b"OPTS ", b"PASV", b"EPSV",
              b"PORT ", b"TYPE ", b"PWD", b"CWD ")
 
+_FIRST = bytes({c[0] for c in _COMMANDS} | {c[0] | 0x20 for c in _COMMANDS}) + b"2"  # any case; "220"
+
 
 def match(p, from_client, state):
     if from_client:
@@ -24,4 +26,4 @@ def parse(p, from_client, state, meta):
     return banner(p, from_client, meta, "ftp.banner")
 
 
-register("ftp", (TCP,), (21,), match, parse)
+register("ftp", (TCP,), (21,), match, parse, first=_FIRST)

@@ -64,4 +64,5 @@ def parse(p, from_client, state, meta):
     return "http.method" in meta and "http.status" in meta
 
 
-register("http", (TCP,), (80, 8080, 8000, 8008, 8081, 3128, 8888), match, parse, snap=1500)
+register("http", (TCP,), (80, 8080, 8000, 8008, 8081, 3128, 8888), match, parse, snap=1500,
+         first=bytes({m[0] for m in METHODS}) + b"H")

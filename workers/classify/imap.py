@@ -6,6 +6,9 @@ from .textproto import banner, first_line
 
 _COMMAND = re.compile(rb"[A-Za-z0-9.]{1,20} (CAPABILITY|LOGIN|AUTHENTICATE|STARTTLS|ID|NOOP|LOGOUT|SELECT)\b", re.I)
 
+# a tag (letters, digits, dots) from the client, "*" from the server
+_FIRST = b"*." + bytes(c for c in range(0x30, 0x7b) if chr(c).isalnum())
+
 
 def match(p, from_client, state):
     if from_client:
@@ -21,4 +24,4 @@ def parse(p, from_client, state, meta):
     return banner(p, from_client, meta, "imap.banner")
 
 
-register("imap", (TCP,), (143,), match, parse)
+register("imap", (TCP,), (143,), match, parse, first=_FIRST)

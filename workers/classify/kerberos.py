@@ -44,4 +44,6 @@ def parse(p, from_client, state, meta):
     return True
 
 
-register("kerberos", (UDP, TCP), (88,), match, parse)
+# UDP: the message's application tag first; TCP: a record length (any byte)
+register("kerberos", (UDP, TCP), (88,), match, parse,
+         first=lambda b, from_client, transport: transport == TCP or b in MSG_TYPES)

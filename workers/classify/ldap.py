@@ -40,4 +40,4 @@ def parse(p, from_client, state, meta):
     return True
 
 
-register("ldap", (TCP, UDP), PORTS, match, parse)
+register("ldap", (TCP, UDP), PORTS, match, parse, port_bound=True, first=(0x30,))

@@ -14,4 +14,4 @@ def parse(p, from_client, state, meta):
     return dns.parse(p, from_client, state, meta, "llmnr") or not from_client
 
 
-register("llmnr", (UDP, TCP), (5355,), match, parse, snap=1500)
+register("llmnr", (UDP, TCP), (5355,), match, parse, snap=1500, port_bound=True)

@@ -17,4 +17,4 @@ def parse(p, from_client, state, meta):
     return True
 
 
-register("mdns", (UDP,), (5353,), match, parse, snap=1500)
+register("mdns", (UDP,), (5353,), match, parse, snap=1500, port_bound=True)

@@ -58,4 +58,6 @@ def parse(p, from_client, state, meta):
     return True
 
 
-register("netbios", (UDP, TCP), (137, 138, 139, 445), match, parse)
+# TCP: the session service's message type first; UDP: the name service's transaction id (any byte)
+register("netbios", (UDP, TCP), (137, 138, 139, 445), match, parse, port_bound=True,
+         first=lambda b, from_client, transport: transport == UDP or b in _SESSION_TYPES)

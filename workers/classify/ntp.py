@@ -20,4 +20,5 @@ def parse(p, from_client, state, meta):
     return True
 
 
-register("ntp", (UDP,), (123,), match, parse)
+register("ntp", (UDP,), (123,), match, parse, port_bound=True,
+         first=lambda b, from_client, transport: 1 <= (b >> 3) & 7 <= 4 and b & 7 != 0)

@@ -20,4 +20,4 @@ def parse(p, from_client, state, meta):
     return banner(p, from_client, meta, "pop3.banner")
 
 
-register("pop3", (TCP,), (110,), match, parse)
+register("pop3", (TCP,), (110,), match, parse, first=b"CcAaSsUu+")

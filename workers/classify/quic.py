@@ -245,4 +245,9 @@ def parse(p, from_client, state, meta):
     return bool(sc.get("quic.done"))
 
 
-register("quic", (UDP,), (443, 80, 8443, 4433), match, parse, snap=1500)
+def _first(b, from_client, transport):
+    # a long header, gQUIC's public flags, or a short header (undecided)
+    return b & 0x80 or (b & 0x09) == 0x09 or (b & 0xc0) == 0x40
+
+
+register("quic", (UDP,), (443, 80, 8443, 4433), match, parse, snap=1500, first=_first)

@@ -15,6 +15,15 @@ WEAK = 1    # consistent with it, not proof: keep looking, use it if nothing bet
 SURE = 2    # identified: stop matching, start collecting metadata (if the protocol parses any)
 
 DEFAULT_SNAP = 512
+MIN_DISPATCH = 8    # payloads at least this long are dispatched on their first byte (see `first`)
+
+
+def _first_test(first):
+    """A protocol's `first` declaration as a test(byte, from_client, transport), or None (any byte)."""
+    if first is None or callable(first):
+        return first
+    allowed = frozenset(first.encode("latin-1") if isinstance(first, str) else first)
+    return lambda b, from_client, transport: b in allowed
 
 
 class Protocol:
@@ -27,10 +36,19 @@ class Protocol:
     `transport`, `client_port`, `server_port` and `scratch` (a dict the
     protocol may use, keyed by its own names). `snap` is how many bytes of each
     later packet the parser wants (0 when it parses nothing).
-    """
-    __slots__ = ("name", "family", "transports", "ports", "match", "parse", "path", "snap")
 
-    def __init__(self, name, transports, ports, match, parse=None, path=None, snap=DEFAULT_SNAP):
+    Two promises about `match` let the inspector skip calls that could only
+    answer NO (they cost it nothing to keep, as NO has no side effects):
+    `port_bound`: it answers NO whenever neither port of the session is one of
+    `ports`; `first` (the bytes a payload may start with, or a test(byte,
+    from_client, transport)): it answers NO to any payload of MIN_DISPATCH
+    bytes or more whose first byte is not one of them.
+    """
+    __slots__ = ("name", "family", "transports", "ports", "match", "parse", "path", "snap", "port_bound",
+                 "first")
+
+    def __init__(self, name, transports, ports, match, parse=None, path=None, snap=DEFAULT_SNAP,
+                 port_bound=False, first=None):
         self.name = name
         self.family = family_of(name)
         self.transports = frozenset(transports)
@@ -39,6 +57,8 @@ class Protocol:
         self.parse = parse
         self.path = path or name
         self.snap = snap if parse is not None else 0
+        self.port_bound = port_bound
+        self.first = _first_test(first)
 
     def __repr__(self):
         return f"Protocol({self.name!r})"
@@ -48,17 +68,21 @@ REGISTRY: list = []
 _BY_NAME: dict = {}
 
 
-def register(name, transports, ports=(), match=None, parse=None, path=None, snap=DEFAULT_SNAP):
+def register(name, transports, ports=(), match=None, parse=None, path=None, snap=DEFAULT_SNAP,
+             port_bound=False, first=None):
     """Declare a protocol. Registration order is matching order: declare the
-    narrower protocol (mDNS, NetBIOS name service) before the broader one (DNS)."""
+    narrower protocol (mDNS, NetBIOS name service) before the broader one (DNS).
+    `port_bound` and `first`: see Protocol (promises about `match`)."""
     if name in _BY_NAME:
         raise ValueError(f"protocol {name!r} registered twice")
     if match is None:
         raise ValueError(f"protocol {name!r} has no match function")
-    p = Protocol(name, transports, ports, match, parse, path, snap)
+    if port_bound and not ports:
+        raise ValueError(f"protocol {name!r} is bound to its ports but has none")
+    p = Protocol(name, transports, ports, match, parse, path, snap, port_bound, first)
     REGISTRY.append(p)
     _BY_NAME[name] = p
-    _CACHE.clear()
+    _clear()
     return p
 
 
@@ -66,51 +90,84 @@ def get(name):
     return _BY_NAME.get(name)
 
 
-_CACHE: dict = {}
+# Everything derived from REGISTRY, rebuilt after a registration.
+_PORTS: dict = {}       # (transport, port) -> protocols using that well-known port, in registration order
+_KNOWN: dict = {}       # transport -> frozenset of its well-known ports
+_CLASSES: dict = {}     # (transport, server port, client port if well-known else None) -> PortClass
+_TABLES: dict = {}      # (transport, candidates) -> (the candidates, their first-byte tables), shared
+MAX_CLASSES = 4096
 
 
-def _port_index():
-    """(transport, port) -> protocols using that well-known port, in registration order."""
-    idx = _CACHE.get("ports")
-    if idx is None:
-        idx = {}
-        for p in REGISTRY:
-            for t in p.transports:
-                for port in p.ports:
-                    idx.setdefault((t, port), []).append(p)
-        idx = _CACHE["ports"] = {k: tuple(v) for k, v in idx.items()}
-    return idx
+def _clear():
+    _PORTS.clear()
+    _KNOWN.clear()
+    _CLASSES.clear()
+    _TABLES.clear()
+    idx = {}
+    for p in REGISTRY:
+        for t in p.transports:
+            for port in p.ports:
+                idx.setdefault((t, port), []).append(p)
+    _PORTS.update((k, tuple(v)) for k, v in idx.items())
+    known = {}
+    for t, port in idx:
+        known.setdefault(t, set()).add(port)
+    _KNOWN.update((t, frozenset(v)) for t, v in known.items())
+
+
+class PortClass:
+    """What the inspector needs for all sessions of one (transport, server port,
+    well-known client port) class, computed once: the candidate protocols in
+    matching order, the well-known port's protocol (for a guess), and `first`,
+    per direction (index 1: from the client) a 256-slot table, filled as
+    needed, of the candidates that a payload starting with that byte may be."""
+    __slots__ = ("transport", "cands", "by_port", "first")
+
+    def __init__(self, transport, cands, by_port):
+        self.transport = transport
+        self.by_port = by_port
+        shared = _TABLES.get((transport, cands))
+        if shared is None:
+            shared = _TABLES[(transport, cands)] = (cands, ([None] * 256, [None] * 256))
+        self.cands, self.first = shared     # one tuple object per distinct candidate list
+
+    def dispatch(self, b, from_client):
+        """The candidates a payload (of MIN_DISPATCH bytes or more) starting with b may be."""
+        got = tuple(p for p in self.cands if p.first is None or p.first(b, from_client, self.transport))
+        if len(got) == len(self.cands):
+            got = self.cands        # nothing ruled out: the same tuple, so dispatching goes on
+        self.first[1 if from_client else 0][b] = got
+        return got
+
+
+def port_class(transport, client_port, server_port):
+    """The PortClass of a session (cached: an ephemeral client port makes no new entry)."""
+    known = _KNOWN.get(transport)
+    key = (transport, server_port, client_port if known is not None and client_port in known else None)
+    got = _CLASSES.get(key)
+    if got is None:
+        cands = tuple(p for p in candidates(transport, client_port, server_port)
+                      if not p.port_bound or client_port in p.ports or server_port in p.ports)
+        got = PortClass(transport, cands, by_port(transport, client_port, server_port))
+        if len(_CLASSES) >= MAX_CLASSES:
+            _CLASSES.clear()
+        _CLASSES[key] = got
+    return got
 
 
 def candidates(transport, client_port, server_port):
     """Protocols to try for a session: those whose well-known port it uses
     first (server port, then client port), then every other one for the
-    transport, each in registration order. Cached per (transport, server
-    port, client port when it is a well-known one): an ephemeral client port
-    does not make a new entry."""
-    ports = _port_index()
-    cf = ports.get((transport, client_port), ())
-    key = (transport, server_port, client_port if cf else None)
-    got = _CACHE.get(key)
-    if got is not None:
-        return got
-    base = _CACHE.get(transport)
-    if base is None:
-        base = _CACHE[transport] = tuple(p for p in REGISTRY if transport in p.transports)
-    first = list(ports.get((transport, server_port), ()))
-    first += [p for p in cf if p not in first]
-    got = tuple(first + [p for p in base if p not in first]) if first else base
-    if len(_CACHE) > 4096:
-        _CACHE.clear()
-    _CACHE[key] = got
-    return got
+    transport, each in registration order."""
+    first = list(_PORTS.get((transport, server_port), ()))
+    first += [p for p in _PORTS.get((transport, client_port), ()) if p not in first]
+    return tuple(first + [p for p in REGISTRY if transport in p.transports and p not in first])
 
 
 def by_port(transport, client_port, server_port):
     """The protocol a well-known port suggests (server port first), else None."""
-    ports = _port_index()
     for port in (server_port, client_port):
-        got = ports.get((transport, port))
+        got = _PORTS.get((transport, port))
         if got:
             return got[0]
     return None

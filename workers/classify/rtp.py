@@ -25,4 +25,4 @@ def match(p, from_client, state):
     return WEAK if prev is None or prev[0] == ssrc else NO
 
 
-register("rtp", (UDP,), (), match)
+register("rtp", (UDP,), (), match, first=range(0x80, 0xc0))  # version 2

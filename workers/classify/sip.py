@@ -30,4 +30,4 @@ def parse(p, from_client, state, meta):
     return "sip.method" in meta and "sip.status" in meta
 
 
-register("sip", (UDP, TCP), (5060,), match, parse)
+register("sip", (UDP, TCP), (5060,), match, parse, first=bytes({m[0] for m in METHODS}) + b"S")

@@ -25,4 +25,4 @@ def parse(p, from_client, state, meta):
     return banner(p, from_client, meta, "smtp.banner") and "smtp.helo" in meta
 
 
-register("smtp", (TCP,), PORTS, match, parse)
+register("smtp", (TCP,), PORTS, match, parse, first=b"EeHh2")

@@ -34,4 +34,4 @@ def parse(p, from_client, state, meta):
     return True
 
 
-register("snmp", (UDP, TCP), (161, 162), match, parse)
+register("snmp", (UDP, TCP), (161, 162), match, parse, port_bound=True, first=(0x30,))

@@ -29,4 +29,4 @@ def parse(p, from_client, state, meta):
     return True
 
 
-register("ssdp", (UDP,), (1900,), match, parse)
+register("ssdp", (UDP,), (1900,), match, parse, first=b"MNH")

@@ -17,4 +17,4 @@ def parse(p, from_client, state, meta):
     return "ssh.client" in meta and "ssh.server" in meta
 
 
-register("ssh", (TCP,), (22, 2222), match, parse, snap=256)
+register("ssh", (TCP,), (22, 2222), match, parse, snap=256, first=b"S")

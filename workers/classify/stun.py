@@ -35,4 +35,5 @@ def parse(p, from_client, state, meta):
     return True
 
 
-register("stun", (UDP, TCP), _PORTS, match, parse)
+# the two top bits of the message type are zero (over TCP, RFC 4571's length is below 0x4000 too)
+register("stun", (UDP, TCP), _PORTS, match, parse, first=range(0x40))

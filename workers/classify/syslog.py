@@ -33,4 +33,4 @@ def parse(p, from_client, state, meta):
     return True
 
 
-register("syslog", (UDP, TCP), (514, 601, 6514), match, parse)
+register("syslog", (UDP, TCP), (514, 601, 6514), match, parse, first=b"<0123456789")  # <PRI>, or a length

@@ -213,8 +213,10 @@ def parse(p, from_client, state, meta, kind="t", prefix="tls"):
     return bool(sc.get("tls.c.done") and sc.get("tls.s.done"))
 
 
+FIRST = (20, 21, 22, 23, 0x80)  # a record's content type, or an SSLv2 hello
+
 register("tls", (TCP,), (443, 8443, 853, 5061, 636, 989, 990, 992, 994, 3269, 8883, 5223, 4433),
-         match, parse, snap=1500)
+         match, parse, snap=1500, first=FIRST)
 
 
 def _over_tls(ports):
@@ -226,6 +228,9 @@ def _over_tls(ports):
 
 
 # TLS from the first byte on the mail protocols' TLS ports (not STARTTLS).
-register("imaps", (TCP,), (993,), _over_tls({993}), parse, path="tls.imap", snap=1500)
-register("smtps", (TCP,), (465,), _over_tls({465}), parse, path="tls.smtp", snap=1500)
-register("pop3s", (TCP,), (995,), _over_tls({995}), parse, path="tls.pop3", snap=1500)
+register("imaps", (TCP,), (993,), _over_tls({993}), parse, path="tls.imap", snap=1500,
+         port_bound=True, first=FIRST)
+register("smtps", (TCP,), (465,), _over_tls({465}), parse, path="tls.smtp", snap=1500,
+         port_bound=True, first=FIRST)
+register("pop3s", (TCP,), (995,), _over_tls({995}), parse, path="tls.pop3", snap=1500,
+         port_bound=True, first=FIRST)
