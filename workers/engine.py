@@ -29,6 +29,7 @@ _Inspector = classify.Inspector
 _I_APP, _I_FAMILY, _I_PATH = INDEX["app"], INDEX["family"], INDEX["proto_path"]
 _I_CCLASS, _I_CTYPE, _I_CFLAGS = INDEX["content_class"], INDEX["content_type"], INDEX["content_flags"]
 _NONE = np.zeros(0, np.intp)
+_INSPECT_COLUMNS = ("key", "dir", "ploff", "pllen", "proto", "sport", "dport")
 # from an EVENT row's bytes (pipeline.wire): fidx, proto, depth, sport, dport, path, parent
 _OPEN_FIELDS = struct.Struct("<8xQ20xBB2xHH48xH8xQ")
 _GROUPED_MIN = 64                      # smaller batches: the per-packet path is cheaper
@@ -429,10 +430,7 @@ class Engine:
         raw = payload if isinstance(payload, bytes) else bytes(payload)
         get = self.table.get
         budget = self.classify
-        sub = ev[idx]
-        for k, d, o, n, proto, sp, dp in zip(sub["key"].tolist(), sub["dir"].tolist(), sub["ploff"].tolist(),
-                                             sub["pllen"].tolist(), sub["proto"].tolist(), sub["sport"].tolist(),
-                                             sub["dport"].tolist()):
+        for k, d, o, n, proto, sp, dp in zip(*(ev[c][idx].tolist() for c in _INSPECT_COLUMNS)):
             s = get(k)
             if s is None:
                 continue
