@@ -23,14 +23,28 @@ An aggregate record (`"type": "aggregate"`):
     by_app                         the same per `app` ("unknown" when unclassified)
     top_talkers                    the TOP hosts by bytes sent + received: [{"ip", "bytes", "packets"}]
 """
+import heapq
+from collections import deque
+from itertools import compress, repeat
+from operator import add, eq, itemgetter, mod, sub
+
 from pipeline.record import INDEX
 
 TOP = 10
 _I = {n: INDEX[n] for n in ("sensor", "session_id", "final", "end", "transport", "app", "client_ip", "server_ip",
                             "ul_packet_count", "dl_packet_count", "ul_byte_count", "dl_byte_count")}
+_get = {n: itemgetter(i) for n, i in _I.items()}
+_KEY = itemgetter(_I["sensor"], _I["session_id"])
+_COUNTERS = itemgetter(_I["ul_packet_count"], _I["dl_packet_count"], _I["ul_byte_count"], _I["dl_byte_count"])
+_BYTES = itemgetter(0)
+_FEW = 4                # up to so many intervals in a batch are picked out with masks, more one record at a time
 
 
 class Aggregator:
+    """Works a batch at a time: the batch is cut into columns, split by interval, and summed
+    with builtins; the previous counters of sessions that sent interim records and the sums
+    per host are the only steps taken per record in Python."""
+
     def __init__(self, interval: float = 60.0, hold: float = 600.0):
         self.interval = interval
         self.hold = hold
@@ -41,29 +55,83 @@ class Aggregator:
 
     def add(self, records) -> list:
         """Account a batch of wire records; returns the aggregate records now due."""
-        i = _I
-        iv = self.interval
-        for r in records:
-            sensor = r[i["sensor"]]
-            k = (sensor, r[i["session_id"]])
-            cur = (r[i["ul_packet_count"]], r[i["dl_packet_count"]], r[i["ul_byte_count"]], r[i["dl_byte_count"]])
-            if r[i["final"]]:
-                prev = self.last.pop(k, None)
-            else:
-                prev = self.last.get(k)
-                self.last[k] = cur
-            if prev is None:
-                prev = (0, 0, 0, 0)
-            up, dp, ub, db = (cur[j] - prev[j] for j in range(4))
-            end = r[i["end"]]
-            if end > self.clocks.get(sensor, float("-inf")):
-                self.clocks[sensor] = end
-            start = end - end % iv
-            b = self.open.get((sensor, start))
-            if b is None:
-                b = self.open[(sensor, start)] = _Bucket()
-            b.add(r, i, up + dp, ub + db, (up, ub), (dp, db))
+        if not records:
+            return self.due()
+        g = _get
+        sensors = list(map(g["sensor"], records))
+        finals = list(map(bool, map(g["final"], records)))
+        ends = list(map(g["end"], records))
+        columns = [finals, list(map(g["transport"], records)), list(map(g["app"], records)),
+                   list(map(g["client_ip"], records)), list(map(g["server_ip"], records)),
+                   list(map(add, map(g["ul_packet_count"], records), map(g["dl_packet_count"], records))),
+                   list(map(add, map(g["ul_byte_count"], records), map(g["dl_byte_count"], records)))]
+        if self.last or not all(finals):
+            self._deltas(records, finals, columns[5], columns[6])
+        one_sensor = sensors.count(sensors[0]) == len(sensors)
+        self._clocks(sensors, ends, one_sensor)
+        starts = list(map(sub, ends, map(mod, ends, repeat(self.interval))))     # end - end % interval
+        keys = starts if one_sensor else list(zip(sensors, starts))
+        groups = dict.fromkeys(keys)    # the intervals, each named as its first record does
+        if len(groups) == 1:
+            picks = [(keys[0], columns)]
+        elif len(groups) <= _FEW:
+            picks = []
+            for k in groups:
+                sel = list(map(eq, keys, repeat(k)))
+                picks.append((k, [list(compress(col, sel)) for col in columns]))
+        else:
+            for i, k in enumerate(keys):
+                idx = groups[k]
+                if idx is None:
+                    groups[k] = [i]
+                else:
+                    idx.append(i)
+            picks = [(k, [[col[i] for i in idx] for col in columns]) for k, idx in groups.items()]
+        for k, cols in picks:
+            self._bucket((sensors[0], k) if one_sensor else k).add(*cols)
         return self.due()
+
+    def _deltas(self, records, finals, packets, nbytes) -> None:
+        """What is new since each session's previous record: subtract its counters, if it had one,
+        and keep those of interim records (forgotten at the final)."""
+        last = self.last
+        keys = list(map(_KEY, records))
+        if len(set(keys)) == len(keys):         # one record per session: the order does not matter
+            prevs = list(map(last.get, keys)) if last else [None] * len(keys)
+            interim = [not f for f in finals]
+            deque(map(last.pop, compress(keys, finals), repeat(None)), 0)
+            last.update(zip(compress(keys, interim), map(_COUNTERS, compress(records, interim))))
+        else:
+            prevs = []
+            for k, r, final in zip(keys, records, finals):
+                if final:
+                    prevs.append(last.pop(k, None))
+                else:
+                    prevs.append(last.get(k))
+                    last[k] = _COUNTERS(r)
+        for i in compress(range(len(prevs)), prevs):     # those that had a previous record
+            prev, cur = prevs[i], _COUNTERS(records[i])
+            packets[i] = (cur[0] - prev[0]) + (cur[1] - prev[1])
+            nbytes[i] = (cur[2] - prev[2]) + (cur[3] - prev[3])
+
+    def _clocks(self, sensors, ends, one_sensor: bool) -> None:
+        clocks = self.clocks
+        if one_sensor:
+            latest = max(ends)
+            if latest == latest:                # not NaN (a NaN end never moves the clock)
+                sensor = sensors[0]
+                if latest > clocks.get(sensor, float("-inf")):
+                    clocks[sensor] = latest
+                return
+        for sensor, end in zip(sensors, ends):
+            if end > clocks.get(sensor, float("-inf")):
+                clocks[sensor] = end
+
+    def _bucket(self, key):
+        b = self.open.get(key)
+        if b is None:
+            b = self.open[key] = _Bucket()
+        return b
 
     def due(self, before: float = None) -> list:
         """The aggregates of the intervals that ended `hold` seconds before their sensor's
@@ -89,28 +157,36 @@ class _Bucket:
         self.app = {}
         self.hosts = {}
 
-    def add(self, r, i, packets, nbytes, client, server) -> None:
-        self.sessions += 1
-        self.ended += 1 if r[i["final"]] else 0
-        self.packets += packets
-        self.bytes += nbytes
-        for table, name in ((self.transport, str(r[i["transport"]])), (self.app, r[i["app"]] or "unknown")):
-            t = table.get(name)
-            if t is None:
-                t = table[name] = [0, 0, 0]
-            t[0] += 1
-            t[1] += packets
-            t[2] += nbytes
-        # a host is credited with what it sent and what it received
-        for ip, sent, got in ((r[i["client_ip"]], client, server), (r[i["server_ip"]], server, client)):
-            h = self.hosts.get(ip)
-            if h is None:
-                h = self.hosts[ip] = [0, 0]
-            h[0] += sent[1] + got[1]
-            h[1] += sent[0] + got[0]
+    def add(self, finals, transports, apps, clients, servers, packets, nbytes) -> None:
+        """Records of this interval, as columns (a session's new packets and bytes)."""
+        n, p, b = len(finals), sum(packets), sum(nbytes)
+        self.sessions += n
+        self.ended += sum(finals)
+        self.packets += p
+        self.bytes += b
+        if set(map(type, transports)) == {int}:      # the usual: name the few distinct numbers only
+            _tally(self.transport, transports, packets, nbytes, n, p, b, str)
+        else:
+            _tally(self.transport, list(map(str, transports)), packets, nbytes, n, p, b)
+        _tally(self.app, [a or "unknown" for a in apps], packets, nbytes, n, p, b)
+        # a host is credited with what it sent and what it received: both ends get the session's traffic
+        hosts = self.hosts
+        get = hosts.get
+        for ips in (clients, servers):
+            for ip, b, p in zip(ips, nbytes, packets):
+                h = get(ip)
+                if h is None:
+                    hosts[ip] = [0 + b, 0 + p]
+                else:
+                    h[0] += b
+                    h[1] += p
 
     def record(self, sensor, start, interval) -> dict:
-        top = sorted(self.hosts.items(), key=lambda kv: (-kv[1][0], kv[0]))[:TOP]
+        hosts = self.hosts
+        if len(hosts) > TOP:            # only hosts with at least the TOP-th largest byte count can be in the top
+            cut = heapq.nlargest(TOP, map(_BYTES, hosts.values()))[-1]
+            hosts = {ip: h for ip, h in hosts.items() if h[0] >= cut}
+        top = sorted(hosts.items(), key=lambda kv: (-kv[1][0], kv[0]))[:TOP]
         return {
             "type": "aggregate", "interval_start": start, "interval_end": start + interval, "sensor": sensor,
             "sessions": self.sessions, "sessions_ended": self.ended, "packets": self.packets, "bytes": self.bytes,
@@ -118,3 +194,37 @@ class _Bucket:
             "by_app": {k: dict(zip(("sessions", "packets", "bytes"), v)) for k, v in sorted(self.app.items())},
             "top_talkers": [{"ip": ip, "bytes": b, "packets": p} for ip, (b, p) in top],
         }
+
+
+def _tally(table, names, packets, nbytes, n, p, b, name_of=None) -> None:
+    """Sessions, packets and bytes per name (a transport, an application), given the totals
+    n, p, b of the columns: few names, many records. name_of: what names the table by."""
+    distinct = set(names)
+    if len(distinct) > 8 or not set(map(type, distinct)) <= {str, int}:    # many, or odd ones: one by one
+        if name_of is not None:
+            names = list(map(name_of, names))
+        for name, p, b in zip(names, packets, nbytes):
+            row = table.get(name)
+            if row is None:
+                row = table[name] = [0, 0, 0]
+            row[0] += 1
+            row[1] += p
+            row[2] += b
+        return
+    rest = len(distinct)
+    for name in distinct:
+        rest -= 1
+        if rest:
+            sel = list(map(eq, names, repeat(name)))
+            sums = sel.count(True), sum(compress(packets, sel)), sum(compress(nbytes, sel))
+            n, p, b = n - sums[0], p - sums[1], b - sums[2]
+        else:                           # the last name has what the others left
+            sums = n, p, b
+        if name_of is not None:
+            name = name_of(name)
+        row = table.get(name)
+        if row is None:
+            row = table[name] = [0, 0, 0]
+        row[0] += sums[0]
+        row[1] += sums[1]
+        row[2] += sums[2]

@@ -2,11 +2,18 @@
 
 Interim records carry cumulative counters, so merging is "keep the latest";
 a final record closes the session's entry. Counts what went through.
+A batch is handled a column at a time (itemgetter, compress: no Python step
+per record); of several records of one session in a batch, the last decides.
 """
+from collections import deque
+from itertools import compress, repeat
+from operator import itemgetter, not_
+
 from pipeline.record import INDEX
 
 _SENSOR, _SID, _FINAL = INDEX["sensor"], INDEX["session_id"], INDEX["final"]
 _PARENT, _CAP = INDEX["parent_session_id"], INDEX["cap_packet_count"]
+_final, _key, _parent_cap = itemgetter(_FINAL), itemgetter(_SENSOR, _SID), itemgetter(_PARENT, _CAP)
 
 
 class Merger:
@@ -19,13 +26,17 @@ class Merger:
 
     def add(self, records) -> None:
         self.records += len(records)
-        for r in records:
-            k = (r[_SENSOR], r[_SID])
-            if r[_FINAL]:
-                self.final_records += 1
-                self.finished += 1
-                if r[_PARENT] is None:
-                    self.frames += r[_CAP]
-                self.sessions.pop(k, None)
-            else:
-                self.sessions[k] = r
+        finals = list(map(bool, map(_final, records)))
+        ended = list(compress(records, finals))
+        self.final_records += len(ended)
+        self.finished += len(ended)
+        self.frames += sum([cap for parent, cap in map(_parent_cap, ended) if parent is None])
+        sessions = self.sessions
+        if len(ended) == len(records):          # finals only: each closes its entry, if any
+            if sessions:
+                deque(map(sessions.pop, map(_key, records), repeat(None)), 0)
+            return
+        latest = dict(zip(map(_key, records), records))    # each session's last record in the batch decides
+        open_ = [not f for f in map(_final, latest.values())]
+        deque(map(sessions.pop, compress(latest, map(not_, open_)), repeat(None)), 0)
+        sessions.update(zip(compress(latest, open_), compress(latest.values(), open_)))

@@ -890,3 +890,123 @@ def test_each_sensor_has_its_own_traffic_clock():
     out = ag.add([rec(4, 200.0, 1, 0, 10, 0, sensor="replay")])
     assert [(a["sensor"], a["interval_start"], a["packets"]) for a in out] == [("replay", 0.0, 2)]
     assert sorted((a["sensor"], a["interval_start"]) for a in ag.flush()) == [("live", 999960.0), ("replay", 180.0)]
+
+
+def plain_aggregates(batches, interval, hold):
+    """The aggregates worked out one record at a time, as the docstring of collector.aggregate
+    says, to hold the batch-at-a-time Aggregator to (emitted after each batch, then at the end)."""
+    last, buckets, clocks, out = {}, {}, {}, []
+    g = {n: INDEX[n] for n in NAMES}
+
+    def due(before=None):
+        ready = sorted(k for k in buckets if k[1] + interval <= (clocks[k[0]] - hold if before is None else before))
+        for sensor, start in ready:
+            b = buckets.pop((sensor, start))
+            top = sorted(b["hosts"].items(), key=lambda kv: (-kv[1][0], kv[0]))[:TOP]
+            out.append({"type": "aggregate", "interval_start": start, "interval_end": start + interval,
+                        "sensor": sensor, "sessions": b["sessions"], "sessions_ended": b["ended"],
+                        "packets": b["packets"], "bytes": b["bytes"],
+                        "by_transport": {k: dict(zip(("sessions", "packets", "bytes"), v))
+                                         for k, v in sorted(b["transport"].items())},
+                        "by_app": {k: dict(zip(("sessions", "packets", "bytes"), v)) for k, v in sorted(b["app"].items())},
+                        "top_talkers": [{"ip": ip, "bytes": v[0], "packets": v[1]} for ip, v in top]})
+
+    for batch in batches:
+        for r in batch:
+            k = (r[g["sensor"]], r[g["session_id"]])
+            cur = [r[g[n]] for n in ("ul_packet_count", "dl_packet_count", "ul_byte_count", "dl_byte_count")]
+            prev = last.pop(k, None) if r[g["final"]] else last.get(k)
+            if not r[g["final"]]:
+                last[k] = cur
+            packets = cur[0] + cur[1] - (prev[0] + prev[1] if prev else 0)
+            nbytes = cur[2] + cur[3] - (prev[2] + prev[3] if prev else 0)
+            sensor, end = r[g["sensor"]], r[g["end"]]
+            clocks[sensor] = max(clocks.get(sensor, end), end)
+            b = buckets.setdefault((sensor, end - end % interval), {
+                "sessions": 0, "ended": 0, "packets": 0, "bytes": 0, "transport": {}, "app": {}, "hosts": {}})
+            b["sessions"] += 1
+            b["ended"] += bool(r[g["final"]])
+            b["packets"] += packets
+            b["bytes"] += nbytes
+            for table, name in ((b["transport"], str(r[g["transport"]])), (b["app"], r[g["app"]] or "unknown")):
+                row = table.setdefault(name, [0, 0, 0])
+                row[0] += 1
+                row[1] += packets
+                row[2] += nbytes
+            for ip in (r[g["client_ip"]], r[g["server_ip"]]):
+                h = b["hosts"].setdefault(ip, [0, 0])
+                h[0] += nbytes
+                h[1] += packets
+        due()
+    due(float("inf"))
+    return out
+
+
+def mixed_records(n, seed):
+    """Sessions of several sensors reporting interims and finals, late ones, many hosts and apps."""
+    import random
+    rng = random.Random(seed)
+    counters = {}
+    out = []
+    t = 1_700_000_000.0
+    for _ in range(n):
+        t += rng.random() * 0.5
+        sensor = rng.choice(["a", "a", "a", "b", "c,d"])
+        sid = rng.randrange(400)
+        c = counters.setdefault((sensor, sid), [0, 0, 0, 0])
+        for j, most in enumerate((5, 5, 3000, 3000)):
+            c[j] += rng.randrange(most)
+        final = rng.random() < 0.4
+        end = t - rng.choice([0, 0, 0, 5, 60, 300, 3000])          # idle expiry writes a session long after its end
+        r = rec(sid, end, *c, final=final, sensor=sensor, transport=rng.choice([6, 6, 17, 1, 132]),
+                app=rng.choice([None, None, "dns", "http", "tls"] + [f"app{i}" for i in range(12)]),
+                client=f"10.0.{rng.randrange(3)}.{rng.randrange(40)}", server=f"192.0.2.{rng.randrange(20)}")
+        out.append(r)
+        if final:
+            del counters[(sensor, sid)]
+    return out
+
+
+def test_aggregates_of_batches_are_those_of_records_one_by_one():
+    import random
+    recs = mixed_records(6000, seed=11)
+    rng = random.Random(4)
+    for interval, hold in ((60, 600), (7, 30), (3600, 600)):
+        cuts, i = [], 0
+        while i < len(recs):                 # batches of 1 to 4096 records, some with one session twice
+            k = rng.choice([1, 2, 17, 300, 4096])
+            cuts.append(recs[i:i + k])
+            i += k
+        ag = Aggregator(interval=interval, hold=hold)
+        got = []
+        for batch in cuts:
+            got += ag.add(batch)
+        got += ag.flush()
+        want = plain_aggregates(cuts, interval, hold)
+        assert got == want, interval
+        assert ag.emitted == len(want)
+        assert len(want) > 3 and any(len(a["by_app"]) > 8 for a in want)
+
+
+def test_merger_of_batches_is_that_of_records_one_by_one():
+    from collector.merge import Merger
+    recs = mixed_records(3000, seed=12)
+    for i, r in enumerate(recs):
+        r[INDEX["cap_packet_count"]] = i
+        r[INDEX["parent_session_id"]] = None if i % 4 else 77
+    m = Merger()
+    i = 0
+    for k in [1, 7, 250, 3, 1000] * 100:               # with and without two records of a session in a batch
+        m.add(recs[i:i + k])
+        i += k
+    sessions, frames, finals = {}, 0, 0
+    for r in recs:
+        k = (r[INDEX["sensor"]], r[INDEX["session_id"]])
+        if r[INDEX["final"]]:
+            finals += 1
+            frames += r[INDEX["cap_packet_count"]] if r[INDEX["parent_session_id"]] is None else 0
+            sessions.pop(k, None)
+        else:
+            sessions[k] = r
+    assert m.records == len(recs) and m.final_records == m.finished == finals
+    assert m.frames == frames and m.sessions == sessions and len(sessions) > 50

@@ -198,6 +198,19 @@ class LineFile:
         if chunk:
             self._put(b"".join(chunk))
 
+    def write_blocks(self, blocks) -> None:
+        """Like write, for blocks of several whole lines each (bytes): a size rotation
+        still falls between two lines."""
+        if self.target.rotate_bytes is not None:
+            lines = []
+            for block in blocks:
+                parts = block.split(b"\n")
+                lines += [p + b"\n" for p in parts[:-1]]
+                if parts[-1]:
+                    lines.append(parts[-1])
+            blocks = lines
+        self.write(blocks)
+
     def _put(self, data: bytes) -> None:
         if not data:
             return
