@@ -24,6 +24,7 @@ class ToWorkers:
             self.socks.append(s)
         self.waiting = waiting
         self.end_msg = None                 # the end-of-stream message, once sent
+        self.shared = None                  # index of the input the workers read payloads from
 
     def send(self, i, parts) -> None:
         sock = self.socks[i]
@@ -32,10 +33,16 @@ class ToWorkers:
         sock.send_multipart(parts, copy=False)
 
     def batches(self, fe, batch) -> list:
-        """Split one front-end batch by worker and send it; returns the rows each got."""
+        """Split one front-end batch by worker and send it; returns the rows each got.
+        While `shared` names an input the workers map too (offline: they are forked with
+        the open capture files), payload bytes stay in it: the header says which input
+        and from which offset ploff counts, and nothing is copied."""
         head = {"paths": fe.take_paths(), "proc": fe.proc}
+        shared = self.shared is not None and len(batch[3]) > 0
+        if shared:
+            head["input"], head["base"] = self.shared, fe.data_base
         rows = []
-        for i, (ev, cuts, pay) in enumerate(fe.pack(batch)):
+        for i, (ev, cuts, pay) in enumerate(fe.pack(batch, gather=not shared)):
             head["cuts"] = cuts
             self.send(i, [wire.MSG_BATCH, msgpack.packb(head), ev, pay])
             rows.append(len(ev))

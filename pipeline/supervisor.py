@@ -61,6 +61,7 @@ class Run:
         self.progress = not args.quiet and not live and sys.stderr.isatty()
         self.bytes_total = 0
         self.bytes_before = 0               # bytes of the inputs already read
+        self.inputs = []                    # the capture files, mapped (offline)
         self.reader = None
         self.t0 = time.monotonic()
         self.last_draw = 0.0
@@ -133,6 +134,8 @@ class Run:
             "deadline": self.deadline,
             "metrics_addr": f"ipc://{self.dir}/metrics",
             "classify": a.classify_packets,
+            # the capture files, mapped: forked workers read young payloads from them (dispatch.py)
+            "inputs": self.inputs,
         }
         if self.live:
             cfg.update(self.live)
@@ -202,10 +205,11 @@ class Run:
 
     def feed(self, readers, fe):
         self.bytes_total = sum(r.size for r in readers)
-        for reader in readers:
+        for k, reader in enumerate(readers):
             if self.stopping:
                 break
             self.reader = reader
+            self.to.shared = k              # workers read payload bytes from their own map of it
             for chunk in reader.chunks(self.args.chunk_frames):
                 if self.stopping:
                     break
@@ -214,7 +218,7 @@ class Run:
                 _log(f"warning: {w}")
             self.damage += reader.damage
             self.bytes_before += reader.size
-            reader.close()
+        self.to.shared = None
         if self.progress:
             sys.stderr.write("\r\033[K")
         self.end_stream(fe)
@@ -304,6 +308,7 @@ def start(args, timeouts) -> int:
         _log(f"error: {e}")
         return 2
     run = Run(args, timeouts, live)
+    run.inputs = [r.data for r in readers]
 
     def stop(signum, _frame):
         # SIGINT / SIGTERM: stop reading; every open session is still written ("shutdown").

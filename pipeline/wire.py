@@ -12,6 +12,10 @@ Front-end -> worker (one ZeroMQ PUSH/PULL pair per worker), multipart:
                              (empty segments still advance it). payloads holds
                              the first payload bytes of the rows of young
                              sessions (EVENT ploff/pllen), for classification.
+                             Offline, the header says {"input": k, "base": offset}
+                             instead and payloads is empty: the workers were forked
+                             with the capture files mapped, and ploff counts from
+                             `base` in input k (no payload byte is copied).
     [b"E", header]           end of stream: {"now": float}; the worker expires
                              what is idle at `now`, flushes the rest as
                              "shutdown" and reports its statistics.

@@ -427,7 +427,7 @@ class Engine:
         the batch's counters, so the hot loop above pays nothing for it. A session whose
         inspector is done (or that has none to have) is skipped at once."""
         idx = np.flatnonzero(ev["pllen"])
-        raw = payload if isinstance(payload, bytes) else bytes(payload)
+        raw = payload                      # bytes, or a view of the capture file: slices are copied
         get = self.table.get
         budget = self.classify
         for k, d, o, n, proto, sp, dp in zip(*(ev[c][idx].tolist() for c in _INSPECT_COLUMNS)):
@@ -446,7 +446,7 @@ class Engine:
                 ins = s.insp = classify.Inspector(proto, cport, sport, budget)
             fc = d == s.client_dir
             want = ins.wants(fc)
-            if want and ins.feed(raw[o:o + min(want, n)], fc):
+            if want and ins.feed(bytes(raw[o:o + min(want, n)]), fc):
                 s.insp = ins.result()               # the result replaces the inspector
 
     def _open(self, ev, i, k, t, d, fl) -> Session:

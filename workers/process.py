@@ -47,6 +47,7 @@ def run(index: int, cfg: dict) -> None:
                 "sessions": st["sessions"], "sessions_ended": st["final_records"], "records": st["records"],
                 "evicted": st.get("evicted", 0), "drops": 0}
 
+    inputs = cfg.get("inputs") or []
     ends, last = 0, float("-inf")
     while True:
         parts = wait_message(pull, parent)
@@ -57,7 +58,10 @@ def run(index: int, cfg: dict) -> None:
                 eng.add_paths(hdr["paths"])
             eng.proc = hdr.get("proc", 0)         # the capture process that numbered these frames
             ev = np.frombuffer(parts[2].buffer, dtype=wire.EVENT)
-            pay = parts[3].bytes if len(parts) > 3 else None
+            if "input" in hdr:                    # payloads in the capture file we were forked with
+                pay = memoryview(inputs[hdr["input"]])[hdr["base"]:]
+            else:
+                pay = parts[3].bytes if len(parts) > 3 else None
             eng.feed_batch(ev, hdr["cuts"], pay)      # one segment per second of packet time
             flush()
             metrics.maybe(figures)

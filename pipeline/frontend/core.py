@@ -164,6 +164,7 @@ class FrontEnd:
         self._chunks = 0
         self.young = Young(classify_budget)
         self._seg_now = float("-inf")
+        self.data_base = 0               # file offset the current chunk's ploff count from
 
     # -- per chunk -----------------------------------------------------------
     def process(self, chunk):
@@ -177,8 +178,9 @@ class FrontEnd:
         self.stats["frames_read"] += n
         if n:
             self.now = max(self.now, float(chunk.ts.max()))
+        self.data_base = int(chunk.offsets.min()) if n else 0
         fast, slow = decode_fast(chunk.data, chunk.offsets, chunk.caplen, chunk.wirelen,
-                                 chunk.ts, chunk.linktype, self.paths)
+                                 chunk.ts, chunk.linktype, self.paths, self.data_base)
         fast["fidx"] += np.uint64(base)
         self.stats["frames_ip"] += len(fast)
         out = []
@@ -188,13 +190,14 @@ class FrontEnd:
             self._slow(chunk, slow_idx, base, out)
         self._expire(out)
         ev, ends, nows, _ = self._emit(fast, out)
-        return ev, ends, nows, self._young_payloads(ev, chunk.data)
+        return ev, ends, nows, self._young_payloads(ev, chunk.data, self.data_base)
 
-    def _young_payloads(self, ev, data):
+    def _young_payloads(self, ev, data, base=0):
         """Mark the payload bytes of the rows of young sessions (their first BUDGET payload
         packets per direction: the first FULL_PACKETS whole, later ones LATER_BYTES) for
         classification in the workers; every other row's pllen becomes 0. Returns the
-        chunk's data, which `pack` gathers from, per worker."""
+        chunk's data from its base (a view), which `pack` gathers from, per worker, or
+        which workers read themselves when they share it (`pack(gather=False)`)."""
         keep, nth = self.young.select(ev, self.now)
         pllen = ev["pllen"]
         lens = np.minimum(pllen[keep], np.where(nth < FULL_PACKETS, PAYLOAD_MAX, LATER_BYTES))
@@ -202,7 +205,7 @@ class FrontEnd:
         if not len(keep):
             return _NO_PAYLOAD
         pllen[keep] = lens
-        return data
+        return memoryview(data)[base:]      # ploff counts from the chunk's base
 
     def _emit(self, fast, out):
         """Key all rows of a chunk at once and cut them by second (`pack` splits by worker)."""
@@ -228,11 +231,16 @@ class FrontEnd:
         self._seg_now = float(run[-1])
         return ends, nows
 
-    def pack(self, batch):
+    def pack(self, batch, gather: bool = True):
         """One message per worker per chunk, however many seconds it spans:
         [(that worker's rows, [[end row, now] per segment], their payload bytes), ...].
         Every worker gets every segment's time, empty or not, so all workers sweep at
-        the same times."""
+        the same times. `gather=False`: the payload bytes are left where they are (the
+        workers see the input file themselves) and ploff keeps counting from the
+        chunk's base."""
+        if not gather:
+            ev, ends, nows, _ = batch
+            batch = ev, ends, nows, _NO_PAYLOAD
         ev, ends, nows, pay = batch
         nowl = nows.tolist()
         if self.workers == 1:

@@ -69,7 +69,7 @@ class PathIds:
         return new
 
 
-def decode_fast(data, offsets, caplen, wirelen, ts, linktype, paths: PathIds):
+def decode_fast(data, offsets, caplen, wirelen, ts, linktype, paths: PathIds, base: int = 0):
     """Decode what the fast path can. Returns (events, slow) where events holds one
     row per accepted frame (fidx left as the frame's position in the chunk) and
     slow is a bool mask of the frames left to the slow path."""
@@ -169,7 +169,9 @@ def decode_fast(data, offsets, caplen, wirelen, ts, linktype, paths: PathIds):
         pid[c] = paths.get("eth" + ".vlan" * (c // 4) + (".ipv6" if c & 2 else ".ipv4") + (".tcp" if c & 1 else ".udp"))
     ev["path"] = pid[combo]
     # where the payload starts in the chunk (the front-end keeps the bytes of young sessions)
+    # (relative to the chunk's lowest frame offset, `base`: it fits 32 bits whatever the file's size)
     start = l4[idx] + np.where(is_tcp, doff[idx], 8)
-    ev["ploff"] = o + start
-    ev["pllen"] = np.clip(np.minimum(payload[idx], cl[idx] - start), 0, PAYLOAD_MAX)
+    rel = o + start - base
+    ev["ploff"] = rel
+    ev["pllen"] = np.where(rel < 1 << 32, np.clip(np.minimum(payload[idx], cl[idx] - start), 0, PAYLOAD_MAX), 0)
     return ev, slow

@@ -139,6 +139,11 @@ class CaptureReader:
         self._buf = buf
         self._pos = 0
 
+    @property
+    def data(self):
+        """The mapped file (or its bytes): what every chunk's offsets index into."""
+        return self._buf
+
     def chunks(self, max_frames: int = 65536) -> Iterator[Chunk]:
         """Yield chunks of at most max_frames frames (never an empty one) until the file ends."""
         max_frames = max(1, int(max_frames))
