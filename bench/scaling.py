@@ -31,10 +31,10 @@ def main():
     trace = Path(a.trace)
     trace.read_bytes()
     tmp = Path(tempfile.mkdtemp(prefix="scaling-"))
-    fe_fps, events = bench.stage_frontend(trace, 1)
-    w_fps, recs = bench.stage_worker(events)
+    fe_fps, batches, paths = bench.stage_frontend(trace, 1)
+    w_fps, recs = bench.stage_worker(batches, paths)
     c_rps = bench.stage_collector(recs, tmp)
-    frames = sum(len(e) for e in events)
+    frames = sum(len(e) for e, _, _ in batches)
     rec_per_frame = len(recs) / max(1, frames)
     res = {"cores": os.cpu_count(), "trace": str(trace), "frontend_fps": round(fe_fps), "worker_fps": round(w_fps),
            "collector_rps": round(c_rps), "records_per_frame": round(rec_per_frame, 4), "runs": []}
