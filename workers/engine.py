@@ -376,7 +376,6 @@ class Engine:
         b[0] = True
         np.not_equal(seg[1:], seg[:-1], out=b[1:])
         sst = np.flatnonzero(b)
-        ns = len(sst)
         sidx = np.cumsum(b) - 1
         sg, sd = seg[sst] // 2, seg[sst] % 2
         lo_st, hi_st = stored[sg, 2 * sd], stored[sg, 2 * sd + 1]
@@ -402,9 +401,10 @@ class Engine:
         np.minimum(exmin, lo0[sidx], out=exmin)
         rt = (rel >= exmin) & (endr <= exmax)
         count = np.add.reduceat(rt, sst)
-        newlo = np.minimum(np.minimum.reduceat(rel, sst), lo0)
-        newhi = np.maximum(np.maximum.reduceat(endr, sst), hi0)
-        ok = ((np.minimum.reduceat(rel, sst) > -_WINDOW) & (np.maximum.reduceat(endr, sst) < _WINDOW)
+        lowest, highest = np.minimum.reduceat(rel, sst), np.maximum.reduceat(endr, sst)
+        newlo = np.minimum(lowest, lo0)
+        newhi = np.maximum(highest, hi0)
+        ok = ((lowest > -_WINDOW) & (highest < _WINDOW)
               & (~has | ((hi0 > -_WINDOW) & (hi0 < _WINDOW))))
         newlo = (newlo + ref) & _MASK
         newhi = (newhi + ref) & _MASK
