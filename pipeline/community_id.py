@@ -81,3 +81,45 @@ def community_id_packed(transport: int, a: bytes, b: bytes, src_port, dst_port):
     if transport == ICMP or transport == ICMP6:
         return None
     return hash_packed(transport, a, b, src_port, dst_port)
+
+
+_PORTED_LEN = {4: 16, 16: 40}      # hashed bytes: seed, two addresses, proto, pad, two ports
+
+
+def community_ids_ported(a: bytes, b: bytes, width: int, transport, src_port, dst_port) -> list:
+    """`hash_packed` (seed 0) for many transports with ports at once: the records of one
+    expiry sweep. `a`, `b`: the addresses, `width` (4 or 16) bytes each, concatenated;
+    `transport`, `src_port`, `dst_port`: numpy integer columns. The bytes to hash are
+    laid out with numpy; Python only calls sha1 and cuts the base64 of all digests
+    (each padded to 21 bytes, so each one's text starts on a base64 group boundary)."""
+    import numpy as np
+    n = len(transport)
+    if n == 0:
+        return []
+    av = np.frombuffer(a, np.uint8).reshape(n, width)
+    bv = np.frombuffer(b, np.uint8).reshape(n, width)
+    sp = np.asarray(src_port, np.int64)
+    dp = np.asarray(dst_port, np.int64)
+    # the lower (address, port) endpoint first: compare the addresses as byte strings
+    diff = av != bv
+    anyd = diff.any(axis=1)
+    at = diff.argmax(axis=1)
+    rows = np.arange(n)
+    swap = np.where(anyd, av[rows, at] > bv[rows, at], sp > dp)
+    msg = np.zeros((n, _PORTED_LEN[width]), np.uint8)
+    msg[:, 2:2 + width] = np.where(swap[:, None], bv, av)
+    msg[:, 2 + width:2 + 2 * width] = np.where(swap[:, None], av, bv)
+    o = 2 + 2 * width
+    msg[:, o] = np.asarray(transport, np.uint8)
+    p1 = np.where(swap, dp, sp)
+    p2 = np.where(swap, sp, dp)
+    msg[:, o + 2] = p1 >> 8
+    msg[:, o + 3] = p1 & 0xFF
+    msg[:, o + 4] = p2 >> 8
+    msg[:, o + 5] = p2 & 0xFF
+    view = memoryview(msg.tobytes())
+    w = msg.shape[1]
+    sha1 = hashlib.sha1
+    text = base64.b64encode(b"\0".join([sha1(view[i:i + w]).digest() for i in range(0, n * w, w)]) + b"\0")
+    text = text.decode("ascii")
+    return ["1:" + text[i:i + 27] + "=" for i in range(0, 28 * n, 28)]

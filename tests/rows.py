@@ -44,3 +44,19 @@ def rows(specs, seed=0, path=1):
         ev[i]["parent"] = s.get("parent", 0)
     key_rows(ev, seed)
     return ev
+
+
+def run_engine(batches, timeouts, paths=None, setup=lambda eng: None, **kw):
+    """Feed front-end style batches [(rows, cuts, payload), ...] to a fresh Engine (after
+    `setup(engine)`), finish it; returns (records in order, engine)."""
+    from workers.engine import Engine
+    eng = Engine(0, timeouts, "t", **kw)
+    setup(eng)
+    eng.add_paths(paths or {1: "eth.ipv4.tcp"})
+    out = []
+    for ev, cuts, pay in batches:
+        eng.feed_batch(ev, cuts, pay)
+        out += eng.take_records()
+    eng.finish(eng.now)
+    out += eng.take_records()
+    return out, eng

@@ -19,7 +19,7 @@ from pipeline import tracegen
 from workers.engine import Engine
 from workers.tcp import ACK, FIN, RST, SYN
 from workers.timeouts import Timeouts
-from tests.rows import rows
+from tests.rows import rows, run_engine
 from tests.shared import all_captures, capture_ids, needs_shared
 
 PER_PACKET, BULK = 1 << 60, 1
@@ -27,15 +27,7 @@ SHORT = Timeouts.make(idle_timeout=2, active_timeout=3, close_linger=1)
 
 
 def records(batches, timeouts, bulk_min, paths=None, **kw):
-    eng = Engine(0, timeouts, "t", **kw)
-    eng.bulk_min = bulk_min
-    eng.add_paths(paths or {1: "eth.ipv4.tcp"})
-    out = []
-    for ev, cuts, pay in batches:
-        eng.feed_batch(ev, cuts, pay)
-        out += eng.take_records()
-    eng.finish(eng.now)
-    out += eng.take_records()
+    out, eng = run_engine(batches, timeouts, paths, lambda e: setattr(e, "bulk_min", bulk_min), **kw)
     return sorted(map(repr, out)), eng
 
 

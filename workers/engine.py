@@ -12,9 +12,9 @@ import struct
 
 import numpy as np
 
-from pipeline.community_id import community_id_packed
+from pipeline.community_id import community_id_packed, community_ids_ported
 from pipeline.record import INDEX, TYPE_SESSION
-from pipeline.wire import session_id
+from pipeline.wire import EVENT, session_id
 
 from . import classify
 from . import tcp as tcpmod
@@ -33,11 +33,44 @@ _INSPECT_COLUMNS = ("key", "dir", "ploff", "pllen", "proto", "sport", "dport")
 # from an EVENT row's bytes (pipeline.wire): fidx, proto, depth, sport, dport, path, parent
 _OPEN_FIELDS = struct.Struct("<8xQ20xBB2xHH48xH8xQ")
 _GROUPED_MIN = 64                      # smaller batches: the per-packet path is cheaper
+_REPORTS_MIN = 32                      # fewer records at once: `_report` one by one is cheaper
+_PORTED = (6, 17, 33, 132, 136)        # transports with ports (see workers.session)
 _MASK, _HALF = tcpmod.MASK, tcpmod.HALF
 _WINDOW = 1 << 30                       # relative sequence numbers used only inside +-2^30
 _FAR = 1 << 40                          # beyond any relative sequence number
 _SEG = 1 << 44                          # running min/max: one offset step per segment
 _EXT_FIELDS = tuple((INDEX[n], n) for n in ("content_class", "content_type", "content_flags", "app", "family"))
+
+
+def _extended(ext: dict, rec: list, meta):
+    """A plugin's values in the record (they win over the classifier's); returns the
+    metadata with its extra fields."""
+    for j, name in _EXT_FIELDS:
+        if name in ext:
+            rec[j] = ext[name]
+    if ext.get("extra"):
+        meta = dict(meta, **ext["extra"]) if meta else ext["extra"]
+    return meta
+
+
+def round6(x) -> list:
+    """`[round(v, 6) for v in x]` for a float64 array, exactly, without Python's slow
+    correctly-rounded decimal conversion for most values: N = rint(x * 1e6) is the
+    right number of microseconds whenever x * 1e6 lies clearly (by more than its
+    rounding error) inside N +- 0.5, and round() then returns the double nearest to
+    N / 10^6, which IEEE division gives exactly. Ties, huge and odd values take round()."""
+    x = np.asarray(x, np.float64)
+    with np.errstate(all="ignore"):
+        p = x * 1e6
+        n = np.rint(p)
+        good = np.abs(p - n) < 0.5 - np.abs(np.spacing(p))
+        good &= np.abs(p) < 2.0 ** 52
+    out = (n / 1e6).tolist()
+    if not good.all():
+        xs = x.tolist()
+        for j in np.flatnonzero(~good).tolist():
+            out[j] = round(xs[j], 6)
+    return out
 
 
 class Engine:
@@ -49,6 +82,7 @@ class Engine:
         self.proc = proc
         self.max_sessions = max_sessions
         self.bulk_min = _GROUPED_MIN      # batches this small take the per-packet path
+        self.report_min = _REPORTS_MIN    # fewer records at once: written one by one (`_report`)
         self.classify = classify          # payload packets inspected per direction, 0: no classification
         self.plugins = list(plugins)
         self.packet_plugins = [p for p in self.plugins if getattr(p, "per_packet", False)]
@@ -56,6 +90,7 @@ class Engine:
         self.wheel = Wheel()
         self.paths = {}
         self.records = []
+        self._ended = []                  # (place in records, session, reason): written by `_flush`
         self.now = float("-inf")   # packet time may be anything, even negative
         self.stats = {"events": 0, "sessions": 0, "records": 0, "final_records": 0, "evicted": 0}
 
@@ -71,14 +106,17 @@ class Engine:
         if not n:
             return
         self.stats["events"] += n
+        inspect = payload is not None and len(payload) and self.classify
         if self._per_packet(n):
             self._feed_rows(ev, None)
+            if inspect:
+                self._inspect(ev, payload)
         else:
-            rest = self._bulk(ev, float("-inf"))
+            rest = self._bulk(ev, float("-inf"), payload if inspect else None)
             if len(rest):
                 self._feed_rows(ev, rest)
-        if payload is not None and len(payload) and self.classify:
-            self._inspect(ev, payload)
+                if inspect:
+                    self._inspect(ev, payload, rest)
 
     def feed_batch(self, ev, cuts, payload=None) -> None:
         """A front-end batch: its rows cut in segments, `cuts` = [[end row, now], ...]
@@ -90,23 +128,26 @@ class Engine:
             start = 0
             for end, now in cuts:
                 self.feed(ev[start:end], payload)
-                self.advance(now)
+                self._advance(now)
                 start = end
             if start < n:
                 self.feed(ev[start:], payload)
+            self._flush()
             return
         self.stats["events"] += n
-        rest = self._bulk(ev, max(self.now, max(now for _, now in cuts)))
         inspect = payload is not None and len(payload) and self.classify
+        rest = self._bulk(ev, max(self.now, max(now for _, now in cuts)), payload if inspect else None)
         bounds = np.searchsorted(rest, [end for end, _ in cuts]).tolist()
-        start = lo = 0
+        lo = 0
         for (end, now), hi in zip(cuts, bounds):
             if hi > lo:
-                self._feed_rows(ev, rest[lo:hi])
-            if inspect and end > start:
-                self._inspect(ev[start:end], payload)
-            self.advance(now)
-            start, lo = end, hi
+                part = rest[lo:hi]
+                self._feed_rows(ev, part)
+                if inspect:
+                    self._inspect(ev, payload, part)
+            self._advance(now)
+            lo = hi
+        self._flush()
 
     def _per_packet(self, n) -> bool:
         """Small batches, per-packet plugins and a table that may overflow (eviction
@@ -160,7 +201,7 @@ class Engine:
                 for p in pp:
                     p.on_packet(s, ev[i])
 
-    def _bulk(self, ev, horizon):
+    def _bulk(self, ev, horizon, payload=None):
         """The batch path: rows grouped by session key with numpy, so Python runs once
         per session per batch and once per control segment (SYN, FIN, RST, the
         handshake's last ACK), not once per packet. Counters are summed per group and
@@ -169,7 +210,8 @@ class Engine:
         last advance) can touch its session and nothing in the batch can split it (an
         idle gap, a SYN after the close); the rest is left to `_feed_rows` (returned:
         their row indexes, in frame order). Both paths give the same sessions, as the
-        differential test checks."""
+        differential test checks. With `payload`, the bulk groups' payload rows are
+        inspected here too (`_inspect_groups`), only for sessions not yet classified."""
         n = len(ev)
         keys = ev["key"]
         order = np.argsort(keys, kind="stable")        # stable: frame order inside a group
@@ -208,6 +250,11 @@ class Engine:
         sums[:, 5] = np.bincount(lab, pl, m2)
         tcppl = haspl & (fl != 0)
         gtcppl = np.bincount(gid, tcppl, ng)
+        if payload is not None:
+            plrows = ev["pllen"] != 0
+            gins = np.bincount(gid, plrows, ng).tolist()
+        else:
+            gins = [0] * ng
         # close and reopen: when the first FIN/RST comes, and whether a SYN (no ACK) follows it
         ctl = (flor & 0x07) != 0
         if ctl.any():
@@ -233,13 +280,14 @@ class Engine:
         opn = self._open
         rest = []
         retx = []
+        look = []
         sess = [None] * ng
         before = [0.0] * ng
-        for g, k, i, t, d0, f0, fo, mg, tm, m, tp, pr, sp, dp, rso, asyn, frt in zip(
+        for g, k, i, t, d0, f0, fo, mg, tm, m, tp, pr, sp, dp, rso, asyn, frt, gi in zip(
                 range(ng), sk[starts].tolist(), first.tolist(), ts[first].tolist(), d[first].tolist(),
                 fl[first].tolist(), flor.tolist(), maxgap.tolist(), tmax.tolist(),
                 sums.reshape(ng, 12).tolist(), gtcppl.tolist(), proto[first].tolist(), sport[first].tolist(),
-                dport[first].tolist(), reopen, anysyn, fr_ts):
+                dport[first].tolist(), reopen, anysyn, fr_ts, gins):
             if fo & 0x05:
                 # it closes here: no reopening after the close, no gap as long as the
                 # linger, and its close-linger deadline beyond the horizon
@@ -290,6 +338,10 @@ class Engine:
                 st.flags |= fo
                 if tp:
                     retx.append((g, st))
+            if gi:
+                ins = s.insp
+                if ins is None or ins.__class__ is _Inspector:
+                    look.append((g, s))
         left = None
         if rest:
             left = np.zeros(ng, bool)
@@ -298,6 +350,8 @@ class Engine:
             self._control(ev, order, starts, gs, fls, tss, ctl if left is None else ctl & ~left, sess, before)
         if retx:
             self._retransmissions(ev, gid, tcppl, retx, ng)
+        if look:
+            self._inspect_groups(ev, payload, order, gs, plrows, look, ng)
         if left is None:
             return _NONE
         return np.flatnonzero(left[gid])
@@ -422,16 +476,37 @@ class Engine:
             else:
                 st.lo1, st.hi1 = lo, hi
 
-    def _inspect(self, ev, payload) -> None:
+    def _inspect(self, ev, payload, rows=None) -> None:
         """Classification: the rows that carry payload bytes (young sessions only), after
         the batch's counters, so the hot loop above pays nothing for it. A session whose
-        inspector is done (or that has none to have) is skipped at once."""
-        idx = np.flatnonzero(ev["pllen"])
-        raw = payload                      # bytes, or a view of the capture file: slices are copied
+        inspector is done (or that has none to have) is skipped at once. `rows`: the
+        indexes of the rows to look at (None: all), in frame order."""
+        if rows is None:
+            idx = np.flatnonzero(ev["pllen"])
+        else:
+            idx = rows[ev["pllen"][rows] != 0]
         get = self.table.get
+        self._inspect_rows(ev, payload, idx, [get(k) for k in ev["key"][idx].tolist()])
+
+    def _inspect_groups(self, ev, payload, order, gs, plrows, look, ng) -> None:
+        """`_inspect` for the bulk groups in `look` ((group, session) pairs: sessions
+        still being classified): their payload rows, a group at a time, in frame order
+        inside each group (the sessions are independent, and no advance of the batch
+        touches a bulk group's session, so this order gives the same results)."""
+        want = np.zeros(ng, bool)
+        sess = [None] * ng
+        for g, s in look:
+            want[g] = True
+            sess[g] = s
+        sel = plrows[order]
+        sel &= want[gs]
+        pos = np.flatnonzero(sel)
+        self._inspect_rows(ev, payload, order[pos], [sess[g] for g in gs[pos].tolist()])
+
+    def _inspect_rows(self, ev, payload, idx, sessions) -> None:
+        raw = payload                      # bytes, or a view of the capture file: slices are copied
         budget = self.classify
-        for k, d, o, n, proto, sp, dp in zip(*(ev[c][idx].tolist() for c in _INSPECT_COLUMNS)):
-            s = get(k)
+        for s, d, o, n, proto, sp, dp in zip(sessions, *(ev[c][idx].tolist() for c in _INSPECT_COLUMNS[1:])):
             if s is None:
                 continue
             ins = s.insp
@@ -474,6 +549,10 @@ class Engine:
     # -- time ----------------------------------------------------------------
     def advance(self, now: float) -> None:
         """Expire what is due at `now` and write interim reports of long sessions."""
+        self._advance(now)
+        self._flush()
+
+    def _advance(self, now: float) -> None:
         if now > self.now:
             self.now = now
         now = self.now
@@ -486,7 +565,7 @@ class Engine:
                 self._end(s, CLOSED if (s.tcp is not None and s.tcp.closed and close_expiry) else IDLE)
                 continue
             if s.next_report <= now:
-                self._report(s, False, ACTIVE)
+                self._report(s, False, ACTIVE)      # now: the session goes on changing
                 # the next report is the first multiple of `active` after now (no loop:
                 # a long-idle clock jump must not cost one step per period)
                 s.next_report += active * (int((now - s.next_report) // active) + 1)
@@ -498,22 +577,36 @@ class Engine:
 
     def finish(self, now: float) -> None:
         """End of stream: expire what is due, then end every open session as shutdown."""
-        self.advance(now)
+        self._advance(now)
         for s in sorted(self.table.values(), key=lambda x: x.id):
             self._end(s, SHUTDOWN)
+        self._flush()
 
     # -- output --------------------------------------------------------------
     def take_records(self) -> list:
+        self._flush()
         r, self.records = self.records, []
         return r
 
     def _end(self, s: Session, reason: str) -> None:
+        """The session ends: out of the table, plugins told. Its last record is written
+        later, with the others of the batch (`_flush`), in its place among the records:
+        an ended session changes no more."""
         s.ended = True
         if self.table.get(s.key) is s:
             del self.table[s.key]
         for p in self.plugins:
             p.on_expire(s)
-        self._report(s, True, reason)
+        self._ended.append((len(self.records), s, reason))
+        self.records.append(None)
+
+    def _flush(self) -> None:
+        """Write the last records of the sessions ended since the last flush, together."""
+        if self._ended:
+            ended, self._ended = self._ended, []
+            recs = self.records
+            for (j, _, _), rec in zip(ended, self._report_many([(s, True, why) for _, s, why in ended])):
+                recs[j] = rec
 
     def _classified(self, s, rec, proto, cport, sport) -> None:
         """app, family, content and the protocol path's application part, from the
@@ -544,6 +637,10 @@ class Engine:
         return cls["meta"] or None
 
     def _report(self, s: Session, final: bool, reason: str) -> None:
+        self.records.append(self._record(s, final, reason))
+
+    def _record(self, s: Session, final: bool, reason: str) -> list:
+        """One record of the session as it is now (the reference `_report_many` follows)."""
         s.reports += 1
         c = s.c
         u = 6 * s.client_dir
@@ -570,16 +667,106 @@ class Engine:
                st.flags if st is not None else 0,
                None, None, None, None, None, community_id_packed(proto, ca, sa, cport, sport)]
         meta = self._classified(s, rec, proto, cport, sport) if self.classify else None
-        ext = s.ext
-        if ext:
-            for j, name in _EXT_FIELDS:
-                if name in ext:
-                    rec[j] = ext[name]              # a plugin's values win
-            if ext.get("extra"):
-                meta = dict(meta, **ext["extra"]) if meta else ext["extra"]
+        if s.ext:
+            meta = _extended(s.ext, rec, meta)
         if meta:
             rec.append(meta)
-        self.records.append(rec)
         self.stats["records"] += 1
         if final:
             self.stats["final_records"] += 1
+        return rec
+
+    def _report_many(self, items) -> list:
+        """`_report` for (session, final, reason) items at once, in their order (an expiry
+        sweep's records): the first rows' endpoints, the counters and the community ids
+        are worked out over numpy columns; Python still builds each record, rounds its
+        times and asks the classifier. The records are `_report`'s exactly, as
+        `tests/test_engine_report.py` checks."""
+        n = len(items)
+        if n < self.report_min:
+            return [self._record(s, final, reason) for s, final, reason in items]
+        ss = [it[0] for it in items]
+        r = np.frombuffer(b"".join([s.first for s in ss]), EVENT)
+        cd = np.fromiter([s.client_dir for s in ss], np.uint8, n)
+        fwd = r["dir"] == cd                    # the first row's source is the client
+        f2 = fwd[:, None]
+        src = np.empty((n, 2), ">u8")
+        src[:, 0] = r["src_hi"]
+        src[:, 1] = r["src_lo"]
+        dst = np.empty((n, 2), ">u8")
+        dst[:, 0] = r["dst_hi"]
+        dst[:, 1] = r["dst_lo"]
+        cab = np.where(f2, src, dst).astype(">u8").tobytes()   # 16 bytes each, IPv4 in the first 4
+        sab = np.where(f2, dst, src).astype(">u8").tobytes()
+        sp, dp = r["sport"], r["dport"]
+        cport = np.where(fwd, sp, dp)
+        sport = np.where(fwd, dp, sp)
+        ipver = r["ipver"]
+        proto = r["proto"]
+        c = np.frombuffer(b"".join([s.c for s in ss]), np.int64).reshape(n, 12)
+        lo, hi = c[:, :6], c[:, 6:]
+        client_lo = (cd == 0)[:, None]
+        cnt = np.empty((n, 18), np.int64)
+        cnt[:, 0::3] = lo + hi
+        cnt[:, 1::3] = np.where(client_lo, lo, hi)
+        cnt[:, 2::3] = np.where(client_lo, hi, lo)
+        # community ids: IPv4 and IPv6 sessions with ports in bulk, the rest one by one
+        cids = [None] * n
+        ported = np.isin(proto, _PORTED)
+        for ver, width in ((4, 4), (6, 16)):
+            sel = np.flatnonzero(ported & (ipver == ver))
+            if len(sel):
+                a = np.frombuffer(cab, np.uint8).reshape(n, 16)[sel, :width].tobytes()
+                b = np.frombuffer(sab, np.uint8).reshape(n, 16)[sel, :width].tobytes()
+                for j, cid in zip(sel.tolist(), community_ids_ported(a, b, width, proto[sel], cport[sel], sport[sel])):
+                    cids[j] = cid
+        vl = [None] * n
+        for j in np.flatnonzero(r["nvlan"]).tolist():
+            v = (int(r["vlan0"][j]), int(r["vlan1"][j]))[:int(r["nvlan"][j])]
+            vl[j] = list(v)
+        start = np.fromiter([s.start for s in ss], np.float64, n)
+        last = np.fromiter([s.last for s in ss], np.float64, n)
+        times = zip(round6(start), round6(last), round6(last - start))
+        tcps = [s.tcp for s in ss]
+        timed = [j for j, st in enumerate(tcps) if st is not None and st.rtt is not None]
+        rtts = [None] * n
+        for j, v in zip(timed, round6(np.fromiter([tcps[j].rtt for j in timed], np.float64, len(timed)))):
+            rtts[j] = v
+        sensor, worker, stats, out = self.sensor, self.worker, self.stats, []
+        classified = self._classified if self.classify else None
+        final_n = 0
+        for j, (s, final, reason), iv, pr, cp, svp, ported_j, cn, vlans, (t0, t1, dur), st, rtt in zip(
+                range(n), items, ipver.tolist(), proto.tolist(), cport.tolist(), sport.tolist(), ported.tolist(),
+                cnt.tolist(), vl, times, tcps, rtts):
+            s.reports += 1
+            if iv == 4:
+                o = 16 * j
+                ca, sa = cab[o:o + 4], sab[o:o + 4]
+                cip, sip = _ntop(_AF_INET, ca), _ntop(_AF_INET, sa)
+            else:
+                o = 16 * j
+                ca, sa = cab[o:o + 16], sab[o:o + 16]
+                cip, sip = _ntop(_AF_INET6, ca), _ntop(_AF_INET6, sa)
+            if not ported_j:
+                cp = svp = None
+                cid = community_id_packed(pr, ca, sa, None, None)
+            else:
+                cid = cids[j]
+            rec = [TYPE_SESSION, final, reason, s.id, s.parent_id or None, sensor, worker, s.reports,
+                   t0, t1, dur, iv, pr, cip, cp, sip, svp, vlans, s.path]
+            rec += cn
+            if st is not None:
+                rec += (rtt, st.retrans, st.flags, None, None, None, None, None, cid)
+            else:
+                rec += (None, 0, 0, None, None, None, None, None, cid)
+            meta = classified(s, rec, pr, cp, svp) if classified else None
+            if s.ext:
+                meta = _extended(s.ext, rec, meta)
+            if meta:
+                rec.append(meta)
+            out.append(rec)
+            if final:
+                final_n += 1
+        stats["records"] += n
+        stats["final_records"] += final_n
+        return out
