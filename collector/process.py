@@ -11,7 +11,7 @@ import msgpack
 
 from pipeline import wire
 from pipeline.monitor import MetricsSender
-from pipeline.children import collector_sockets, wait_message
+from pipeline.children import CollectPacer, collector_sockets, wait_message
 
 from . import outputs
 from .sink import Sink
@@ -31,9 +31,11 @@ def run(cfg: dict) -> None:
         _fail(str(e))
     done = {}
     metrics = MetricsSender(ctx, cfg.get("metrics_addr"))
+    pacer = CollectPacer()
     try:
         while len(done) < cfg["workers"]:
             kind, body = (f.bytes for f in wait_message(pull, parent)[:2])
+            pacer.tick()
             if kind == wire.MSG_RECORDS:
                 sink.write(msgpack.unpackb(body))
                 metrics.maybe(sink.stats)

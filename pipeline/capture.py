@@ -21,7 +21,7 @@ import zmq
 
 from . import wire
 from .dispatch import ToWorkers
-from .children import title
+from .children import CollectPacer, title
 from .frontend.core import FrontEnd
 from .frontend.live import LiveCapture, drop_privileges
 from .frontend.readers import CaptureError
@@ -38,7 +38,9 @@ def open_live(cfg: dict) -> LiveCapture:
 def feed_live(cap, fe, send_batches, stop, check=lambda: None) -> None:
     """Chunks from the ring to the workers until stop(); an idle tick every second."""
     last = 0.0
+    pacer = CollectPacer()
     for chunk in cap.chunks(stop):
+        pacer.tick()
         if len(chunk):
             send_batches(fe, fe.process(chunk))
         now = time.time()

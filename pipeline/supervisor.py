@@ -26,7 +26,7 @@ from workers import process as worker_process
 
 from . import monitor, wire
 from .dispatch import ToWorkers
-from .children import write_stats
+from .children import CollectPacer, write_stats
 from .frontend.core import FrontEnd
 from .frontend.readers import CaptureError, open_capture
 
@@ -205,6 +205,7 @@ class Run:
 
     def feed(self, readers, fe):
         self.bytes_total = sum(r.size for r in readers)
+        pacer = CollectPacer()
         for k, reader in enumerate(readers):
             if self.stopping:
                 break
@@ -213,6 +214,7 @@ class Run:
             for chunk in reader.chunks(self.args.chunk_frames):
                 if self.stopping:
                     break
+                pacer.tick()
                 self.send_batches(fe, fe.process(chunk))
             for w in reader.warnings:
                 _log(f"warning: {w}")

@@ -10,7 +10,7 @@ import zmq
 
 from pipeline import wire
 from pipeline.monitor import MetricsSender
-from pipeline.children import become_user, ignore_stop_signals, title, wait_message
+from pipeline.children import CollectPacer, become_user, ignore_stop_signals, title, wait_message
 
 from . import classify
 from .engine import Engine
@@ -49,8 +49,10 @@ def run(index: int, cfg: dict) -> None:
 
     inputs = cfg.get("inputs") or []
     ends, last = 0, float("-inf")
+    pacer = CollectPacer()
     while True:
         parts = wait_message(pull, parent)
+        pacer.tick()
         kind = parts[0].bytes
         hdr = msgpack.unpackb(parts[1].bytes, strict_map_key=False)
         if kind == wire.MSG_BATCH:
