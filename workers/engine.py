@@ -29,6 +29,8 @@ _Inspector = classify.Inspector
 _I_APP, _I_FAMILY, _I_PATH = INDEX["app"], INDEX["family"], INDEX["proto_path"]
 _I_CCLASS, _I_CTYPE, _I_CFLAGS = INDEX["content_class"], INDEX["content_type"], INDEX["content_flags"]
 _NONE = np.zeros(0, np.intp)
+_ROW_SIZE = EVENT.itemsize
+_NAMES_MAX = 1 << 16                    # IPv4 address texts remembered, at most
 _INSPECT_COLUMNS = ("key", "dir", "ploff", "pllen", "proto", "sport", "dport")
 # from an EVENT row's bytes (pipeline.wire): fidx, proto, depth, sport, dport, path, parent
 _OPEN_FIELDS = struct.Struct("<8xQ20xBB2xHH48xH8xQ")
@@ -91,6 +93,7 @@ class Engine:
         self.paths = {}
         self.records = []
         self._ended = []                  # (place in records, session, reason): written by `_flush`
+        self._names = {}                  # IPv4 address bytes -> text (`_report_many`)
         self.now = float("-inf")   # packet time may be anything, even negative
         self.stats = {"events": 0, "sessions": 0, "records": 0, "final_records": 0, "evicted": 0}
 
@@ -278,6 +281,7 @@ class Engine:
         linger = self.timeouts.close_linger
         close_expiry = self.timeouts.close_expiry
         opn = self._open
+        rowbytes = None
         rest = []
         retx = []
         look = []
@@ -302,7 +306,9 @@ class Engine:
                 if mg >= to or (when < 9e15 and int(when) <= horizon):
                     rest.append(g)
                     continue
-                s = opn(ev, i, k, t, d0, f0)
+                if rowbytes is None:
+                    rowbytes = ev[first].tobytes()   # the groups' first rows, raw, for new sessions
+                s = opn(ev, i, k, t, d0, f0, rowbytes[g * _ROW_SIZE:(g + 1) * _ROW_SIZE])
                 st = None
             else:
                 st = s.tcp
@@ -524,13 +530,15 @@ class Engine:
             if want and ins.feed(bytes(raw[o:o + min(want, n)]), fc):
                 s.insp = ins.result()               # the result replaces the inspector
 
-    def _open(self, ev, i, k, t, d, fl) -> Session:
+    def _open(self, ev, i, k, t, d, fl, first=None) -> Session:
+        """A new session from row i (`first`: that row's bytes, when the caller has them)."""
         if self.max_sessions and len(self.table) >= self.max_sessions:
             victim = self.wheel.oldest()
             if victim is not None:
                 self.stats["evicted"] += 1
                 self._end(victim, EVICTED)
-        first = ev[i].tobytes()
+        if first is None:
+            first = ev[i].tobytes()
         fidx, proto, depth, sport, dport, pid, parent = _OPEN_FIELDS.unpack_from(first)
         # the first packet's sender is the client, unless it is a SYN-ACK (capture began mid-handshake)
         client_dir = d if not (fl & _SYN and fl & _ACK) else 1 - d
@@ -733,6 +741,9 @@ class Engine:
         for j, v in zip(timed, round6(np.fromiter([tcps[j].rtt for j in timed], np.float64, len(timed)))):
             rtts[j] = v
         sensor, worker, stats, out = self.sensor, self.worker, self.stats, []
+        names = self._names                     # IPv4 address text, by address: hosts recur
+        if len(names) > _NAMES_MAX:
+            names.clear()
         classified = self._classified if self.classify else None
         final_n = 0
         for j, (s, final, reason), iv, pr, cp, svp, ported_j, cn, vlans, (t0, t1, dur), st, rtt in zip(
@@ -742,7 +753,12 @@ class Engine:
             if iv == 4:
                 o = 16 * j
                 ca, sa = cab[o:o + 4], sab[o:o + 4]
-                cip, sip = _ntop(_AF_INET, ca), _ntop(_AF_INET, sa)
+                cip = names.get(ca)
+                if cip is None:
+                    cip = names[ca] = _ntop(_AF_INET, ca)
+                sip = names.get(sa)
+                if sip is None:
+                    sip = names[sa] = _ntop(_AF_INET, sa)
             else:
                 o = 16 * j
                 ca, sa = cab[o:o + 16], sab[o:o + 16]
