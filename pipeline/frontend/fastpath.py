@@ -15,25 +15,29 @@ from .tunnels import UDP_TUNNEL_PORTS
 
 LINKTYPE_ETHERNET = 1
 _VLAN_TPIDS = (0x8100, 0x88A8)
-_TUNNEL_PORTS = np.array(sorted(UDP_TUNNEL_PORTS), dtype=np.uint16)
+_TUNNEL_PORT = np.zeros(1 << 16, bool)     # a port of the tunnel registry, by port number
+_TUNNEL_PORT[sorted(UDP_TUNNEL_PORTS)] = True
 
 
 class _Words:
     """Big-endian 64-bit words at any byte offset of the buffer: one gather per word
     (a stride-1 view; numpy reads unaligned words). Offsets past the end are clamped:
-    bytes read past a frame's capture are masked out by the caller's length checks."""
+    bytes read past a frame's capture are masked out by the caller's length checks.
+    The words are gathered as raw 8-byte items (a plain copy) and come back as native
+    uint64, so that the arithmetic on them does not byte-swap at every operation."""
 
     def __init__(self, data):
         n = len(data)
         self.top = max(n - 8, 0)
-        self.v = np.ndarray((self.top + 1,), dtype=">u8", buffer=data, offset=0, strides=(1,)) if n >= 8 else None
+        self.v = np.ndarray((self.top + 1,), dtype="V8", buffer=data, offset=0, strides=(1,)) if n >= 8 else None
 
     def __call__(self, idx):
-        return self.v[np.minimum(idx, self.top)]
+        return self.v[np.minimum(idx, self.top)].view(">u8").astype(np.uint64)
 
 
 _S = {k: np.uint64(k) for k in (8, 16, 24, 32, 40, 48, 56)}
 _M8, _M16, _M32 = np.uint64(0xFF), np.uint64(0xFFFF), np.uint64(0xFFFFFFFF)
+_M14 = np.uint64(0x3FFF)      # IPv4 MF flag and fragment offset (DF and the reserved bit do not matter)
 
 
 def _f(word, shift, mask):
@@ -82,10 +86,6 @@ def decode_fast(data, offsets, caplen, wirelen, ts, linktype, paths: PathIds, ba
     word = _Words(data)
     w = word(o + 12)                       # ethertype, then a possible VLAN tag
     et = _f(w, 48, _M16)
-    l2 = np.full(n, 14, np.int64)
-    nvlan = np.zeros(n, np.int64)
-    vlan0 = np.zeros(n, np.int64)
-    vlan1 = np.zeros(n, np.int64)
     tag1 = (et == _VLAN_TPIDS[0]) | (et == _VLAN_TPIDS[1])
     if tag1.any():
         vlan0 = np.where(tag1, _f(w, 32, _M16) & 0x0FFF, 0)
@@ -95,10 +95,16 @@ def decode_fast(data, offsets, caplen, wirelen, ts, linktype, paths: PathIds, ba
             w2 = word(o + 18)
             vlan1 = np.where(tag2, _f(w2, 32, _M16) & 0x0FFF, 0)
             et = np.where(tag2, _f(w2, 16, _M16), et)
+        else:
+            vlan1 = None
         nvlan = tag1.astype(np.int64) + tag2
-        l2 += 4 * nvlan
-    h0 = word(o + l2)                      # version/IHL, TOS, total length (v4) / payload length (v6 at +4)
-    h1 = word(o + l2 + 4)                  # v4: ident, flags/offset, TTL, proto / v6: plen, next header
+        l2 = 14 + 4 * nvlan
+    else:
+        nvlan = vlan0 = vlan1 = None
+        l2 = np.full(n, 14, np.int64)
+    ol2 = o + l2                           # where the IP header starts
+    h0 = word(ol2)                         # version/IHL, TOS, total length (v4) / payload length (v6 at +4)
+    h1 = word(ol2 + 4)                     # v4: ident, flags/offset, TTL, proto / v6: plen, next header
     v4 = ok & (et == 0x0800)
     v6 = ok & (et == 0x86DD)
     vb = _f(h0, 56, _M8)
@@ -106,8 +112,7 @@ def decode_fast(data, offsets, caplen, wirelen, ts, linktype, paths: PathIds, ba
     v4 &= ((vb >> 4) == 4) & (ihl >= 20)
     v6 &= (vb >> 4) == 6
     total = _f(h0, 32, _M16)
-    frag = _f(h0, 0, _M16) & 0x3FFF
-    v4 &= (frag == 0) & (total >= ihl) & (total > 0)
+    v4 &= ((h0 & _M14) == 0) & (total >= ihl) & (total > 0)
     plen6 = _f(h1, 48, _M16)
     v6 &= plen6 > 0
     proto = np.where(v6, _f(h1, 40, _M8), _f(h1, 16, _M8))
@@ -118,20 +123,23 @@ def decode_fast(data, offsets, caplen, wirelen, ts, linktype, paths: PathIds, ba
     udp = proto == 17
     ok = (v4 | v6) & (tcp | udp)
     ok &= cl >= l4 + np.where(tcp, 20, 8)
-    t0 = word(o + l4)                      # ports, TCP sequence number
+    ol4 = o + l4                           # where the transport header starts
+    t0 = word(ol4)                         # ports, TCP sequence number
     sport = _f(t0, 48, _M16)
     dport = _f(t0, 32, _M16)
-    ok &= ~(udp & (np.isin(sport, _TUNNEL_PORTS) | np.isin(dport, _TUNNEL_PORTS)))
-    t1 = word(o + l4 + 8)                  # TCP ack, data offset, flags, window
+    ok &= ~(udp & (_TUNNEL_PORT[sport] | _TUNNEL_PORT[dport]))
+    t1 = word(ol4 + 8)                     # TCP ack, data offset, flags, window
     doff = (_f(t1, 24, _M8) >> 4) * 4
     payload = np.where(tcp, ip_payload - doff, ip_payload - 8)
     ok &= (payload >= 0) & ~(tcp & (doff < 20))
     slow = ~ok
     idx = np.flatnonzero(ok)
-    ev = np.zeros(len(idx), EVENT)
-    if len(idx) == 0:
+    m = len(idx)
+    ev = np.zeros(m, EVENT)
+    if m == 0:
         return ev, slow
-    o, l2, is6 = o[idx], l2[idx], v6[idx]
+    ol2 = ol2[idx]
+    is6 = v6[idx]
     t0, t1 = t0[idx], t1[idx]
     is_tcp = tcp[idx]
     ev["fidx"] = idx
@@ -147,31 +155,36 @@ def decode_fast(data, offsets, caplen, wirelen, ts, linktype, paths: PathIds, ba
     ev["tcpflags"] = np.where(is_tcp, _f(t1, 16, _M8), 0)
     ev["seq"] = np.where(is_tcp, _f(t0, 0, _M32), 0)
     ev["ack"] = np.where(is_tcp, _f(t1, 32, _M32), 0)
-    ev["nvlan"] = nvlan[idx]
-    ev["vlan0"] = vlan0[idx]
-    ev["vlan1"] = vlan1[idx]
-    if is6.any():
-        z = np.uint64(0)
-        ev["src_hi"] = np.where(is6, word(o + l2 + 8), z)
-        ev["src_lo"] = np.where(is6, word(o + l2 + 16), z)
-        ev["dst_hi"] = np.where(is6, word(o + l2 + 24), z)
-        ev["dst_lo"] = np.where(is6, word(o + l2 + 32), z)
-    is4 = ~is6
-    if is4.any():
-        a4 = word(o + l2 + 12)             # source and destination addresses
-        ev["src_hi"] = np.where(is4, a4 & ~_M32, ev["src_hi"])
-        ev["dst_hi"] = np.where(is4, a4 << _S[32], ev["dst_hi"])
+    if nvlan is not None:
+        ev["nvlan"] = nvlan[idx]
+        ev["vlan0"] = vlan0[idx]
+        if vlan1 is not None:
+            ev["vlan1"] = vlan1[idx]
+    # addresses: gathered for the accepted rows of each IP version only
+    n6 = int(np.count_nonzero(is6))
+    if n6:
+        j6 = np.flatnonzero(is6) if n6 < m else slice(None)
+        a = ol2[j6]
+        for name, at in (("src_hi", 8), ("src_lo", 16), ("dst_hi", 24), ("dst_lo", 32)):
+            ev[name][j6] = word(a + at)
+    if n6 < m:
+        j4 = np.flatnonzero(~is6) if n6 else slice(None)
+        a4 = word(ol2[j4] + 12)            # source and destination addresses
+        ev["src_hi"][j4] = a4 & ~_M32
+        ev["dst_hi"][j4] = a4 << _S[32]
     # proto_path: one id per (vlan count, ip version, transport) combination
-    combo = nvlan[idx] * 4 + is6 * 2 + is_tcp
+    combo = is6 * 2 + is_tcp
+    if nvlan is not None:
+        combo = combo + nvlan[idx] * 4
     pid = np.zeros(12, np.uint16)
-    for c in np.unique(combo):
+    for c in np.flatnonzero(np.bincount(combo, minlength=12)):
         c = int(c)
         pid[c] = paths.get("eth" + ".vlan" * (c // 4) + (".ipv6" if c & 2 else ".ipv4") + (".tcp" if c & 1 else ".udp"))
     ev["path"] = pid[combo]
     # where the payload starts in the chunk (the front-end keeps the bytes of young sessions)
     # (relative to the chunk's lowest frame offset, `base`: it fits 32 bits whatever the file's size)
     start = l4[idx] + np.where(is_tcp, doff[idx], 8)
-    rel = o + start - base
+    rel = o[idx] + start - base
     ev["ploff"] = rel
     ev["pllen"] = np.where(rel < 1 << 32, np.clip(np.minimum(payload[idx], cl[idx] - start), 0, PAYLOAD_MAX), 0)
     return ev, slow

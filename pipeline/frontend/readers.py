@@ -234,19 +234,20 @@ class _PcapReader(CaptureReader):
 
     def _walk(self, offs: list, pos: int, room: int) -> int:
         """The hot loop: append record offsets from pos until room is full or a record runs past
-        the end of the file; return where it stopped. caplen is checked afterwards, in bulk."""
-        buf, end, hl, cap_at, add = self._buf, self.size, self._hl, self._cap_at, offs.append
+        the end of the file; return where it stopped. caplen is checked afterwards, in bulk.
+        The loop itself does not compare with the end of the file: a record that runs past it
+        leaves pos past the end, where the next caplen cannot be read (struct.error), or the
+        room is full; either way the record is taken back below."""
+        buf, hl, cap_at, add = self._buf, self._hl, self._cap_at, offs.append
         try:
             for _ in range(room):
                 add(pos)
                 pos += hl + cap_at(buf, pos)[0]
-                if pos > end:
-                    break
-            else:
-                return pos
         except struct.error:     # not even a caplen left: a cut-short header (or the exact end)
-            pass
-        return offs.pop()
+            pos = offs.pop()
+        if pos > self.size:      # the last record runs past the end: it starts where reading stops
+            pos = offs.pop()
+        return pos
 
     def _next_chunk(self, max_frames):
         parts, n = [], 0
