@@ -78,6 +78,15 @@ EVENT = np.dtype([
     ("pllen", "<u2"),     # how many are there: 0 unless the session is young (classification)
 ])
 
+_RAW_ROW = np.dtype((np.void, EVENT.itemsize))
+
+
+def take_rows(ev, idx):
+    """ev[idx] for EVENT rows, taken as raw row bytes: numpy copies fancy-indexed
+    structured rows field by field, some thirty times slower."""
+    return np.take(ev.view(_RAW_ROW), idx).view(EVENT)
+
+
 MSG_BATCH = b"B"
 MSG_END = b"E"
 MSG_RECORDS = b"R"

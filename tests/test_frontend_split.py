@@ -1,11 +1,11 @@
-"""The front-end's shortcuts for splitting rows must give exactly what the plain numpy
-idioms give (fancy indexing of structured rows, a stable argsort): the expectations
-here are computed the plain way."""
+"""The front-end's shortcuts for splitting rows (and `wire.take_rows`, which the workers
+use too) must give exactly what the plain numpy idioms give (fancy indexing of
+structured rows, a stable argsort): the expectations here are computed the plain way."""
 import numpy as np
 import pytest
 
-from pipeline.frontend.core import _rows, _shares, _stable_order
-from pipeline.wire import EVENT
+from pipeline.frontend.core import _shares, _stable_order
+from pipeline.wire import EVENT, take_rows
 
 
 def _events(n, seed):
@@ -18,7 +18,7 @@ def _events(n, seed):
 def test_rows_equal_fancy_indexing(n):
     ev = _events(n, n)
     for idx in (np.arange(n), np.arange(n)[::-3], np.random.default_rng(1).integers(0, max(n, 1), n if n else 0)):
-        got = _rows(ev, idx)
+        got = take_rows(ev, idx)
         assert got.dtype == EVENT and got.flags.c_contiguous
         assert got.tobytes() == ev[idx].tobytes()
         if len(got):

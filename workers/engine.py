@@ -9,12 +9,13 @@ runs are deterministic and the same whatever the number of workers.
 """
 import socket
 import struct
+from itertools import repeat
 
 import numpy as np
 
 from pipeline.community_id import community_id_packed, community_ids_ported
 from pipeline.record import INDEX, TYPE_SESSION
-from pipeline.wire import EVENT, session_id
+from pipeline.wire import EVENT, session_id, take_rows
 
 from . import classify
 from . import tcp as tcpmod
@@ -161,7 +162,7 @@ class Engine:
     def _feed_rows(self, ev, rows) -> None:
         """The reference path: one packet at a time, in frame order (`rows`: the indexes
         of the rows to apply, None: all). `_bulk` must give the same sessions."""
-        sub = ev if rows is None else ev[rows]
+        sub = ev if rows is None else take_rows(ev, rows)
         idx = range(len(ev)) if rows is None else rows.tolist()
         cols = zip(idx, sub["key"].tolist(), sub["ts"].tolist(), sub["dir"].tolist(), sub["wirelen"].tolist(),
                    sub["caplen"].tolist(), sub["ncap"].tolist(), sub["payload"].tolist(),
@@ -307,7 +308,7 @@ class Engine:
                     rest.append(g)
                     continue
                 if rowbytes is None:
-                    rowbytes = ev[first].tobytes()   # the groups' first rows, raw, for new sessions
+                    rowbytes = take_rows(ev, first).tobytes()   # the groups' first rows, raw, for new sessions
                 s = opn(ev, i, k, t, d0, f0, rowbytes[g * _ROW_SIZE:(g + 1) * _ROW_SIZE])
                 st = None
             else:
@@ -353,7 +354,7 @@ class Engine:
             left = np.zeros(ng, bool)
             left[rest] = True
         if ctl.any():
-            self._control(ev, order, starts, gs, fls, tss, ctl if left is None else ctl & ~left, sess, before)
+            self._control(ev, order, gs, fls, tss, ctl if left is None else ctl & ~left, sess, before)
         if retx:
             self._retransmissions(ev, gid, tcppl, retx, ng)
         if look:
@@ -362,7 +363,7 @@ class Engine:
             return _NONE
         return np.flatnonzero(left[gid])
 
-    def _control(self, ev, order, starts, gs, fls, tss, groups, sess, before) -> None:
+    def _control(self, ev, order, gs, fls, tss, groups, sess, before) -> None:
         """The TCP flags' part (handshake, close) of the bulk groups, segment by segment
         in frame order, over the only rows that can change it: SYN, FIN and RST
         segments, and after each SYN-ACK the next ACK the other way (the handshake's
@@ -395,16 +396,26 @@ class Engine:
         linger = self.timeouts.close_linger
         close_expiry = self.timeouts.close_expiry
         wheel = self.wheel
-        for p, g, dd, f, t in zip(pos.tolist(), g_of.tolist(), ds[pos].tolist(), fls[pos].tolist(),
-                                  tss[pos].tolist()):
+        fp = fls[pos]
+        if close_expiry and (fp & 0x05).any():
+            # packet time's running maximum inside each group (grouped order), by ranks:
+            # group g's ranks are offset by g * n, so the running max never crosses groups
+            n = len(tss)
+            srt = np.argsort(tss, kind="stable")
+            rank = np.empty(n, np.int64)
+            rank[srt] = np.arange(n)
+            off = gs * n
+            upto = tss[srt][np.maximum.accumulate(rank + off)[pos] - off[pos]].tolist()
+        else:
+            upto = repeat(None)
+        for g, dd, f, t, u in zip(g_of.tolist(), ds[pos].tolist(), fp.tolist(), tss[pos].tolist(), upto):
             s = sess[g]
             st = s.tcp
             if st is None:
                 st = s.tcp = new_tcp()
             if control(st, dd, dd == s.client_dir, f, t) and close_expiry:
                 s.timeout = linger
-                last = max(before[g], float(tss[starts[g]:p + 1].max()))
-                wheel.file(s, last + linger)
+                wheel.file(s, max(before[g], u) + linger)   # from its last packet up to this one
 
     def _retransmissions(self, ev, gid, tcppl, retx, ng) -> None:
         """`tcp.update`'s retransmission rule for the data segments of the groups in
