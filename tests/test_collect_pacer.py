@@ -25,3 +25,20 @@ def test_cycles_are_freed_on_the_pace_not_before():
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+def test_a_cycle_through_frozen_objects_is_freed_by_the_full_pass():
+    try:
+        pacer = CollectPacer(every=1, full=3)
+        old = Node()
+        gone = weakref.ref(old)
+        pacer.tick()                            # pass 1: old survives and is frozen
+        old.me = old                            # now a cycle through a frozen object
+        del old
+        pacer.tick()                            # pass 2: looks at new objects only
+        assert gone() is not None
+        pacer.tick()                            # pass 3: the full one
+        assert gone() is None
+    finally:
+        gc.unfreeze()
+        gc.enable()
