@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 SHARED_SYNTH = ROOT.parent / "shared" / "bench" / "synth_pcap.py"
 PEERS_PY = ROOT / "bench" / ".peers" / "bin" / "python"
 OUT = ROOT / "bench" / "out"
+CHUNK_FRAMES = 65536            # `pipeline start`'s default --chunk-frames
 
 
 def make_trace(path, packets, seed):
@@ -112,7 +113,7 @@ def stage_frontend(trace, workers):
     r = open_capture(str(trace))
     batches = []
     t = time.perf_counter()
-    for chunk in r.chunks(16384):
+    for chunk in r.chunks(CHUNK_FRAMES):
         ev, ends, nows, data = fe.process(chunk)
         for part, cuts, _ in fe.pack((ev, ends, nows, data), gather=False):
             batches.append((part, cuts, data))

@@ -140,7 +140,7 @@ class Engine:
             return
         self.stats["events"] += n
         inspect = payload is not None and len(payload) and self.classify
-        rest = self._bulk(ev, max(self.now, max(now for _, now in cuts)), payload if inspect else None)
+        rest = self._bulk(ev, max(self.now, max(now for _, now in cuts)), payload if inspect else None, cuts)
         bounds = np.searchsorted(rest, [end for end, _ in cuts]).tolist()
         lo = 0
         for (end, now), hi in zip(cuts, bounds):
@@ -205,7 +205,7 @@ class Engine:
                 for p in pp:
                     p.on_packet(s, ev[i])
 
-    def _bulk(self, ev, horizon, payload=None):
+    def _bulk(self, ev, horizon, payload=None, cuts=None):
         """The batch path: rows grouped by session key with numpy, so Python runs once
         per session per batch and once per control segment (SYN, FIN, RST, the
         handshake's last ACK), not once per packet. Counters are summed per group and
@@ -215,7 +215,9 @@ class Engine:
         idle gap, a SYN after the close); the rest is left to `_feed_rows` (returned:
         their row indexes, in frame order). Both paths give the same sessions, as the
         differential test checks. With `payload`, the bulk groups' payload rows are
-        inspected here too (`_inspect_groups`), only for sessions not yet classified."""
+        inspected here too (`_inspect_groups`), only for sessions not yet classified.
+        With the batch's `cuts`, a session that an expiry could look at but that cannot
+        end inside the batch (`_room`) and has no interim report due stays here too."""
         n = len(ev)
         keys = ev["key"]
         order = np.argsort(keys, kind="stable")        # stable: frame order inside a group
@@ -261,6 +263,7 @@ class Engine:
             gins = [0] * ng
         # close and reopen: when the first FIN/RST comes, and whether a SYN (no ACK) follows it
         ctl = (flor & 0x07) != 0
+        fr_pos = None
         if ctl.any():
             pos = np.arange(n)
             fr = (fls & 0x05) != 0
@@ -273,6 +276,10 @@ class Engine:
             fr_ts = fr_ts.tolist()
         else:
             reopen = anysyn = fr_ts = [None] * ng
+        if cuts is not None and horizon > float("-inf"):
+            slack, opened, closed, after, pre = self._room(cuts, order, starts, gs, tss, gap, horizon, fr_pos)
+        else:
+            slack = opened = closed = after = pre = repeat(None)
 
         get = self.table.get
         new_tcp = tcpmod.TcpState
@@ -288,23 +295,31 @@ class Engine:
         look = []
         sess = [None] * ng
         before = [0.0] * ng
-        for g, k, i, t, d0, f0, fo, mg, tm, m, tp, pr, sp, dp, rso, asyn, frt, gi in zip(
+        for g, k, i, t, d0, f0, fo, mg, tm, m, tp, pr, sp, dp, rso, asyn, frt, gi, sl, so, sc, ma, pb in zip(
                 range(ng), sk[starts].tolist(), first.tolist(), ts[first].tolist(), d[first].tolist(),
                 fl[first].tolist(), flor.tolist(), maxgap.tolist(), tmax.tolist(),
                 sums.reshape(ng, 12).tolist(), gtcppl.tolist(), proto[first].tolist(), sport[first].tolist(),
-                dport[first].tolist(), reopen, anysyn, fr_ts, gins):
-            if fo & 0x05:
-                # it closes here: no reopening after the close, no gap as long as the
-                # linger, and its close-linger deadline beyond the horizon
-                if rso or mg >= linger or (close_expiry and int(frt + linger) <= horizon):
-                    rest.append(g)
-                    continue
+                dport[first].tolist(), reopen, anysyn, fr_ts, gins, slack, opened, closed, after, pre):
+            # A group may stay here when no expiry of the batch can touch its session (its
+            # expiry slot is past the horizon), or, failing that, when `_room` shows that
+            # none can end it before its last row and no interim report is due. A closing
+            # group's timeout becomes the linger at the close: it may end after its last
+            # row (at an advance of this batch: its counters are all in by then).
+            closing = fo & 0x05
+            if closing and rso:
+                rest.append(g)             # a SYN after the close opens a new session
+                continue
+            closing = closing and close_expiry
+            strict = closing and (mg >= linger or int(frt + linger) <= horizon)
             s = get(k)
             if s is None:
                 # a new session: it must not be due (idle or report) before the horizon either
                 to = idle_for(pr, sp, dp)
                 when = t + min(to, active)
-                if mg >= to or (when < 9e15 and int(when) <= horizon):
+                if mg >= to or ((strict or (when < 9e15 and int(when) <= horizon)) and not (
+                        sl is not None and t + active > horizon
+                        and (sl + to > 0 if not closing else
+                             so + to > 0 and sc + min(to, linger) > 0 and ma < min(to, linger)))):
                     rest.append(g)
                     continue
                 if rowbytes is None:
@@ -313,8 +328,13 @@ class Engine:
                 st = None
             else:
                 st = s.tcp
-                if (mg >= s.timeout or t - s.last >= s.timeout or s.slot is None or s.slot <= horizon
-                        or (st is not None and (st.hs == synack or (asyn and st.close)))):
+                tmo = s.timeout
+                if (mg >= tmo or t - s.last >= tmo or s.slot is None
+                        or (st is not None and (st.hs == synack or (asyn and st.close)))
+                        or ((strict or s.slot <= horizon) and not (
+                            sl is not None and s.next_report > horizon and s.last + tmo > pb
+                            and (sl + tmo > 0 if not closing else
+                                 so + tmo > 0 and sc + min(tmo, linger) > 0 and ma < min(tmo, linger))))):
                     rest.append(g)
                     continue
             if fo & 0x07:
@@ -362,6 +382,50 @@ class Engine:
         if left is None:
             return _NONE
         return np.flatnonzero(left[gid])
+
+    @staticmethod
+    def _room(cuts, order, starts, gs, tss, gap, horizon, fr_pos):
+        """Per group, what lets a session stay on the bulk path although an expiry in
+        the batch may look at it: packet by packet, an advance at `now` ends it when
+        its last packet so far plus its timeout is <= now. For each row, the margin
+        is (packet time's running maximum up to it) - (the last advance before the
+        group's next row, or the horizon after its last row); the session cannot end
+        while margin + timeout > 0. Returns lists per group: slack (least margin over
+        all rows), opened (over the rows before the first FIN/RST), closed (over the
+        rows from it to the last but one: the linger applies there; the last row may
+        end), after (largest gap between rows after it: one as long as the linger
+        splits the session), pre (the last advance before the group's first row: the
+        session's old last time plus timeout must beat it). Conservative: the old last
+        time is left out of the running maximum, and the linger is assumed from the
+        first FIN/RST on."""
+        n = len(tss)
+        ends = np.fromiter((e for e, _ in cuts), np.int64, len(cuts))
+        nows = np.fromiter((t for _, t in cuts), np.float64, len(cuts))
+        seg = np.searchsorted(ends, order, side="right")          # segment of each grouped row
+        back = np.where(seg > 0, nows[np.maximum(seg - 1, 0)], -np.inf)   # last advance before it
+        bound = np.empty(n)
+        bound[:-1] = back[1:]
+        last_rows = np.append(starts[1:] - 1, n - 1)
+        bound[last_rows] = horizon
+        srt = np.argsort(tss, kind="stable")
+        rank = np.empty(n, np.int64)
+        rank[srt] = np.arange(n)
+        off = gs * n
+        runmax = tss[srt][np.maximum.accumulate(rank + off) - off]
+        margin = runmax - bound
+        slack = np.minimum.reduceat(margin, starts).tolist()
+        if fr_pos is None:
+            opened = closed = after = repeat(None)
+        else:
+            pos = np.arange(n)
+            fin = fr_pos[gs]                                  # each row's group's first FIN/RST
+            inf = np.inf
+            opened = np.minimum.reduceat(np.where(pos < fin, margin, inf), starts).tolist()
+            mid = (pos >= fin)
+            mid[last_rows] = False
+            closed = np.minimum.reduceat(np.where(mid, margin, inf), starts).tolist()
+            after = np.maximum.reduceat(np.where(pos > fin, gap, -inf), starts).tolist()
+        return slack, opened, closed, after, back[starts].tolist()
 
     def _control(self, ev, order, gs, fls, tss, groups, sess, before) -> None:
         """The TCP flags' part (handshake, close) of the bulk groups, segment by segment
