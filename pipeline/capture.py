@@ -38,16 +38,16 @@ def open_live(cfg: dict) -> LiveCapture:
 def feed_live(cap, fe, send_batches, stop, check=lambda: None) -> None:
     """Chunks from the ring to the workers until stop(); an idle tick every second."""
     last = 0.0
-    pacer = CollectPacer()
-    for chunk in cap.chunks(stop):
-        pacer.tick()
-        if len(chunk):
-            send_batches(fe, fe.process(chunk))
-        now = time.time()
-        if now - last >= TICK_S:
-            send_batches(fe, fe.idle(now))
-            last = now
-        check()
+    with CollectPacer() as pacer:
+        for chunk in cap.chunks(stop):
+            pacer.tick()
+            if len(chunk):
+                send_batches(fe, fe.process(chunk))
+            now = time.time()
+            if now - last >= TICK_S:
+                send_batches(fe, fe.idle(now))
+                last = now
+            check()
     k = cap.stats()
     fe.stats["frames_dropped"] += k["dropped"]
     fe.stats["frames_read"] += k["dropped"]

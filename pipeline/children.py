@@ -76,7 +76,7 @@ def collector_sockets(cfg: dict, name: str, hwm: int):
 
 class CollectPacer:
     """Cyclic garbage collection by hand: automatic collection off, a pass every `every`
-    messages. The cores keep their state in long-lived objects that make no reference
+    messages (chunks, in the capture loops). The cores keep their state in long-lived objects that make no reference
     cycles (a session, its counters, its TCP state, its inspector): Python's automatic
     collector walks the growing session table again and again to find nothing, about
     a sixth of a worker's CPU time on the bench trace. Each pass looks only at what
@@ -91,6 +91,17 @@ class CollectPacer:
         self.full = full
         self.count = 0
         self.passes = 0
+
+    def close(self) -> None:
+        """Automatic collection back on (a process that goes on after its loop)."""
+        gc.unfreeze()
+        gc.enable()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def tick(self) -> None:
         self.count += 1

@@ -205,21 +205,21 @@ class Run:
 
     def feed(self, readers, fe):
         self.bytes_total = sum(r.size for r in readers)
-        pacer = CollectPacer()
-        for k, reader in enumerate(readers):
-            if self.stopping:
-                break
-            self.reader = reader
-            self.to.shared = k              # workers read payload bytes from their own map of it
-            for chunk in reader.chunks(self.args.chunk_frames):
+        with CollectPacer() as pacer:
+            for k, reader in enumerate(readers):
                 if self.stopping:
                     break
-                pacer.tick()
-                self.send_batches(fe, fe.process(chunk))
-            for w in reader.warnings:
-                _log(f"warning: {w}")
-            self.damage += reader.damage
-            self.bytes_before += reader.size
+                self.reader = reader
+                self.to.shared = k              # workers read payload bytes from their own map of it
+                for chunk in reader.chunks(self.args.chunk_frames):
+                    if self.stopping:
+                        break
+                    pacer.tick()
+                    self.send_batches(fe, fe.process(chunk))
+                for w in reader.warnings:
+                    _log(f"warning: {w}")
+                self.damage += reader.damage
+                self.bytes_before += reader.size
         self.to.shared = None
         if self.progress:
             sys.stderr.write("\r\033[K")

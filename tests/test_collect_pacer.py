@@ -42,3 +42,9 @@ def test_a_cycle_through_frozen_objects_is_freed_by_the_full_pass():
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+def test_closing_turns_automatic_collection_back_on():
+    with CollectPacer():
+        assert not gc.isenabled()
+    assert gc.isenabled() and gc.get_freeze_count() == 0

@@ -24,6 +24,11 @@ from tests.shared import all_captures, capture_ids, needs_shared
 
 PER_PACKET, BULK = 1 << 60, 1
 SHORT = Timeouts.make(idle_timeout=2, active_timeout=3, close_linger=1)
+# the bulk path's per-row check (`Engine._room`) against every timeout shape: idle shorter
+# than the interim report period, a linger longer than the idle timeout, no close expiry
+TIMEOUTS = [SHORT, Timeouts(), Timeouts.make(idle_timeout=2, active_timeout=300, close_linger=1),
+            Timeouts.make(idle_timeout=1, active_timeout=300, close_linger=3),
+            Timeouts.make(idle_timeout=2, active_timeout=3, close_linger=1, close_expiry=False)]
 
 
 def records(batches, timeouts, bulk_min, paths=None, **kw):
@@ -47,7 +52,7 @@ HOSTS = [("10.0.0.1", 40000), ("10.0.0.2", 80), ("10.0.0.3", 443), ("10.0.0.1", 
 packet = st.tuples(
     st.integers(0, len(HOSTS) - 1), st.integers(0, len(HOSTS) - 1),    # endpoints: few, so keys collide
     st.sampled_from([6, 6, 6, 17]),
-    st.sampled_from([0.0, 0.001, 0.3, 0.9, 1.5, 2.5, 4.0, -0.5]),      # time steps: gaps past every timeout, and back
+    st.sampled_from([0.0, 0.001, 0.3, 0.9, 1.5, 2.5, 4.0, -0.5, -3.0]),  # time steps: gaps past every timeout, and back
     st.sampled_from(FLAGS),
     st.sampled_from([0, 0, 1, 100, 1448]),                              # payload
     st.sampled_from([0, 1, 1000, 1448, -1448, 1 << 31, (1 << 32) - 10]),  # sequence step
@@ -67,15 +72,28 @@ def build(specs):
     return rows(out)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(packet, min_size=1, max_size=120), st.sampled_from([1, 7, 40, 1000]),
-       st.sampled_from([SHORT, Timeouts()]))
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(packet, min_size=1, max_size=120), st.sampled_from([1, 7, 40, 1000]), st.sampled_from(TIMEOUTS))
 def test_random_rows_same_records(specs, chunk, timeouts):
     ev = build(specs)
     batches = [(ev[i:i + chunk], cut(ev[i:i + chunk]), None) for i in range(0, len(ev), chunk)]
     ref, _ = records(batches, timeouts, PER_PACKET)
     got, _ = records(batches, timeouts, BULK)
     assert got == ref
+
+
+def test_cut_times_behind_the_engines_clock():
+    """A batch whose cut times lie behind the engine's clock (another capture process's
+    batch, an idle tick came first): its advances happen at the clock, so a new session
+    whose rows are older splits on every idle gap, in bulk as packet by packet."""
+    to = Timeouts.make(idle_timeout=2, active_timeout=300, close_linger=1)
+    ahead = rows([dict(src="10.0.0.9", dst="10.0.0.8", sport=1, dport=2, proto=17, ts=1010.0)])
+    ts = [1000.0 + 1.5 * i for i in range(7)] + [1010.0]
+    late = rows([dict(src="10.0.0.1", dst="10.0.0.2", sport=5000, dport=6000, proto=17, ts=t) for t in ts])
+    batches = [(ahead, [[1, 1010.0]], None), (late, [[i + 1, t] for i, t in enumerate(ts)], None)]
+    ref, _ = records(batches, to, PER_PACKET)
+    got, _ = records(batches, to, BULK)
+    assert got == ref and len(ref) == 8          # 7 pieces of the late flow, and the other flow
 
 
 def front_end_batches(path, chunk, timeouts):

@@ -20,7 +20,7 @@ from pipeline.wire import EVENT, session_id, take_rows
 from . import classify
 from . import tcp as tcpmod
 from .expiry import Wheel
-from .session import Session
+from .session import PORTED, Session
 from .timeouts import Timeouts
 
 _ntop, _AF_INET, _AF_INET6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6
@@ -37,7 +37,7 @@ _INSPECT_COLUMNS = ("key", "dir", "ploff", "pllen", "proto", "sport", "dport")
 _OPEN_FIELDS = struct.Struct("<8xQ20xBB2xHH48xH8xQ")
 _GROUPED_MIN = 64                      # smaller batches: the per-packet path is cheaper
 _REPORTS_MIN = 32                      # fewer records at once: `_report` one by one is cheaper
-_PORTED = (6, 17, 33, 132, 136)        # transports with ports (see workers.session)
+_PORTED = sorted(PORTED)                # transports with ports
 _MASK, _HALF = tcpmod.MASK, tcpmod.HALF
 _WINDOW = 1 << 30                       # relative sequence numbers used only inside +-2^30
 _FAR = 1 << 40                          # beyond any relative sequence number
@@ -154,8 +154,9 @@ class Engine:
         self._flush()
 
     def _per_packet(self, n) -> bool:
-        """Small batches, per-packet plugins and a table that may overflow (eviction
-        follows packet order) take the per-packet path for the whole batch."""
+        """Small batches, per-packet plugins and a table that may overflow inside the
+        batch (the evictions then follow packet order) take the per-packet path for the
+        whole batch."""
         return n < self.bulk_min or bool(self.packet_plugins) or bool(
             self.max_sessions and len(self.table) + n > self.max_sessions)
 
@@ -210,14 +211,16 @@ class Engine:
         per session per batch and once per control segment (SYN, FIN, RST, the
         handshake's last ACK), not once per packet. Counters are summed per group and
         direction; retransmissions are found by segmented running min/max of sequence
-        numbers. A group is done here only when no expiry up to `horizon` (the batch's
-        last advance) can touch its session and nothing in the batch can split it (an
-        idle gap, a SYN after the close); the rest is left to `_feed_rows` (returned:
-        their row indexes, in frame order). Both paths give the same sessions, as the
-        differential test checks. With `payload`, the bulk groups' payload rows are
-        inspected here too (`_inspect_groups`), only for sessions not yet classified.
-        With the batch's `cuts`, a session that an expiry could look at but that cannot
-        end inside the batch (`_room`) and has no interim report due stays here too."""
+        numbers. A group is done here only when nothing in the batch can split its
+        session (an idle gap, a SYN after the close), no interim report of it is due
+        up to `horizon` (the batch's last advance), and no advance of the batch can end
+        it before its last row there: its expiry slot is past the horizon, or, with
+        the batch's `cuts`, `_room` shows it row by row (an advance may still refile
+        it, or end a closing session after its last row: its counters are all in by
+        then). The rest is left to `_feed_rows` (returned: their row indexes, in frame
+        order). Both paths give the same sessions, as the differential test checks.
+        With `payload`, the bulk groups' payload rows are inspected here too
+        (`_inspect_groups`), only for sessions not yet classified."""
         n = len(ev)
         keys = ev["key"]
         order = np.argsort(keys, kind="stable")        # stable: frame order inside a group
@@ -277,7 +280,8 @@ class Engine:
         else:
             reopen = anysyn = fr_ts = [None] * ng
         if cuts is not None and horizon > float("-inf"):
-            slack, opened, closed, after, pre = self._room(cuts, order, starts, gs, tss, gap, horizon, fr_pos)
+            slack, opened, closed, after, pre = self._room(cuts, self.now, order, starts, gs, tss, gap, horizon,
+                                                           fr_pos)
         else:
             slack = opened = closed = after = pre = repeat(None)
 
@@ -384,7 +388,7 @@ class Engine:
         return np.flatnonzero(left[gid])
 
     @staticmethod
-    def _room(cuts, order, starts, gs, tss, gap, horizon, fr_pos):
+    def _room(cuts, clock, order, starts, gs, tss, gap, horizon, fr_pos):
         """Per group, what lets a session stay on the bulk path although an expiry in
         the batch may look at it: packet by packet, an advance at `now` ends it when
         its last packet so far plus its timeout is <= now. For each row, the margin
@@ -397,10 +401,13 @@ class Engine:
         splits the session), pre (the last advance before the group's first row: the
         session's old last time plus timeout must beat it). Conservative: the old last
         time is left out of the running maximum, and the linger is assumed from the
-        first FIN/RST on."""
+        first FIN/RST on. The advances' times are what `_advance` makes of the cuts'
+        (`clock`: the engine's time before the batch): a running maximum, since a
+        batch's cut times may lie behind the engine's clock (several capture
+        processes, idle ticks)."""
         n = len(tss)
         ends = np.fromiter((e for e, _ in cuts), np.int64, len(cuts))
-        nows = np.fromiter((t for _, t in cuts), np.float64, len(cuts))
+        nows = np.maximum.accumulate(np.maximum(np.fromiter((t for _, t in cuts), np.float64, len(cuts)), clock))
         seg = np.searchsorted(ends, order, side="right")          # segment of each grouped row
         back = np.where(seg > 0, nows[np.maximum(seg - 1, 0)], -np.inf)   # last advance before it
         bound = np.empty(n)
@@ -573,7 +580,8 @@ class Engine:
         """`_inspect` for the bulk groups in `look` ((group, session) pairs: sessions
         still being classified): their payload rows, a group at a time, in frame order
         inside each group (the sessions are independent, and no advance of the batch
-        touches a bulk group's session, so this order gives the same results)."""
+        can end a bulk group's session before its last row, so this order gives the
+        same results)."""
         want = np.zeros(ng, bool)
         sess = [None] * ng
         for g, s in look:
@@ -825,8 +833,8 @@ class Engine:
                 range(n), items, ipver.tolist(), proto.tolist(), cport.tolist(), sport.tolist(), ported.tolist(),
                 cnt.tolist(), vl, times, tcps, rtts):
             s.reports += 1
+            o = 16 * j
             if iv == 4:
-                o = 16 * j
                 ca, sa = cab[o:o + 4], sab[o:o + 4]
                 cip = names.get(ca)
                 if cip is None:
@@ -835,7 +843,6 @@ class Engine:
                 if sip is None:
                     sip = names[sa] = _ntop(_AF_INET, sa)
             else:
-                o = 16 * j
                 ca, sa = cab[o:o + 16], sab[o:o + 16]
                 cip, sip = _ntop(_AF_INET6, ca), _ntop(_AF_INET6, sa)
             if not ported_j:

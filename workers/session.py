@@ -15,7 +15,7 @@ import socket
 import struct
 from array import array
 
-_PORTED = frozenset((6, 17, 33, 132, 136))
+PORTED = frozenset((6, 17, 33, 132, 136))    # transports whose sessions have ports
 _ZERO12 = array("q", bytes(96))
 # the EVENT fields a record needs, straight from the first row's bytes (see pipeline.wire):
 # dir, ipver, proto, nvlan, sport, dport, src_hi, src_lo, dst_hi, dst_lo, vlan0, vlan1
@@ -67,7 +67,7 @@ class Session:
             src, dst = sh[7:3:-1], dh[7:3:-1]
         else:
             src, dst = sh[::-1] + sl[::-1], dh[::-1] + dl[::-1]
-        if proto not in _PORTED:
+        if proto not in PORTED:
             sport = dport = None
         vlans = (v0, v1)[:nv] if nv else ()
         if d == 0:
