@@ -76,10 +76,11 @@ def collector_sockets(cfg: dict, name: str, hwm: int):
 
 class CollectPacer:
     """Cyclic garbage collection by hand: automatic collection off, a pass every `every`
-    messages (chunks, in the capture loops). The cores keep their state in long-lived objects that make no reference
-    cycles (a session, its counters, its TCP state, its inspector): Python's automatic
-    collector walks the growing session table again and again to find nothing, about
-    a sixth of a worker's CPU time on the bench trace. Each pass looks only at what
+    messages (chunks, in the capture loops). The cores keep their state in long-lived
+    objects that make no reference cycles (a session, its counters, its TCP state,
+    its inspector): Python's automatic collector walks the growing session table
+    again and again to find nothing, about a sixth of a worker's CPU time on the
+    bench trace. Each pass looks only at what
     was made since the pass before (the survivors are frozen after it), so it costs
     what was allocated, not what is alive; every `full`-th pass unfreezes and looks
     at everything, so a cycle through old objects (a plugin's) is freed too."""

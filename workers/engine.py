@@ -56,6 +56,18 @@ def _extended(ext: dict, rec: list, meta):
     return meta
 
 
+def _running_max(tss, gs):
+    """Packet time's running maximum inside each group, for rows in grouped order (`gs`:
+    each row's group, non-decreasing): by ranks, group g's offset by g * n, so the
+    running maximum never crosses groups."""
+    n = len(tss)
+    srt = np.argsort(tss, kind="stable")
+    rank = np.empty(n, np.int64)
+    rank[srt] = np.arange(n)
+    off = gs * n
+    return tss[srt][np.maximum.accumulate(rank + off) - off]
+
+
 def round6(x) -> list:
     """`[round(v, 6) for v in x]` for a float64 array, exactly, without Python's slow
     correctly-rounded decimal conversion for most values: N = rint(x * 1e6) is the
@@ -279,8 +291,13 @@ class Engine:
             fr_ts = fr_ts.tolist()
         else:
             reopen = anysyn = fr_ts = [None] * ng
-        if cuts is not None and horizon > float("-inf"):
-            slack, opened, closed, after, pre = self._room(cuts, self.now, order, starts, gs, tss, gap, horizon,
+        room = cuts is not None and horizon > float("-inf")
+        # the running maximum of packet time per group: for `_room`, and for `_control` to
+        # file a closing session from its last packet up to the close
+        closers = self.timeouts.close_expiry and bool((flor & 0x05).any())
+        runmax = _running_max(tss, gs) if room or closers else None
+        if room:
+            slack, opened, closed, after, pre = self._room(cuts, self.now, order, starts, gs, runmax, gap, horizon,
                                                            fr_pos)
         else:
             slack = opened = closed = after = pre = repeat(None)
@@ -378,7 +395,7 @@ class Engine:
             left = np.zeros(ng, bool)
             left[rest] = True
         if ctl.any():
-            self._control(ev, order, gs, fls, tss, ctl if left is None else ctl & ~left, sess, before)
+            self._control(ev, order, gs, fls, tss, runmax, ctl if left is None else ctl & ~left, sess, before)
         if retx:
             self._retransmissions(ev, gid, tcppl, retx, ng)
         if look:
@@ -388,7 +405,7 @@ class Engine:
         return np.flatnonzero(left[gid])
 
     @staticmethod
-    def _room(cuts, clock, order, starts, gs, tss, gap, horizon, fr_pos):
+    def _room(cuts, clock, order, starts, gs, runmax, gap, horizon, fr_pos):
         """Per group, what lets a session stay on the bulk path although an expiry in
         the batch may look at it: packet by packet, an advance at `now` ends it when
         its last packet so far plus its timeout is <= now. For each row, the margin
@@ -405,7 +422,7 @@ class Engine:
         (`clock`: the engine's time before the batch): a running maximum, since a
         batch's cut times may lie behind the engine's clock (several capture
         processes, idle ticks)."""
-        n = len(tss)
+        n = len(runmax)
         ends = np.fromiter((e for e, _ in cuts), np.int64, len(cuts))
         nows = np.maximum.accumulate(np.maximum(np.fromiter((t for _, t in cuts), np.float64, len(cuts)), clock))
         seg = np.searchsorted(ends, order, side="right")          # segment of each grouped row
@@ -414,11 +431,6 @@ class Engine:
         bound[:-1] = back[1:]
         last_rows = np.append(starts[1:] - 1, n - 1)
         bound[last_rows] = horizon
-        srt = np.argsort(tss, kind="stable")
-        rank = np.empty(n, np.int64)
-        rank[srt] = np.arange(n)
-        off = gs * n
-        runmax = tss[srt][np.maximum.accumulate(rank + off) - off]
         margin = runmax - bound
         slack = np.minimum.reduceat(margin, starts).tolist()
         if fr_pos is None:
@@ -434,7 +446,7 @@ class Engine:
             after = np.maximum.reduceat(np.where(pos > fin, gap, -inf), starts).tolist()
         return slack, opened, closed, after, back[starts].tolist()
 
-    def _control(self, ev, order, gs, fls, tss, groups, sess, before) -> None:
+    def _control(self, ev, order, gs, fls, tss, runmax, groups, sess, before) -> None:
         """The TCP flags' part (handshake, close) of the bulk groups, segment by segment
         in frame order, over the only rows that can change it: SYN, FIN and RST
         segments, and after each SYN-ACK the next ACK the other way (the handshake's
@@ -468,17 +480,7 @@ class Engine:
         close_expiry = self.timeouts.close_expiry
         wheel = self.wheel
         fp = fls[pos]
-        if close_expiry and (fp & 0x05).any():
-            # packet time's running maximum inside each group (grouped order), by ranks:
-            # group g's ranks are offset by g * n, so the running max never crosses groups
-            n = len(tss)
-            srt = np.argsort(tss, kind="stable")
-            rank = np.empty(n, np.int64)
-            rank[srt] = np.arange(n)
-            off = gs * n
-            upto = tss[srt][np.maximum.accumulate(rank + off)[pos] - off[pos]].tolist()
-        else:
-            upto = repeat(None)
+        upto = runmax[pos].tolist() if close_expiry and (fp & 0x05).any() else repeat(None)
         for g, dd, f, t, u in zip(g_of.tolist(), ds[pos].tolist(), fp.tolist(), tss[pos].tolist(), upto):
             s = sess[g]
             st = s.tcp
