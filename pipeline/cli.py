@@ -3,7 +3,11 @@ import argparse
 import os
 import sys
 
-from workers.timeouts import Timeouts
+# numpy's OpenBLAS starts a thread per core at import, which the pipeline never uses
+# (no linear algebra): one thread, unless the user says otherwise. Before numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from workers.timeouts import Timeouts  # noqa: E402
 
 
 def _positive_int(v):

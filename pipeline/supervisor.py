@@ -26,7 +26,7 @@ from workers import process as worker_process
 
 from . import monitor, wire
 from .dispatch import ToWorkers
-from .children import CollectPacer, write_stats
+from .children import CollectPacer, tune_heap, write_stats
 from .frontend.core import FrontEnd
 from .frontend.readers import CaptureError, open_capture
 
@@ -295,6 +295,7 @@ class Run:
 
 
 def start(args, timeouts) -> int:
+    tune_heap()                            # before any child is forked: they inherit it
     readers = []
     cap = live = None
     try:

@@ -13,11 +13,20 @@ import struct
 from .registry import NO, SURE, UDP, register
 from . import tls
 
-try:
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-except ImportError:  # pragma: no cover - metadata only
-    AESGCM = None
+_AES = []    # (Cipher, algorithms, modes, AESGCM) once imported; None inside: no `cryptography`
+
+
+def _aes():
+    """The AES primitives, imported on the first QUIC Initial: `cryptography` takes
+    ~50 ms to import, which every run's start-up would pay for traffic with no QUIC."""
+    if not _AES:
+        try:
+            from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+            _AES.append((Cipher, algorithms, modes, AESGCM))
+        except ImportError:  # pragma: no cover - metadata only
+            _AES.append(None)
+    return _AES[0]
 
 V1, V2 = 0x00000001, 0x6b3343cf
 # Initial salts by version family (RFC 9001 5.2, RFC 9369 3.3.1, drafts 23-28 and 29-34).
@@ -81,7 +90,7 @@ def _varint(b, i):
 
 def decrypt_initial(packet):
     """Decrypt the first (Initial) packet of a datagram: (version, plaintext) or None."""
-    if AESGCM is None or len(packet) < 7 or packet[0] & 0xc0 != 0xc0:
+    if len(packet) < 7 or packet[0] & 0xc0 != 0xc0:
         return None
     version = int.from_bytes(packet[1:5], "big")
     salt = _salt(version)
@@ -100,6 +109,10 @@ def decrypt_initial(packet):
     length, pn_off = _varint(packet, i)
     if pn_off + length > len(packet) or length < 20:
         return None
+    aes = _aes()
+    if aes is None:
+        return None
+    Cipher, algorithms, modes, AESGCM = aes
     key, iv, hp = client_keys(dcid, version)
     sample = packet[pn_off + 4:pn_off + 20]
     mask = Cipher(algorithms.AES(hp), modes.ECB()).encryptor().update(sample)
