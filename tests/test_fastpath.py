@@ -73,3 +73,35 @@ CAPS = all_captures()
 def test_fast_equals_slow_on_shared_capture(path):
     accepted, bad = compare(path)
     assert not bad, f"{len(bad)} of {accepted} frames differ, first: {bad[0]}"
+
+
+def _frame(vlans=0, ip_options=0, v6=False, payload=b""):
+    """An Ethernet frame with `vlans` 802.1Q tags, IPv4 (with option bytes) or IPv6, TCP."""
+    import struct
+    tcp = struct.pack("!HHIIBBHHH", 40000, 443, 7, 9, 5 << 4, 0x18, 512, 0, 0) + payload
+    if v6:
+        ip = struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + bytes(range(1, 17)) + bytes(range(17, 33)) + tcp
+        et = 0x86DD
+    else:
+        hl = 20 + ip_options
+        ip = struct.pack("!BBHHHBBH4s4s", 0x40 | hl // 4, 0, hl + len(tcp), 1, 0, 64, 6, 0,
+                         b"\x0a\x00\x00\x01", b"\xc0\xa8\x01\x02") + b"\x01" * ip_options + tcp
+        et = 0x0800
+    tags = b"".join(struct.pack("!HH", 0x8100, 100 + k) for k in range(vlans))
+    return b"\x00\x11\x22\x33\x44\x55" + b"\x66\x77\x88\x99\xaa\xbb" + tags + struct.pack("!H", et) + ip
+
+
+@pytest.mark.parametrize("frames", [
+    [_frame(vlans=2, ip_options=40)],                          # the furthest header bytes the fast path reads
+    [_frame(v6=True, vlans=2)],
+    [_frame(), _frame(vlans=1, ip_options=40, payload=b"x")],  # a long-header frame last in the file
+    [_frame(v6=True, payload=b"y" * 3)] * 3,
+], ids=["qinq-ipv4-options", "qinq-ipv6", "last-frame-long-header", "ipv6-small-file"])
+def test_fast_equals_slow_at_the_end_of_a_small_file(tmp_path, frames):
+    """Each frame's first bytes are gathered in blocks (fastpath._BLOCK): a frame that ends
+    the buffer, in files smaller than a block or not, still decodes as the slow path does."""
+    p = tmp_path / "small.pcap"
+    tracegen.write_pcap(str(p), [(1.0 + i, f) for i, f in enumerate(frames)])
+    accepted, bad = compare(p)
+    assert accepted == len(frames)
+    assert not bad, bad[:3]
