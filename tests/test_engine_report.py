@@ -116,3 +116,16 @@ def test_round6_is_pythons_round(values):
     assert [math.copysign(1, g) if g == 0 else g for g in got if g == g] == \
         [math.copysign(1, e) if e == 0 else e for e in exp if e == e]
     assert [g != g for g in got] == [e != e for e in exp]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.binary(min_size=4, max_size=4), st.binary(min_size=16, max_size=16)), max_size=40))
+def test_address_texts_are_inet_ntops(addresses):
+    """`Engine._texts` (IPv4 from an octet table) writes what socket.inet_ntop writes."""
+    import socket
+    from workers.engine import Engine
+    raw = b"".join(a.ljust(16, b"\0") for a in addresses)
+    words = np.frombuffer(raw, ">u8").reshape(-1, 2)[:, 0] if addresses else np.zeros(0, ">u8")
+    v4 = np.array([len(a) == 4 for a in addresses], bool)
+    exp = [socket.inet_ntop(socket.AF_INET if len(a) == 4 else socket.AF_INET6, a) for a in addresses]
+    assert Engine._texts(words, v4, raw) == exp
