@@ -15,6 +15,7 @@ def title(name: str) -> None:
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3      # glibc's mallopt parameters
+_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
 
 
 def tune_heap(mmap_threshold: int = 32 << 20, trim_threshold: int = 64 << 20) -> bool:
@@ -23,14 +24,22 @@ def tune_heap(mmap_threshold: int = 32 << 20, trim_threshold: int = 64 << 20) ->
     heap's top beyond 128 KiB, so each chunk's numpy temporaries and ZeroMQ messages
     (megabytes each) came back as fresh zeroed pages: about a third of a run's page
     faults and ~0.25 CPU-s of system time on the bench trace. Set once before the
-    children are forked (they inherit it); a process keeps at most `trim_threshold`
-    of free heap. False where the C library has no mallopt (not glibc)."""
+    children are forked (they inherit it); each heap arena keeps at most
+    `trim_threshold` free at its top. A user's own malloc settings (MALLOC_*_ or
+    GLIBC_TUNABLES in the environment) win: nothing is changed then. Returns whether
+    both settings took (False where the C library is not glibc or has no ctypes)."""
+    if any(k in os.environ for k in _MALLOC_ENV) or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        return False
     try:
         import ctypes
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    took_mmap = mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1   # each independently: one may be refused
+    took_trim = mallopt(_M_TRIM_THRESHOLD, trim_threshold) == 1
+    return took_mmap and took_trim
 
 
 def ignore_stop_signals() -> int:

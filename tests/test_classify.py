@@ -431,3 +431,21 @@ def test_garbage_never_raises(port):
                                 b"\x80\x00", b"<1", b"d1:", b"\x6a\x81")) + p
             insp.feed(p, bool(i % 2))
         insp.result()
+
+
+def test_quic_without_cryptography_is_still_quic(monkeypatch):
+    """The AES primitives are imported on the first Initial; without them (not installed,
+    or broken) the session is still QUIC, only without the SNI, and the import is tried once."""
+    monkeypatch.setattr(quicmod, "_AES", [None])
+    assert quicmod.decrypt_initial(RFC9001_CLIENT_INITIAL) is None
+    _, r = run(UDP, 51002, 443, [(True, RFC9001_CLIENT_INITIAL)])
+    assert r["app"] == "quic" and "quic.sni" not in r["meta"]
+
+
+def test_cryptography_is_not_imported_at_start_up():
+    """`cryptography` costs ~50 ms to import: a run imports it only when a QUIC Initial needs it."""
+    import subprocess
+    import sys
+    code = "import sys, pipeline.cli, pipeline.supervisor; print('cryptography' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

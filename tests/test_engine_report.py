@@ -9,6 +9,7 @@ generated trace, a plugin that adds fields and app values, and every shared
 capture (IPv6, VLANs, ICMP, port-less transports, tunnels).
 """
 import numpy as np
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -34,6 +35,7 @@ def same(batches, timeouts, paths=None, make_plugins=lambda: (), **kw):
     ref, ref_stats = records(batches, timeouts, ONE_BY_ONE, paths, make_plugins(), **kw)
     got, got_stats = records(batches, timeouts, BATCHED, paths, make_plugins(), **kw)
     assert got == ref               # same records, same order
+    assert orjson.dumps(got) == orjson.dumps(ref)   # and the same types (1, True, 1.0 and numpy ints compare equal)
     assert got_stats == ref_stats
     return ref
 

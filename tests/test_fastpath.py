@@ -4,7 +4,7 @@ import pytest
 
 from pipeline import tracegen
 from pipeline.frontend import slowpath
-from pipeline.frontend.fastpath import PathIds, decode_fast
+from pipeline.frontend.fastpath import PAYLOAD_MAX, PathIds, decode_fast
 from pipeline.frontend.readers import CaptureError, open_capture
 from tests.shared import all_captures, capture_ids, needs_shared
 
@@ -51,8 +51,24 @@ def compare(path):
             got["path"] = names[int(row["path"])]
             if got != want:
                 bad.append((i, got, want, d.kind, d.error))
+            elif not _payload_marked(row, bytes(data[off:off + cap]), data):
+                bad.append((i, "ploff/pllen", int(row["ploff"]), int(row["pllen"])))
     reader.close()
     return accepted, bad
+
+
+def _payload_marked(row, frame, data) -> bool:
+    """ploff/pllen point at the transport payload's first bytes (up to PAYLOAD_MAX), as dpkt
+    finds them; frames dpkt cannot take apart are not judged here."""
+    import dpkt
+    try:
+        eth = dpkt.ethernet.Ethernet(frame)
+        payload = bytes(eth.data.data.data)
+    except (dpkt.UnpackError, AttributeError):
+        return True
+    want = payload[:min(int(row["payload"]), PAYLOAD_MAX)]
+    o, n = int(row["ploff"]), int(row["pllen"])
+    return bytes(data[o:o + n]) == want
 
 
 def test_fast_equals_slow_on_generated_trace(tmp_path):
@@ -96,7 +112,8 @@ def _frame(vlans=0, ip_options=0, v6=False, payload=b""):
     [_frame(v6=True, vlans=2)],
     [_frame(), _frame(vlans=1, ip_options=40, payload=b"x")],  # a long-header frame last in the file
     [_frame(v6=True, payload=b"y" * 3)] * 3,
-], ids=["qinq-ipv4-options", "qinq-ipv6", "last-frame-long-header", "ipv6-small-file"])
+    [_frame(payload=b"z")],                                    # a file shorter than a block
+], ids=["qinq-ipv4-options", "qinq-ipv6", "last-frame-long-header", "ipv6-small-file", "tiny-file"])
 def test_fast_equals_slow_at_the_end_of_a_small_file(tmp_path, frames):
     """Each frame's first bytes are gathered in blocks (fastpath._BLOCK): a frame that ends
     the buffer, in files smaller than a block or not, still decodes as the slow path does."""
@@ -105,3 +122,35 @@ def test_fast_equals_slow_at_the_end_of_a_small_file(tmp_path, frames):
     accepted, bad = compare(p)
     assert accepted == len(frames)
     assert not bad, bad[:3]
+
+
+def _qinq_tcp(src, dst, sport, dport, flags, seq, ack, payload=b""):
+    import struct
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 512, 0, 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, 64, 6, 0, src, dst) + tcp
+    tags = struct.pack("!HHHH", 0x88A8, 10, 0x8100, 20)
+    return b"\x00\x11\x22\x33\x44\x55\x66\x77\x88\x99\xaa\xbb" + tags + struct.pack("!H", 0x0800) + ip
+
+
+def test_qinq_http_session_is_classified_from_its_payload(tmp_path):
+    """QinQ frames take the fast path, which ships the first payloads to the workers, so a
+    QinQ HTTP session gets its request's metadata (before the fix of the second tag's
+    offset they all fell to the slow path, which ships none)."""
+    from tests.rows import run_engine
+    from tests.test_engine_bulk import front_end_batches
+    from workers.timeouts import Timeouts
+    from pipeline.record import INDEX
+    c, s = b"\x0a\x00\x00\x01", b"\xc0\xa8\x01\x02"
+    get = b"GET /x HTTP/1.1\r\nHost: qinq.example\r\n\r\n"
+    frames = [_qinq_tcp(c, s, 40000, 80, 0x02, 100, 0), _qinq_tcp(s, c, 80, 40000, 0x12, 500, 101),
+              _qinq_tcp(c, s, 40000, 80, 0x10, 101, 501), _qinq_tcp(c, s, 40000, 80, 0x18, 101, 501, get),
+              _qinq_tcp(s, c, 80, 40000, 0x18, 501, 101 + len(get), b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")]
+    p = tmp_path / "qinq-http.pcap"
+    tracegen.write_pcap(str(p), [(1.0 + i / 100, f) for i, f in enumerate(frames)])
+    assert compare(p) == (len(frames), [])          # all on the fast path, as the slow path decodes them
+    batches, paths = front_end_batches(p, 64, Timeouts())
+    recs, _ = run_engine(batches, Timeouts(), paths)
+    assert len(recs) == 1
+    rec = recs[0]
+    assert rec[INDEX["vlan"]] == [10, 20] and rec[INDEX["app"]] == "http"
+    assert rec[-1].get("http.host") == "qinq.example"

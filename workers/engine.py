@@ -833,7 +833,7 @@ class Engine:
         rtts = [None] * n
         for j, v in zip(timed, round6(np.fromiter([tcps[j].rtt for j in timed], np.float64, len(timed)))):
             rtts[j] = v
-        for s in ss:
+        for s in ss:                            # each session once in `items` (`_flush`: ended sessions)
             s.reports += 1
         finals = [it[1] for it in items]
         out = list(map(list, zip(

@@ -9,6 +9,7 @@ only the metadata is missing.
 import hashlib
 import hmac
 import struct
+import sys
 
 from .registry import NO, SURE, UDP, register
 from . import tls
@@ -24,8 +25,11 @@ def _aes():
             from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
             from cryptography.hazmat.primitives.ciphers.aead import AESGCM
             _AES.append((Cipher, algorithms, modes, AESGCM))
-        except ImportError:  # pragma: no cover - metadata only
-            _AES.append(None)
+        except Exception as e:    # not installed, or broken: QUIC is still recognised, without its SNI
+            if not isinstance(e, ImportError):
+                print(f"pipeline: warning: cryptography unusable ({e}): QUIC SNI not decrypted",
+                      file=sys.stderr, flush=True)
+            _AES.append(None)     # asked once per process
     return _AES[0]
 
 V1, V2 = 0x00000001, 0x6b3343cf
