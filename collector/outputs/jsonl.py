@@ -7,12 +7,16 @@ orjson serialises. A dict per record (or an orjson call per record, each
 allocating its own buffer) costs more than the whole rest of the collector,
 so a batch is written without either: orjson serialises the values of a
 slice of records as one flat list, the list is cut at its commas into one
-JSON text per value, and the field names are put back between them. A value
-that itself holds a comma (a string with one, a QinQ VLAN list, plugin
-fields' own lists) would shift the cut: the count of pieces says so, and such
-records go through the plain way (a dict each). Plugin and classification
-fields (the dict after the values) are serialised by themselves and put
-before the line's closing brace. The bytes are the same either way.
+JSON text per value, and the field names are put back between them (one
+join). A value that itself holds a comma (a string with one, a QinQ VLAN
+list) would shift the cut: the count of pieces says so, and that slice is
+cut a column at a time instead, a column holding such a value a value at a
+time. Plugin and classification fields (the dict after the values) of a
+slice are serialised together, a list of dicts cut between them, and go
+before their line's closing brace; a dict that as_dict would not simply
+append (a key that is not a string or is a field's name) sends its record
+the plain way (a dict). The bytes are the same either way
+(tests/test_jsonl_batch.py).
 """
 from functools import reduce
 from operator import iadd, itemgetter
@@ -27,14 +31,26 @@ __all__ = ["JsonLines", "OUTPUT", "as_json", "as_line", "as_lines", "open_privat
 
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 _WIDTH = len(NAMES)
-_PLAIN, _EXTENDED = {_WIDTH}, {_WIDTH, _WIDTH + 1}
+_STRIDE = _WIDTH + 1                # in a flat list: a record's values, then a place for its plugin fields
 _NAMESET = frozenset(NAMES)
-_FIELDS = itemgetter(slice(0, _WIDTH))
-_SEEN = {}           # one-field plugin dicts already serialised: (name, type, value) -> bytes
-_KEEPABLE = frozenset((str, bool, int))
-_SLICE = 64          # records serialised per orjson call: small enough that the buffers are reused
-# what goes before each value: its field name, and the end of the previous line before the first
-_KEYS = tuple((b"}\n{" if i == 0 else b",") + orjson.dumps(n) + b":" for i, n in enumerate(NAMES))
+_PLUGINS = itemgetter(_WIDTH)
+_NONE = {}                          # "no plugin fields", in a dump (never changed)
+_SLICE = 256         # records per orjson call: small enough that the pieces stay in the caches
+_HOLES = [None] * _SLICE
+# what goes before each value, and before the plugin fields (nothing); the end of the line before the next
+_KEYS = [b"{" + orjson.dumps(NAMES[0]) + b":"] + [b"," + orjson.dumps(n) + b":" for n in NAMES[1:]] + [b""]
+_ENDS = [b"}\n" + _KEYS[0]] + _KEYS[1:]
+
+
+def _frame(n: int) -> list:
+    """n lines' field names, with a place (None) for each value and each record's plugin fields between them."""
+    out = [None] * (2 * _STRIDE * n + 1)
+    out[0::2] = _ENDS * n + [b"}\n"]
+    out[0] = _KEYS[0]
+    return out
+
+
+_FRAME = _frame(_SLICE)
 
 
 def as_json(r) -> bytes:
@@ -45,80 +61,26 @@ def as_line(r) -> bytes:
     return orjson.dumps(as_dict(r), default=str, option=_NEWLINE)
 
 
-def _frame(n: int) -> list:
-    """The field names of n lines, with a place (None) for each value between them."""
-    out = [None] * (2 * _WIDTH * n)
-    out[0::2] = _KEYS * n
-    out[0] = b"{" + _KEYS[0][3:]
-    out.append(b"}\n")
-    return out
+class _Members(dict):
+    """The JSON text inside a plugin dict's braces -> what it adds after its line's last
+    value (b',"app_guess":true'), or None where as_dict would not simply append its
+    fields (a key naming a record field: as_dict keeps the field). The same few come
+    back again and again."""
+
+    def __missing__(self, inside: bytes):
+        if len(self) >= 4096:
+            self.clear()
+        if not inside:
+            b = b""
+        elif _NAMESET.isdisjoint(orjson.loads(b"{" + inside + b"}")):
+            b = b"," + inside
+        else:
+            b = None
+        self[inside] = b
+        return b
 
 
-_FRAME = _frame(_SLICE)
-
-
-def _join(records):
-    """The lines of records of _WIDTH values each, plus at most a dict of plugin fields
-    (its keys strings and none a record field's name), as one bytes; None if a value
-    holds a comma or a record is otherwise."""
-    n = len(records)
-    widths = set(map(len, records))
-    if widths == _PLAIN:
-        exts = None
-        flat = reduce(iadd, records, [])
-    elif widths <= _EXTENDED:
-        exts = [_extension(r) for r in records]
-        if None in exts:
-            return None
-        flat = reduce(iadd, map(_FIELDS, records), [])
-    else:
-        return None
-    values = orjson.dumps(flat, default=str)[1:-1].split(b",")
-    if len(values) != _WIDTH * n:       # a comma inside a value: each comma there adds a piece
-        return None
-    out = _FRAME.copy() if n == _SLICE else _frame(n)
-    out[1:-1:2] = values
-    if exts:
-        step = 2 * _WIDTH
-        for i, e in enumerate(exts):
-            if e:                       # the plugin fields go just before the line's closing brace
-                j = step * (i + 1) if i + 1 < n else -1
-                out[j] = e + out[j]
-    return b"".join(out)
-
-
-def _extension(r):
-    """b',"name":value,...' of a record's plugin fields (b'' for none), None when as_dict
-    would not simply append them (a key that is not a string or is a field's name).
-    The same few small dicts come back again and again (a port guess's
-    {"app_guess": true}): their bytes are remembered."""
-    if len(r) == _WIDTH:
-        return b""
-    e = r[_WIDTH]
-    if e.__class__ is not dict:
-        if not isinstance(e, dict):
-            return b""                  # as_dict ignores it too
-    if not e:
-        return b""
-    key = None
-    if len(e) == 1:
-        (k, v), = e.items()
-        if v.__class__ in _KEEPABLE:    # (a float's -0.0 equals 0.0: never remembered)
-            key = (k, v.__class__, v)
-            b = _SEEN.get(key)
-            if b is not None:
-                return b
-    if not e.keys().isdisjoint(_NAMESET):
-        return None
-    try:
-        b = b"," + orjson.dumps(e, default=str)[1:-1]
-    except TypeError:                   # a key that is not a string
-        return None
-    if key is not None:
-        if len(_SEEN) >= 4096:
-            _SEEN.clear()
-        _SEEN[key] = b
-    return b
+_MEMBERS = _Members()
 
 
 def as_lines(records) -> list:
@@ -126,22 +88,90 @@ def as_lines(records) -> list:
     in a few blocks of whole lines (bytes)."""
     blocks = []
     for i in range(0, len(records), _SLICE):
-        part = records[i:i + _SLICE]
-        block = _join(part)
-        if block is None:
-            blocks += _slowly(part)
-        else:
-            blocks.append(block)
+        blocks += _slice(records[i:i + _SLICE])
     return blocks
 
 
-def _slowly(records) -> list:
-    """Record by record: those _join cannot take the plain way (a dict each)."""
+def _slice(records) -> list:
+    widths = set(map(len, records))
+    if widths == {_STRIDE}:
+        plugins = _plugins(list(map(_PLUGINS, records)))
+        if plugins is not None:
+            return [_block(reduce(iadd, records, []), plugins)]
+    elif widths == {_WIDTH}:
+        return [_block(_flat(records), [b""] * len(records))]
+    elif widths == {_WIDTH, _STRIDE}:
+        plugins = _plugins([r[_WIDTH] if len(r) > _WIDTH else None for r in records])
+        if plugins is not None:
+            return [_block(_flat(records), plugins)]
+    return _one_by_one(records)
+
+
+def _flat(records) -> list:
+    """The records' values one after another, each record's followed by its plugin fields or a place for them."""
+    flat = []
+    for r in records:
+        flat += r
+        if len(r) == _WIDTH:
+            flat.append(None)
+    return flat
+
+
+def _plugins(column):
+    """What each record's plugin fields (its element after the values, None if it has
+    none) add to its line, as bytes; None when one is not plainly a dict of new fields."""
+    if set(map(type, column)) != {dict}:
+        column = [p or _NONE for p in column]   # as_dict ignores what is not a dict
+        if set(map(type, column)) != {dict}:
+            return None
+    try:
+        text = orjson.dumps(column, default=str)
+    except TypeError:                   # a key that is not a string: as_dict makes it one
+        return None
+    inside = text[2:-2].split(b"},{")
+    if len(inside) != len(column):      # "},{" inside a value
+        return None
+    plugins = list(map(_MEMBERS.__getitem__, inside))
+    return None if None in plugins else plugins
+
+
+def _one_by_one(records) -> list:
+    """Records _slice cannot take together (another width, an odd plugin dict, ...):
+    each that _block can take, and the others as as_line writes them."""
     out = []
     for r in records:
-        block = _join((r,))
-        out.append(as_line(r) if block is None else block)
+        plugins = None
+        if len(r) == _WIDTH:
+            plugins = [b""]
+        elif len(r) == _STRIDE:
+            plugins = _plugins([r[_WIDTH]])
+        out.append(as_line(r) if plugins is None else _block(_flat([r]), plugins))
     return out
+
+
+def _block(flat, plugins) -> bytes:
+    """The lines of records from their values, flat (see _flat), and what their plugin fields add."""
+    n = len(plugins)
+    flat[_WIDTH::_STRIDE] = _HOLES if n == _SLICE else [None] * n   # the plugin fields' own JSON is in plugins
+    pieces = orjson.dumps(flat, default=str)[1:-1].split(b",")
+    if len(pieces) != _STRIDE * n:      # a comma inside a value: each comma there adds a piece
+        pieces = _by_column(flat, n)
+    pieces[_WIDTH::_STRIDE] = plugins
+    out = _FRAME.copy() if n == _SLICE else _frame(n)
+    out[1::2] = pieces
+    return b"".join(out)
+
+
+def _by_column(flat, n: int) -> list:
+    """_block's pieces a column at a time; a column whose values hold commas a value at a time."""
+    pieces = [None] * (_STRIDE * n)
+    for f in range(_WIDTH):
+        column = flat[f::_STRIDE]
+        texts = orjson.dumps(column, default=str)[1:-1].split(b",")
+        if len(texts) != n:
+            texts = [orjson.dumps(v, default=str) for v in column]
+        pieces[f::_STRIDE] = texts
+    return pieces
 
 
 class JsonLines(LineOutput):
