@@ -393,7 +393,7 @@ def test_noport_protocols():
 
 def test_budget_stops_inspection():
     rnd = random.Random(1)
-    insp = Inspector(UDP, 40000, 40001, budget=3)
+    insp = Inspector(UDP, 40000, 443, budget=3)
     for i in range(3):
         assert insp.wants(True) > 0
         insp.feed(bytes([0x45]) + rnd.randbytes(100), True)   # could be QUIC's short header: undecided
@@ -401,7 +401,19 @@ def test_budget_stops_inspection():
     for i in range(3):
         insp.feed(bytes([0x45]) + rnd.randbytes(100), False)
     assert insp.done and insp.wants(False) == 0
-    assert insp.result()["app"] is None
+    assert (insp.result()["app"], insp.result()["guess"]) == ("quic", True)    # nothing proved: the port's guess
+
+
+def test_a_short_header_keeps_quic_undecided_only_on_its_ports():
+    """A payload shaped like QUIC's short header (first byte 0x40-0x7f: any ASCII letter)
+    proves nothing. On QUIC's ports the inspector waits for a long header; elsewhere QUIC is
+    ruled out at once, so such a session is not inspected for its whole budget."""
+    text = b"query " + bytes(range(65, 91)) * 3
+    on = Inspector(UDP, 40000, 443)
+    assert not on.feed(text, True) and on.wants(True) > 0
+    off = Inspector(UDP, 40000, 40001)
+    assert off.feed(text, True) is True and off.wants(False) == 0
+    assert off.result()["app"] is None
 
 
 def test_done_early_when_every_protocol_is_ruled_out():
