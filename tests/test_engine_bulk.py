@@ -149,3 +149,17 @@ def test_shared_capture_same_records(path):
         ref, _ = records(batches, timeouts, PER_PACKET, paths)
         got, _ = records(batches, timeouts, BULK, paths)
         assert got == ref
+
+
+def test_running_max_per_group():
+    """`_running_max` against a brute force, time in order (its shortcut) and not."""
+    from workers.engine import _running_max
+    rng = np.random.default_rng(3)
+    for trial in range(500):
+        n = int(rng.integers(1, 40))
+        gs = np.sort(rng.integers(0, 5, n))
+        tss = rng.integers(0, 6, n).astype(float)
+        if trial % 2:
+            tss = np.sort(tss)
+        exp = [max(tss[j] for j in range(i + 1) if gs[j] == gs[i]) for i in range(n)]
+        assert _running_max(tss, gs).tolist() == exp

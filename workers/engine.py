@@ -59,8 +59,11 @@ def _extended(ext: dict, rec: list, meta):
 def _running_max(tss, gs):
     """Packet time's running maximum inside each group, for rows in grouped order (`gs`:
     each row's group, non-decreasing): by ranks, group g's offset by g * n, so the
-    running maximum never crosses groups."""
+    running maximum never crosses groups. Packet time that never steps back inside a
+    group (the common case: captures are in time order) is its own running maximum."""
     n = len(tss)
+    if n < 2 or bool(((tss[1:] >= tss[:-1]) | (gs[1:] != gs[:-1])).all()):
+        return tss
     srt = np.argsort(tss, kind="stable")
     rank = np.empty(n, np.int64)
     rank[srt] = np.arange(n)
