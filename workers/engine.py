@@ -56,6 +56,16 @@ def _extended(ext: dict, rec: list, meta):
     return meta
 
 
+def _outlasts(timeout, linger, closing, slack, opened, closed, after) -> bool:
+    """From `Engine._room`'s figures for a group: no advance of the batch can end its
+    session (idle `timeout`) before its last row. A closing session's timeout becomes
+    the linger from its first FIN/RST on, and a gap as long as that splits it."""
+    if not closing:
+        return slack + timeout > 0
+    lt = min(timeout, linger)
+    return opened + timeout > 0 and closed + lt > 0 and after < lt
+
+
 def _running_max(tss, gs):
     """Packet time's running maximum inside each group, for rows in grouped order (`gs`:
     each row's group, non-decreasing): by ranks, group g's offset by g * n, so the
@@ -340,9 +350,7 @@ class Engine:
                 to = idle_for(pr, sp, dp)
                 when = t + min(to, active)
                 if mg >= to or ((strict or (when < 9e15 and int(when) <= horizon)) and not (
-                        sl is not None and t + active > horizon
-                        and (sl + to > 0 if not closing else
-                             so + to > 0 and sc + min(to, linger) > 0 and ma < min(to, linger)))):
+                        sl is not None and t + active > horizon and _outlasts(to, linger, closing, sl, so, sc, ma))):
                     rest.append(g)
                     continue
                 if rowbytes is None:
@@ -356,8 +364,7 @@ class Engine:
                         or (st is not None and (st.hs == synack or (asyn and st.close)))
                         or ((strict or s.slot <= horizon) and not (
                             sl is not None and s.next_report > horizon and s.last + tmo > pb
-                            and (sl + tmo > 0 if not closing else
-                                 so + tmo > 0 and sc + min(tmo, linger) > 0 and ma < min(tmo, linger))))):
+                            and _outlasts(tmo, linger, closing, sl, so, sc, ma)))):
                     rest.append(g)
                     continue
             if fo & 0x07:
@@ -866,12 +873,13 @@ class Engine:
         address's first 8 bytes as a big-endian number, `raw`: 16 bytes per address."""
         n = len(words)
         j4 = np.flatnonzero(v4)
+        texts4 = [f"{_OCTET[a >> 24]}.{_OCTET[(a >> 16) & 255]}.{_OCTET[(a >> 8) & 255]}.{_OCTET[a & 255]}"
+                  for a in (words[j4] >> 32).tolist()]
         if len(j4) == n:
-            return [f"{_OCTET[a >> 24]}.{_OCTET[(a >> 16) & 255]}.{_OCTET[(a >> 8) & 255]}.{_OCTET[a & 255]}"
-                    for a in (words >> 32).tolist()]
+            return texts4
         out = [None] * n
-        for j, a in zip(j4.tolist(), (words[j4] >> 32).tolist()):
-            out[j] = f"{_OCTET[a >> 24]}.{_OCTET[(a >> 16) & 255]}.{_OCTET[(a >> 8) & 255]}.{_OCTET[a & 255]}"
+        for j, t in zip(j4.tolist(), texts4):
+            out[j] = t
         for j in np.flatnonzero(~v4).tolist():
             out[j] = _ntop(_AF_INET6, raw[16 * j:16 * j + 16])
         return out
