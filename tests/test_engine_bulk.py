@@ -137,6 +137,35 @@ def test_bulk_path_really_runs(tmp_path):
     assert sum(seen) < total / 2
 
 
+class _Starts:
+    """A plugin that notes each session as it starts: its id, counters and TCP state."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_start(self, s):
+        self.seen.append((s.id, list(s.c), s.tcp))
+
+    def on_expire(self, s):
+        pass
+
+
+def test_plugins_see_new_sessions_before_their_first_packet(tmp_path):
+    """`on_start` sees a session before its first packet is counted, on both paths (the
+    bulk path opens a batch's new sessions together, with their counters)."""
+    from workers.plugins import _Adapter
+    trace = demo_trace(tmp_path)
+    batches, paths = front_end_batches(trace, 512, Timeouts())
+    seen = {}
+    for name, bulk_min in (("ref", PER_PACKET), ("bulk", BULK)):
+        p = _Starts()
+        records(batches, Timeouts(), bulk_min, paths, plugins=[_Adapter(p)])
+        seen[name] = p.seen
+    assert len(seen["ref"]) > 50
+    assert sorted(seen["bulk"]) == sorted(seen["ref"])
+    assert all(c == [0] * 12 and st is None for _, c, st in seen["bulk"])
+
+
 @needs_shared
 @pytest.mark.slow
 @pytest.mark.parametrize("path", all_captures(), ids=capture_ids(all_captures()))

@@ -9,13 +9,14 @@ runs are deterministic and the same whatever the number of workers.
 """
 import socket
 import struct
+from array import array
 from itertools import repeat
 
 import numpy as np
 
 from pipeline.community_id import community_id_packed, community_ids_ported
 from pipeline.record import INDEX, TYPE_SESSION
-from pipeline.wire import EVENT, session_id, take_rows
+from pipeline.wire import DEPTH_BITS, EVENT, ID_SHIFT, session_id, take_rows
 
 from . import classify
 from . import tcp as tcpmod
@@ -321,9 +322,9 @@ class Engine:
         active = self.timeouts.active if self.timeouts.active > 0 else float("inf")
         linger = self.timeouts.close_linger
         close_expiry = self.timeouts.close_expiry
-        opn = self._open
-        rowbytes = None
         rest = []
+        fresh = []
+        fresh_to = []
         retx = []
         look = []
         sess = [None] * ng
@@ -353,10 +354,9 @@ class Engine:
                         sl is not None and t + active > horizon and _outlasts(to, linger, closing, sl, so, sc, ma))):
                     rest.append(g)
                     continue
-                if rowbytes is None:
-                    rowbytes = take_rows(ev, first).tobytes()   # the groups' first rows, raw, for new sessions
-                s = opn(ev, i, k, t, d0, f0, rowbytes[g * _ROW_SIZE:(g + 1) * _ROW_SIZE])
-                st = None
+                fresh.append(g)            # opened after this loop, together (`_open_groups`)
+                fresh_to.append(to)
+                continue
             else:
                 st = s.tcp
                 tmo = s.timeout
@@ -399,6 +399,9 @@ class Engine:
                 ins = s.insp
                 if ins is None or ins.__class__ is _Inspector:
                     look.append((g, s))
+        if fresh:
+            self._open_groups(ev, first, fresh, fresh_to, sk[starts], tmax, sums, flor, gtcppl, gins,
+                              sess, before, retx, look)
         left = None
         if rest:
             left = np.zeros(ng, bool)
@@ -412,6 +415,57 @@ class Engine:
         if left is None:
             return _NONE
         return np.flatnonzero(left[gid])
+
+    def _open_groups(self, ev, first, fresh, tos, gkeys, tmax, sums, flor, gtcppl, gins, sess, before, retx,
+                     look) -> None:
+        """`_open` for the bulk groups `fresh` (new sessions whose whole group stays on the
+        bulk path; `tos`: their idle timeouts), in group order, with their counters: the
+        first rows' fields are read as numpy columns, and each session's counters come
+        from its group's sums at once. Adds to `_bulk`'s lists like its loop does."""
+        g = np.asarray(fresh, np.intp)
+        rows = take_rows(ev, first[g])
+        raw = rows.tobytes()
+        n = len(fresh)
+        d = rows["dir"]
+        fl = rows["tcpflags"]
+        cd = np.where((fl & (_SYN | _ACK)) == (_SYN | _ACK), 1 - d, d).tolist()   # a SYN-ACK first: mid-handshake
+        sids = ((rows["fidx"] << np.uint64(ID_SHIFT)) | np.uint64(self.proc << DEPTH_BITS)
+                | rows["depth"].astype(np.uint64)).tolist()
+        ts = rows["ts"]
+        active = self.timeouts.active
+        nrs = (ts + active).tolist() if active > 0 else [float("inf")] * n
+        whens = np.minimum(ts + np.asarray(tos), ts + active if active > 0 else np.inf).tolist()
+        paths = self.paths
+        table = self.table
+        plugins = self.plugins
+        file = self.wheel.file
+        new_tcp = tcpmod.TcpState
+        for j, gg, k, sid, parent, depth, c, t, to, nr, when, path, tm, m, fo, tp, gi in zip(
+                range(n), fresh, gkeys[g].tolist(), sids, rows["parent"].tolist(), rows["depth"].tolist(), cd,
+                ts.tolist(), tos, nrs, whens, rows["path"].tolist(), tmax[g].tolist(),
+                sums.reshape(-1, 12)[g].tolist(), flor[g].tolist(), gtcppl[g].tolist(), [gins[x] for x in fresh]):
+            s = Session(k, sid, parent, depth, c, t, to, raw[j * _ROW_SIZE:(j + 1) * _ROW_SIZE],
+                        paths.get(path, ""))
+            table[k] = s
+            s.next_report = nr
+            file(s, when)
+            if plugins:
+                for p in plugins:
+                    p.on_start(s)      # before its counters, as `_open`
+            s.c = array("q", m)
+            if tm > t:
+                s.last = tm
+            if fo:
+                st = s.tcp = new_tcp()
+                st.flags = fo
+                if tp:
+                    retx.append((gg, st))
+                if fo & 0x07:
+                    sess[gg] = s
+                    before[gg] = t
+            if gi:
+                look.append((gg, s))
+        self.stats["sessions"] += n
 
     @staticmethod
     def _room(cuts, clock, order, starts, gs, runmax, gap, horizon, fr_pos):
