@@ -328,5 +328,20 @@ def _start(ap, args) -> int:
     return start(args, timeouts)
 
 
+def run() -> None:
+    """The console entry point: `main`, then the process ends without the interpreter's
+    teardown. A run ends holding large buffers (the mapped captures, the front-end's
+    chunks): freeing them object by object took about 0.1 s of every run, where the
+    OS takes them back at once. Buffered output is flushed first; the children have
+    been joined and every output file closed by then."""
+    rc = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):       # a closed or broken stdout: the normal exit reports it
+        sys.exit(rc)
+    os._exit(rc or 0)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -21,9 +21,6 @@ import time
 import msgpack
 import zmq
 
-from collector import process as collector_process
-from workers import process as worker_process
-
 from . import monitor, wire
 from .dispatch import ToWorkers
 from .children import CollectPacer, tune_heap, write_stats
@@ -35,6 +32,20 @@ STOP_GRACE = 10.0   # seconds from SIGINT/SIGTERM to an orderly end, else the ch
 
 class RunError(Exception):
     """A run that cannot go on; str() is the one line the user sees."""
+
+
+def _collector_main(cfg) -> None:
+    """The collector child. Its modules (outputs) and the workers' (session engine,
+    classifiers, dpkt) are imported in the children, after the fork: the front-end
+    never uses them, and the import then runs on another core while the front-end
+    reads its first chunk instead of before it."""
+    from collector import process
+    process.run(cfg)
+
+
+def _worker_main(index, cfg) -> None:
+    from workers import process
+    process.run(index, cfg)
 
 
 def _log(msg: str) -> None:
@@ -88,7 +99,7 @@ class Run:
         self.sessions_lost += lost
         how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"status {p.exitcode}"
         _log(f"warning: {name} died ({how}) with about {lost} open sessions; restarting it")
-        q = mp.get_context("fork").Process(target=worker_process.run, args=(i, self.cfg), name=name)
+        q = mp.get_context("fork").Process(target=_worker_main, args=(i, self.cfg), name=name)
         q.start()
         self.procs[j] = (name, q)
         self.monitor.add_process(name, q.pid)
@@ -144,12 +155,12 @@ class Run:
         # with --collector, the uplink takes the local collector's place (and its socket)
         if a.collector:
             from . import uplink
-        target = uplink.run if a.collector else collector_process.run
+        target = uplink.run if a.collector else _collector_main
         p = mpc.Process(target=target, args=(cfg,), name="uplink" if a.collector else "collector")
         p.start()
         self.procs.append(("collector", p))
         for i in range(self.workers):
-            p = mpc.Process(target=worker_process.run, args=(i, cfg), name=f"worker {i}")
+            p = mpc.Process(target=_worker_main, args=(i, cfg), name=f"worker {i}")
             p.start()
             self.procs.append((f"worker {i}", p))
         for k in range(1, self.frontends):
