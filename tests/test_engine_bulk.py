@@ -137,6 +137,34 @@ def test_bulk_path_really_runs(tmp_path):
     assert sum(seen) < total / 2
 
 
+def test_inspection_rounds_really_run(tmp_path):
+    """The bulk path feeds a batch's payload rows to the classifier in rounds (a session's
+    k-th row in round k, only while it is undecided). The records must be the per-packet
+    path's, and some batch must have needed more than one round for that to mean much."""
+    trace = demo_trace(tmp_path)
+    batches, paths = front_end_batches(trace, 4096, Timeouts())
+    rounds = []
+
+    def setup(eng):
+        eng.bulk_min = 1
+        groups, rows_ = eng._inspect_groups, eng._inspect_rows
+
+        def counted_groups(*a):
+            rounds.append(0)
+            groups(*a)
+
+        def counted_rows(*a):
+            if rounds:
+                rounds[-1] += 1
+            rows_(*a)
+        eng._inspect_groups, eng._inspect_rows = counted_groups, counted_rows
+
+    got, _ = run_engine(batches, Timeouts(), paths, setup)
+    ref, _ = records(batches, Timeouts(), PER_PACKET, paths)
+    assert sorted(map(repr, got)) == ref
+    assert max(rounds) > 1
+
+
 class _Starts:
     """A plugin that notes each session as it starts: its id, counters and TCP state."""
 

@@ -43,6 +43,7 @@ _MASK, _HALF = tcpmod.MASK, tcpmod.HALF
 _WINDOW = 1 << 30                       # relative sequence numbers used only inside +-2^30
 _FAR = 1 << 40                          # beyond any relative sequence number
 _SEG = 1 << 44                          # running min/max: one offset step per segment
+_CLASS_FIELDS = ("content_class", "content_type", "content_flags", "app", "family")   # record order
 _EXT_FIELDS = tuple((INDEX[n], n) for n in ("content_class", "content_type", "content_flags", "app", "family"))
 
 
@@ -643,19 +644,38 @@ class Engine:
 
     def _inspect_groups(self, ev, payload, order, gs, plrows, look, ng) -> None:
         """`_inspect` for the bulk groups in `look` ((group, session) pairs: sessions
-        still being classified): their payload rows, a group at a time, in frame order
-        inside each group (the sessions are independent, and no advance of the batch
-        can end a bulk group's session before its last row, so this order gives the
-        same results)."""
-        want = np.zeros(ng, bool)
+        still being classified): their payload rows, in frame order inside each group
+        (the sessions are independent, and no advance of the batch can end a bulk
+        group's session before its last row, so this order gives the same results).
+        In rounds: round k takes each group's k-th payload row, only for the sessions
+        still being classified after round k - 1. Most are decided by their first
+        payload, and their later rows then cost nothing here."""
+        live = np.zeros(ng, bool)
         sess = [None] * ng
         for g, s in look:
-            want[g] = True
+            live[g] = True
             sess[g] = s
         sel = plrows[order]
-        sel &= want[gs]
+        sel &= live[gs]
         pos = np.flatnonzero(sel)
-        self._inspect_rows(ev, payload, order[pos], [sess[g] for g in gs[pos].tolist()])
+        if not len(pos):
+            return
+        rows, gp = order[pos], gs[pos]                 # grouped, frame order inside a group
+        heads = np.flatnonzero(np.r_[True, gp[1:] != gp[:-1]])
+        rank = np.arange(len(pos)) - np.repeat(heads, np.diff(np.r_[heads, len(pos)]))
+        by_rank = np.argsort(rank, kind="stable")
+        bounds = np.searchsorted(rank[by_rank], np.arange(int(rank.max()) + 2)).tolist()
+        for lo, hi in zip(bounds, bounds[1:]):
+            part = by_rank[lo:hi]
+            part = part[live[gp[part]]]
+            if not len(part):
+                break                                   # no live group has a later row either
+            gk = gp[part].tolist()
+            ss = [sess[g] for g in gk]
+            self._inspect_rows(ev, payload, rows[part], ss)
+            for g, s in zip(gk, ss):
+                if s.insp.__class__ is not _Inspector:
+                    live[g] = False
 
     def _inspect_rows(self, ev, payload, idx, sessions) -> None:
         raw = payload                      # bytes, or a view of the capture file: slices are copied
@@ -764,20 +784,24 @@ class Engine:
             for (j, _, _), rec in zip(ended, self._report_many([(s, True, why) for _, s, why in ended])):
                 recs[j] = rec
 
+    @staticmethod
+    def _class_of(s, proto, cport, sport) -> dict:
+        """The session's classification: its inspection's result, else its port's guess."""
+        ins = s.insp
+        if ins.__class__ is dict:
+            return ins
+        if ins:
+            return ins.result()
+        if proto in classify.NOPORT:
+            return classify.classify_noport(proto)
+        return classify.guess_by_port(proto, cport, sport)
+
     def _classified(self, s, rec, proto, cport, sport) -> None:
         """app, family, content and the protocol path's application part, from the
         session's inspection (or its port, marked as a guess). Returns the metadata,
-        which go with the plugin fields (dotted names: tls.sni, http.host, ...)."""
-        ins = s.insp
-        if ins.__class__ is dict:
-            cls = ins
-        elif ins:
-            cls = ins.result()
-        else:
-            if proto in classify.NOPORT:
-                cls = classify.classify_noport(proto)
-            else:
-                cls = classify.guess_by_port(proto, cport, sport)
+        which go with the plugin fields (dotted names: tls.sni, http.host, ...).
+        `_class_columns` is the same for many records at once."""
+        cls = self._class_of(s, proto, cport, sport)
         if cls["app"] is None:
             return None
         rec[_I_APP] = cls["app"]
@@ -791,6 +815,32 @@ class Engine:
         if cls["guess"]:
             return dict(cls["meta"], app_guess=True)
         return cls["meta"] or None
+
+    @staticmethod
+    def _class_columns(clss, paths) -> tuple:
+        """`_classified` for many records (`clss`: their classifications, `paths`: their
+        protocol paths), a column at a time: ([content_class, content_type, content_flags,
+        app, family] columns, proto_path column, metadata list). The path and metadata
+        are worked out once per distinct classification and path: most records share a
+        few (the port guesses)."""
+        named = [c if c["app"] is not None else None for c in clss]
+        cols = [[c[f] if c is not None else None for c in named] for f in _CLASS_FIELDS]
+        seen = {}
+        out_paths, metas = [], []
+        for c, p in zip(named, paths):
+            if c is None:
+                out_paths.append(p)
+                metas.append(None)
+                continue
+            got = seen.get((id(c), p))
+            if got is None:
+                suffix = c["path_suffix"]
+                q = p + "." + suffix if suffix and not p.endswith("." + suffix) else p   # icmp: the path's end
+                got = seen[(id(c), p)] = (q, c["guess"], c["meta"])
+            q, guess, meta = got
+            out_paths.append(q)
+            metas.append(dict(meta, app_guess=True) if guess else (meta or None))
+        return cols, out_paths, metas
 
     def _report(self, s: Session, final: bool, reason: str) -> None:
         self.records.append(self._record(s, final, reason))
@@ -900,17 +950,21 @@ class Engine:
         for s in ss:                            # each session once in `items` (`_flush`: ended sessions)
             s.reports += 1
         finals = [it[1] for it in items]
+        paths = [s.path for s in ss]
+        if self.classify:
+            ccols, paths, metas = self._class_columns(
+                [self._class_of(s, pr, cp, svp) for s, pr, cp, svp in zip(ss, protos, cps, sps)], paths)
+        else:
+            ccols, metas = [repeat(None, n) for _ in _CLASS_FIELDS], None
         out = list(map(list, zip(
             repeat(TYPE_SESSION, n), finals, [it[2] for it in items], [s.id for s in ss],
             [s.parent_id or None for s in ss], repeat(self.sensor, n), repeat(self.worker, n),
             [s.reports for s in ss], round6(start), round6(last), round6(last - start), ipver.tolist(), protos,
-            cips, cps, sips, sps, vl, [s.path for s in ss], *cnt.tolist(), rtts,
+            cips, cps, sips, sps, vl, paths, *cnt.tolist(), rtts,
             [st.retrans if st is not None else 0 for st in tcps], [st.flags if st is not None else 0 for st in tcps],
-            repeat(None, n), repeat(None, n), repeat(None, n), repeat(None, n), repeat(None, n), cids)))
-        classified = self._classified if self.classify else None
-        if classified is not None or any([s.ext for s in ss]):
-            for s, rec, pr, cp, svp in zip(ss, out, protos, cps, sps):
-                meta = classified(s, rec, pr, cp, svp) if classified else None
+            *ccols, cids)))
+        if metas is not None or any([s.ext for s in ss]):
+            for s, rec, meta in zip(ss, out, metas or repeat(None)):
                 if s.ext:
                     meta = _extended(s.ext, rec, meta)
                 if meta:
