@@ -165,6 +165,37 @@ def test_inspection_rounds_really_run(tmp_path):
     assert max(rounds) > 1
 
 
+def test_many_control_segments_in_one_batch():
+    """The bulk path applies a batch's SYN/FIN/RST segments in vectorised rounds, a
+    session's k-th in round k, and the ones past its last round one by one. Twelve
+    SYNs (retransmitted: the RTT counts from the last), the SYN-ACK, the handshake's
+    last ACK, data, FIN both ways and the last ACK, all in one batch, plus a session
+    that is reset: the records must be the per-packet path's, with the RTT and close
+    worked out by hand."""
+    cli, srv = ("10.1.0.1", 50000), ("10.1.0.2", 443)
+
+    def seg(t, up, flags, payload=0):
+        (a, pa), (b, pb) = (cli, srv) if up else (srv, cli)
+        return dict(src=a, dst=b, sport=pa, dport=pb, proto=6, ts=t, flags=flags, payload=payload)
+
+    specs = [seg(100.0 + 0.5 * i, True, SYN) for i in range(12)]
+    specs += [seg(106.0, False, SYN | ACK), seg(106.25, True, ACK), seg(106.5, True, ACK | PSH, 100),
+              seg(107.0, True, FIN | ACK), seg(107.5, False, FIN | ACK), seg(107.75, True, ACK)]
+    specs += [dict(seg(101.0 + i, True, f), sport=50001) for i, f in enumerate((SYN, RST))]
+    specs.sort(key=lambda d: d["ts"])
+    ev = rows(specs)
+    batches = [(ev, [[len(ev), 120.0]], None)]             # both past their close linger by then
+    to = Timeouts()
+    ref, _ = records(batches, to, PER_PACKET)
+    got, eng = records(batches, to, BULK)
+    assert got == ref
+    out, _ = run_engine(batches, to, None, lambda e: setattr(e, "bulk_min", 1))
+    from pipeline.record import INDEX
+    by_port = {r[INDEX["client_port"]]: r for r in out}
+    assert by_port[50000][INDEX["rtt"]] == 0.75          # the handshake's ACK (106.25) - the last SYN (105.5)
+    assert [by_port[p][INDEX["end_reason"]] for p in (50000, 50001)] == ["closed", "closed"]
+
+
 class _Starts:
     """A plugin that notes each session as it starts: its id, counters and TCP state."""
 

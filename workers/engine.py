@@ -44,6 +44,24 @@ _WINDOW = 1 << 30                       # relative sequence numbers used only in
 _FAR = 1 << 40                          # beyond any relative sequence number
 _SEG = 1 << 44                          # running min/max: one offset step per segment
 _CLASS_FIELDS = ("content_class", "content_type", "content_flags", "app", "family")   # record order
+_CONTROL_ROUNDS = 8                     # a group's control rows per batch taken in vectorised rounds; the rest one by one
+_EV_SYN, _EV_SYNACK, _EV_ACK = tcpmod.EV_SYN_CLIENT, tcpmod.EV_SYNACK_SERVER, tcpmod.EV_ACK_CLIENT
+_HS_DONE, _CLOSED = tcpmod.HS_DONE, tcpmod.CLOSED
+
+
+def _state_tables():
+    """`tcp`'s two tables as numpy lookups: next handshake state by (state, event), -1 for
+    none; next close state by (close state, direction)."""
+    hs = np.full((4, 3), -1, np.int8)
+    for (a, e), b in tcpmod.HANDSHAKE.items():
+        hs[a, e] = b
+    cl = np.zeros((8, 2), np.int8)
+    for (a, d), b in tcpmod.CLOSE.items():
+        cl[a, d] = b
+    return hs, cl
+
+
+_HS_NEXT, _CLOSE_NEXT = _state_tables()
 _EXT_FIELDS = tuple((INDEX[n], n) for n in ("content_class", "content_type", "content_flags", "app", "family"))
 
 
@@ -534,25 +552,87 @@ class Engine:
             hit = ack[j][ka[j] // n == want[ok] // n]
             ctl[hit] = True
         pos = np.flatnonzero(ctl)
+        m = len(pos)
+        if not m:
+            return
         rows = order[pos]
         o = np.argsort(rows)                             # frame order
         pos, rows = pos[o], rows[o]
         g_of = gs[pos]
-        control = tcpmod.control
+        # each group once (u), each control row's rank among its group's, in frame order
+        o = np.argsort(g_of, kind="stable")
+        heads = np.flatnonzero(np.r_[True, g_of[o][1:] != g_of[o][:-1]])
+        sizes = np.diff(np.r_[heads, m])
+        rank = np.empty(m, np.intp)
+        rank[o] = np.arange(m) - np.repeat(heads, sizes)
+        u_of = np.empty(m, np.intp)
+        u_of[o] = np.repeat(np.arange(len(heads)), sizes)
+        ug = g_of[o][heads].tolist()
+        ss = [sess[g] for g in ug]
         new_tcp = tcpmod.TcpState
-        linger = self.timeouts.close_linger
-        close_expiry = self.timeouts.close_expiry
-        wheel = self.wheel
-        fp = fls[pos]
-        upto = runmax[pos].tolist() if close_expiry and (fp & 0x05).any() else repeat(None)
-        for g, dd, f, t, u in zip(g_of.tolist(), ds[pos].tolist(), fp.tolist(), tss[pos].tolist(), upto):
-            s = sess[g]
+        sts = []
+        for s in ss:
             st = s.tcp
             if st is None:
                 st = s.tcp = new_tcp()
-            if control(st, dd, dd == s.client_dir, f, t) and close_expiry:
+            sts.append(st)
+        nu = len(sts)
+        hs = np.fromiter([st.hs for st in sts], np.int8, nu)
+        syn = np.fromiter([st.syn_ts for st in sts], np.float64, nu)
+        rtt = np.fromiter([np.nan if st.rtt is None else st.rtt for st in sts], np.float64, nu)
+        close = np.fromiter([st.close for st in sts], np.int8, nu)
+        cd = np.fromiter([s.client_dir for s in ss], np.int8, nu)
+        dp, fp, tp = ds[pos], fls[pos], tss[pos]
+        fc = dp == cd[u_of]                              # from the client
+        syn_f, ack_f = (fp & _SYN) != 0, (fp & _ACK) != 0
+        hev = np.where(syn_f, np.where(ack_f, np.where(fc, -1, _EV_SYNACK), np.where(fc, _EV_SYN, -1)),
+                       np.where(ack_f & fc, _EV_ACK, -1))   # `tcp.handshake_event`
+        ends, rst = (fp & 0x05) != 0, (fp & 0x04) != 0
+        closers = []                                     # (control row, u): segments that close their session
+        # rounds: the k-th control row of every group at once (`tcp.control` over numpy columns)
+        by_rank = np.argsort(rank, kind="stable")
+        rounds = min(int(rank.max()) + 1, _CONTROL_ROUNDS)
+        bounds = np.searchsorted(rank[by_rank], np.arange(rounds + 1)).tolist()
+        for lo, hi in zip(bounds, bounds[1:]):
+            r = by_rank[lo:hi]
+            u = u_of[r]
+            e = hev[r]
+            h = hs[u]
+            nxt = np.where((h != _HS_DONE) & (e >= 0), _HS_NEXT[h, np.maximum(e, 0)], -1)
+            go = nxt >= 0
+            if go.any():
+                w = go & (e == _EV_SYN)
+                syn[u[w]] = tp[r[w]]
+                w = go & (e != _EV_SYN) & (nxt == _HS_DONE)
+                rtt[u[w]] = np.maximum(0.0, tp[r[w]] - syn[u[w]])
+                hs[u[go]] = nxt[go]
+            c = close[u]
+            w = ends[r] & ((c & _CLOSED) == 0)
+            if w.any():
+                nc = np.where(rst[r], c | (3 | _CLOSED), _CLOSE_NEXT[c, dp[r]])
+                close[u[w]] = nc[w]
+                shut = w & ((nc & _CLOSED) != 0)
+                closers += zip(r[shut].tolist(), u[shut].tolist())
+        for st, h, sy, rt, c in zip(sts, hs.tolist(), syn.tolist(), rtt.tolist(), close.tolist()):
+            st.hs, st.syn_ts, st.rtt, st.close = h, sy, (None if rt != rt else rt), c
+        left = np.flatnonzero(rank >= rounds)            # a group's rows past the rounds: one by one
+        if len(left):
+            control = tcpmod.control
+            for j, uu, dd, f, t, c in zip(left.tolist(), *(x[left].tolist() for x in (u_of, dp, fp, tp, fc))):
+                if control(sts[uu], dd, c, f, t):
+                    closers.append((j, uu))
+        if closers and self.timeouts.close_expiry:
+            linger = self.timeouts.close_linger
+            file = self.wheel.file
+            closers.sort()                               # frame order, as one by one
+            js, us = zip(*closers)
+            # the deadline counts from the session's last packet up to the closing one
+            due = (np.maximum(np.fromiter([before[ug[uu]] for uu in us], np.float64, len(us)),
+                              runmax[pos[list(js)]]) + linger).tolist()
+            for uu, when in zip(us, due):
+                s = ss[uu]
                 s.timeout = linger
-                wheel.file(s, max(before[g], u) + linger)   # from its last packet up to this one
+                file(s, when)
 
     def _retransmissions(self, ev, gid, tcppl, retx, ng) -> None:
         """`tcp.update`'s retransmission rule for the data segments of the groups in
