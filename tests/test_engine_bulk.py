@@ -251,3 +251,14 @@ def test_running_max_per_group():
             tss = np.sort(tss)
         exp = [max(tss[j] for j in range(i + 1) if gs[j] == gs[i]) for i in range(n)]
         assert _running_max(tss, gs).tolist() == exp
+
+
+@pytest.mark.parametrize("timeouts", TIMEOUTS)
+def test_idle_many_is_idle_for(timeouts):
+    """The bulk path decides its new sessions' idle timeouts a column at a time."""
+    proto = np.array([6, 17, 17, 17, 1, 58, 132, 47, 6, 0], np.uint8)
+    sport = np.array([53, 53, 1000, 5353, 0, 0, 53, 0, 80, 0], np.uint16)
+    dport = np.array([80, 1000, 53, 53, 0, 0, 9, 0, 53, 0], np.uint16)
+    want = [timeouts.idle_for(p, s, d) for p, s, d in zip(proto.tolist(), sport.tolist(), dport.tolist())]
+    assert timeouts.idle_many(proto, sport, dport).tolist() == want
+    assert len(set(want)) > 1 or timeouts.tcp == timeouts.udp == timeouts.dns

@@ -305,9 +305,9 @@ class Engine:
         gtcppl = np.bincount(gid, tcppl, ng)
         if payload is not None:
             plrows = ev["pllen"] != 0
-            gins = np.bincount(gid, plrows, ng).tolist()
+            gins = np.bincount(gid, plrows, ng)
         else:
-            gins = [0] * ng
+            gins = np.zeros(ng, np.intp)
         # close and reopen: when the first FIN/RST comes, and whether a SYN (no ACK) follows it
         ctl = (flor & 0x07) != 0
         fr_pos = None
@@ -318,11 +318,11 @@ class Engine:
             fr_ts = np.minimum.reduceat(np.where(fr, tss, np.inf), starts)
             fr_pos = np.minimum.reduceat(np.where(fr, pos, n), starts)
             syn_pos = np.maximum.reduceat(np.where(syn, pos, -1), starts)
-            reopen = (syn_pos > fr_pos).tolist()
-            anysyn = (syn_pos >= 0).tolist()
-            fr_ts = fr_ts.tolist()
+            reopen = syn_pos > fr_pos
+            anysyn = syn_pos >= 0
         else:
-            reopen = anysyn = fr_ts = [None] * ng
+            reopen = anysyn = np.zeros(ng, bool)
+            fr_ts = np.full(ng, np.inf)
         room = cuts is not None and horizon > float("-inf")
         # the running maximum of packet time per group: for `_room`, and for `_control` to
         # file a closing session from its last packet up to the close
@@ -332,60 +332,51 @@ class Engine:
             slack, opened, closed, after, pre = self._room(cuts, self.now, order, starts, gs, runmax, gap, horizon,
                                                            fr_pos)
         else:
-            slack = opened = closed = after = pre = repeat(None)
+            slack = opened = closed = after = pre = None
 
-        get = self.table.get
         new_tcp = tcpmod.TcpState
         synack = tcpmod.HS_SYNACK
-        idle_for = self.timeouts.idle_for
         active = self.timeouts.active if self.timeouts.active > 0 else float("inf")
         linger = self.timeouts.close_linger
         close_expiry = self.timeouts.close_expiry
-        rest = []
-        fresh = []
-        fresh_to = []
         retx = []
         look = []
         sess = [None] * ng
         before = [0.0] * ng
-        for g, k, i, t, d0, f0, fo, mg, tm, m, tp, pr, sp, dp, rso, asyn, frt, gi, sl, so, sc, ma, pb in zip(
-                range(ng), sk[starts].tolist(), first.tolist(), ts[first].tolist(), d[first].tolist(),
-                fl[first].tolist(), flor.tolist(), maxgap.tolist(), tmax.tolist(),
-                sums.reshape(ng, 12).tolist(), gtcppl.tolist(), proto[first].tolist(), sport[first].tolist(),
-                dport[first].tolist(), reopen, anysyn, fr_ts, gins, slack, opened, closed, after, pre):
-            # A group may stay here when no expiry of the batch can touch its session (its
-            # expiry slot is past the horizon), or, failing that, when `_room` shows that
-            # none can end it before its last row and no interim report is due. A closing
-            # group's timeout becomes the linger at the close: it may end after its last
-            # row (at an advance of this batch: its counters are all in by then).
-            closing = fo & 0x05
-            if closing and rso:
-                rest.append(g)             # a SYN after the close opens a new session
-                continue
-            closing = closing and close_expiry
+        # A group may stay here when no expiry of the batch can touch its session (its
+        # expiry slot is past the horizon), or, failing that, when `_room` shows that
+        # none can end it before its last row and no interim report is due. A closing
+        # group's timeout becomes the linger at the close: it may end after its last
+        # row (at an advance of this batch: its counters are all in by then). A SYN
+        # after the close opens a new session: such a group is left to `_feed_rows`.
+        found = list(map(self.table.get, sk[starts].tolist()))
+        known = np.fromiter([x is not None for x in found], bool, ng)
+        closes = (flor & 0x05) != 0
+        reopens = closes & reopen
+        closes &= close_expiry
+        rest, fresh, fresh_to = self._new_groups(np.flatnonzero(~known), ts[first], proto[first], sport[first],
+                                                 dport[first], closes, reopens, maxgap, fr_ts, horizon, slack,
+                                                 opened, closed, after)
+        rest += np.flatnonzero(known & reopens).tolist()
+        kn = np.flatnonzero(known & ~reopens)
+        kl = kn.tolist()
+        slack, opened, closed, after, pre = (x[kn].tolist() if x is not None else repeat(None)
+                                             for x in (slack, opened, closed, after, pre))
+        for g, s, t, fo, mg, tm, m, tp, asyn, frt, gi, sl, so, sc, ma, pb in zip(
+                kl, [found[g] for g in kl], ts[first[kn]].tolist(), flor[kn].tolist(), maxgap[kn].tolist(),
+                tmax[kn].tolist(), sums.reshape(ng, 12)[kn].tolist(), gtcppl[kn].tolist(), anysyn[kn].tolist(),
+                fr_ts[kn].tolist(), gins[kn].tolist(), slack, opened, closed, after, pre):
+            closing = fo & 0x05 and close_expiry
             strict = closing and (mg >= linger or int(frt + linger) <= horizon)
-            s = get(k)
-            if s is None:
-                # a new session: it must not be due (idle or report) before the horizon either
-                to = idle_for(pr, sp, dp)
-                when = t + min(to, active)
-                if mg >= to or ((strict or (when < 9e15 and int(when) <= horizon)) and not (
-                        sl is not None and t + active > horizon and _outlasts(to, linger, closing, sl, so, sc, ma))):
-                    rest.append(g)
-                    continue
-                fresh.append(g)            # opened after this loop, together (`_open_groups`)
-                fresh_to.append(to)
+            st = s.tcp
+            tmo = s.timeout
+            if (mg >= tmo or t - s.last >= tmo or s.slot is None
+                    or (st is not None and (st.hs == synack or (asyn and st.close)))
+                    or ((strict or s.slot <= horizon) and not (
+                        sl is not None and s.next_report > horizon and s.last + tmo > pb
+                        and _outlasts(tmo, linger, closing, sl, so, sc, ma)))):
+                rest.append(g)
                 continue
-            else:
-                st = s.tcp
-                tmo = s.timeout
-                if (mg >= tmo or t - s.last >= tmo or s.slot is None
-                        or (st is not None and (st.hs == synack or (asyn and st.close)))
-                        or ((strict or s.slot <= horizon) and not (
-                            sl is not None and s.next_report > horizon and s.last + tmo > pb
-                            and _outlasts(tmo, linger, closing, sl, so, sc, ma)))):
-                    rest.append(g)
-                    continue
             if fo & 0x07:
                 sess[g] = s
                 before[g] = s.last
@@ -434,6 +425,36 @@ class Engine:
         if left is None:
             return _NONE
         return np.flatnonzero(left[gid])
+
+    def _new_groups(self, nw, t0, proto, sport, dport, closing, reopens, maxgap, fr_ts, horizon, slack, opened,
+                    closed, after):
+        """`_bulk`'s decision for the groups `nw` whose session is new, over numpy columns
+        (per group, as `_bulk` has them; `closing`: a FIN or RST with close expiry on).
+        A new session stays on the bulk path unless the batch splits it (an idle gap, a
+        SYN after the close) or it may be due (idle or report) by the horizon and `_room`
+        (`slack`...: None without it) cannot show that no advance ends it before its last
+        row (`_outlasts`). Returns (groups left to `_feed_rows`, groups to open, their
+        idle timeouts)."""
+        if not len(nw):
+            return [], [], []
+        to = self.timeouts.idle_many(proto[nw], sport[nw], dport[nw])
+        active = self.timeouts.active if self.timeouts.active > 0 else np.inf
+        linger = self.timeouts.close_linger
+        t = t0[nw]
+        cl = closing[nw]
+        mg = maxgap[nw]
+        with np.errstate(invalid="ignore"):
+            strict = cl & ((mg >= linger) | (np.trunc(fr_ts[nw] + linger) <= horizon))
+            when = t + np.minimum(to, active)
+            due = strict | ((when < 9e15) & (np.trunc(when) <= horizon))
+        if slack is not None:
+            outlasts = slack[nw] + to > 0
+            if opened is not None:
+                lt = np.minimum(to, linger)
+                outlasts = np.where(cl, (opened[nw] + to > 0) & (closed[nw] + lt > 0) & (after[nw] < lt), outlasts)
+            due &= ~((t + active > horizon) & outlasts)
+        left = reopens[nw] | (mg >= to) | due
+        return nw[left].tolist(), nw[~left].tolist(), to[~left].tolist()
 
     def _open_groups(self, ev, first, fresh, tos, gkeys, tmax, sums, flor, gtcppl, gins, sess, before, retx,
                      look) -> None:
@@ -514,19 +535,19 @@ class Engine:
         last_rows = np.append(starts[1:] - 1, n - 1)
         bound[last_rows] = horizon
         margin = runmax - bound
-        slack = np.minimum.reduceat(margin, starts).tolist()
+        slack = np.minimum.reduceat(margin, starts)
         if fr_pos is None:
-            opened = closed = after = repeat(None)
+            opened = closed = after = None
         else:
             pos = np.arange(n)
             fin = fr_pos[gs]                                  # each row's group's first FIN/RST
             inf = np.inf
-            opened = np.minimum.reduceat(np.where(pos < fin, margin, inf), starts).tolist()
+            opened = np.minimum.reduceat(np.where(pos < fin, margin, inf), starts)
             mid = (pos >= fin)
             mid[last_rows] = False
-            closed = np.minimum.reduceat(np.where(mid, margin, inf), starts).tolist()
-            after = np.maximum.reduceat(np.where(pos > fin, gap, -inf), starts).tolist()
-        return slack, opened, closed, after, back[starts].tolist()
+            closed = np.minimum.reduceat(np.where(mid, margin, inf), starts)
+            after = np.maximum.reduceat(np.where(pos > fin, gap, -inf), starts)
+        return slack, opened, closed, after, back[starts]
 
     def _control(self, ev, order, gs, fls, tss, runmax, groups, sess, before) -> None:
         """The TCP flags' part (handshake, close) of the bulk groups, segment by segment

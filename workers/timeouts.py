@@ -31,6 +31,17 @@ class Timeouts:
         return cls(idle[TCP], idle[UDP], idle[ICMP], idle[OTHER], idle[DNS],
                    float(close_linger), bool(close_expiry), float(active_timeout))
 
+    def idle_many(self, proto, sport, dport):
+        """`idle_for` over numpy columns (the worker's new sessions of a batch)."""
+        import numpy as np
+        out = np.full(len(proto), self.other)
+        out[(proto == 1) | (proto == 58)] = self.icmp
+        udp = proto == 17
+        out[udp] = self.udp
+        out[udp & ((sport == 53) | (dport == 53))] = self.dns
+        out[proto == 6] = self.tcp
+        return out
+
     def idle_for(self, proto: int, sport: int, dport: int) -> float:
         """The idle timeout of a session's class, decided from its first datagram."""
         if proto == 6:
