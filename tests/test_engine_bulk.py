@@ -262,3 +262,22 @@ def test_idle_many_is_idle_for(timeouts):
     want = [timeouts.idle_for(p, s, d) for p, s, d in zip(proto.tolist(), sport.tolist(), dport.tolist())]
     assert timeouts.idle_many(proto, sport, dport).tolist() == want
     assert len(set(want)) > 1 or timeouts.tcp == timeouts.udp == timeouts.dns
+
+
+def test_wheel_file_new_is_file():
+    """A batch's new sessions are filed in the expiry wheel at once (`Wheel.file_new`):
+    the same buckets, each in the same order, as filing them one by one."""
+    from workers.expiry import Wheel
+    from workers.session import Session
+    rng = np.random.default_rng(7)
+    whens = np.r_[rng.uniform(-5.0, 50.0, 300).round(1), [1e16, float("inf"), -0.5, 0.0, 9e15, 3.999]]
+    made = [[Session(i, i, 0, 0, 0, 0.0, 1.0, b"", "") for i in range(len(whens))] for _ in range(2)]
+    one, many = Wheel(), Wheel()
+    for s, w in zip(made[0], whens.tolist()):
+        one.file(s, w)
+    many.file_new(made[1], whens)
+    assert sorted(one.heap) == sorted(many.heap) and len(one.buckets) > 40
+    assert {k: [s.id for s in b] for k, b in one.buckets.items()} == \
+        {k: [s.id for s in b] for k, b in many.buckets.items()}
+    assert [s.slot for s in made[0]] == [s.slot for s in made[1]]
+    assert [s.id for s in one.due(20.0)] == [s.id for s in many.due(20.0)]

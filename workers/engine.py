@@ -474,25 +474,27 @@ class Engine:
         ts = rows["ts"]
         active = self.timeouts.active
         nrs = (ts + active).tolist() if active > 0 else [float("inf")] * n
-        whens = np.minimum(ts + np.asarray(tos), ts + active if active > 0 else np.inf).tolist()
+        whens = np.minimum(ts + np.asarray(tos), ts + active if active > 0 else np.inf)
         paths = self.paths
         table = self.table
         plugins = self.plugins
-        file = self.wheel.file
         new_tcp = tcpmod.TcpState
-        for j, gg, k, sid, parent, depth, c, t, to, nr, when, path, tm, m, fo, tp, gi in zip(
+        made = []
+        for j, gg, k, sid, parent, depth, c, t, to, nr, path, tm, m, fo, tp, gi in zip(
                 range(n), fresh, gkeys[g].tolist(), sids, rows["parent"].tolist(), rows["depth"].tolist(), cd,
-                ts.tolist(), tos, nrs, whens, rows["path"].tolist(), tmax[g].tolist(),
-                sums.reshape(-1, 12)[g].tolist(), flor[g].tolist(), gtcppl[g].tolist(), [gins[x] for x in fresh]):
+                ts.tolist(), tos, nrs, rows["path"].tolist(), tmax[g].tolist(),
+                sums.reshape(-1, 12)[g].tolist(), flor[g].tolist(), gtcppl[g].tolist(), gins[g].tolist()):
             s = Session(k, sid, parent, depth, c, t, to, raw[j * _ROW_SIZE:(j + 1) * _ROW_SIZE],
-                        paths.get(path, ""))
+                        paths.get(path, ""), None if plugins else array("q", m))
             table[k] = s
             s.next_report = nr
-            file(s, when)
-            if plugins:
+            if plugins:                # as `_open`: filed, then shown to plugins before its counters
+                self.wheel.file(s, float(whens[j]))
                 for p in plugins:
-                    p.on_start(s)      # before its counters, as `_open`
-            s.c = array("q", m)
+                    p.on_start(s)
+                s.c = array("q", m)
+            else:
+                made.append(s)         # filed together below
             if tm > t:
                 s.last = tm
             if fo:
@@ -505,6 +507,8 @@ class Engine:
                     before[gg] = t
             if gi:
                 look.append((gg, s))
+        if made:
+            self.wheel.file_new(made, whens)
         self.stats["sessions"] += n
 
     @staticmethod

@@ -30,7 +30,7 @@ class Session:
     __slots__ = ("key", "id", "parent_id", "depth", "client_dir", "start", "last", "timeout",
                  "c", "tcp", "first", "path", "reports", "next_report", "slot", "ended", "ext", "_wheel", "insp")
 
-    def __init__(self, key, sid, parent_id, depth, client_dir, ts, timeout, first, path):
+    def __init__(self, key, sid, parent_id, depth, client_dir, ts, timeout, first, path, c=None):
         self.key = key
         self.id = sid
         self.parent_id = parent_id
@@ -39,7 +39,7 @@ class Session:
         self.start = ts
         self.last = ts
         self.timeout = timeout
-        self.c = array("q", _ZERO12)
+        self.c = array("q", _ZERO12) if c is None else c   # `c`: counters already summed (the bulk path)
         self.tcp = None
         self.first = first          # the opening EVENT row, raw
         self.path = path
