@@ -126,6 +126,8 @@ class Engine:
                  proc: int = 0, max_sessions: int = 0, plugins=(), classify: int = classify.BUDGET):
         self.worker = worker
         self.timeouts = timeouts
+        self._timeouts_by_value = {v: v for v in (timeouts.tcp, timeouts.udp, timeouts.icmp, timeouts.other,
+                                                  timeouts.dns)}
         self.sensor = sensor
         self.proc = proc
         self.max_sessions = max_sessions
@@ -454,7 +456,9 @@ class Engine:
                 outlasts = np.where(cl, (opened[nw] + to > 0) & (closed[nw] + lt > 0) & (after[nw] < lt), outlasts)
             due &= ~((t + active > horizon) & outlasts)
         left = reopens[nw] | (mg >= to) | due
-        return nw[left].tolist(), nw[~left].tolist(), to[~left].tolist()
+        # the timeouts as the Timeouts' own float objects, not one new float per session
+        return nw[left].tolist(), nw[~left].tolist(), list(map(self._timeouts_by_value.__getitem__,
+                                                                to[~left].tolist()))
 
     def _open_groups(self, ev, first, fresh, tos, gkeys, tmax, sums, flor, gtcppl, gins, sess, before, retx,
                      look) -> None:
@@ -639,7 +643,11 @@ class Engine:
                 shut = w & ((nc & _CLOSED) != 0)
                 closers += zip(r[shut].tolist(), u[shut].tolist())
         for st, h, sy, rt, c in zip(sts, hs.tolist(), syn.tolist(), rtt.tolist(), close.tolist()):
-            st.hs, st.syn_ts, st.rtt, st.close = h, sy, (None if rt != rt else rt), c
+            st.hs, st.close = h, c
+            if sy != st.syn_ts:                          # only new values: each float is an object
+                st.syn_ts = sy
+            if rt == rt and st.rtt is None:
+                st.rtt = rt
         left = np.flatnonzero(rank >= rounds)            # a group's rows past the rounds: one by one
         if len(left):
             control = tcpmod.control
