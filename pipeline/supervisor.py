@@ -9,6 +9,7 @@ Children are forked before any ZeroMQ context exists (fork safety); sends wait
 with a timeout so a dead child is noticed instead of blocking forever. Offline
 runs are lossless: high-water marks and blocking sends give backpressure.
 """
+import importlib
 import multiprocessing as mp
 import os
 import shutil
@@ -34,18 +35,33 @@ class RunError(Exception):
     """A run that cannot go on; str() is the one line the user sees."""
 
 
+CANNOT_START = 3   # a child's exit status: it said why on stderr, in one line (an output that cannot be
+                   # written, --user that cannot be taken, a broken install); no restart can help
+
+
 def _collector_main(cfg) -> None:
     """The collector child. Its modules (outputs) and the workers' (session engine,
     classifiers, dpkt) are imported in the children, after the fork: the front-end
     never uses them, and the import then runs on another core while the front-end
     reads its first chunk instead of before it."""
-    from collector import process
+    process = _child_module("collector", "collector")
     process.run(cfg)
 
 
 def _worker_main(index, cfg) -> None:
-    from workers import process
+    process = _child_module("workers", f"worker {index}")
     process.run(index, cfg)
+
+
+def _child_module(package: str, name: str):
+    """`package.process`, or exit CANNOT_START with one line (a broken install: a worker
+    restarted would only fail again)."""
+    try:
+        return importlib.import_module(f"{package}.process")
+    except Exception as e:  # noqa: BLE001 - whatever the import raised, the child cannot run
+        sys.stderr.write(f"pipeline: error: {name} cannot start: {type(e).__name__}: {e}\n")
+        sys.stderr.flush()
+        os._exit(CANNOT_START)
 
 
 def _log(msg: str) -> None:
@@ -82,11 +98,11 @@ class Run:
             raise RunError(f"no orderly end {STOP_GRACE:.0f} s after the stop signal; children killed")
         for j, (name, p) in enumerate(self.procs):
             if p.exitcode is not None and p.exitcode != 0:
+                if p.exitcode == CANNOT_START:
+                    raise RunError(None)   # the child said why, in one line; restarting a worker would not help
                 if name.startswith("worker"):
                     self.restart_worker(j, name, p)
                     continue
-                if name in ("collector", "uplink") and p.exitcode == 3:
-                    raise RunError(None)   # the collector said why, in one line
                 raise RunError(f"{name} exited with status {p.exitcode}")
 
     def restart_worker(self, j, name, p):
