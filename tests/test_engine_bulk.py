@@ -144,6 +144,7 @@ def test_inspection_rounds_really_run(tmp_path):
     trace = demo_trace(tmp_path)
     batches, paths = front_end_batches(trace, 4096, Timeouts())
     rounds = []
+    inside = []
 
     def setup(eng):
         eng.bulk_min = 1
@@ -151,10 +152,14 @@ def test_inspection_rounds_really_run(tmp_path):
 
         def counted_groups(*a):
             rounds.append(0)
-            groups(*a)
+            inside.append(1)
+            try:
+                groups(*a)
+            finally:
+                inside.pop()
 
         def counted_rows(*a):
-            if rounds:
+            if inside:                   # the rounds of `_inspect_groups`, not the per-packet path's calls
                 rounds[-1] += 1
             rows_(*a)
         eng._inspect_groups, eng._inspect_rows = counted_groups, counted_rows
@@ -187,13 +192,32 @@ def test_many_control_segments_in_one_batch():
     batches = [(ev, [[len(ev), 120.0]], None)]             # both past their close linger by then
     to = Timeouts()
     ref, _ = records(batches, to, PER_PACKET)
-    got, eng = records(batches, to, BULK)
+    got, _ = records(batches, to, BULK)
     assert got == ref
     out, _ = run_engine(batches, to, None, lambda e: setattr(e, "bulk_min", 1))
     from pipeline.record import INDEX
     by_port = {r[INDEX["client_port"]]: r for r in out}
     assert by_port[50000][INDEX["rtt"]] == 0.75          # the handshake's ACK (106.25) - the last SYN (105.5)
     assert [by_port[p][INDEX["end_reason"]] for p in (50000, 50001)] == ["closed", "closed"]
+
+
+def test_handshake_ack_after_the_clients_own_syn_ack():
+    """Simultaneous open: the client answers the server's SYN-ACK with a SYN-ACK of its
+    own, then the ACK that completes the handshake. The RTT counts to that ACK (2.0 s),
+    on the bulk path as packet by packet: a SYN-ACK is no handshake ACK."""
+    c, s_ = ("10.0.0.1", 40000), ("10.0.0.2", 443)
+
+    def seg(t, up, flags):
+        (a, pa), (b, pb) = (c, s_) if up else (s_, c)
+        return dict(src=a, dst=b, sport=pa, dport=pb, proto=6, ts=t, flags=flags)
+
+    ev = rows([seg(100.0, True, SYN), seg(101.0, False, SYN | ACK), seg(101.5, True, SYN | ACK),
+               seg(102.0, True, ACK)])
+    from pipeline.record import INDEX
+    for bulk_min in (PER_PACKET, BULK):
+        out, _ = run_engine([(ev, [[len(ev), 102.0]], None)], Timeouts(), None,
+                            lambda e, b=bulk_min: setattr(e, "bulk_min", b))
+        assert [r[INDEX["rtt"]] for r in out] == [2.0]
 
 
 class _Starts:
@@ -253,15 +277,19 @@ def test_running_max_per_group():
         assert _running_max(tss, gs).tolist() == exp
 
 
-@pytest.mark.parametrize("timeouts", TIMEOUTS)
+@pytest.mark.parametrize("timeouts", TIMEOUTS + [Timeouts(tcp=2.5, udp=60, icmp=60, other=60, dns=15)])
 def test_idle_many_is_idle_for(timeouts):
-    """The bulk path decides its new sessions' idle timeouts a column at a time."""
+    """The bulk path decides its new sessions' idle timeouts a column at a time (Timeouts
+    given whole seconds as ints too)."""
     proto = np.array([6, 17, 17, 17, 1, 58, 132, 47, 6, 0], np.uint8)
     sport = np.array([53, 53, 1000, 5353, 0, 0, 53, 0, 80, 0], np.uint16)
     dport = np.array([80, 1000, 53, 53, 0, 0, 9, 0, 53, 0], np.uint16)
     want = [timeouts.idle_for(p, s, d) for p, s, d in zip(proto.tolist(), sport.tolist(), dport.tolist())]
     assert timeouts.idle_many(proto, sport, dport).tolist() == want
     assert len(set(want)) > 1 or timeouts.tcp == timeouts.udp == timeouts.dns
+    ev = build([(0, 1, p, 0.5, 0, 10, 1) for p in (6, 17)] * 40)
+    batches = [(ev, cut(ev), None)]
+    assert records(batches, timeouts, BULK)[0] == records(batches, timeouts, PER_PACKET)[0]
 
 
 def test_wheel_file_new_is_file():

@@ -62,7 +62,7 @@ def _state_tables():
 
 
 _HS_NEXT, _CLOSE_NEXT = _state_tables()
-_EXT_FIELDS = tuple((INDEX[n], n) for n in ("content_class", "content_type", "content_flags", "app", "family"))
+_EXT_FIELDS = tuple((INDEX[n], n) for n in _CLASS_FIELDS)
 
 
 def _extended(ext: dict, rec: list, meta):
@@ -74,6 +74,21 @@ def _extended(ext: dict, rec: list, meta):
     if ext.get("extra"):
         meta = dict(meta, **ext["extra"]) if meta else ext["extra"]
     return meta
+
+
+def _class_path(cls: dict, path: str) -> str:
+    """A session's proto_path with its classification's application part at the end."""
+    suffix = cls["path_suffix"]
+    if suffix and not path.endswith("." + suffix):      # icmp is already the path's end
+        return path + "." + suffix
+    return path
+
+
+def _class_meta(cls: dict):
+    """A classification's metadata for the record (a new dict where it adds app_guess)."""
+    if cls["guess"]:
+        return dict(cls["meta"], app_guess=True)
+    return cls["meta"] or None
 
 
 def _outlasts(timeout, linger, closing, slack, opened, closed, after) -> bool:
@@ -338,7 +353,6 @@ class Engine:
 
         new_tcp = tcpmod.TcpState
         synack = tcpmod.HS_SYNACK
-        active = self.timeouts.active if self.timeouts.active > 0 else float("inf")
         linger = self.timeouts.close_linger
         close_expiry = self.timeouts.close_expiry
         retx = []
@@ -457,8 +471,8 @@ class Engine:
             due &= ~((t + active > horizon) & outlasts)
         left = reopens[nw] | (mg >= to) | due
         # the timeouts as the Timeouts' own float objects, not one new float per session
-        return nw[left].tolist(), nw[~left].tolist(), list(map(self._timeouts_by_value.__getitem__,
-                                                                to[~left].tolist()))
+        by_value = self._timeouts_by_value
+        return nw[left].tolist(), nw[~left].tolist(), [by_value.get(v, v) for v in to[~left].tolist()]
 
     def _open_groups(self, ev, first, fresh, tos, gkeys, tmax, sums, flor, gtcppl, gins, sess, before, retx,
                      look) -> None:
@@ -496,7 +510,7 @@ class Engine:
                 self.wheel.file(s, float(whens[j]))
                 for p in plugins:
                     p.on_start(s)
-                s.c = array("q", m)
+                s.c[:] = array("q", m)  # in place: a plugin may hold on to s.c
             else:
                 made.append(s)         # filed together below
             if tm > t:
@@ -569,7 +583,7 @@ class Engine:
         sa = np.flatnonzero(ctl & ((fls & 0x12) == 0x12))
         if len(sa):
             # for each SYN-ACK: the first later ACK of its group in the other direction
-            ack = np.flatnonzero(sel & ((fls & 0x10) != 0))
+            ack = np.flatnonzero(sel & ((fls & 0x12) == 0x10))   # a SYN-ACK itself is no handshake ACK
             n = len(fls)
             ka = (gs[ack] * 2 + ds[ack]) * n + ack
             o = np.argsort(ka)
@@ -598,13 +612,7 @@ class Engine:
         u_of[o] = np.repeat(np.arange(len(heads)), sizes)
         ug = g_of[o][heads].tolist()
         ss = [sess[g] for g in ug]
-        new_tcp = tcpmod.TcpState
-        sts = []
-        for s in ss:
-            st = s.tcp
-            if st is None:
-                st = s.tcp = new_tcp()
-            sts.append(st)
+        sts = [s.tcp for s in ss]                       # made by `_bulk` for every group with flags
         nu = len(sts)
         hs = np.fromiter([st.hs for st in sts], np.int8, nu)
         syn = np.fromiter([st.syn_ts for st in sts], np.float64, nu)
@@ -633,7 +641,8 @@ class Engine:
                 w = go & (e == _EV_SYN)
                 syn[u[w]] = tp[r[w]]
                 w = go & (e != _EV_SYN) & (nxt == _HS_DONE)
-                rtt[u[w]] = np.maximum(0.0, tp[r[w]] - syn[u[w]])
+                with np.errstate(invalid="ignore"):        # inf - inf: max(0.0, NaN) is 0.0, as fmax
+                    rtt[u[w]] = np.fmax(0.0, tp[r[w]] - syn[u[w]])
                 hs[u[go]] = nxt[go]
             c = close[u]
             w = ends[r] & ((c & _CLOSED) == 0)
@@ -922,12 +931,8 @@ class Engine:
         rec[_I_CCLASS] = cls["content_class"]
         rec[_I_CTYPE] = cls["content_type"]
         rec[_I_CFLAGS] = cls["content_flags"]
-        suffix = cls["path_suffix"]
-        if suffix and not rec[_I_PATH].endswith("." + suffix):     # icmp is already the path's end
-            rec[_I_PATH] = rec[_I_PATH] + "." + suffix
-        if cls["guess"]:
-            return dict(cls["meta"], app_guess=True)
-        return cls["meta"] or None
+        rec[_I_PATH] = _class_path(cls, rec[_I_PATH])
+        return _class_meta(cls)
 
     @staticmethod
     def _class_columns(clss, paths) -> tuple:
@@ -945,14 +950,11 @@ class Engine:
                 out_paths.append(p)
                 metas.append(None)
                 continue
-            got = seen.get((id(c), p))
-            if got is None:
-                suffix = c["path_suffix"]
-                q = p + "." + suffix if suffix and not p.endswith("." + suffix) else p   # icmp: the path's end
-                got = seen[(id(c), p)] = (q, c["guess"], c["meta"])
-            q, guess, meta = got
+            q = seen.get((id(c), p))
+            if q is None:
+                q = seen[(id(c), p)] = _class_path(c, p)
             out_paths.append(q)
-            metas.append(dict(meta, app_guess=True) if guess else (meta or None))
+            metas.append(_class_meta(c))
         return cols, out_paths, metas
 
     def _report(self, s: Session, final: bool, reason: str) -> None:

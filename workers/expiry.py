@@ -34,7 +34,8 @@ class Wheel:
     def file_new(self, sessions: list, whens) -> None:
         """`file` for sessions never filed yet (a batch's new sessions), at once: the
         same buckets, each in the same order."""
-        slots = np.trunc(np.minimum(np.asarray(whens, np.float64), 9e15)).astype(np.int64)
+        w = np.asarray(whens, np.float64)
+        slots = np.trunc(np.where(w < 9e15, w, 9e15)).astype(np.int64)   # as `file`: NaN and beyond in the last
         for s, slot in zip(sessions, slots.tolist()):
             s.slot = slot
             s._wheel = self

@@ -33,8 +33,8 @@ class Timeouts:
 
     def idle_many(self, proto, sport, dport):
         """`idle_for` over numpy columns (the worker's new sessions of a batch)."""
-        import numpy as np
-        out = np.full(len(proto), self.other)
+        import numpy as np      # here: the CLI imports this module before it has set numpy's threads
+        out = np.full(len(proto), self.other, np.float64)
         out[(proto == 1) | (proto == 58)] = self.icmp
         udp = proto == 17
         out[udp] = self.udp
