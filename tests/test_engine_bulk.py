@@ -170,6 +170,15 @@ def test_inspection_rounds_really_run(tmp_path):
     assert max(rounds) > 1
 
 
+CLIENT, SERVER = ("10.1.0.1", 50000), ("10.1.0.2", 443)
+
+
+def tcp_segment(t, up, flags, payload=0):
+    """A row spec of one TCP segment between CLIENT and SERVER (`up`: from the client)."""
+    (a, pa), (b, pb) = (CLIENT, SERVER) if up else (SERVER, CLIENT)
+    return dict(src=a, dst=b, sport=pa, dport=pb, proto=6, ts=t, flags=flags, payload=payload)
+
+
 def test_many_control_segments_in_one_batch():
     """The bulk path applies a batch's SYN/FIN/RST segments in vectorised rounds, a
     session's k-th in round k, and the ones past its last round one by one. Twelve
@@ -177,12 +186,7 @@ def test_many_control_segments_in_one_batch():
     last ACK, data, FIN both ways and the last ACK, all in one batch, plus a session
     that is reset: the records must be the per-packet path's, with the RTT and close
     worked out by hand."""
-    cli, srv = ("10.1.0.1", 50000), ("10.1.0.2", 443)
-
-    def seg(t, up, flags, payload=0):
-        (a, pa), (b, pb) = (cli, srv) if up else (srv, cli)
-        return dict(src=a, dst=b, sport=pa, dport=pb, proto=6, ts=t, flags=flags, payload=payload)
-
+    seg = tcp_segment
     specs = [seg(100.0 + 0.5 * i, True, SYN) for i in range(12)]
     specs += [seg(106.0, False, SYN | ACK), seg(106.25, True, ACK), seg(106.5, True, ACK | PSH, 100),
               seg(107.0, True, FIN | ACK), seg(107.5, False, FIN | ACK), seg(107.75, True, ACK)]
@@ -205,12 +209,7 @@ def test_handshake_ack_after_the_clients_own_syn_ack():
     """Simultaneous open: the client answers the server's SYN-ACK with a SYN-ACK of its
     own, then the ACK that completes the handshake. The RTT counts to that ACK (2.0 s),
     on the bulk path as packet by packet: a SYN-ACK is no handshake ACK."""
-    c, s_ = ("10.0.0.1", 40000), ("10.0.0.2", 443)
-
-    def seg(t, up, flags):
-        (a, pa), (b, pb) = (c, s_) if up else (s_, c)
-        return dict(src=a, dst=b, sport=pa, dport=pb, proto=6, ts=t, flags=flags)
-
+    seg = tcp_segment
     ev = rows([seg(100.0, True, SYN), seg(101.0, False, SYN | ACK), seg(101.5, True, SYN | ACK),
                seg(102.0, True, ACK)])
     from pipeline.record import INDEX

@@ -101,6 +101,24 @@ def _outlasts(timeout, linger, closing, slack, opened, closed, after) -> bool:
     return opened + timeout > 0 and closed + lt > 0 and after < lt
 
 
+def _ranks(gs):
+    """For rows in grouped order (`gs`: each row's group, non-decreasing): each row's rank
+    inside its group, where each group starts, and its size."""
+    n = len(gs)
+    heads = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])
+    sizes = np.diff(np.r_[heads, n])
+    return np.arange(n) - np.repeat(heads, sizes), heads, sizes
+
+
+def _rounds(rank, limit: int) -> list:
+    """The row indexes of rank 0, then of rank 1, ... up to `limit` ranks, each in row
+    order: a group's k-th row is in round k (the batch path's rounds)."""
+    by_rank = np.argsort(rank, kind="stable")
+    k = min(int(rank.max()) + 1, limit) if len(rank) else 0
+    bounds = np.searchsorted(rank[by_rank], np.arange(k + 1)).tolist()
+    return [by_rank[lo:hi] for lo, hi in zip(bounds, bounds[1:])]
+
+
 def _running_max(tss, gs):
     """Packet time's running maximum inside each group, for rows in grouped order (`gs`:
     each row's group, non-decreasing): by ranks, group g's offset by g * n, so the
@@ -604,10 +622,9 @@ class Engine:
         g_of = gs[pos]
         # each group once (u), each control row's rank among its group's, in frame order
         o = np.argsort(g_of, kind="stable")
-        heads = np.flatnonzero(np.r_[True, g_of[o][1:] != g_of[o][:-1]])
-        sizes = np.diff(np.r_[heads, m])
+        ranked, heads, sizes = _ranks(g_of[o])
         rank = np.empty(m, np.intp)
-        rank[o] = np.arange(m) - np.repeat(heads, sizes)
+        rank[o] = ranked
         u_of = np.empty(m, np.intp)
         u_of[o] = np.repeat(np.arange(len(heads)), sizes)
         ug = g_of[o][heads].tolist()
@@ -627,11 +644,8 @@ class Engine:
         ends, rst = (fp & 0x05) != 0, (fp & 0x04) != 0
         closers = []                                     # (control row, u): segments that close their session
         # rounds: the k-th control row of every group at once (`tcp.control` over numpy columns)
-        by_rank = np.argsort(rank, kind="stable")
-        rounds = min(int(rank.max()) + 1, _CONTROL_ROUNDS)
-        bounds = np.searchsorted(rank[by_rank], np.arange(rounds + 1)).tolist()
-        for lo, hi in zip(bounds, bounds[1:]):
-            r = by_rank[lo:hi]
+        rounds = _rounds(rank, _CONTROL_ROUNDS)
+        for r in rounds:
             u = u_of[r]
             e = hev[r]
             h = hs[u]
@@ -657,7 +671,7 @@ class Engine:
                 st.syn_ts = sy
             if rt == rt and st.rtt is None:
                 st.rtt = rt
-        left = np.flatnonzero(rank >= rounds)            # a group's rows past the rounds: one by one
+        left = np.flatnonzero(rank >= len(rounds))       # a group's rows past the rounds: one by one
         if len(left):
             control = tcpmod.control
             for j, uu, dd, f, t, c in zip(left.tolist(), *(x[left].tolist() for x in (u_of, dp, fp, tp, fc))):
@@ -783,12 +797,7 @@ class Engine:
         if not len(pos):
             return
         rows, gp = order[pos], gs[pos]                 # grouped, frame order inside a group
-        heads = np.flatnonzero(np.r_[True, gp[1:] != gp[:-1]])
-        rank = np.arange(len(pos)) - np.repeat(heads, np.diff(np.r_[heads, len(pos)]))
-        by_rank = np.argsort(rank, kind="stable")
-        bounds = np.searchsorted(rank[by_rank], np.arange(int(rank.max()) + 2)).tolist()
-        for lo, hi in zip(bounds, bounds[1:]):
-            part = by_rank[lo:hi]
+        for part in _rounds(_ranks(gp)[0], len(pos)):
             part = part[live[gp[part]]]
             if not len(part):
                 break                                   # no live group has a later row either
