@@ -4,23 +4,14 @@ It knows how many workers feed it and ends when each has said it is done;
 then it closes (and fsyncs) its outputs and reports to the supervisor, so a run
 exits only once every record is on disk.
 """
-import os
-import sys
-
 import msgpack
 
 from pipeline import wire
 from pipeline.monitor import MetricsSender
-from pipeline.children import CollectPacer, collector_sockets, wait_message
+from pipeline.children import CollectPacer, collector_sockets, fail, wait_message
 
 from . import outputs
 from .sink import Sink
-
-
-def _fail(msg: str) -> None:
-    """An output that cannot be written ends the run with one line (exit status 3)."""
-    print(f"pipeline: error: {msg}", file=sys.stderr, flush=True)
-    os._exit(3)
 
 
 def run(cfg: dict) -> None:
@@ -28,7 +19,7 @@ def run(cfg: dict) -> None:
     try:
         sink = Sink(cfg["outputs"], cfg.get("aggregate_interval", 60.0))
     except outputs.OutputError as e:
-        _fail(str(e))
+        fail(str(e))
     done = {}
     metrics = MetricsSender(ctx, cfg.get("metrics_addr"))
     pacer = CollectPacer()
@@ -44,7 +35,7 @@ def run(cfg: dict) -> None:
                 done[st["worker"]] = st
         sink.close()
     except OSError as e:
-        _fail(str(e))
+        fail(str(e))
     stats = dict(sink.stats(), workers=[done[w] for w in sorted(done)])
     control.send_multipart([wire.MSG_STATS, msgpack.packb(stats)])
     metrics.close()

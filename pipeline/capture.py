@@ -13,7 +13,6 @@ frames_read: a frame the kernel dropped was still read off the wire).
 """
 import os
 import signal
-import sys
 import time
 
 import msgpack
@@ -21,7 +20,7 @@ import zmq
 
 from . import wire
 from .dispatch import ToWorkers
-from .children import CollectPacer, title
+from .children import CollectPacer, fail, title
 from .frontend.core import FrontEnd
 from .frontend.live import LiveCapture, drop_privileges
 from .frontend.readers import CaptureError
@@ -66,8 +65,7 @@ def capture_child(proc: int, cfg: dict) -> None:
         if cfg.get("user"):
             drop_privileges(cfg["user"])
     except (CaptureError, OSError, ValueError) as e:
-        print(f"pipeline: error: {e}", file=sys.stderr, flush=True)
-        os._exit(3)
+        fail(str(e))
     fe = FrontEnd(cfg["workers"], cfg["timeouts"], seed=cfg["hash_seed"], proc=proc,
                   classify_budget=cfg["classify"])
     ctx = zmq.Context()

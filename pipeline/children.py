@@ -52,6 +52,16 @@ def ignore_stop_signals() -> int:
     return os.getppid()
 
 
+SAID_WHY = 3   # a child's exit status after its one-line error: the supervisor ends the run, restarts nothing
+
+
+def fail(msg: str) -> None:
+    """A child that cannot go on (an output it cannot write, --user it cannot take, a
+    broken install): one line on stderr, then exit status SAID_WHY."""
+    print(f"pipeline: error: {msg}", file=sys.stderr, flush=True)
+    os._exit(SAID_WHY)
+
+
 def become_user(cfg: dict) -> None:
     """--user: a child gives up root too (it needs no privilege to do its work)."""
     if cfg.get("user"):
@@ -59,8 +69,7 @@ def become_user(cfg: dict) -> None:
         try:
             drop_privileges(cfg["user"])
         except OSError as e:
-            print(f"pipeline: error: {e}", file=sys.stderr, flush=True)
-            os._exit(3)
+            fail(str(e))
 
 
 def wait_message(sock, parent: int):

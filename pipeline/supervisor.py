@@ -24,7 +24,7 @@ import zmq
 
 from . import monitor, wire
 from .dispatch import ToWorkers
-from .children import CollectPacer, tune_heap, write_stats
+from .children import SAID_WHY, CollectPacer, fail, tune_heap, write_stats
 from .frontend.core import FrontEnd
 from .frontend.readers import CaptureError, open_capture
 
@@ -33,10 +33,6 @@ STOP_GRACE = 10.0   # seconds from SIGINT/SIGTERM to an orderly end, else the ch
 
 class RunError(Exception):
     """A run that cannot go on; str() is the one line the user sees."""
-
-
-CANNOT_START = 3   # a child's exit status: it said why on stderr, in one line (an output that cannot be
-                   # written, --user that cannot be taken, a broken install); no restart can help
 
 
 def _collector_main(cfg) -> None:
@@ -54,14 +50,12 @@ def _worker_main(index, cfg) -> None:
 
 
 def _child_module(package: str, name: str):
-    """`package.process`, or exit CANNOT_START with one line (a broken install: a worker
-    restarted would only fail again)."""
+    """`package.process`, or `children.fail` (a broken install: a worker restarted would
+    only fail again)."""
     try:
         return importlib.import_module(f"{package}.process")
     except Exception as e:  # noqa: BLE001 - whatever the import raised, the child cannot run
-        sys.stderr.write(f"pipeline: error: {name} cannot start: {type(e).__name__}: {e}\n")
-        sys.stderr.flush()
-        os._exit(CANNOT_START)
+        fail(f"{name} cannot start: {type(e).__name__}: {e}")
 
 
 def _log(msg: str) -> None:
@@ -98,7 +92,7 @@ class Run:
             raise RunError(f"no orderly end {STOP_GRACE:.0f} s after the stop signal; children killed")
         for j, (name, p) in enumerate(self.procs):
             if p.exitcode is not None and p.exitcode != 0:
-                if p.exitcode == CANNOT_START:
+                if p.exitcode == SAID_WHY:
                     raise RunError(None)   # the child said why, in one line; restarting a worker would not help
                 if name.startswith("worker"):
                     self.restart_worker(j, name, p)

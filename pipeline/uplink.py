@@ -22,7 +22,7 @@ from collector import link
 from pipeline import wire
 from pipeline.record import INDEX
 from pipeline.monitor import MetricsSender
-from pipeline.children import collector_sockets
+from pipeline.children import collector_sockets, fail
 from pipeline.spool import Spool
 
 WINDOW = 32          # batches sent and not yet acknowledged
@@ -48,8 +48,7 @@ def run(cfg: dict) -> None:
         spool = Spool(cfg.get("spool_dir"), cfg.get("spool_mem_bytes", 64 << 20),
                       cfg.get("spool_disk_bytes", 1 << 30))
     except (link.LinkError, OSError) as e:
-        print(f"pipeline: error: {e}", file=sys.stderr, flush=True)
-        os._exit(3)
+        fail(str(e))
     up.connect(cfg["collector"])
     addr = cfg["collector"]
     run_id = uuid.uuid4().hex[:16]
