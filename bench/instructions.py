@@ -53,7 +53,7 @@ def work(src: Path, run: bool = True, digest: bool = True) -> None:
     """Load the batches; with `run`, feed them to an engine and pack the records (and,
     with `digest`, print what came out: outside the instruction count)."""
     import msgpack
-    import orjson
+    import msgspec
     from workers.engine import Engine
     from workers.timeouts import Timeouts
     with open(src, "rb") as f:
@@ -78,7 +78,7 @@ def work(src: Path, run: bool = True, digest: bool = True) -> None:
     if not digest:
         return
     out.sort(key=lambda r: (r[3], r[7]))          # session id, report number
-    digest = hashlib.sha1(b"\n".join(orjson.dumps(r) for r in out)).hexdigest()[:16]
+    digest = hashlib.sha1(b"\n".join(msgspec.json.encode(r) for r in out)).hexdigest()[:16]
     print(f"records {len(out)}  digest {digest}  process time {spent:.3f} s")
 
 

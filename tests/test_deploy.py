@@ -136,7 +136,7 @@ def test_pipeline_runs_with_memory_deny_write_execute(tmp_path):
     trace, out = tmp_path / "t.pcap", tmp_path / "s.jsonl"
     subprocess.run([sys.executable, "-m", "pipeline.tracegen", str(trace), "--sessions", "40"],
                    check=True, capture_output=True, timeout=120, cwd=ROOT)
-    # numpy, pyzmq, msgpack, orjson and the worker processes, all under MDWE (inherited by the children).
+    # numpy, pyzmq, msgpack, msgspec and the worker processes, all under MDWE (inherited by the children).
     p = subprocess.run([sys.executable, "-m", "pipeline.cli", "start", "--workers", "2", "--read", str(trace),
                         "--output", f"jsonl:{out}", "--quiet"],
                        preexec_fn=_mdwe, capture_output=True, text=True, timeout=120, cwd=ROOT)

@@ -1,6 +1,6 @@
 """as_lines (collector/outputs/jsonl.py) writes a batch without a dict per record; these
-check, with generated records, that its bytes are still as_line's (one dict per record,
-orjson) whatever the values and plugin fields hold, and however a batch is cut."""
+check, with generated records, that its bytes are still as_line's (one dict per record)
+whatever the values and plugin fields hold, and however a batch is cut."""
 import orjson
 from hypothesis import given, settings, strategies as st
 
@@ -54,7 +54,7 @@ def reference(batch) -> bytes:
     for r in batch:
         try:
             out.append(as_line(r))
-        except TypeError:           # what orjson cannot write (an integer past 64 bits) fails either way
+        except (TypeError, ValueError):     # what the encoder cannot write fails either way
             return None
     return b"".join(out)
 
@@ -64,7 +64,7 @@ def check(batch):
     if want is None:
         try:
             as_lines(batch)
-        except TypeError:
+        except (TypeError, ValueError):
             return
         raise AssertionError("as_lines wrote what as_line cannot")
     assert b"".join(as_lines(batch)) == want

@@ -7,12 +7,11 @@ import re
 import stat
 import time
 
-import orjson
 import pytest
 
 from collector.outputs import files
 from collector.outputs.files import LineFile, check_target, parse_target
-from collector.outputs.jsonl import JsonLines, open_private
+from collector.outputs.jsonl import JsonLines, as_line, open_private
 from pipeline.record import NAMES, as_dict
 
 STAMPED = re.compile(r"\.(\d{8}T\d{6})(?:\.(\d+))?$")
@@ -144,7 +143,7 @@ def test_without_a_query_jsonl_is_unchanged(tmp_path):
     o.write(recs[20:])
     o.close()
     assert o.written == 50
-    assert out.read_bytes() == b"\n".join(orjson.dumps(as_dict(r), default=str) for r in recs) + b"\n"
+    assert out.read_bytes() == b"".join(as_line(r) for r in recs)
     assert [json.loads(line) for line in out.read_text().splitlines()] == [as_dict(r) for r in recs]
     assert rotated(out) == []                            # an existing file keeps its mode, as before
 

@@ -15,12 +15,11 @@ Same file handling and rotation options as JSON lines (files.py).
 """
 from datetime import datetime, timedelta
 
-import orjson
-
 from pipeline.community_id import community_id
 from pipeline.record import as_dict
 
 from .files import LineOutput
+from .jsonl import ENCODER
 
 ECS_VERSION = "8.11.0"
 NAMESPACE = "pipeline"
@@ -31,7 +30,6 @@ TRANSPORT_NAMES = {1: "icmp", 2: "igmp", 4: "ipv4", 6: "tcp", 17: "udp", 33: "dc
 _EPOCH = datetime(1970, 1, 1)
 _CATEGORY = ["network"]
 _FINAL, _INTERIM = ["connection", "end"], ["connection", "info"]
-_OPTS = orjson.OPT_APPEND_NEWLINE
 
 
 def iso(us: int) -> str:
@@ -98,7 +96,7 @@ class EcsLines(LineOutput):
     def write(self, records) -> None:
         if not records:
             return
-        self.file.write([orjson.dumps(as_ecs(r), default=str, option=_OPTS) for r in records])
+        self.file.write([ENCODER.encode(as_ecs(r)) + b"\n" for r in records])
         self.written += len(records)
 
 

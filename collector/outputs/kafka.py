@@ -20,9 +20,9 @@ import re
 import time
 from urllib.parse import parse_qsl
 
-import orjson
+from pipeline.record import INDEX
 
-from pipeline.record import INDEX, as_dict
+from .jsonl import as_json   # the record as the JSON lines write it
 
 OPTIONS = ("timeout", "retries")
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -153,7 +153,7 @@ class KafkaProducer:
         self._check_fatal()
         for r in records:
             self.accepted += 1
-            self._produce(message_key(r), orjson.dumps(as_dict(r), default=str), 0)
+            self._produce(message_key(r), as_json(r), 0)
         self.producer.poll(0)
         self._produce_retries()
 

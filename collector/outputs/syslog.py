@@ -29,9 +29,9 @@ import socket
 from importlib import metadata
 from urllib.parse import parse_qsl
 
-import orjson
+from pipeline.record import INDEX
 
-from pipeline.record import INDEX, as_dict
+from .jsonl import as_json   # the record as the JSON lines write it
 
 MAX_UDP = 65000
 FACILITIES = {
@@ -145,10 +145,6 @@ def as_cef(r) -> bytes:
                        "Session ended" if final else "Session update", "3"])
     body = " ".join(f"{k}={cef_value(v)}" for k, v in ext if v is not None)
     return (header + "|" + body).encode("utf-8", "replace")
-
-
-def as_json(r) -> bytes:
-    return orjson.dumps(as_dict(r), default=str)
 
 
 def timestamp(t) -> str:
