@@ -52,9 +52,9 @@ def prepare(trace: Path, dest: Path) -> None:
 def work(src: Path, run: bool = True, digest: bool = True) -> None:
     """Load the batches; with `run`, feed them to an engine and pack the records (and,
     with `digest`, print what came out: outside the instruction count)."""
-    import msgpack
     import msgspec
     from workers.engine import Engine
+    from workers.process import pack
     from workers.timeouts import Timeouts
     with open(src, "rb") as f:
         batches, paths, end = pickle.load(f)
@@ -68,11 +68,11 @@ def work(src: Path, run: bool = True, digest: bool = True) -> None:
         eng.feed_batch(ev, cuts, pay)
         recs = eng.take_records()
         for i in range(0, len(recs), RECORDS_PER_MESSAGE):
-            msgpack.packb(recs[i:i + RECORDS_PER_MESSAGE])
+            pack(recs[i:i + RECORDS_PER_MESSAGE])
         out += recs
     eng.finish(end)
     recs = eng.take_records()
-    msgpack.packb(recs)
+    pack(recs)
     out += recs
     spent = time.process_time() - t
     if not digest:
