@@ -28,6 +28,9 @@ _ntop, _AF_INET, _AF_INET6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6
 IDLE, CLOSED, SHUTDOWN, EVICTED, ACTIVE = "idle", "closed", "shutdown", "evicted", "active"
 _SYN, _ACK = tcpmod.SYN, tcpmod.ACK
 _Inspector = classify.Inspector
+_port_class = classify.registry.port_class
+_MIN_DISPATCH = classify.registry.MIN_DISPATCH
+_REFUSE_MIN = 8          # first payloads in a call worth a vectorised refusal test
 _I_APP, _I_FAMILY, _I_PATH = INDEX["app"], INDEX["family"], INDEX["proto_path"]
 _I_CCLASS, _I_CTYPE, _I_CFLAGS = INDEX["content_class"], INDEX["content_type"], INDEX["content_flags"]
 _NONE = np.zeros(0, np.intp)
@@ -166,6 +169,7 @@ class Engine:
         self.max_sessions = max_sessions
         self.bulk_min = _GROUPED_MIN      # batches this small take the per-packet path
         self.report_min = _REPORTS_MIN    # fewer records at once: written one by one (`_report`)
+        self.refuse_min = _REFUSE_MIN     # fewer first payloads at once: each one's Inspector decides
         self.classify = classify          # payload packets inspected per direction, 0: no classification
         self.plugins = list(plugins)
         self.packet_plugins = [p for p in self.plugins if getattr(p, "per_packet", False)]
@@ -811,7 +815,8 @@ class Engine:
     def _inspect_rows(self, ev, payload, idx, sessions) -> None:
         raw = payload                      # bytes, or a view of the capture file: slices are copied
         budget = self.classify
-        for s, d, o, n, proto, sp, dp in zip(sessions, *(ev[c][idx].tolist() for c in _INSPECT_COLUMNS[1:])):
+        cols = [ev[c][idx].tolist() for c in _INSPECT_COLUMNS[1:]]
+        for s, d, o, n, proto, sp, dp, no in zip(sessions, *cols, self._refusals(ev, raw, idx, sessions)):
             if s is None:
                 continue
             ins = s.insp
@@ -822,12 +827,36 @@ class Engine:
                     s.insp = False
                     continue
                 # this row's sender is the client when its direction is the client's
-                cport, sport = (sp, dp) if d == s.client_dir else (dp, sp)
-                ins = s.insp = classify.Inspector(proto, cport, sport, budget)
+                fc = d == s.client_dir
+                cport, sport = (sp, dp) if fc else (dp, sp)
+                pc = _port_class(proto, cport, sport)
+                need = pc.refusable(raw[o] if n >= _MIN_DISPATCH else None, fc)
+                if need >= 0 and no & need == need:     # every protocol shown this payload says NO
+                    s.insp = classify.unmatched(pc)
+                    continue
+                ins = s.insp = _Inspector(proto, cport, sport, budget, pc)
             fc = d == s.client_dir
             want = ins.wants(fc)
             if want and ins.feed(bytes(raw[o:o + min(want, n)]), fc):
                 s.insp = ins.result()               # the result replaces the inspector
+
+    def _refusals(self, ev, raw, idx, sessions):
+        """Per row (of `idx`, one session each in `sessions`): for the first payload of a
+        session without an inspector yet, the protocols that refuse it
+        (classify.refusals); 0 for the other rows."""
+        fresh = [j for j, s in enumerate(sessions) if s is not None and s.insp is None]
+        out = [0] * len(sessions)
+        if len(fresh) < self.refuse_min:
+            return out
+        rows = idx[fresh]
+        r = take_rows(ev, rows)
+        fc = r["dir"] == np.fromiter([sessions[j].client_dir for j in fresh], np.uint8, len(fresh))
+        sp, dp = r["sport"], r["dport"]
+        bits = classify.refusals(raw, r["ploff"], r["pllen"], fc, r["proto"], np.where(fc, sp, dp),
+                                 np.where(fc, dp, sp))
+        for j, b in zip(fresh, bits.tolist()):
+            out[j] = b
+        return out
 
     def _open(self, ev, i, k, t, d, fl, first=None) -> Session:
         """A new session from row i (`first`: that row's bytes, when the caller has them)."""

@@ -20,7 +20,12 @@ of a session are computed once per port class (registry.PortClass), without
 the protocols bound to ports the session does not use, and a payload is shown
 only to the protocols that may start with its first byte; the others would
 only say NO. Results that name no protocol by payload are shared, not built.
+And a session whose first payload every candidate refuses (`refusals`, over a
+batch's first payloads at once with numpy) gets no Inspector at all: its
+result is the one the Inspector would have come to, `unmatched`.
 """
+import numpy as np
+
 from . import registry
 from .content import content_class, content_flags, media_type
 from .registry import NO, SURE, WEAK
@@ -63,6 +68,59 @@ def _guess(p):
     return got
 
 
+class Heads:
+    """The first HEAD bytes of many payloads, for the protocols' `refuse` tests:
+    `h` (n, HEAD) uint8, zero past each payload's end; `n` their lengths (what the
+    Inspector would be fed: at most MAX_PAYLOAD); `from_client`, `tcp` (bool: the
+    transport is TCP, else UDP), `client_port`, `server_port`."""
+    __slots__ = ("h", "n", "from_client", "tcp", "client_port", "server_port")
+
+    def __init__(self, h, n, from_client, tcp, client_port, server_port):
+        self.h, self.n, self.from_client, self.tcp = h, n, from_client, tcp
+        self.client_port, self.server_port = client_port, server_port
+
+    def be16(self, at):
+        """The big-endian 16-bit number at byte `at` of each payload (int64)."""
+        return self.h[:, at].astype(np.int64) << 8 | self.h[:, at + 1]
+
+
+HEAD = 24            # bytes of each payload the refuse tests may read
+_HEAD_AT = np.arange(HEAD)
+
+
+def refusals(buf, offsets, lengths, from_client, transport, client_port, server_port) -> np.ndarray:
+    """For payloads (at `offsets` of `buf`, `lengths` bytes each): the OR of the bits
+    (registry.Protocol.bit) of the protocols whose `refuse` says their match answers
+    NO. 0 for payloads of other transports than TCP and UDP."""
+    n = np.minimum(lengths.astype(np.int64), min(_HEAD, MAX_PAYLOAD))     # what feed would be given
+    out = np.zeros(len(n), np.int64)
+    if not len(n) or not registry.REFUSERS:
+        return out
+    raw = np.frombuffer(buf, np.uint8)
+    at = offsets.astype(np.int64)[:, None] + _HEAD_AT
+    h = raw[np.minimum(at, len(raw) - 1)]
+    h[_HEAD_AT >= n[:, None]] = 0                   # past the payload: nothing
+    tcp = transport == registry.TCP
+    x = Heads(h, n, from_client, tcp, client_port, server_port)
+    ported = tcp | (transport == registry.UDP)
+    for p in registry.REFUSERS:
+        mask = p.refuse(x) & ported
+        if registry.TCP not in p.transports:
+            mask &= ~tcp
+        if registry.UDP not in p.transports:
+            mask &= tcp
+        out[mask] |= p.bit
+    return out
+
+
+def unmatched(pclass):
+    """What an Inspector of a session of this port class comes to when the protocols
+    shown its first payload all answer NO: no protocol by payload, its port's guess."""
+    if pclass.transport in NOPORT:
+        return _NOPORT_RESULTS[pclass.transport]
+    return _guess(pclass.by_port)
+
+
 def guess_by_port(transport, client_port, server_port):
     """A session seen without payload: the well-known port's protocol, marked as a guess."""
     if transport in NOPORT:
@@ -77,7 +135,7 @@ class Inspector:
     __slots__ = ("transport", "client_port", "server_port", "budget", "n_client", "n_server",
                  "cands", "proto", "weak", "done", "parsed", "meta", "scratch", "pclass")
 
-    def __init__(self, transport, client_port, server_port, budget=BUDGET):
+    def __init__(self, transport, client_port, server_port, budget=BUDGET, pclass=None):
         if budget < 1:
             raise ValueError(f"inspection budget must be at least 1 packet per direction, not {budget}")
         self.transport = transport
@@ -85,7 +143,9 @@ class Inspector:
         self.server_port = server_port
         self.budget = budget
         self.n_client = self.n_server = 0
-        pc = self.pclass = registry.port_class(transport, client_port, server_port)
+        if pclass is None:      # the session's registry.port_class, when the caller has it already
+            pclass = registry.port_class(transport, client_port, server_port)
+        pc = self.pclass = pclass
         self.cands = pc.cands  # protocols still possible; while it is pc.cands, dispatched on the first byte
         self.proto = None      # the protocol once SURE
         self.weak = None       # first protocol that said WEAK

@@ -4,6 +4,7 @@ import socket
 import struct
 
 import dpkt.dns
+import numpy as np
 
 from .registry import NO, SURE, TCP, UDP, register
 
@@ -34,6 +35,28 @@ def header_ok(p, tcp=False):
     if not p[2] & 0x80 and (qd == 0 and opcode == 0):
         return None
     return p
+
+
+def header_refused(x, tcp):
+    """header_ok over many payloads (a classify.Heads) at once: True where it says
+    None. `tcp`: as header_ok's argument, for all or (bool array) for each payload."""
+    n = x.n
+    tcp = np.broadcast_to(tcp, n.shape)
+    # the message: after TCP's 2-byte length
+    m = np.where(tcp[:, None], x.h[:, 2:14], x.h[:, 0:12]).astype(np.int64)
+    ok = np.where(tcp, (n >= 14) & (x.be16(0) >= 12), n >= 12)
+    flags = m[:, 2]
+    opcode = (flags >> 3) & 0x0f
+    ok &= (opcode <= 2) | (opcode == 4) | (opcode == 5)
+    qd, an, ns, ar = (m[:, i] << 8 | m[:, i + 1] for i in (4, 6, 8, 10))
+    ok &= (qd <= 64) & (an <= 200) & (ns <= 200) & (ar <= 200) & (qd + an + ns + ar > 0)
+    ok &= ~(((flags & 0x80) == 0) & (qd == 0) & (opcode == 0))
+    return ~ok
+
+
+def refuse(x):
+    """match says NO where the header check fails."""
+    return header_refused(x, x.tcp)
 
 
 def decode(msg):
@@ -101,4 +124,4 @@ def parse(p, from_client, state, meta, prefix="dns"):
     return describe(d, meta, prefix)
 
 
-register("dns", (UDP, TCP), (53,), match, parse, snap=1500)
+register("dns", (UDP, TCP), (53,), match, parse, snap=1500, refuse=refuse)

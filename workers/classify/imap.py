@@ -1,6 +1,8 @@
 """IMAP (RFC 9051): the server's "* OK" greeting, or a tagged client command."""
 import re
 
+import numpy as np
+
 from .registry import NO, SURE, TCP, WEAK, register
 from .textproto import banner, first_line
 
@@ -20,8 +22,16 @@ def match(p, from_client, state):
     return NO
 
 
+def refuse(x):
+    """From the client: no space after a tag of 1 to 20 characters can be where none is in
+    bytes 1-20; from the server: no "* " to start a greeting."""
+    spaced = (x.h[:, 1:21] == 0x20).any(axis=1)
+    greets = (x.n >= 4) & (x.h[:, 0] == 0x2a) & (x.h[:, 1] == 0x20)
+    return np.where(x.from_client, ~spaced, ~greets)
+
+
 def parse(p, from_client, state, meta):
     return banner(p, from_client, meta, "imap.banner")
 
 
-register("imap", (TCP,), (143,), match, parse, first=_FIRST)
+register("imap", (TCP,), (143,), match, parse, first=_FIRST, refuse=refuse)

@@ -1,10 +1,15 @@
 """Kerberos v5 (RFC 4120): an application-tagged message whose first field is
 pvno 5; over TCP behind a 4-byte record length."""
+import numpy as np
+
 from . import ber
 from .registry import NO, SURE, TCP, UDP, register
 
 MSG_TYPES = {0x6a: "as-req", 0x6b: "as-rep", 0x6c: "tgs-req", 0x6d: "tgs-rep", 0x6e: "ap-req",
              0x6f: "ap-rep", 0x74: "krb-safe", 0x75: "krb-priv", 0x76: "krb-cred", 0x7e: "krb-error"}
+
+_TYPE = np.zeros(256, bool)
+_TYPE[list(MSG_TYPES)] = True
 
 
 def _message(p, tcp):
@@ -37,6 +42,12 @@ def match(p, from_client, state):
     return SURE
 
 
+def refuse(x):
+    """_message's first checks over many payloads: too short, or no message type where it goes."""
+    tag = np.where(x.tcp, x.h[:, 4], x.h[:, 0])
+    return (x.n < np.where(x.tcp, 14, 10)) | ~_TYPE[tag]
+
+
 def parse(p, from_client, state, meta):
     t = state.scratch.pop("krb", None) or _message(p, state.transport == TCP)
     if t:
@@ -46,4 +57,4 @@ def parse(p, from_client, state, meta):
 
 # UDP: the message's application tag first; TCP: a record length (any byte)
 register("kerberos", (UDP, TCP), (88,), match, parse,
-         first=lambda b, from_client, transport: transport == TCP or b in MSG_TYPES)
+         first=lambda b, from_client, transport: transport == TCP or b in MSG_TYPES, refuse=refuse)

@@ -9,6 +9,11 @@ def match(p, from_client, state):
     return SURE if dns.header_ok(p) is not None else NO
 
 
+def refuse(x):
+    """Off port 5353, or where the (UDP) DNS header check fails: NO."""
+    return dns.header_refused(x, False) | ((x.client_port != 5353) & (x.server_port != 5353))
+
+
 def parse(p, from_client, state, meta):
     msg = dns.header_ok(p)
     d = dns.decode(msg) if msg is not None else None
@@ -17,4 +22,4 @@ def parse(p, from_client, state, meta):
     return True
 
 
-register("mdns", (UDP,), (5353,), match, parse, snap=1500, port_bound=True)
+register("mdns", (UDP,), (5353,), match, parse, snap=1500, port_bound=True, refuse=refuse)

@@ -11,6 +11,8 @@ import hmac
 import struct
 import sys
 
+import numpy as np
+
 from .registry import NO, SURE, UDP, register
 from . import tls
 
@@ -268,9 +270,21 @@ def parse(p, from_client, state, meta):
     return bool(sc.get("quic.done"))
 
 
+def refuse(x):
+    """match's NO for payloads of 7 bytes or more without the long-header bit and
+    without gQUIC's flags: a short header off QUIC's ports, or anything else."""
+    b0 = x.h[:, 0]
+    short = (b0 & 0xc0) == 0x40
+    on_port = _PORT[x.client_port] | _PORT[x.server_port]
+    return (x.n >= 7) & ((b0 & 0x80) == 0) & ((b0 & 0x09) != 0x09) & ~(short & on_port)
+
+
 def _first(b, from_client, transport):
     # a long header, gQUIC's public flags, or a short header (undecided)
     return b & 0x80 or (b & 0x09) == 0x09 or (b & 0xc0) == 0x40
 
 
-register("quic", (UDP,), _PORTS, match, parse, snap=1500, first=_first)
+_PORT = np.zeros(1 << 16, bool)
+_PORT[list(_PORTS)] = True
+
+register("quic", (UDP,), _PORTS, match, parse, snap=1500, first=_first, refuse=refuse)

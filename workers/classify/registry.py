@@ -43,12 +43,18 @@ class Protocol:
     `ports`; `first` (the bytes a payload may start with, or a test(byte,
     from_client, transport)): it answers NO to any payload of MIN_DISPATCH
     bytes or more whose first byte is not one of them.
+
+    A third promise lets the worker skip the inspector altogether for a first
+    payload that every candidate refuses: `refuse(heads)` (a `Heads`, in
+    workers/classify/__init__.py) says, for many payloads at once (numpy),
+    where match certainly answers NO. It may say False where match would say
+    NO; never True where it would not.
     """
     __slots__ = ("name", "family", "transports", "ports", "match", "parse", "path", "snap", "port_bound",
-                 "first")
+                 "first", "refuse", "bit")
 
     def __init__(self, name, transports, ports, match, parse=None, path=None, snap=DEFAULT_SNAP,
-                 port_bound=False, first=None):
+                 port_bound=False, first=None, refuse=None):
         self.name = name
         self.family = family_of(name)
         self.transports = frozenset(transports)
@@ -59,28 +65,34 @@ class Protocol:
         self.snap = snap if parse is not None else 0
         self.port_bound = port_bound
         self.first = _first_test(first)
+        self.refuse = refuse
+        self.bit = 0            # with a refuse: its bit in the refusals' answers (1 << its index in REFUSERS)
 
     def __repr__(self):
         return f"Protocol({self.name!r})"
 
 
 REGISTRY: list = []
+REFUSERS: list = []     # the protocols with a `refuse`, in registration order
 _BY_NAME: dict = {}
 
 
 def register(name, transports, ports=(), match=None, parse=None, path=None, snap=DEFAULT_SNAP,
-             port_bound=False, first=None):
+             port_bound=False, first=None, refuse=None):
     """Declare a protocol. Registration order is matching order: declare the
     narrower protocol (mDNS, NetBIOS name service) before the broader one (DNS).
-    `port_bound` and `first`: see Protocol (promises about `match`)."""
+    `port_bound`, `first` and `refuse`: see Protocol (promises about `match`)."""
     if name in _BY_NAME:
         raise ValueError(f"protocol {name!r} registered twice")
     if match is None:
         raise ValueError(f"protocol {name!r} has no match function")
     if port_bound and not ports:
         raise ValueError(f"protocol {name!r} is bound to its ports but has none")
-    p = Protocol(name, transports, ports, match, parse, path, snap, port_bound, first)
+    p = Protocol(name, transports, ports, match, parse, path, snap, port_bound, first, refuse)
     REGISTRY.append(p)
+    if refuse is not None:
+        p.bit = 1 << len(REFUSERS)
+        REFUSERS.append(p)
     _BY_NAME[name] = p
     _clear()
     return p
@@ -120,16 +132,19 @@ class PortClass:
     well-known client port) class, computed once: the candidate protocols in
     matching order, the well-known port's protocol (for a guess), and `first`,
     per direction (index 1: from the client) a 256-slot table, filled as
-    needed, of the candidates that a payload starting with that byte may be."""
-    __slots__ = ("transport", "cands", "by_port", "first")
+    needed, of the candidates that a payload starting with that byte may be;
+    `needs`, alike, what `refusable` answers (slot 256: a payload too short to
+    dispatch)."""
+    __slots__ = ("transport", "cands", "by_port", "first", "needs")
 
     def __init__(self, transport, cands, by_port):
         self.transport = transport
         self.by_port = by_port
         shared = _TABLES.get((transport, cands))
         if shared is None:
-            shared = _TABLES[(transport, cands)] = (cands, ([None] * 256, [None] * 256))
-        self.cands, self.first = shared     # one tuple object per distinct candidate list
+            shared = _TABLES[(transport, cands)] = (cands, ([None] * 256, [None] * 256),
+                                                     ([None] * 257, [None] * 257))
+        self.cands, self.first, self.needs = shared     # one tuple object per distinct candidate list
 
     def dispatch(self, b, from_client):
         """The candidates a payload (of MIN_DISPATCH bytes or more) starting with b may be."""
@@ -137,6 +152,29 @@ class PortClass:
         if len(got) == len(self.cands):
             got = self.cands        # nothing ruled out: the same tuple, so dispatching goes on
         self.first[1 if from_client else 0][b] = got
+        return got
+
+    def refusable(self, b, from_client) -> int:
+        """The refusal bits that a first payload starting with b (None: shorter than
+        MIN_DISPATCH) needs for every candidate it would be shown to refuse it; -1 when
+        one of those candidates has no `refuse`; 0 when it would be shown to none."""
+        slot = 256 if b is None else b
+        table = self.needs[1 if from_client else 0]
+        got = table[slot]
+        if got is None:
+            if b is None:
+                tried = self.cands
+            else:
+                tried = self.first[1 if from_client else 0][b]
+                if tried is None:
+                    tried = self.dispatch(b, from_client)
+            got = 0
+            for p in tried:
+                if p.refuse is None:
+                    got = -1
+                    break
+                got |= p.bit
+            table[slot] = got
         return got
 
 
