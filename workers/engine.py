@@ -66,6 +66,7 @@ def _state_tables():
 
 _HS_NEXT, _CLOSE_NEXT = _state_tables()
 _EXT_FIELDS = tuple((INDEX[n], n) for n in _CLASS_FIELDS)
+_UNNAMED = (None,) * (len(_CLASS_FIELDS) + 1) + (False,)     # `_class_columns`' row of a classification naming no app
 
 
 def _extended(ext: dict, rec: list, meta):
@@ -976,24 +977,26 @@ class Engine:
     def _class_columns(clss, paths) -> tuple:
         """`_classified` for many records (`clss`: their classifications, `paths`: their
         protocol paths), a column at a time: ([content_class, content_type, content_flags,
-        app, family] columns, proto_path column, metadata list). The path and metadata
-        are worked out once per distinct classification and path: most records share a
-        few (the port guesses)."""
-        named = [c if c["app"] is not None else None for c in clss]
-        cols = [[c[f] if c is not None else None for c in named] for f in _CLASS_FIELDS]
-        seen = {}
-        out_paths, metas = [], []
-        for c, p in zip(named, paths):
-            if c is None:
-                out_paths.append(p)
-                metas.append(None)
-                continue
-            q = seen.get((id(c), p))
-            if q is None:
-                q = seen[(id(c), p)] = _class_path(c, p)
-            out_paths.append(q)
-            metas.append(_class_meta(c))
-        return cols, out_paths, metas
+        app, family] columns, proto_path column, metadata list). Fields, path and metadata
+        are worked out once per distinct classification (and path): most records share a
+        few (the port guesses), and the columns are then gathered by builtins. A guess's
+        metadata is a new dict per record, as `_class_meta` makes it."""
+        if not clss:
+            return [[] for _ in _CLASS_FIELDS], [], []
+        ids = list(map(id, clss))
+        distinct = dict(zip(ids, clss))
+        row = {}                            # id -> the five fields, the metadata, whether it is a guess
+        for i, c in distinct.items():
+            if c["app"] is None:
+                row[i] = _UNNAMED
+            else:
+                row[i] = (*map(c.__getitem__, _CLASS_FIELDS), _class_meta(c), bool(c["guess"]))
+        *cols, metas, guesses = map(list, zip(*map(row.__getitem__, ids)))
+        if any(guesses):
+            metas = [dict(m) if g else m for m, g in zip(metas, guesses)]
+        keys = list(zip(ids, paths))
+        path_of = {k: p if row[i] is _UNNAMED else _class_path(distinct[i], p) for k in set(keys) for i, p in (k,)}
+        return cols, list(map(path_of.__getitem__, keys)), metas
 
     def _report(self, s: Session, final: bool, reason: str) -> None:
         self.records.append(self._record(s, final, reason))
