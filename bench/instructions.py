@@ -17,6 +17,7 @@ rows; delete it after changing the front-end): the front-end is outside the
 count. Not a test: nothing asserts a figure.
 """
 import argparse
+import gc
 import hashlib
 import pickle
 import re
@@ -60,6 +61,8 @@ def work(src: Path, run: bool = True, digest: bool = True) -> None:
         batches, paths, end = pickle.load(f)
     if not run:
         return
+    gc.freeze()             # as the worker process runs (pipeline.children.CollectPacer): no automatic
+    gc.disable()            # collection, which would walk the growing session table again and again
     t = time.process_time()
     eng = Engine(0, Timeouts(), "bench")
     eng.add_paths(paths)
