@@ -152,3 +152,11 @@ def test_shared_capture_refusals(path):
         payloads += [bytes(pay[o:o + n]) for o, n in zip(rows["ploff"].tolist(), rows["pllen"].tolist())]
     rnd = random.Random(7)
     check_promise(rnd.sample(payloads, min(len(payloads), 300)), ports=rnd.sample(PORTS, 4))
+
+
+def test_refusals_of_nothing_refuse_nothing():
+    """No bytes to read (a batch without payload bytes), or no payloads: no refusal, no error."""
+    one = [np.array([v]) for v in (0, 5, True, TCP, 40000, 40001)]
+    assert classify.refusals(b"", *one).tolist() == [0]
+    none = [np.array([], dtype=np.int64)] * 6
+    assert classify.refusals(b"abc", *none).tolist() == []

@@ -97,6 +97,8 @@ def refusals(buf, offsets, lengths, from_client, transport, client_port, server_
     if not len(n) or not registry.REFUSERS:
         return out
     raw = np.frombuffer(buf, np.uint8)
+    if not len(raw):
+        return out
     at = offsets.astype(np.int64)[:, None] + _HEAD_AT
     h = raw[np.minimum(at, len(raw) - 1)]
     h[_HEAD_AT >= n[:, None]] = 0                   # past the payload: nothing
