@@ -14,6 +14,13 @@ from . import outputs
 from .sink import Sink
 
 
+def records(body: bytes) -> list:
+    """A workers' batch of records (msgpack); a plugin's aware datetime (a msgpack
+    timestamp, workers.process.pack) comes back as a datetime, which the outputs write
+    in ISO 8601."""
+    return msgpack.unpackb(body, timestamp=3)
+
+
 def run(cfg: dict) -> None:
     parent, ctx, pull, control = collector_sockets(cfg, "pipeline: collector", 256)
     try:
@@ -28,7 +35,7 @@ def run(cfg: dict) -> None:
             kind, body = (f.bytes for f in wait_message(pull, parent)[:2])
             pacer.tick()
             if kind == wire.MSG_RECORDS:
-                sink.write(msgpack.unpackb(body))
+                sink.write(records(body))
                 metrics.maybe(sink.stats)
             elif kind == wire.MSG_DONE:
                 st = msgpack.unpackb(body)

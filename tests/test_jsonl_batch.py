@@ -99,3 +99,17 @@ def test_the_reference_is_one_dict_per_record():
     d = orjson.loads(as_line(r))
     assert list(d) == list(NAMES) + ["app_guess", "1"] and d["type"] == "session" and d["vlan"] == [100, 200]
     assert as_line(r) == orjson.dumps(as_dict(r), default=str) + b"\n"
+
+
+def test_records_that_are_tuples_or_carry_a_dict_subclass():
+    """As as_dict takes them: a tuple record, a plugin dict that is an OrderedDict or a
+    defaultdict (found by review: the batch way dropped the subclass's fields, and a
+    tuple with plugin fields raised)."""
+    from collections import OrderedDict, defaultdict
+    base = ["session"] + [None] * (WIDTH - 1)
+    batch = [tuple(base + [{"x": 1}]), base + [OrderedDict(x=1)], base + [defaultdict(int, y=2)], tuple(base),
+             base + [{"app_guess": True}]]
+    for r in batch:
+        assert b"".join(as_lines([r])) == as_line(r)
+    assert b"".join(as_lines(batch)) == b"".join(map(as_line, batch))
+    assert orjson.loads(b"".join(as_lines(batch[1:2])))["x"] == 1

@@ -832,7 +832,7 @@ class Engine:
                 cport, sport = (sp, dp) if fc else (dp, sp)
                 pc = _port_class(proto, cport, sport)
                 need = pc.refusable(raw[o] if n >= _MIN_DISPATCH else None, fc)
-                if need >= 0 and no & need == need:     # every protocol shown this payload says NO
+                if need > 0 and no & need == need:      # every protocol shown this payload says NO
                     s.insp = classify.unmatched(pc)
                     continue
                 ins = s.insp = _Inspector(proto, cport, sport, budget, pc)
@@ -842,9 +842,10 @@ class Engine:
                 s.insp = ins.result()               # the result replaces the inspector
 
     def _refusals(self, ev, raw, idx, sessions):
-        """Per row (of `idx`, one session each in `sessions`): for the first payload of a
-        session without an inspector yet, the protocols that refuse it
-        (classify.refusals); 0 for the other rows."""
+        """Per row (of `idx`; `sessions`: each row's session, the same one for several rows
+        on the per-packet path): for a row of a session without an inspector yet, the
+        protocols that refuse its payload (classify.refusals; only the session's first
+        row's are used); 0 for the other rows."""
         fresh = [j for j, s in enumerate(sessions) if s is not None and s.insp is None]
         out = [0] * len(sessions)
         if len(fresh) < self.refuse_min:

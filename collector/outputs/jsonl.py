@@ -109,11 +109,15 @@ def _block(records):
 
 def _with_plugins(records, widths):
     """The Structs of records of which some have plugin fields; None if one's do not simply extend it."""
+    if set(map(type, records)) != {list}:
+        records = list(map(list, records))          # tuples (embedders'): their values joined to lists below
     if widths == {_STRIDE}:
         column = list(map(_PLUGINS, records))
     else:
         column = [r[_WIDTH] if len(r) > _WIDTH else None for r in records]
     if set(map(type, column)) != {dict}:
+        if any(isinstance(p, dict) and type(p) is not dict for p in column):
+            return None                             # a dict subclass (OrderedDict, ...): as_dict's way
         column = [p if type(p) is dict else _NONE for p in column]     # as_dict ignores what is not a dict
     kinds = list(map(tuple, column))
     types = list(map(_TYPES.__getitem__, kinds))
