@@ -35,6 +35,7 @@ _I_APP, _I_FAMILY, _I_PATH = INDEX["app"], INDEX["family"], INDEX["proto_path"]
 _I_CCLASS, _I_CTYPE, _I_CFLAGS = INDEX["content_class"], INDEX["content_type"], INDEX["content_flags"]
 _NONE = np.zeros(0, np.intp)
 _ROW_SIZE = EVENT.itemsize
+_COUNTS_SIZE = 12 * 8     # a session's counters (Session.c, array "q") in bytes
 _OCTET = [str(i) for i in range(256)]   # IPv4 address texts are made of these
 _INSPECT_COLUMNS = ("key", "dir", "ploff", "pllen", "proto", "sport", "dport")
 # from an EVENT row's bytes (pipeline.wire): fidx, proto, depth, sport, dport, path, parent
@@ -521,10 +522,12 @@ class Engine:
         plugins = self.plugins
         new_tcp = tcpmod.TcpState
         made = []
-        for j, gg, k, sid, parent, depth, c, t, to, nr, path, tm, m, fo, tp, gi in zip(
+        counts = sums.reshape(-1, 12)[g].tobytes()     # each session's 12 counters, as array("q") takes them
+        for j, gg, k, sid, parent, depth, c, t, to, nr, path, tm, fo, tp, gi in zip(
                 range(n), fresh, gkeys[g].tolist(), sids, rows["parent"].tolist(), rows["depth"].tolist(), cd,
                 ts.tolist(), tos, nrs, rows["path"].tolist(), tmax[g].tolist(),
-                sums.reshape(-1, 12)[g].tolist(), flor[g].tolist(), gtcppl[g].tolist(), gins[g].tolist()):
+                flor[g].tolist(), gtcppl[g].tolist(), gins[g].tolist()):
+            m = counts[j * _COUNTS_SIZE:(j + 1) * _COUNTS_SIZE]
             s = Session(k, sid, parent, depth, c, t, to, raw[j * _ROW_SIZE:(j + 1) * _ROW_SIZE],
                         paths.get(path, ""), None if plugins else array("q", m))
             table[k] = s
