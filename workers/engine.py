@@ -826,20 +826,20 @@ class Engine:
             ins = s.insp
             if ins is not None and ins.__class__ is not _Inspector:
                 continue                            # done (its result) or nothing to inspect (False)
+            fc = d == s.client_dir                  # this row's sender is the client
             if ins is None:
                 if proto != 6 and proto != 17:
                     s.insp = False
                     continue
-                # this row's sender is the client when its direction is the client's
-                fc = d == s.client_dir
                 cport, sport = (sp, dp) if fc else (dp, sp)
-                pc = _port_class(proto, cport, sport)
-                need = pc.refusable(raw[o] if n >= _MIN_DISPATCH else None, fc)
-                if need > 0 and no & need == need:      # every protocol shown this payload says NO
-                    s.insp = classify.unmatched(pc)
-                    continue
+                pc = None
+                if no:                              # refused by some protocol: by all it is shown?
+                    pc = _port_class(proto, cport, sport)
+                    need = pc.refusable(raw[o] if n >= _MIN_DISPATCH else None, fc)
+                    if need > 0 and no & need == need:
+                        s.insp = classify.unmatched(pc)
+                        continue
                 ins = s.insp = _Inspector(proto, cport, sport, budget, pc)
-            fc = d == s.client_dir
             want = ins.wants(fc)
             if want and ins.feed(bytes(raw[o:o + min(want, n)]), fc):
                 s.insp = ins.result()               # the result replaces the inspector
@@ -999,7 +999,7 @@ class Engine:
         if any(guesses):
             metas = [dict(m) if g else m for m, g in zip(metas, guesses)]
         keys = list(zip(ids, paths))
-        path_of = {k: p if row[i] is _UNNAMED else _class_path(distinct[i], p) for k in set(keys) for i, p in (k,)}
+        path_of = {(i, p): p if row[i] is _UNNAMED else _class_path(distinct[i], p) for i, p in set(keys)}
         return cols, list(map(path_of.__getitem__, keys)), metas
 
     def _report(self, s: Session, final: bool, reason: str) -> None:

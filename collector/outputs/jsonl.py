@@ -37,17 +37,16 @@ _SLICE = 4096                       # records per encode_lines call
 # same in each: bytes as base64, a value JSON has no type for (a numpy integer, ...) as
 # its str(), floats as their shortest repr (1e16 without the "+").
 ENCODER = msgspec.json.Encoder(enc_hook=str)
-_ENCODER = ENCODER
 _ERRORS = (TypeError, ValueError, msgspec.EncodeError)
 
 
 def as_json(r) -> bytes:
     """One record as a JSON object (what the syslog and Kafka outputs send)."""
-    return _ENCODER.encode(as_dict(r))
+    return ENCODER.encode(as_dict(r))
 
 
 def as_line(r) -> bytes:
-    return _ENCODER.encode(as_dict(r)) + b"\n"
+    return as_json(r) + b"\n"
 
 
 class _Types(dict):
@@ -102,7 +101,7 @@ def _block(records):
     else:
         return None
     try:
-        return _ENCODER.encode_lines(structs)
+        return ENCODER.encode_lines(structs)
     except _ERRORS:                     # as_line says which record and why
         return None
 
@@ -144,7 +143,7 @@ class JsonLines(LineOutput):
 
     def write_aggregates(self, aggregates) -> None:
         """Aggregate records (dicts, `"type": "aggregate"`) go in the same stream."""
-        self.file.write([_ENCODER.encode(a) + b"\n" for a in aggregates])
+        self.file.write([ENCODER.encode(a) + b"\n" for a in aggregates])
 
 
 OUTPUT = JsonLines     # for the registry in collector/outputs/__init__.py
