@@ -461,3 +461,16 @@ def test_cryptography_is_not_imported_at_start_up():
     code = "import sys, pipeline.cli, pipeline.supervisor; print('cryptography' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_dpkt_is_imported_by_the_first_parse_not_by_the_worker():
+    """dpkt's package import loads all its modules (~60 ms a process): a worker imports it
+    when a parser first needs it (here: a DNS answer's metadata), not at start-up."""
+    import subprocess
+    import sys
+    code = ("import sys, workers.process, workers.engine, collector.process; print('dpkt' in sys.modules); "
+            "from workers.classify import Inspector; "
+            f"i = Inspector(17, 5353, 53); i.feed({dns_pair()[0]!r}, True); "
+            "print('dpkt' in sys.modules, i.result()['app'], i.result()['meta'].get('dns.query'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "dns", "www.example.com"]

@@ -1,6 +1,4 @@
 """DHCP (RFC 2131) by its BOOTP header and magic cookie, parsed with dpkt.dhcp."""
-import dpkt.dhcp
-
 from .registry import NO, SURE, UDP, register
 
 _COOKIE = b"\x63\x82\x53\x63"
@@ -14,6 +12,7 @@ def match(p, from_client, state):
 
 
 def parse(p, from_client, state, meta):
+    import dpkt.dhcp         # here, not at the top: see workers/classify/__init__.py
     try:
         d = dpkt.dhcp.DHCP(bytes(p))
     except Exception:

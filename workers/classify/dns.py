@@ -3,7 +3,6 @@ bytes, then dpkt.dns for the query name, type, response code and answers."""
 import socket
 import struct
 
-import dpkt.dns
 import numpy as np
 
 from .registry import NO, SURE, TCP, UDP, register
@@ -14,6 +13,7 @@ QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 13: "HINFO", 15: "MX
 RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
           6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE"}
 MAX_ANSWERS = 16
+_DNS_R = 1                  # the QR bit: a response (dpkt.dns.DNS_R)
 _NAME_FIELD = {5: "cname", 2: "nsname", 12: "ptrname", 15: "mxname"}
 
 
@@ -60,6 +60,7 @@ def refuse(x):
 
 
 def decode(msg):
+    import dpkt.dns          # here, not at the top: see workers/classify/__init__.py
     try:
         return dpkt.dns.DNS(bytes(msg))
     except (dpkt.Error, struct.error, IndexError, ValueError, UnicodeDecodeError):
@@ -71,7 +72,7 @@ def describe(d, meta, prefix="dns"):
         q = d.qd[0]
         meta.setdefault(prefix + ".query", q.name.lower())
         meta.setdefault(prefix + ".qtype", QTYPES.get(q.type, str(q.type)))
-    if d.qr == dpkt.dns.DNS_R:
+    if d.qr == _DNS_R:
         meta[prefix + ".rcode"] = RCODES.get(d.rcode, str(d.rcode))
         ans = []
         for rr in d.an[:MAX_ANSWERS]:

@@ -3,9 +3,6 @@ read with dpkt.http.parse_headers. Gives host, method, URI, user agent, status
 and the response's Content-Type for the content class."""
 import io
 
-import dpkt
-import dpkt.http
-
 from .registry import NO, SURE, TCP, register
 
 METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"CONNECT ", b"PATCH ",
@@ -28,6 +25,7 @@ def match(p, from_client, state):
 
 
 def _headers(p):
+    import dpkt.http         # here, not at the top: see workers/classify/__init__.py
     end = p.find(b"\r\n\r\n")
     block = p if end < 0 else p[:end + 4]
     first, _, rest = bytes(block).partition(b"\r\n")

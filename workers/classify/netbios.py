@@ -2,8 +2,6 @@
 dpkt.netbios), datagram service (UDP 138) and session service (TCP 139)."""
 import struct
 
-import dpkt.netbios
-
 from .registry import NO, SURE, TCP, UDP, register
 
 _SESSION_TYPES = (0x00, 0x81, 0x82, 0x83, 0x84, 0x85)
@@ -22,6 +20,7 @@ def _ns(p):
 
 def _name(encoded):
     """First-level decoded NetBIOS name without its padding and suffix byte."""
+    import dpkt.netbios      # here, not at the top: see workers/classify/__init__.py
     return dpkt.netbios.decode_name(encoded)[:15].rstrip("\x00 ")
 
 
@@ -43,6 +42,7 @@ def match(p, from_client, state):
 
 
 def parse(p, from_client, state, meta):
+    import dpkt.netbios
     if state.transport == UDP and 137 in (state.server_port, state.client_port):
         try:
             ns = dpkt.netbios.NS(bytes(p))

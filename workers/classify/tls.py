@@ -9,8 +9,6 @@ MAX_HELLO bytes.
 import hashlib
 import struct
 
-import dpkt.ssl
-
 from .registry import NO, SURE, TCP, WEAK, register
 
 MAX_HELLO = 16384
@@ -39,6 +37,7 @@ class Hello:
 
     def __init__(self, body):
         """body: the ClientHello handshake body (after type and 24-bit length)."""
+        import dpkt.ssl          # here, not at the top: see workers/classify/__init__.py
         ch = dpkt.ssl.TLSClientHello(body)
         self.version = ch.version
         self.ciphers = [c.code for c in ch.ciphersuites]
@@ -125,6 +124,7 @@ class Hello:
 
 def server_hello_version(body):
     """Negotiated version from a ServerHello body (supported_versions wins)."""
+    import dpkt.ssl
     sh = dpkt.ssl.TLSServerHello(body)
     for etype, data in getattr(sh, "extensions", ()):
         if etype == _EXT_VERSIONS and len(data) >= 2:
@@ -183,6 +183,7 @@ def _handshake(state, p, key):
 
 
 def parse(p, from_client, state, meta, kind="t", prefix="tls"):
+    import dpkt              # its Error, below
     sc = state.scratch
     if from_client and not sc.get("tls.c.done"):
         body = _handshake(state, p, "tls.c")
