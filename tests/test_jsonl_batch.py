@@ -113,3 +113,29 @@ def test_records_that_are_tuples_or_carry_a_dict_subclass():
         assert b"".join(as_lines([r])) == as_line(r)
     assert b"".join(as_lines(batch)) == b"".join(map(as_line, batch))
     assert orjson.loads(b"".join(as_lines(batch[1:2])))["x"] == 1
+
+
+CONSTANT = st.one_of(st.just({"app_guess": True}), st.dictionaries(PLUGIN_KEY, SCALAR, min_size=1, max_size=3))
+
+
+@settings(max_examples=60, deadline=None)
+@given(CONSTANT, st.integers(1, 300), st.lists(st.tuples(st.integers(0, 299), CONSTANT), max_size=3),
+       st.lists(VALUE, min_size=WIDTH, max_size=WIDTH))
+def test_batches_whose_plugin_fields_are_all_alike(head, n, others, values):
+    """The batch way for records that all carry the same plugin fields (the port
+    guesses'): equal under == is not enough, True == 1 == 1.0 write differently."""
+    batch = [values + [dict(head)] for _ in range(n)]
+    for i, d in others:
+        batch[i % n] = values + [d]
+    check(batch)
+
+
+def test_plugin_fields_equal_but_not_alike():
+    from collections import OrderedDict
+    base = ["session"] + [None] * (WIDTH - 1)
+    for odd, tail in (({"app_guess": 1}, b'"app_guess":1}'), ({"app_guess": 1.0}, b'"app_guess":1.0}'),
+                      (OrderedDict(app_guess=True), b'"app_guess":true}')):
+        batch = [base + [{"app_guess": True}] for _ in range(5)] + [base + [odd]]
+        lines = b"".join(as_lines(batch)).splitlines()
+        assert lines[-1].endswith(tail) and all(x.endswith(b'"app_guess":true}') for x in lines[:-1])
+        assert b"".join(as_lines(batch)) == b"".join(map(as_line, batch))

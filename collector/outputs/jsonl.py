@@ -15,7 +15,7 @@ record that as_dict would not simply extend (a plugin key that is not a
 string or is a field's name, another width) goes the plain way, as_line: a
 dict. The bytes are the same either way (tests/test_jsonl_batch.py).
 """
-from itertools import starmap
+from itertools import chain, starmap
 from operator import add, itemgetter
 
 import msgspec
@@ -60,19 +60,38 @@ class _Types(dict):
     def __missing__(self, keys: tuple):
         if len(self) >= 1024:
             self.clear()
-        t = None
-        if all(type(k) is str for k in keys) and _NAMESET.isdisjoint(keys):
-            try:
-                t = msgspec.defstruct("_Record", _FIELDS + [(f"plugin{i}", object, msgspec.field(name=k))
-                                                            for i, k in enumerate(keys)], gc=False)
-            except (TypeError, ValueError):
-                pass
-        self[keys] = t
+        t = self[keys] = _struct(keys)
         return t
+
+
+class _Constants(dict):
+    """The same for batches whose records all have the same plugin fields (the port
+    guesses' `{"app_guess": True}`, on most sessions): (key, value) pairs -> a Struct
+    type whose plugin fields have those values as defaults, made from the values alone."""
+
+    def __missing__(self, items: tuple):
+        if len(self) >= 1024:
+            self.clear()
+        t = self[items] = _struct(tuple(k for k, _ in items), tuple(v for _, v in items))
+        return t
+
+
+def _struct(keys: tuple, defaults: tuple = None):
+    """A record's Struct type with these plugin fields after its fields (None: see _Types)."""
+    if all(type(k) is str for k in keys) and _NAMESET.isdisjoint(keys):
+        try:
+            return msgspec.defstruct("_Record", _FIELDS + [
+                (f"plugin{i}", object, msgspec.field(name=k) if defaults is None else
+                 msgspec.field(name=k, default=defaults[i])) for i, k in enumerate(keys)], gc=False)
+        except (TypeError, ValueError):
+            pass
+    return None
 
 
 _FIELDS = [(name, object) for name in NAMES]
 _TYPES = _Types()
+_CONSTANTS = _Constants()
+_EXACT = frozenset((str, bool, type(None)))     # values that are equal only where they write the same JSON
 _Record = _TYPES[()]
 
 
@@ -112,6 +131,13 @@ def _with_plugins(records, widths):
         records = list(map(list, records))          # tuples (embedders'): their values joined to lists below
     if widths == {_STRIDE}:
         column = list(map(_PLUGINS, records))
+        head = column[0]
+        if (type(head) is dict and column.count(head) == len(column)
+                and _EXACT.issuperset(map(type, chain.from_iterable(map(dict.values, column))))):
+            t = _CONSTANTS[tuple(head.items())]     # all equal (True == 1 == 1.0: hence _EXACT)
+            if t is None:
+                return None
+            return list(starmap(t, map(_VALUES, records)))
     else:
         column = [r[_WIDTH] if len(r) > _WIDTH else None for r in records]
     if set(map(type, column)) != {dict}:
