@@ -124,7 +124,7 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--hash-seed", type=int, default=0, metavar="N",
                     help="seed of the session-key hash (default 0)")
     st.add_argument("--chunk-frames", type=_positive_int, default=65536, metavar="N",
-                    help="frames per front-end chunk (default 65536)")
+                    help="frames per front-end chunk (default 65536; a file's first ones smaller)")
     st.add_argument("--quiet", action="store_true", help="no summary on stderr")
     st.add_argument("--classify-packets", type=int, default=10, metavar="N",
                     help="application classification: inspect the first N payload packets of each session "

@@ -131,6 +131,24 @@ def test_pcap_fields(tmp_path, order, nano):
     assert r.damage == 0 and r.warnings == [] and r.bytes_done == r.size == path.stat().st_size
 
 
+def test_first_chunks_are_smaller_then_double(tmp_path, monkeypatch):
+    """A file's first chunk is FIRST_CHUNK frames, the next ones double up to the chunk
+    size (the workers start early); the frames are the same, in the same order."""
+    import pipeline.frontend.readers as readers
+    path = tmp_path / "t.pcap"
+    path.write_bytes(pcap_header("<", False) + b"".join(pcap_record("<", 1_600_000_000 + i, 0, payload(i, 60 + i % 7))
+                                                         for i in range(1000)))
+    monkeypatch.setattr(readers, "FIRST_CHUNK", 10)
+    _, chunks, cols = read_all(path, max_frames=300)
+    assert [len(c.offsets) for c in chunks] == [10, 20, 40, 80, 160, 300, 300, 90]
+    monkeypatch.setattr(readers, "FIRST_CHUNK", 0)          # 0: every chunk the full size
+    _, plain, cols0 = read_all(path, max_frames=300)
+    assert [len(c.offsets) for c in plain] == [300, 300, 300, 100]
+    assert all(np.array_equal(cols[f], cols0[f]) for f in cols)
+    monkeypatch.setattr(readers, "FIRST_CHUNK", 4096)       # larger than the chunk size: the chunk size
+    assert [len(c.offsets) for c in read_all(path, max_frames=300)[1]] == [300, 300, 300, 100]
+
+
 def test_chunk_data_is_the_file_without_copies(tmp_path):
     path = tmp_path / "t.pcap"
     path.write_bytes(pcap_header() + b"".join(pcap_record("<", 1, i, payload(i, 40 + i)) for i in range(10)))

@@ -126,6 +126,9 @@ def open_capture(path) -> "CaptureReader":
         raise
 
 
+FIRST_CHUNK = 4096       # frames of a file's first chunk; the next ones double up to the chunk size
+
+
 class CaptureReader:
     """Walks one capture file in chunks of frames. Subclasses know the format."""
 
@@ -145,10 +148,15 @@ class CaptureReader:
         return self._buf
 
     def chunks(self, max_frames: int = 65536) -> Iterator[Chunk]:
-        """Yield chunks of at most max_frames frames (never an empty one) until the file ends."""
+        """Yield chunks of at most max_frames frames (never an empty one) until the file ends.
+        The first ones are smaller (FIRST_CHUNK frames, doubling up to max_frames): the
+        workers start while the front-end reads on, instead of waiting idle for a whole
+        chunk's decoding at the start of a run."""
         max_frames = max(1, int(max_frames))
+        size = min(max_frames, FIRST_CHUNK) if FIRST_CHUNK > 0 else max_frames
         while self._pos < self.size:
-            chunk = self._next_chunk(max_frames)
+            chunk = self._next_chunk(size)
+            size = min(max_frames, 2 * size)
             self.bytes_done = min(self._pos, self.size)
             if len(chunk):
                 yield chunk
