@@ -392,28 +392,34 @@ def test_noport_protocols():
 # --- the inspector's contract ---------------------------------------------------------
 
 def test_budget_stops_inspection():
-    rnd = random.Random(1)
+    def rtp(seq):    # RTP's shape (version 2, PCMA, one SSRC), too far apart in sequence to prove it: WEAK
+        return bytes([0x80, 8]) + struct.pack("!HI", seq, 0) + b"SSRC" + bytes(100)
     insp = Inspector(UDP, 40000, 443, budget=3)
     for i in range(3):
         assert insp.wants(True) > 0
-        insp.feed(bytes([0x45]) + rnd.randbytes(100), True)   # could be QUIC's short header: undecided
+        insp.feed(rtp(1000 * i), True)
     assert insp.wants(True) == 0 and insp.wants(False) > 0      # this direction's budget is spent
     for i in range(3):
-        insp.feed(bytes([0x45]) + rnd.randbytes(100), False)
+        insp.feed(rtp(500 + 1000 * i), False)
     assert insp.done and insp.wants(False) == 0
-    assert (insp.result()["app"], insp.result()["guess"]) == ("quic", True)    # nothing proved: the port's guess
+    assert (insp.result()["app"], insp.result()["guess"]) == ("rtp", False)    # the WEAK answer, nothing better
 
 
-def test_a_short_header_keeps_quic_undecided_only_on_its_ports():
+def test_a_short_header_rules_quic_out_as_a_first_payload():
     """A payload shaped like QUIC's short header (first byte 0x40-0x7f: any ASCII letter)
-    proves nothing. On QUIC's ports the inspector waits for a long header; elsewhere QUIC is
-    ruled out at once, so such a session is not inspected for its whole budget."""
+    proves nothing, and a QUIC connection opens with long headers: as a session's first
+    payload it rules QUIC out, on QUIC's ports too, so such a session is not inspected for
+    its whole budget (its result is the port's guess either way). After a first payload
+    too short to say anything, QUIC's ports still wait for a long header."""
     text = b"query " + bytes(range(65, 91)) * 3
-    on = Inspector(UDP, 40000, 443)
-    assert not on.feed(text, True) and on.wants(True) > 0
-    off = Inspector(UDP, 40000, 40001)
-    assert off.feed(text, True) is True and off.wants(False) == 0
-    assert off.result()["app"] is None
+    on, off = Inspector(UDP, 40000, 443), Inspector(UDP, 40000, 40001)
+    assert on.feed(text, True) is True and off.feed(text, True) is True
+    assert (on.result()["app"], on.result()["guess"]) == ("quic", True) and off.result()["app"] is None
+    on, off = Inspector(UDP, 40000, 443), Inspector(UDP, 40000, 40001)
+    for insp in (on, off):
+        assert not insp.feed(b"\x45\x00\x01", True)          # too short for any protocol to say NO
+    assert not on.feed(text, False) and on.wants(True) > 0    # QUIC's port: a long header may come
+    assert off.feed(text, False) is True
 
 
 def test_done_early_when_every_protocol_is_ruled_out():

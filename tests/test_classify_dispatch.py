@@ -47,6 +47,7 @@ class State:
     def __init__(self, transport, client_port, server_port):
         self.transport, self.client_port, self.server_port = transport, client_port, server_port
         self.scratch = {}
+        self.n_client = self.n_server = 0       # as before the first payload
 
 
 def answer(p, payload, from_client, state):
@@ -123,6 +124,9 @@ class Reference:
         self.proto = self.weak = None
         self.done = self.parsed = False
         self.meta, self.scratch = {}, {}
+
+    n_client = property(lambda self: self.n[True])      # what a matcher may read of the Inspector
+    n_server = property(lambda self: self.n[False])
 
     def _spent(self):
         n = self.n

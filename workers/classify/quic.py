@@ -11,8 +11,6 @@ import hmac
 import struct
 import sys
 
-import numpy as np
-
 from .registry import NO, SURE, UDP, register
 from . import tls
 
@@ -204,11 +202,14 @@ def match(p, from_client, state):
     if from_client and (b0 & 0x09) == 0x09 and len(p) > 13 and p[9:12] in (b"Q04", b"Q03", b"Q02"):
         return SURE  # gQUIC public header: flags with version bit and 8-byte CID
     if (b0 & 0xc0) == 0x40:
-        # a short header packet: QUIC met mid-flow, or not QUIC. Undecided on QUIC's ports,
-        # where a long header may still come; elsewhere NO: a flow first seen mid-flow shows
-        # no long header later (those are the handshake's), so nothing would ever decide and
-        # every UDP session whose payload starts with 0x40-0x7f (ASCII letters) kept the
-        # inspector busy for its whole budget, for a port guess in the end
+        # a short header packet: QUIC met mid-flow, or not QUIC. NO as a session's first
+        # payload, or off QUIC's ports: a connection opens with long headers (its Initial
+        # packets), so a flow first seen mid-flow shows none later and nothing would ever
+        # decide: every UDP session whose payload starts with 0x40-0x7f (ASCII letters)
+        # kept the inspector busy for its whole budget, for a port guess in the end.
+        # Undecided after a first payload of another shape, on QUIC's ports
+        if state.n_client + state.n_server <= 1:
+            return NO
         return None if state.server_port in _PORTS or state.client_port in _PORTS else NO
     return NO
 
@@ -271,20 +272,15 @@ def parse(p, from_client, state, meta):
 
 
 def refuse(x):
-    """match's NO for payloads of 7 bytes or more without the long-header bit and
-    without gQUIC's flags: a short header off QUIC's ports, or anything else."""
+    """match's NO for (first) payloads of 7 bytes or more without the long-header bit
+    and without gQUIC's flags: a short header, or anything else."""
     b0 = x.h[:, 0]
-    short = (b0 & 0xc0) == 0x40
-    on_port = _PORT[x.client_port] | _PORT[x.server_port]
-    return (x.n >= 7) & ((b0 & 0x80) == 0) & ((b0 & 0x09) != 0x09) & ~(short & on_port)
+    return (x.n >= 7) & ((b0 & 0x80) == 0) & ((b0 & 0x09) != 0x09)
 
 
 def _first(b, from_client, transport):
     # a long header, gQUIC's public flags, or a short header (undecided)
     return b & 0x80 or (b & 0x09) == 0x09 or (b & 0xc0) == 0x40
 
-
-_PORT = np.zeros(1 << 16, bool)
-_PORT[list(_PORTS)] = True
 
 register("quic", (UDP,), _PORTS, match, parse, snap=1500, first=_first, refuse=refuse)

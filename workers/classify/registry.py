@@ -33,8 +33,9 @@ class Protocol:
     this packet). parse(payload, from_client, state, meta) -> True when it has
     all the metadata it wants; it is called on the packet that made the match
     SURE and on the following ones. `state` is the Inspector: it has
-    `transport`, `client_port`, `server_port` and `scratch` (a dict the
-    protocol may use, keyed by its own names). `snap` is how many bytes of each
+    `transport`, `client_port`, `server_port`, `n_client` and `n_server` (the
+    payloads fed so far in each direction, this one included) and `scratch` (a
+    dict the protocol may use, keyed by its own names). `snap` is how many bytes of each
     later packet the parser wants (0 when it parses nothing).
 
     Two promises about `match` let the inspector skip calls that could only
@@ -47,8 +48,8 @@ class Protocol:
     A third promise lets the worker skip the inspector altogether for a first
     payload that every candidate refuses: `refuse(heads)` (a `Heads`, in
     workers/classify/__init__.py) says, for many payloads at once (numpy),
-    where match certainly answers NO. It may say False where match would say
-    NO; never True where it would not.
+    where match certainly answers NO to them as a session's first payload. It
+    may say False where match would say NO; never True where it would not.
     """
     __slots__ = ("name", "family", "transports", "ports", "match", "parse", "path", "snap", "port_bound",
                  "first", "refuse", "bit")
