@@ -14,6 +14,11 @@ import hashlib
 import socket
 import struct
 
+try:    # CPython's own SHA-1: the same digests, ~0.4 us less per hash than OpenSSL's for such short inputs
+    from _sha1 import sha1 as _sha1
+except ImportError:     # a Python built without it
+    _sha1 = hashlib.sha1
+
 ICMP, ICMP6 = 1, 58
 
 _HEAD = struct.Struct("!H")       # seed
@@ -55,7 +60,7 @@ def hash_packed(transport: int, a: bytes, b: bytes, src_port, dst_port, seed: in
             tail = _TAIL.pack(transport, src_port, dst_port)
         except struct.error:
             raise ValueError(f"community id: ports {src_port}, {dst_port} outside 0..65535") from None
-    digest = hashlib.sha1(_HEAD.pack(seed) + a + b + tail).digest()
+    digest = _sha1(_HEAD.pack(seed) + a + b + tail).digest()
     return "1:" + base64.b64encode(digest).decode("ascii")
 
 
@@ -119,7 +124,7 @@ def community_ids_ported(a: bytes, b: bytes, width: int, transport, src_port, ds
     msg[:, o + 5] = p2 & 0xFF
     view = memoryview(msg.tobytes())
     w = msg.shape[1]
-    sha1 = hashlib.sha1
+    sha1 = _sha1
     text = base64.b64encode(b"\0".join([sha1(view[i:i + w]).digest() for i in range(0, n * w, w)]) + b"\0")
     text = text.decode("ascii")
     return ["1:" + text[i:i + 27] + "=" for i in range(0, 28 * n, 28)]
