@@ -139,3 +139,7 @@ def test_plugin_fields_equal_but_not_alike():
         lines = b"".join(as_lines(batch)).splitlines()
         assert lines[-1].endswith(tail) and all(x.endswith(b'"app_guess":true}') for x in lines[:-1])
         assert b"".join(as_lines(batch)) == b"".join(map(as_line, batch))
+    # equal dicts, their keys in another order: written in each one's order
+    batch = [base + [{"a": "x", "b": True}] for _ in range(3)] + [base + [{"b": True, "a": "x"}]]
+    lines = b"".join(as_lines(batch)).splitlines()
+    assert lines[0].endswith(b'"a":"x","b":true}') and lines[-1].endswith(b'"b":true,"a":"x"}')

@@ -65,7 +65,7 @@ class _Types(dict):
 
 
 class _Constants(dict):
-    """The same for batches whose records all have the same plugin fields (the port
+    """The same for batches whose records all have the same one plugin field (the port
     guesses' `{"app_guess": True}`, on most sessions): (key, value) pairs -> a Struct
     type whose plugin fields have those values as defaults, made from the values alone."""
 
@@ -132,9 +132,11 @@ def _with_plugins(records, widths):
     if widths == {_STRIDE}:
         column = list(map(_PLUGINS, records))
         head = column[0]
-        if (type(head) is dict and column.count(head) == len(column)
+        if (type(head) is dict and len(head) == 1 and column.count(head) == len(column)
                 and _EXACT.issuperset(map(type, chain.from_iterable(map(dict.values, column))))):
-            t = _CONSTANTS[tuple(head.items())]     # all equal (True == 1 == 1.0: hence _EXACT)
+            # all equal (True == 1 == 1.0: hence _EXACT), one key each (equal dicts of more
+            # keys may hold them in another order, which JSON would show)
+            t = _CONSTANTS[tuple(head.items())]
             if t is None:
                 return None
             return list(starmap(t, map(_VALUES, records)))
