@@ -139,6 +139,20 @@ def test_plugin_fields_equal_but_not_alike():
         lines = b"".join(as_lines(batch)).splitlines()
         assert lines[-1].endswith(tail) and all(x.endswith(b'"app_guess":true}') for x in lines[:-1])
         assert b"".join(as_lines(batch)) == b"".join(map(as_line, batch))
+    # not plain dicts, or values whose == raises (found by review: the batch way raised or
+    # wrote a dict subclass's own items() wrongly)
+    from collections import UserDict
+    from types import MappingProxyType
+    import numpy as np
+
+    class Items(dict):
+        def items(self):
+            return [("app_guess", "other")]
+    g = {"app_guess": True}
+    for batch in ([base + [g], base + [UserDict(g)]], [base + [g], base + [MappingProxyType(g)]],
+                  [base + [g], base + [np.array([1, 2])]], [base + [{"k": "x"}], base + [{"k": np.array(["a"])}]],
+                  [base + [g], base + [Items(g)]]):
+        assert b"".join(as_lines(batch)) == b"".join(map(as_line, batch))
     # equal dicts, their keys in another order: written in each one's order
     batch = [base + [{"a": "x", "b": True}] for _ in range(3)] + [base + [{"b": True, "a": "x"}]]
     lines = b"".join(as_lines(batch)).splitlines()

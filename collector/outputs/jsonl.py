@@ -132,10 +132,11 @@ def _with_plugins(records, widths):
     if widths == {_STRIDE}:
         column = list(map(_PLUGINS, records))
         head = column[0]
-        if (type(head) is dict and len(head) == 1 and column.count(head) == len(column)
-                and _EXACT.issuperset(map(type, chain.from_iterable(map(dict.values, column))))):
-            # all equal (True == 1 == 1.0: hence _EXACT), one key each (equal dicts of more
-            # keys may hold them in another order, which JSON would show)
+        if (set(map(type, column)) == {dict} and len(head) == 1
+                and _EXACT.issuperset(map(type, chain.from_iterable(map(dict.values, column))))
+                and column.count(head) == len(column)):
+            # plain dicts, all equal (True == 1 == 1.0: hence _EXACT; and no value's == can
+            # raise), one key each (equal dicts of more keys may hold them in another order)
             t = _CONSTANTS[tuple(head.items())]
             if t is None:
                 return None
