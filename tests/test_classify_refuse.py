@@ -103,9 +103,11 @@ def test_refusals_keep_their_promise_on_cut_and_mutated_messages(payloads):
     check_promise(payloads)
 
 
-def records(batches, paths, refuse_min, counted=None):
+def records(batches, paths, refuse_min, counted=None, bulk_min=None):
     def setup(eng):
         eng.refuse_min = refuse_min
+        if bulk_min is not None:
+            eng.bulk_min = bulk_min     # huge: every batch on the per-packet path, a session's rows together
     real = classify.Inspector
     made = []
     if counted is not None:
@@ -135,6 +137,10 @@ def test_the_shortcut_changes_no_record_and_really_runs(tmp_path):
     ref = records(batches, paths, 1 << 60, never)
     assert records(batches, paths, 1, always) == ref and len(ref) > 50
     assert always[0] < never[0]         # first payloads every candidate refused made no Inspector
+    never, always = [], []
+    ref = records(batches, paths, 1 << 60, never, bulk_min=1 << 60)
+    assert records(batches, paths, 1, always, bulk_min=1 << 60) == ref
+    assert always[0] < never[0]
 
 
 @needs_shared
@@ -160,3 +166,32 @@ def test_refusals_of_nothing_refuse_nothing():
     assert classify.refusals(b"", *one).tolist() == [0]
     none = [np.array([], dtype=np.int64)] * 6
     assert classify.refusals(b"abc", *none).tolist() == []
+
+
+@pytest.mark.parametrize("bulk_min", [1 << 60, 1])
+def test_a_session_is_refused_by_its_first_payload_only(bulk_min):
+    """Several payload rows of one session in one call (the per-packet path holds them
+    together): only the first decides the shortcut. Here a DNS query, then filler that
+    every candidate refuses: the query makes an Inspector, which names DNS by payload."""
+    from tests.rows import rows
+    query = dns_pair()[0]
+    pay = query + b"q" * 60
+    specs = []
+    for i in range(40):              # sessions enough for the vectorised refusal (refuse_min)
+        c = f"10.0.{i // 200}.{i % 200 + 1}"
+        specs.append(dict(src=c, dst="192.0.2.53", sport=40000 + i, dport=53, proto=17, ts=1.0 + i * 1e-3,
+                          payload=len(query)))
+        specs.append(dict(src=c, dst="192.0.2.53", sport=40000 + i, dport=53, proto=17, ts=1.0 + i * 1e-3 + 1e-4,
+                          payload=60))
+    ev = rows(specs)
+    ev["ploff"] = [0 if j % 2 == 0 else len(query) for j in range(len(ev))]
+    ev["pllen"] = ev["payload"]
+
+    def setup(eng):
+        eng.refuse_min = 1
+        eng.bulk_min = bulk_min
+    out, _ = run_engine([(ev, [[len(ev), 2.0]], pay)], Timeouts(), {1: "eth.ipv4.udp"}, setup)
+    from pipeline.record import INDEX
+    assert len(out) == 40
+    assert {(r[INDEX["app"]], (r[-1] or {}).get("dns.query") if isinstance(r[-1], dict) else None)
+            for r in out} == {("dns", "www.example.com")}

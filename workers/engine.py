@@ -29,6 +29,7 @@ IDLE, CLOSED, SHUTDOWN, EVICTED, ACTIVE = "idle", "closed", "shutdown", "evicted
 _SYN, _ACK = tcpmod.SYN, tcpmod.ACK
 _Inspector = classify.Inspector
 _port_class = classify.registry.port_class
+_known_ports = classify.registry.known_ports
 _MIN_DISPATCH = classify.registry.MIN_DISPATCH
 _REFUSE_MIN = 8          # first payloads in a call worth a vectorised refusal test
 _I_APP, _I_FAMILY, _I_PATH = INDEX["app"], INDEX["family"], INDEX["proto_path"]
@@ -819,8 +820,12 @@ class Engine:
     def _inspect_rows(self, ev, payload, idx, sessions) -> None:
         raw = payload                      # bytes, or a view of the capture file: slices are copied
         budget = self.classify
+        if self._refuse_first(ev, raw, idx, sessions):      # some sessions decided: the rest only
+            todo = [j for j, s in enumerate(sessions)
+                    if s is not None and (s.insp is None or s.insp.__class__ is _Inspector)]
+            idx, sessions = idx[todo], [sessions[j] for j in todo]
         cols = [ev[c][idx].tolist() for c in _INSPECT_COLUMNS[1:]]
-        for s, d, o, n, proto, sp, dp, no in zip(sessions, *cols, self._refusals(ev, raw, idx, sessions)):
+        for s, d, o, n, proto, sp, dp in zip(sessions, *cols):
             if s is None:
                 continue
             ins = s.insp
@@ -832,36 +837,71 @@ class Engine:
                     s.insp = False
                     continue
                 cport, sport = (sp, dp) if fc else (dp, sp)
-                pc = None
-                if no:                              # refused by some protocol: by all it is shown?
-                    pc = _port_class(proto, cport, sport)
-                    need = pc.refusable(raw[o] if n >= _MIN_DISPATCH else None, fc)
-                    if need > 0 and no & need == need:
-                        s.insp = classify.unmatched(pc)
-                        continue
-                ins = s.insp = _Inspector(proto, cport, sport, budget, pc)
+                ins = s.insp = _Inspector(proto, cport, sport, budget)
             want = ins.wants(fc)
             if want and ins.feed(bytes(raw[o:o + min(want, n)]), fc):
                 s.insp = ins.result()               # the result replaces the inspector
 
-    def _refusals(self, ev, raw, idx, sessions):
-        """Per row (of `idx`; `sessions`: each row's session, the same one for several rows
-        on the per-packet path): for a row of a session without an inspector yet, the
-        protocols that refuse its payload (classify.refusals; only the session's first
-        row's are used); 0 for the other rows."""
+    def _refuse_first(self, ev, raw, idx, sessions) -> bool:
+        """The refusals' shortcut, over numpy columns: a TCP or UDP session of `sessions`
+        without an inspector yet (its first row here, in row order, is its first payload:
+        `idx` holds its rows' indexes, the per-packet path possibly several) whose first
+        payload every protocol it would be shown refuses (classify.refusals, and its port
+        class's `refusable` bits) gets at once the result its Inspector would have come
+        to (classify.unmatched). Python runs once per distinct (port class, first byte,
+        direction), not once per session. Returns whether it decided any."""
         fresh = [j for j, s in enumerate(sessions) if s is not None and s.insp is None]
-        out = [0] * len(sessions)
         if len(fresh) < self.refuse_min:
-            return out
-        rows = idx[fresh]
-        r = take_rows(ev, rows)
-        fc = r["dir"] == np.fromiter([sessions[j].client_dir for j in fresh], np.uint8, len(fresh))
+            return False
+        fresh = np.asarray(fresh, np.intp)
+        r = take_rows(ev, idx[fresh])
+        _, first = np.unique(r["key"], return_index=True)    # each session's first row (one key, one session)
+        if len(first) < len(fresh):
+            first.sort()
+            fresh, r = fresh[first], r[first]
+        proto = r["proto"]
+        ported = (proto == 6) | (proto == 17)
+        if not ported.all():
+            fresh, r, proto = fresh[ported], r[ported], proto[ported]
+        if not len(fresh):
+            return False
+        ss = [sessions[j] for j in fresh.tolist()]
+        fc = r["dir"] == np.fromiter([s.client_dir for s in ss], np.uint8, len(ss))
         sp, dp = r["sport"], r["dport"]
-        bits = classify.refusals(raw, r["ploff"], r["pllen"], fc, r["proto"], np.where(fc, sp, dp),
-                                 np.where(fc, dp, sp))
-        for j, b in zip(fresh, bits.tolist()):
-            out[j] = b
-        return out
+        cport, sport = np.where(fc, sp, dp), np.where(fc, dp, sp)
+        no = classify.refusals(raw, r["ploff"], r["pllen"], fc, proto, cport, sport)
+        some = np.flatnonzero(no)
+        if not len(some):
+            return False
+        no, fc, proto, cport, sport = no[some], fc[some], proto[some], cport[some], sport[some]
+        ploff, pllen = r["ploff"][some].astype(np.int64), r["pllen"][some]
+        b = np.full(len(some), 256, np.int64)               # the first byte; 256: too short to dispatch on
+        long = pllen >= _MIN_DISPATCH
+        b[long] = np.frombuffer(raw, np.uint8)[ploff[long]]
+        # what picks the port class (registry.port_class): transport, server port, and the
+        # client port only where it is a well-known one
+        ck = np.zeros(len(some), np.int64)
+        for t in (6, 17):
+            known = _known_ports(t)
+            if known:
+                w = (proto == t) & np.isin(cport, list(known))
+                ck[w] = cport[w].astype(np.int64) + 1
+        combo = (((((proto == 17).astype(np.int64) << 16 | sport) << 17 | ck) << 9 | b) << 1) | fc
+        _, rep, inv = np.unique(combo, return_index=True, return_inverse=True)
+        need_u = np.empty(len(rep), np.int64)
+        res_u = []
+        for k, (j, pr, cp, svp, bj, f) in enumerate(zip(rep.tolist(), proto[rep].tolist(), cport[rep].tolist(),
+                                                        sport[rep].tolist(), b[rep].tolist(), fc[rep].tolist())):
+            pc = _port_class(pr, cp, svp)
+            need_u[k] = need = pc.refusable(None if bj == 256 else bj, f)
+            res_u.append(classify.unmatched(pc) if need > 0 else None)
+        need = need_u[inv]
+        done = np.flatnonzero((need > 0) & ((no & need) == need))
+        if not len(done):
+            return False
+        for j, k in zip(some[done].tolist(), inv[done].tolist()):
+            ss[j].insp = res_u[k]
+        return True
 
     def _open(self, ev, i, k, t, d, fl, first=None) -> Session:
         """A new session from row i (`first`: that row's bytes, when the caller has them)."""
@@ -1112,8 +1152,10 @@ class Engine:
         finals = [it[1] for it in items]
         paths = [s.path for s in ss]
         if self.classify:
+            class_of = self._class_of
             ccols, paths, metas = self._class_columns(
-                [self._class_of(s, pr, cp, svp) for s, pr, cp, svp in zip(ss, protos, cps, sps)], paths)
+                [ins if ins.__class__ is dict else class_of(s, pr, cp, svp)     # done: its result, as _class_of
+                 for s, ins, pr, cp, svp in zip(ss, [s.insp for s in ss], protos, cps, sps)], paths)
         else:
             ccols, metas = [repeat(None, n) for _ in _CLASS_FIELDS], None
         out = list(map(list, zip(

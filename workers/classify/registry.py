@@ -179,6 +179,12 @@ class PortClass:
         return got
 
 
+def known_ports(transport) -> frozenset:
+    """The well-known ports of a transport's protocols (a client port among them picks
+    its own port class, see `port_class`)."""
+    return _KNOWN.get(transport, frozenset())
+
+
 def port_class(transport, client_port, server_port):
     """The PortClass of a session (cached: an ephemeral client port makes no new entry)."""
     known = _KNOWN.get(transport)
