@@ -10,7 +10,8 @@ runs are deterministic and the same whatever the number of workers.
 import socket
 import struct
 from array import array
-from itertools import repeat
+from collections import deque
+from itertools import compress, repeat
 
 import numpy as np
 
@@ -796,10 +797,8 @@ class Engine:
         still being classified after round k - 1. Most are decided by their first
         payload, and their later rows then cost nothing here."""
         live = np.zeros(ng, bool)
-        sess = [None] * ng
-        for g, s in look:
-            live[g] = True
-            sess[g] = s
+        sess = dict(look)
+        live[list(sess)] = True
         sel = plrows[order]
         sel &= live[gs]
         pos = np.flatnonzero(sel)
@@ -810,12 +809,10 @@ class Engine:
             part = part[live[gp[part]]]
             if not len(part):
                 break                                   # no live group has a later row either
-            gk = gp[part].tolist()
-            ss = [sess[g] for g in gk]
+            gk = gp[part]
+            ss = list(map(sess.__getitem__, gk.tolist()))
             self._inspect_rows(ev, payload, rows[part], ss)
-            for g, s in zip(gk, ss):
-                if s.insp.__class__ is not _Inspector:
-                    live[g] = False
+            live[gk] = [s.insp.__class__ is _Inspector for s in ss]     # still inspecting
 
     def _inspect_rows(self, ev, payload, idx, sessions) -> None:
         raw = payload                      # bytes, or a view of the capture file: slices are copied
@@ -1036,7 +1033,9 @@ class Engine:
             else:
                 row[i] = (*map(c.__getitem__, _CLASS_FIELDS), _class_meta(c), bool(c["guess"]))
         *cols, metas, guesses = map(list, zip(*map(row.__getitem__, ids)))
-        if any(guesses):
+        if all(guesses):
+            metas = list(map(dict, metas))
+        elif any(guesses):
             metas = [dict(m) if g else m for m, g in zip(metas, guesses)]
         keys = list(zip(ids, paths))
         path_of = {(i, p): p if row[i] is _UNNAMED else _class_path(distinct[i], p) for i, p in set(keys)}
@@ -1165,12 +1164,14 @@ class Engine:
             cips, cps, sips, sps, vl, paths, *cnt.tolist(), rtts,
             [st.retrans if st is not None else 0 for st in tcps], [st.flags if st is not None else 0 for st in tcps],
             *ccols, cids)))
-        if metas is not None or any([s.ext for s in ss]):
+        if any([s.ext for s in ss]):
             for s, rec, meta in zip(ss, out, metas or repeat(None)):
                 if s.ext:
                     meta = _extended(s.ext, rec, meta)
                 if meta:
                     rec.append(meta)
+        elif metas is not None:                 # each record with metadata gets it at its end
+            deque(map(list.append, compress(out, metas), compress(metas, metas)), 0)
         stats = self.stats
         stats["records"] += n
         stats["final_records"] += finals.count(True)
