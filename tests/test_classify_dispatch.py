@@ -220,3 +220,21 @@ def test_results_naming_no_payload_protocol_are_equal_to_fresh_ones():
     assert insp.done and insp.result() == guess_by_port(TCP, 50103, 443)
     assert insp.result() == {"app": "tls", "family": "web", "guess": True, "path_suffix": None,
                              "content_class": None, "content_type": None, "content_flags": None, "meta": {}}
+
+
+def test_class_keys_are_port_class_keys():
+    """registry.class_keys (the worker's refusals, over numpy columns) groups sessions as
+    port_class does: equal keys, the same PortClass; different keys, different ones."""
+    import numpy as np
+    from workers.classify import registry
+    rnd = random.Random(3)
+    pool = sorted({p for q in REGISTRY for p in q.ports}) + [40000, 40001, 50123, 1, 65535]
+    t = np.array([rnd.choice((TCP, UDP)) for _ in range(600)])
+    cp = np.array([rnd.choice(pool) for _ in range(600)])
+    sp = np.array([rnd.choice(pool) for _ in range(600)])
+    keys = registry.class_keys(t, cp, sp).tolist()
+    classes = [registry.port_class(int(a), int(b), int(c)) for a, b, c in zip(t, cp, sp)]
+    by_key = {}
+    for k, pc in zip(keys, classes):
+        assert by_key.setdefault(k, pc) is pc
+    assert len(set(map(id, by_key.values()))) == len(by_key)

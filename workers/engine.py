@@ -30,7 +30,7 @@ IDLE, CLOSED, SHUTDOWN, EVICTED, ACTIVE = "idle", "closed", "shutdown", "evicted
 _SYN, _ACK = tcpmod.SYN, tcpmod.ACK
 _Inspector = classify.Inspector
 _port_class = classify.registry.port_class
-_known_ports = classify.registry.known_ports
+_class_keys = classify.registry.class_keys
 _MIN_DISPATCH = classify.registry.MIN_DISPATCH
 _REFUSE_MIN = 8          # first payloads in a call worth a vectorised refusal test
 _I_APP, _I_FAMILY, _I_PATH = INDEX["app"], INDEX["family"], INDEX["proto_path"]
@@ -875,15 +875,7 @@ class Engine:
         b = np.full(len(some), 256, np.int64)               # the first byte; 256: too short to dispatch on
         long = pllen >= _MIN_DISPATCH
         b[long] = np.frombuffer(raw, np.uint8)[ploff[long]]
-        # what picks the port class (registry.port_class): transport, server port, and the
-        # client port only where it is a well-known one
-        ck = np.zeros(len(some), np.int64)
-        for t in (6, 17):
-            known = _known_ports(t)
-            if known:
-                w = (proto == t) & np.isin(cport, list(known))
-                ck[w] = cport[w].astype(np.int64) + 1
-        combo = (((((proto == 17).astype(np.int64) << 16 | sport) << 17 | ck) << 9 | b) << 1) | fc
+        combo = ((_class_keys(proto, cport, sport) << 9 | b) << 1) | fc     # port class, first byte, direction
         _, rep, inv = np.unique(combo, return_index=True, return_inverse=True)
         need_u = np.empty(len(rep), np.int64)
         res_u = []

@@ -142,7 +142,7 @@ class Inspector:
     __slots__ = ("transport", "client_port", "server_port", "budget", "n_client", "n_server",
                  "cands", "proto", "weak", "done", "parsed", "meta", "scratch", "pclass")
 
-    def __init__(self, transport, client_port, server_port, budget=BUDGET, pclass=None):
+    def __init__(self, transport, client_port, server_port, budget=BUDGET):
         if budget < 1:
             raise ValueError(f"inspection budget must be at least 1 packet per direction, not {budget}")
         self.transport = transport
@@ -150,9 +150,7 @@ class Inspector:
         self.server_port = server_port
         self.budget = budget
         self.n_client = self.n_server = 0
-        if pclass is None:      # the session's registry.port_class, when the caller has it already
-            pclass = registry.port_class(transport, client_port, server_port)
-        pc = self.pclass = pclass
+        pc = self.pclass = registry.port_class(transport, client_port, server_port)
         self.cands = pc.cands  # protocols still possible; while it is pc.cands, dispatched on the first byte
         self.proto = None      # the protocol once SURE
         self.weak = None       # first protocol that said WEAK

@@ -5,6 +5,8 @@ registered matchers, in order, whether a payload is theirs, so adding a
 protocol is one new module and one import line in `protocols`, never an edit
 to the inspector.
 """
+import numpy as np
+
 from .families import family_of
 
 TCP, UDP = 6, 17
@@ -179,10 +181,17 @@ class PortClass:
         return got
 
 
-def known_ports(transport) -> frozenset:
-    """The well-known ports of a transport's protocols (a client port among them picks
-    its own port class, see `port_class`)."""
-    return _KNOWN.get(transport, frozenset())
+def class_keys(transport, client_port, server_port):
+    """`port_class`'s cache key for many TCP/UDP sessions at once (numpy columns), as one
+    int64 each: sessions with equal keys have the same PortClass. The client port counts
+    only where it is one of the transport's well-known ports."""
+    cp = np.asarray(client_port, np.int64)
+    known = np.zeros(len(cp), bool)
+    for t, ports in _KNOWN.items():
+        if ports:
+            known |= (transport == t) & np.isin(cp, list(ports))
+    ck = np.where(known, cp + 1, 0)
+    return ((np.asarray(transport, np.int64) << 16 | np.asarray(server_port, np.int64)) << 17) | ck
 
 
 def port_class(transport, client_port, server_port):
