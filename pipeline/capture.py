@@ -20,7 +20,7 @@ import zmq
 
 from . import wire
 from .dispatch import ToWorkers
-from .children import CollectPacer, fail, title
+from .children import CollectPacer, connect_local, fail, title
 from .frontend.core import FrontEnd
 from .frontend.live import LiveCapture, drop_privileges
 from .frontend.readers import CaptureError
@@ -77,7 +77,7 @@ def capture_child(proc: int, cfg: dict) -> None:
     to = ToWorkers(ctx, cfg["worker_addrs"], orphaned)
     control = ctx.socket(zmq.PUSH)
     control.setsockopt(zmq.LINGER, -1)
-    control.connect(cfg["control_addr"])
+    connect_local(control, cfg["control_addr"])
     control.send_multipart([MSG_READY, msgpack.packb(proc)])   # in the fanout group: traffic is shared now
     deadline = cfg["deadline"]
     feed_live(cap, fe, lambda fe, batch: to.batches(fe, batch), lambda: bool(stopping) or time.time() >= deadline)

@@ -93,6 +93,22 @@ def write_stats(path: str, stats: dict) -> bool:
     return True
 
 
+RECONNECT_MS = 5    # how soon a socket of the run tries again to reach a peer that has not bound yet
+
+
+def connect_local(sock, addr: str) -> None:
+    """Connect to an endpoint another process of this run binds (ipc, one host). That
+    process binds only after its fork and its imports, so the first attempt often
+    finds nothing there yet, and ZeroMQ tries again after its reconnect interval:
+    100 ms by default. The front-end's first batches waited that long in the pipe
+    while the workers sat idle (the first batch reached a worker ~100 ms after it
+    was sent, a twentieth of a bench run). Trying again every RECONNECT_MS costs
+    one failed connect() a time, on one host."""
+    import zmq
+    sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
+    sock.connect(addr)
+
+
 def collector_sockets(cfg: dict, name: str, hwm: int):
     """What the collector and the uplink (in its place) start with: their title, their
     signals, the socket the workers push records to, and the line back to the supervisor.
@@ -107,7 +123,7 @@ def collector_sockets(cfg: dict, name: str, hwm: int):
     pull.bind(cfg["collector_addr"])
     control = ctx.socket(zmq.PUSH)
     control.setsockopt(zmq.LINGER, -1)
-    control.connect(cfg["control_addr"])
+    connect_local(control, cfg["control_addr"])
     return parent, ctx, pull, control
 
 

@@ -11,6 +11,7 @@ import msgpack
 import zmq
 
 from . import wire
+from .children import connect_local
 
 
 class ToWorkers:
@@ -20,7 +21,7 @@ class ToWorkers:
             s = ctx.socket(zmq.PUSH)
             s.setsockopt(zmq.SNDHWM, 4)
             s.setsockopt(zmq.LINGER, -1)
-            s.connect(addr)
+            connect_local(s, addr)
             self.socks.append(s)
         self.waiting = waiting
         self.end_msg = None                 # the end-of-stream message, once sent

@@ -20,6 +20,7 @@ import psutil
 import zmq
 
 from . import wire
+from .children import connect_local
 
 
 class Monitor:
@@ -87,7 +88,7 @@ class MetricsSender:
             self.sock = ctx.socket(zmq.PUSH)
             self.sock.setsockopt(zmq.SNDHWM, 4)
             self.sock.setsockopt(zmq.LINGER, 0)
-            self.sock.connect(addr)
+            connect_local(self.sock, addr)
         self.every = every
         self.last = 0.0
 

@@ -11,7 +11,7 @@ import zmq
 
 from pipeline import wire
 from pipeline.monitor import MetricsSender
-from pipeline.children import CollectPacer, become_user, ignore_stop_signals, title, wait_message
+from pipeline.children import CollectPacer, become_user, connect_local, ignore_stop_signals, title, wait_message
 
 from . import classify
 from .engine import Engine
@@ -44,7 +44,7 @@ def run(index: int, cfg: dict) -> None:
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.SNDHWM, 64)
     push.setsockopt(zmq.LINGER, -1)
-    push.connect(cfg["collector_addr"])
+    connect_local(push, cfg["collector_addr"])
     eng = Engine(index, cfg["timeouts"], cfg["sensor"], cfg.get("proc", 0), cfg.get("max_sessions", 0),
                  load(cfg.get("plugins", ())), cfg.get("classify", classify.BUDGET))
 
