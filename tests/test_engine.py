@@ -1,5 +1,6 @@
 """The worker core, fed rows and time, no processes: sessions, expiry, records."""
 import numpy as np
+import pytest
 
 from pipeline.record import NAMES, as_dict
 from workers.engine import Engine
@@ -232,3 +233,36 @@ def test_no_close_expiry_keeps_syn_after_rst_in_the_same_session():
 def test_sessions_at_negative_times_expire_too():
     f = finals(run([pkt(-200.0, proto=17), pkt(-100.0, proto=17, sport=1)]))
     assert [r["end_reason"] for r in f] == ["idle", "shutdown"]
+
+
+@pytest.mark.parametrize("size", [1, 7, 1024, 0])
+def test_finishing_in_slices_gives_finish_records_in_order(tmp_path, size):
+    """The worker ends the stream a slice at a time (`finishing`), sending each slice as it
+    comes: together the slices are finish()'s records, in its order, and each slice
+    holds at most `size` sessions' last records (after the due expiries' first)."""
+    from tests.test_engine_bulk import demo_trace, front_end_batches
+    batches, paths = front_end_batches(demo_trace(tmp_path), 512, Timeouts())
+    cut = len(batches) // 2             # stop mid-stream: many sessions still open
+
+    def fed():
+        eng = Engine(0, Timeouts(), "t")
+        eng.add_paths(paths)
+        for ev, cuts, pay in batches[:cut]:
+            eng.feed_batch(ev, cuts, pay)
+        eng.feed_batch(*batches[cut])   # its records left untaken: finish() returns them too
+        return eng
+
+    ref = fed()
+    end = ref.now + 100                 # past UDP's idle timeout: the advance ends some first
+    open_before = len(ref.table)
+    ref.finish(end)
+    want = ref.take_records()
+    eng = fed()
+    parts = list(eng.finishing(end, size))
+    assert [r for p in parts for r in p] == want
+    assert open_before > 20 and not eng.table and eng.stats == ref.stats
+    assert any(r[2] == "idle" for r in parts[0])
+    shut = [sum(1 for r in p if r[2] == "shutdown") for p in parts[1:]]
+    assert sum(shut) == sum(1 for r in want if r[2] == "shutdown") > 5
+    if size:
+        assert max(shut) <= size and len(parts) == 1 + -(-sum(shut) // size)

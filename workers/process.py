@@ -18,6 +18,7 @@ from .engine import Engine
 from .plugins import load
 
 RECORDS_PER_MESSAGE = 4096
+FINISH_SLICE = 1024         # sessions ended (and sent) at a time at the end of the stream
 _ENCODE = msgspec.msgpack.Encoder().encode
 
 
@@ -48,10 +49,12 @@ def run(index: int, cfg: dict) -> None:
     eng = Engine(index, cfg["timeouts"], cfg["sensor"], cfg.get("proc", 0), cfg.get("max_sessions", 0),
                  load(cfg.get("plugins", ())), cfg.get("classify", classify.BUDGET))
 
-    def flush():
-        recs = eng.take_records()
+    def send(recs):
         for i in range(0, len(recs), RECORDS_PER_MESSAGE):
             push.send_multipart([wire.MSG_RECORDS, pack(recs[i:i + RECORDS_PER_MESSAGE])])
+
+    def flush():
+        send(eng.take_records())
 
     metrics = MetricsSender(ctx, cfg.get("metrics_addr"))
 
@@ -86,8 +89,8 @@ def run(index: int, cfg: dict) -> None:
             last = max(last, hdr["now"])
             if ends < cfg.get("frontends", 1):
                 continue                          # other capture processes still send
-            eng.finish(last)
-            flush()
+            for recs in eng.finishing(last, FINISH_SLICE):
+                send(recs)
             stats = dict(eng.stats, worker=index)
             push.send_multipart([wire.MSG_DONE, msgpack.packb(stats)])
             break
