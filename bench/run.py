@@ -182,6 +182,28 @@ print(len(eng.table), after - before)
     return grown / sessions, sessions
 
 
+FRESH_PAGE_PROBE = """
+import mmap, time
+n = 64 << 20
+m = mmap.mmap(-1, n)                    # new anonymous memory, never touched
+view = memoryview(m)
+t = time.perf_counter()
+for off in range(0, n, 4096):
+    view[off] = 1                       # first touch of each page
+print((time.perf_counter() - t) / (n // 4096) * 1e6)
+"""
+
+
+def fresh_page_us() -> float:
+    """Microseconds to touch one never-used 4 KiB page in a new process. On the 2-core
+    VM this swings from ~0.6 to ~15 us within minutes (the host hands guest memory back
+    and forth), and a pipeline run touches ~50k such pages across its processes: the
+    slow and fast spells of these figures. Measured before each round and reported
+    beside it, so a ratio can be read against the machine's state."""
+    p = subprocess.run([sys.executable, "-c", FRESH_PAGE_PROBE], capture_output=True, text=True, check=True)
+    return round(float(p.stdout), 2)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--packets", type=int, default=1_000_000)
@@ -206,7 +228,9 @@ def main():
     # rounds: each tool once per round, in turn, so a noisy spell on a shared machine
     # hits them all; the medians give the figures and the ratios
     runs = {"pipeline": [], "pipeline_no_classify": [], "nfstream": [], "argus": []}
+    pages = []
     for _ in range(max(1, a.rounds)):
+        pages.append(fresh_page_us())
         wall, st = end_to_end(trace, a.workers, tmp)
         runs["pipeline"].append(wall)
         runs["pipeline_no_classify"].append(end_to_end(trace, a.workers, tmp, "--classify-packets", "0")[0])
@@ -214,6 +238,7 @@ def main():
         runs["argus"].append(argus(trace, tmp))
     med = {k: median_of(v) for k, v in runs.items()}
     res["rounds"] = {k: [round(x, 3) if x else None for x in v] for k, v in runs.items()}
+    res["fresh_page_us"] = pages        # the machine's state before each round (fresh_page_us)
     frames = st["frames_read"]
     wall, wall0, nf, ar = med["pipeline"], med["pipeline_no_classify"], med["nfstream"], med["argus"]
     res.update(frames=frames, sessions=st["sessions"], pipeline_s=round(wall, 3), pipeline_fps=round(frames / wall))
