@@ -280,8 +280,13 @@ class Run:
         sys.stderr.flush()
 
     def wait_collector(self):
-        """The collector's (or uplink's) final statistics; capture processes report first."""
-        while True:
+        """The collector's (or uplink's) final statistics, and those of every other capture
+        process. They come over separate links into one socket, so in no set order: a
+        capture process sends its figures just after its end of stream, and the
+        collector may be done first (the front-end figures then missed that process's
+        frames)."""
+        final = None
+        while final is None or len(self.captures) < self.frontends - 1:
             while not self.control.poll(500):
                 self.check_children()
             kind, body = self.control.recv_multipart()
@@ -289,7 +294,8 @@ class Run:
             if kind == wire.MSG_CAPTURE:
                 self.captures.append(msg)
             else:
-                return msg
+                final = msg
+        return final
 
     def stop(self):
         for srv in self.servers:
