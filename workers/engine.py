@@ -979,8 +979,6 @@ class Engine:
         later, with the others of the batch (`_flush`), in its place among the records:
         an ended session changes no more."""
         s.ended = True
-        if s.slot is not None:          # still filed (not ended by its bucket): that entry is dead now
-            self.wheel.forget(s)
         if self.table.get(s.key) is s:
             del self.table[s.key]
         for p in self.plugins:

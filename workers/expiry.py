@@ -8,14 +8,17 @@ timeout period of its life). Filing is O(1) (plus a heap push when a bucket is
 first used), expiry is O(sessions due): no scan of the table.
 
 Filing again leaves the session's old entry behind (skipped when its bucket
-comes due), and so does a session that ends before its bucket: a TCP session
-filed at its idle deadline (300 s) and ended 5 s after its close stayed
-referenced, with its counters, TCP state and first row, for the rest of those
-300 s. On the bench trace that was three dead sessions per open one, and on a
-sensor opening 10,000 sessions a second it would be millions. So the wheel
-counts its dead entries and, once they outnumber the live ones, drops them
-all in one pass (`compact`): amortised O(1) a filing, and what due(),
-oldest() and neighbour() return does not change.
+comes due, unless the session is filed in that second again: then the old
+entry counts, in its place), and so does a session that ends before its
+bucket: a TCP session filed at its idle deadline (300 s) and ended 5 s after
+its close stayed referenced, with its counters, TCP state and first row, for
+the rest of those 300 s. On the bench trace that was three dead sessions per
+open one, and on a sensor opening 10,000 sessions a second it would be
+millions. So once the wheel holds twice the entries it kept at its last
+compaction (and `compact_min` more), it drops the entries of ended sessions
+in one pass (`compact`): amortised O(1) a filing. An ended session is never
+filed again, so what due(), oldest() and neighbour() return does not change;
+a live session's old entries stay, since they may count again.
 """
 import heapq
 
@@ -23,21 +26,19 @@ import numpy as np
 
 
 class Wheel:
-    __slots__ = ("buckets", "heap", "entries", "dead", "compact_min")
+    __slots__ = ("buckets", "heap", "entries", "limit", "compact_min")
 
     def __init__(self, compact_min: int = 4096):
         self.buckets = {}
         self.heap = []
-        self.entries = 0            # entries in the buckets, live or dead
-        self.dead = 0               # of which left behind (filed again, or the session ended)
+        self.entries = 0            # entries in the buckets, of live and of ended sessions
         self.compact_min = compact_min
+        self.limit = compact_min    # compact when entries pass it
 
     def file(self, s, when: float) -> None:
         slot = int(when) if when < 9e15 else int(9e15)
         if slot == s.slot:
             return
-        if s.slot is not None:
-            self.dead += 1          # its entry in the old bucket
         s.slot = slot
         b = self.buckets.get(slot)
         if b is None:
@@ -46,26 +47,19 @@ class Wheel:
         b.append(s)
         s._wheel = self
         self.entries += 1
-        if self.dead > self.compact_min and 2 * self.dead > self.entries:
+        if self.entries > self.limit:
             self.compact()
 
-    def forget(self, s) -> None:
-        """The session ended: its entry, if it has one, is dead."""
-        if s.slot is not None:
-            s.slot = None
-            self.dead += 1
-            if self.dead > self.compact_min and 2 * self.dead > self.entries:
-                self.compact()
-
     def compact(self) -> None:
-        """Drop every dead entry (each bucket keeps its live ones in order; an emptied
-        bucket stays, empty, until its time comes)."""
+        """Drop the entries of ended sessions (each bucket keeps the others in order; an
+        emptied bucket stays, empty, until its time comes); the next compaction comes
+        when the entries have doubled again."""
         n = 0
-        for slot, b in self.buckets.items():
-            b[:] = [s for s in b if s.slot == slot and not s.ended]
+        for b in self.buckets.values():
+            b[:] = [s for s in b if not s.ended]
             n += len(b)
         self.entries = n
-        self.dead = 0
+        self.limit = 2 * n + self.compact_min
 
     def file_new(self, sessions: list, whens) -> None:
         """`file` for sessions never filed yet (a batch's new sessions), at once: the
@@ -75,7 +69,6 @@ class Wheel:
         for s, slot in zip(sessions, slots.tolist()):
             s.slot = slot
             s._wheel = self
-        self.entries += len(sessions)
         order = np.argsort(slots, kind="stable")
         srt = slots[order]
         cut = np.flatnonzero(srt[1:] != srt[:-1]) + 1
@@ -86,6 +79,9 @@ class Wheel:
                 b = buckets[slot] = []
                 heapq.heappush(heap, slot)
             b.extend([sessions[i] for i in part.tolist()])
+        self.entries += len(sessions)
+        if self.entries > self.limit:
+            self.compact()
 
     def due(self, now: float) -> list:
         """Sessions filed in buckets up to `now` (removed from the wheel; the caller
@@ -101,9 +97,7 @@ class Wheel:
                 if s.slot == slot and not s.ended:
                     s.slot = None
                     out.append(s)
-        if taken:
-            self.entries -= taken
-            self.dead = max(0, self.dead - (taken - len(out)))
+        self.entries -= taken
         return out
 
     def oldest(self):
@@ -117,7 +111,6 @@ class Wheel:
                     return s
                 b.pop(0)
                 self.entries -= 1
-                self.dead = max(0, self.dead - 1)
             buckets.pop(heapq.heappop(heap), None)
         return None
 
