@@ -126,4 +126,5 @@ class Wheel:
         return live[i] if 0 <= i < len(live) else None
 
     def __len__(self):
-        return sum(len(b) for b in self.buckets.values())
+        """Entries held, of live and of ended sessions (counted as they come and go)."""
+        return self.entries
