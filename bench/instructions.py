@@ -62,7 +62,7 @@ def work(src: Path, run: bool = True, digest: bool = True, classify: int = 10) -
         batches, paths, end = pickle.load(f)
     if not run:
         return
-    gc.freeze()             # as the worker process runs (pipeline.children.CollectPacer): no automatic
+    gc.freeze()             # as the worker process runs (contracts.children.CollectPacer): no automatic
     gc.disable()            # collection, which would walk the growing session table again and again
                             # (the pacer's own pass, every 100 messages, does not come in 16 batches)
     t = time.process_time()

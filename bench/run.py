@@ -155,7 +155,7 @@ def stage_memory(n=200000):
     code = f"""
 import gc, psutil, numpy as np, sys
 sys.path.insert(0, {str(ROOT)!r})
-from pipeline.wire import EVENT
+from contracts.wire import EVENT
 from pipeline.frontend.keying import key_rows
 from workers.engine import Engine
 from workers.timeouts import Timeouts
@@ -260,7 +260,7 @@ def main():
     if not a.skip_stages:
         gc.collect()
         gc.freeze()
-        gc.disable()        # as the pipeline's processes run (pipeline.children.CollectPacer)
+        gc.disable()        # as the pipeline's processes run (contracts.children.CollectPacer)
         fe_fps, _, _ = stage_frontend(trace, a.workers)
         _, batches, paths = stage_frontend(trace, 1)
         w_fps, recs = stage_worker(batches, paths)

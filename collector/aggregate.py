@@ -29,7 +29,7 @@ from functools import reduce
 from itertools import compress, repeat
 from operator import add, eq, iadd, itemgetter, mod, sub
 
-from pipeline.record import INDEX, NAMES
+from contracts.record import INDEX, NAMES
 
 TOP = 10
 _I = {n: INDEX[n] for n in ("sensor", "session_id", "final", "end", "transport", "app", "client_ip", "server_ip",

@@ -9,7 +9,7 @@ from collections import deque
 from itertools import compress, repeat
 from operator import itemgetter, not_
 
-from pipeline.record import INDEX
+from contracts.record import INDEX
 
 _SENSOR, _SID, _FINAL = INDEX["sensor"], INDEX["session_id"], INDEX["final"]
 _PARENT, _CAP = INDEX["parent_session_id"], INDEX["cap_packet_count"]

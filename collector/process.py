@@ -6,9 +6,9 @@ exits only once every record is on disk.
 """
 import msgpack
 
-from pipeline import wire
-from pipeline.monitor import MetricsSender
-from pipeline.children import CollectPacer, collector_sockets, fail, wait_message
+from contracts import wire
+from contracts.monitor import MetricsSender
+from contracts.children import CollectPacer, collector_sockets, fail, wait_message
 
 from . import outputs
 from .sink import Sink

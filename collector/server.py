@@ -1,6 +1,6 @@
 """`pipeline collector`: the standalone collector that many sensors feed over the network.
 
-A ROUTER socket takes record batches from sensors (`pipeline.wire`: R/A
+A ROUTER socket takes record batches from sensors (`contracts.wire`: R/A
 messages), drops those already written (by sensor, run and batch number; with
 `--state-dir` this survives a restart, see `collector.journal`), writes the
 rest through the same `Sink` as a sensor's own collector, and acknowledges
@@ -14,10 +14,10 @@ import time
 
 import zmq
 
-from pipeline import monitor, wire
-from pipeline.children import write_stats
+from contracts import link, monitor, wire
+from contracts.children import write_stats
 
-from . import link
+from . import checks
 from .journal import Journal
 from .outputs import OutputError
 from .sink import Sink
@@ -107,7 +107,7 @@ def serve(args) -> int:
                 counts["duplicates"] += 1
             else:
                 try:
-                    recs = link.unpack_records(body, h["sensor"])
+                    recs = checks.unpack_records(body, h["sensor"])
                 except Exception as e:  # untrusted bytes, as above
                     counts["rejected"] += 1
                     _log(f"warning: refused batch {h['seq']} from sensor {h['sensor']!r}: {e}")

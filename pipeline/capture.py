@@ -18,11 +18,12 @@ import time
 import msgpack
 import zmq
 
-from . import wire
+from contracts import wire
+from contracts.children import CollectPacer, connect_local, drop_privileges, fail, title
+
 from .dispatch import ToWorkers
-from .children import CollectPacer, connect_local, fail, title
 from .frontend.core import FrontEnd
-from .frontend.live import LiveCapture, drop_privileges
+from .frontend.live import LiveCapture
 from .frontend.readers import CaptureError
 
 TICK_S = 1.0

@@ -234,7 +234,7 @@ def main(argv=None) -> int:
 
 def _status(args) -> int:
     import json
-    from .monitor import default_socket, query_status, status_table
+    from contracts.monitor import default_socket, query_status, status_table
     path = args.socket or default_socket("collector" if args.collector else "sensor")
     try:
         snap = query_status(path)
@@ -247,7 +247,7 @@ def _status(args) -> int:
 
 
 def _keygen(args) -> int:
-    from collector.link import LinkError, keygen
+    from contracts.link import LinkError, keygen
     try:
         pub, sec = keygen(args.dest)
     except (LinkError, OSError) as e:
@@ -305,7 +305,7 @@ def _start(ap, args) -> int:
             except Exception as e:  # the user's class: any failure is theirs to read
                 raise PluginError(f"--plugin {spec!r}: {cls.__name__}() failed: {e}") from None
         if args.collector:
-            from collector.link import LinkError, check_address
+            from contracts.link import LinkError, check_address
             try:
                 check_address(args.collector, "--collector")
                 if bool(args.curve_client_cert) != bool(args.curve_server_cert):

@@ -10,8 +10,8 @@ backpressure that makes runs lossless).
 import msgpack
 import zmq
 
-from . import wire
-from .children import connect_local
+from contracts import wire
+from contracts.children import connect_local
 
 
 class ToWorkers:

@@ -22,9 +22,10 @@ import time
 import msgpack
 import zmq
 
-from . import monitor, wire
+from contracts import monitor, wire
+from contracts.children import SAID_WHY, CollectPacer, fail, tune_heap, write_stats
+
 from .dispatch import ToWorkers
-from .children import SAID_WHY, CollectPacer, fail, tune_heap, write_stats
 from .frontend.core import FrontEnd
 from .frontend.readers import CaptureError, open_capture
 
@@ -332,7 +333,9 @@ def start(args, timeouts) -> int:
             live = {"interfaces": args.interface, "ring_mb": args.ring_mb, "snaplen": args.snaplen,
                     "promisc": not args.no_promisc, "bpf": args.bpf,
                     "fanout": (os.getpid() % 60000) if args.capture_procs > 1 else None}
-            from . import capture          # live capture only: its modules stay out of offline start-up
+            from . import (
+                capture,  # live capture only: its modules stay out of offline start-up
+            )
             cap = capture.open_live(live)
     except (CaptureError, OSError, ValueError) as e:
         _log(f"error: {e}")
@@ -360,7 +363,7 @@ def start(args, timeouts) -> int:
         if cap is not None:
             if args.user:
                 try:
-                    from .frontend.live import drop_privileges
+                    from contracts.children import drop_privileges
                     drop_privileges(args.user)
                 except OSError as e:
                     raise RunError(str(e)) from None

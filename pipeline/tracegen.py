@@ -15,7 +15,7 @@ fragments, one UDP session silent for 90 s in the middle (two sessions under the
 default 60 s UDP idle timeout) and three ARP request/reply pairs.
 
 Each expected session is counted while its frames are built, with the
-pipeline's semantics (pipeline/record.py): client = sender of the first packet,
+pipeline's semantics (contracts/record.py): client = sender of the first packet,
 ul = client -> server, packets = IP datagrams (a fragmented one once, while
 cap_packet_count counts its frames), bytes = whole frame lengths (also for the
 sessions inside the tunnel), data bytes = transport payload from the IP lengths

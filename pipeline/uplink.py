@@ -18,11 +18,11 @@ import uuid
 import msgpack
 import zmq
 
-from collector import link
-from pipeline import wire
-from pipeline.record import INDEX
-from pipeline.monitor import MetricsSender
-from pipeline.children import collector_sockets, fail
+from contracts import link
+from contracts import wire
+from contracts.record import INDEX
+from contracts.monitor import MetricsSender
+from contracts.children import collector_sockets, fail
 from pipeline.spool import Spool
 
 WINDOW = 32          # batches sent and not yet acknowledged

@@ -4,7 +4,7 @@ import ipaddress
 import numpy as np
 
 from pipeline.frontend.keying import key_rows
-from pipeline.wire import EVENT
+from contracts.wire import EVENT
 
 
 def addr_words(ip: str):

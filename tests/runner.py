@@ -35,7 +35,7 @@ def run(reads, tmp, *extra, workers=2, timeout=300, expect_output=True):
 def as_wire(d):
     """A JSON-lines record back as the wire list the collector's outputs take: the declared
     fields in order, then the extension fields (classification metadata, plugins) as a dict."""
-    from pipeline.record import INDEX, NAMES
+    from contracts.record import INDEX, NAMES
     extra = {k: v for k, v in d.items() if k not in INDEX}
     return [d.get(n) for n in NAMES] + ([extra] if extra else [])
 

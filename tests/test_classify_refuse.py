@@ -191,7 +191,7 @@ def test_a_session_is_refused_by_its_first_payload_only(bulk_min):
         eng.refuse_min = 1
         eng.bulk_min = bulk_min
     out, _ = run_engine([(ev, [[len(ev), 2.0]], pay)], Timeouts(), {1: "eth.ipv4.udp"}, setup)
-    from pipeline.record import INDEX
+    from contracts.record import INDEX
     assert len(out) == 40
     assert {(r[INDEX["app"]], (r[-1] or {}).get("dns.query") if isinstance(r[-1], dict) else None)
             for r in out} == {("dns", "www.example.com")}

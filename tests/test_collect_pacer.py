@@ -2,7 +2,7 @@
 import gc
 import weakref
 
-from pipeline.children import CollectPacer
+from contracts.children import CollectPacer
 
 
 class Node:

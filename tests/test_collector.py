@@ -23,12 +23,12 @@ import msgpack
 import pytest
 import zmq
 
-from collector import link
+from collector import checks
 from collector.aggregate import TOP, Aggregator
 from collector.journal import Journal
 from collector.outputs.jsonl import JsonLines
-from pipeline import wire
-from pipeline.record import INDEX, NAMES, as_dict
+from contracts import link, wire
+from contracts.record import INDEX, NAMES, as_dict
 from pipeline.spool import Spool
 from tests import runner
 
@@ -604,7 +604,7 @@ def bad_messages():
         ([b"R", hdr(21), recs(good_record("rogue", type="aggregate"))], True),
         ([b"R", hdr(22), recs(good_record("rogue", transport=300))], True),
         ([b"R", hdr(23), b"\xdd\x00\x10\x00\x00" + b"\xc0" * 16], True),  # claims 1M elements
-        ([b"R", hdr(24), msgpack.packb([[None] * n] * (link.MAX_RECORDS + 1))], True),  # too many records
+        ([b"R", hdr(24), msgpack.packb([[None] * n] * (checks.MAX_RECORDS + 1))], True),  # too many records
         ([b"R", hdr(25), msgpack.packb(["x" * 100_000])], True),
         ([b"R", hdr(26), recs(good_record("rogue", client_ip=b"\n\x00\x00\x01"))], True),
     ]
@@ -690,12 +690,12 @@ def test_sensor_ignores_garbage_from_its_collector(traces, tmp_path):
 
 def test_unpack_records_accepts_what_workers_send(traces):
     recs = [[r[n] for n in NAMES] for r in runner.sessions(traces["expect"]["b"])]
-    assert link.unpack_records(msgpack.packb(recs)) == recs
+    assert checks.unpack_records(msgpack.packb(recs)) == recs
     with_plugin = good_record() + [{"proc": "x", "deep": {"a": [1, 2.5, None, True]}}]
-    assert link.unpack_records(msgpack.packb([with_plugin])) == [with_plugin]
-    assert link.unpack_records(msgpack.packb([good_record(sensor="s")]), sensor="s")
+    assert checks.unpack_records(msgpack.packb([with_plugin])) == [with_plugin]
+    assert checks.unpack_records(msgpack.packb([good_record(sensor="s")]), sensor="s")
     with pytest.raises(ValueError):
-        link.unpack_records(msgpack.packb([good_record(sensor="s")]), sensor="t")
+        checks.unpack_records(msgpack.packb([good_record(sensor="s")]), sensor="t")
 
 
 # -- 6. units: the journal ----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ c4ec2bc40d65ddbcbdd642582bf5609797a80772:
 """
 import pytest
 
-from pipeline.community_id import community_id, hash_tuple
+from contracts.community_id import community_id, hash_tuple
 
 # (proto, saddr, daddr, sport, dport, id with seed 0, id with seed 1) from baseline_deflt.json / baseline_seed1.json
 BASELINE = [

@@ -9,7 +9,7 @@ import msgpack
 import pytest
 import zmq
 
-from pipeline import wire
+from contracts import wire
 from pipeline.supervisor import Run
 
 

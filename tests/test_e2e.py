@@ -150,11 +150,12 @@ def test_sigterm_writes_every_open_session_and_exits_0(tmp_path):
     import signal
     import subprocess
     import time
-    frames, _ = tracegen.build(seed=9, sessions=15000)   # about 4 s of work: the signal lands mid-run
+    frames, _ = tracegen.build(seed=9, sessions=15000)
     pcap = tmp_path / "big.pcap"
     tracegen.write_pcap(str(pcap), frames)
     out, st = tmp_path / "s.jsonl", tmp_path / "st.json"
-    p = subprocess.Popen(runner.pipeline_cmd() + ["start", "--workers", "2", "--read", str(pcap),
+    copies = 8          # the same capture 8 times over: far more work than the second before the signal
+    p = subprocess.Popen(runner.pipeline_cmd() + ["start", "--workers", "2", *["--read", str(pcap)] * copies,
                                                   "--output", f"jsonl:{out}", "--stats-json", str(st),
                                                   "--chunk-frames", "1024"],
                          stderr=subprocess.PIPE, text=True)
@@ -166,5 +167,5 @@ def test_sigterm_writes_every_open_session_and_exits_0(tmp_path):
     stats = json.loads(st.read_text())
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     runner.check_identities(stats, recs)
-    assert stats["interrupted"] and stats["frames_read"] < len(frames)
+    assert stats["interrupted"] and stats["frames_read"] < copies * len(frames)
     assert any(r["end_reason"] == "shutdown" for r in runner.finals(recs))

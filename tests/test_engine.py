@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipeline.record import NAMES, as_dict
+from contracts.record import NAMES, as_dict
 from workers.engine import Engine
 from workers.tcp import ACK, FIN, RST, SYN
 from workers.timeouts import Timeouts

@@ -199,7 +199,7 @@ def test_many_control_segments_in_one_batch():
     got, _ = records(batches, to, BULK)
     assert got == ref
     out, _ = run_engine(batches, to, None, lambda e: setattr(e, "bulk_min", 1))
-    from pipeline.record import INDEX
+    from contracts.record import INDEX
     by_port = {r[INDEX["client_port"]]: r for r in out}
     assert by_port[50000][INDEX["rtt"]] == 0.75          # the handshake's ACK (106.25) - the last SYN (105.5)
     assert [by_port[p][INDEX["end_reason"]] for p in (50000, 50001)] == ["closed", "closed"]
@@ -212,7 +212,7 @@ def test_handshake_ack_after_the_clients_own_syn_ack():
     seg = tcp_segment
     ev = rows([seg(100.0, True, SYN), seg(101.0, False, SYN | ACK), seg(101.5, True, SYN | ACK),
                seg(102.0, True, ACK)])
-    from pipeline.record import INDEX
+    from contracts.record import INDEX
     for bulk_min in (PER_PACKET, BULK):
         out, _ = run_engine([(ev, [[len(ev), 102.0]], None)], Timeouts(), None,
                             lambda e, b=bulk_min: setattr(e, "bulk_min", b))

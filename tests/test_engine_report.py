@@ -13,8 +13,8 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pipeline.community_id import community_ids_ported, hash_packed
-from pipeline.record import INDEX
+from contracts.community_id import community_ids_ported, hash_packed
+from contracts.record import INDEX
 from workers.engine import round6
 from workers.plugins import _Adapter
 from workers.timeouts import Timeouts

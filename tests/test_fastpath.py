@@ -139,7 +139,7 @@ def test_qinq_http_session_is_classified_from_its_payload(tmp_path):
     from tests.rows import run_engine
     from tests.test_engine_bulk import front_end_batches
     from workers.timeouts import Timeouts
-    from pipeline.record import INDEX
+    from contracts.record import INDEX
     c, s = b"\x0a\x00\x00\x01", b"\xc0\xa8\x01\x02"
     get = b"GET /x HTTP/1.1\r\nHost: qinq.example\r\n\r\n"
     frames = [_qinq_tcp(c, s, 40000, 80, 0x02, 100, 0), _qinq_tcp(s, c, 80, 40000, 0x12, 500, 101),

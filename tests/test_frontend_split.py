@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline.frontend.core import _shares, _stable_order
-from pipeline.wire import EVENT, take_rows
+from contracts.wire import EVENT, take_rows
 
 
 def _events(n, seed):

@@ -1,4 +1,4 @@
-"""pipeline.children.tune_heap: freed chunk-sized buffers stay in the heap, so the
+"""contracts.children.tune_heap: freed chunk-sized buffers stay in the heap, so the
 next chunk does not fault its pages in again (glibc only)."""
 import ctypes
 import os
@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.children import tune_heap
+from contracts.children import tune_heap
 
 _CYCLE = """
 import resource, sys
 sys.path.insert(0, {root!r})
-from pipeline.children import tune_heap
+from contracts.children import tune_heap
 if {tune}:
     assert tune_heap()
 def cycle():

@@ -5,7 +5,7 @@ import orjson
 from hypothesis import given, settings, strategies as st
 
 from collector.outputs.jsonl import as_line, as_lines
-from pipeline.record import NAMES, as_dict
+from contracts.record import NAMES, as_dict
 
 WIDTH = len(NAMES)
 AWKWARD_TEXT = st.sampled_from(["", ",", "a,b", "],[", "},{", '"', "\\", "\x00", "\n", "%s", "%%", "%b", "été",

@@ -64,7 +64,7 @@ def test_spread_over_workers(v6):
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
 from pipeline.frontend.keying import key_one  # noqa: E402
-from pipeline.wire import EVENT  # noqa: E402
+from contracts.wire import EVENT  # noqa: E402
 
 U64 = st.integers(0, 2**64 - 1)
 U16 = st.integers(0, 2**16 - 1)

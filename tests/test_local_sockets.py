@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import zmq
 
-from pipeline.children import RECONNECT_MS, connect_local
+from contracts.children import RECONNECT_MS, connect_local
 from pipeline.dispatch import ToWorkers
-from pipeline.monitor import MetricsSender
+from contracts.monitor import MetricsSender
 
 ROOT = Path(__file__).resolve().parents[1]
 ZMQ_DEFAULT_RECONNECT_MS = 100
@@ -53,12 +53,12 @@ def test_front_end_and_metrics_sockets_use_it(ctx, ipc_dir):
 # back-off), plain sockets (the status client's unix sockets, the syslog and IPFIX
 # outputs' network peers), and connect_local's own
 REMOTE_OR_PLAIN = {("pipeline/uplink.py", 'up.connect(cfg["collector"])'),
-                   ("pipeline/monitor.py", "probe.connect(path)"),
-                   ("pipeline/monitor.py", "s.connect(path)"),
+                   ("contracts/monitor.py", "probe.connect(path)"),
+                   ("contracts/monitor.py", "s.connect(path)"),
                    ("collector/outputs/syslog.py", "self.connect()"),
                    ("collector/outputs/syslog.py", "s.connect(addr)"),
                    ("collector/outputs/ipfix.py", "s.connect(addr)"),
-                   ("pipeline/children.py", "sock.connect(addr)")}
+                   ("contracts/children.py", "sock.connect(addr)")}
 
 
 def test_every_link_between_the_runs_processes_uses_it():
@@ -66,7 +66,7 @@ def test_every_link_between_the_runs_processes_uses_it():
     their processes: the source says how they connect. A plain .connect() between
     processes of the run fails this test."""
     found = set()
-    for folder in ("pipeline", "workers", "collector"):
+    for folder in ("contracts", "pipeline", "workers", "collector"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             text = path.read_text()
             for node in ast.walk(ast.parse(text)):

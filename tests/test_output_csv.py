@@ -8,7 +8,7 @@ import pytest
 
 from collector.outputs.csv import CsvFile
 from pipeline import tracegen
-from pipeline.record import NAMES
+from contracts.record import NAMES
 from tests import runner
 
 

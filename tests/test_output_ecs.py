@@ -12,7 +12,7 @@ import pytest
 
 from collector.outputs.ecs import EcsLines
 from pipeline import tracegen
-from pipeline.record import NAMES
+from contracts.record import NAMES
 from tests import runner
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -32,7 +32,7 @@ def native(tmp_path_factory):
 
 
 def expected_community_id(d):
-    """Community ID v1 written out from the spec, independent of pipeline/community_id.py."""
+    """Community ID v1 written out from the spec, independent of contracts/community_id.py."""
     if d["transport"] in (1, 58):
         return None
     a = (ipaddress.ip_address(d["client_ip"]).packed, d["client_port"])

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from collector.outputs.ipfix import IpfixExporter
-from pipeline.record import NAMES
+from contracts.record import NAMES
 from tests import runner
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from collector.outputs.jsonl import JsonLines, as_line, as_lines
-from pipeline.record import INDEX, NAMES, as_dict
+from contracts.record import INDEX, NAMES, as_dict
 from tests.test_collector import good_record
 
 ODD_TEXT = ["plain", "a,b", ",", "],[", '"', "\\", '\\",', "\x00", "\x1f,\x1f", "\n", "été", "日本", "😀,",

@@ -15,7 +15,7 @@ import pytest
 
 from collector.outputs.syslog import SyslogSender
 from pipeline import tracegen
-from pipeline.record import NAMES
+from contracts.record import NAMES
 from tests import runner
 
 RSYSLOGD = shutil.which("rsyslogd") or next(

@@ -12,7 +12,7 @@ import pytest
 from collector.outputs import files
 from collector.outputs.files import LineFile, check_target, parse_target
 from collector.outputs.jsonl import JsonLines, as_line, open_private
-from pipeline.record import NAMES, as_dict
+from contracts.record import NAMES, as_dict
 
 STAMPED = re.compile(r"\.(\d{8}T\d{6})(?:\.(\d+))?$")
 

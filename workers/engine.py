@@ -3,7 +3,7 @@
 `feed(events)` updates sessions from the precomputed columns (no parsing),
 `advance(now)` expires idle and closed sessions and writes interim reports,
 `finish(now)` ends the stream (idle ones as "idle", the rest as "shutdown").
-Records accumulate in `records` (lists in `pipeline.record.FIELDS` order) until
+Records accumulate in `records` (lists in `contracts.record.FIELDS` order) until
 the shell takes them. Time is packet time as given by the caller: offline
 runs are deterministic and the same whatever the number of workers.
 """
@@ -15,9 +15,9 @@ from itertools import compress, repeat
 
 import numpy as np
 
-from pipeline.community_id import community_id_packed, community_ids_ported
-from pipeline.record import INDEX, TYPE_SESSION
-from pipeline.wire import DEPTH_BITS, EVENT, ID_SHIFT, session_id, take_rows
+from contracts.community_id import community_id_packed, community_ids_ported
+from contracts.record import CLOSED, EVICTED, IDLE, INDEX, INTERIM, SHUTDOWN, TYPE_SESSION
+from contracts.wire import DEPTH_BITS, EVENT, ID_SHIFT, session_id, take_rows
 
 from . import classify
 from . import tcp as tcpmod
@@ -26,7 +26,6 @@ from .session import PORTED, Session
 from .timeouts import Timeouts
 
 _ntop, _AF_INET, _AF_INET6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6
-IDLE, CLOSED, SHUTDOWN, EVICTED, ACTIVE = "idle", "closed", "shutdown", "evicted", "active"
 _SYN, _ACK = tcpmod.SYN, tcpmod.ACK
 _Inspector = classify.Inspector
 _port_class = classify.registry.port_class
@@ -40,7 +39,7 @@ _ROW_SIZE = EVENT.itemsize
 _COUNTS_SIZE = 12 * 8     # a session's counters (Session.c, array "q") in bytes
 _OCTET = [str(i) for i in range(256)]   # IPv4 address texts are made of these
 _INSPECT_COLUMNS = ("key", "dir", "ploff", "pllen", "proto", "sport", "dport")
-# from an EVENT row's bytes (pipeline.wire): fidx, proto, depth, sport, dport, path, parent
+# from an EVENT row's bytes (contracts.wire): fidx, proto, depth, sport, dport, path, parent
 _OPEN_FIELDS = struct.Struct("<8xQ20xBB2xHH48xH8xQ")
 _GROUPED_MIN = 64                      # smaller batches: the per-packet path is cheaper
 _REPORTS_MIN = 32                      # fewer records at once: `_report` one by one is cheaper
@@ -935,7 +934,7 @@ class Engine:
                 self._end(s, CLOSED if (s.tcp is not None and s.tcp.closed and close_expiry) else IDLE)
                 continue
             if s.next_report <= now:
-                self._report(s, False, ACTIVE)      # now: the session goes on changing
+                self._report(s, False, INTERIM)      # now: the session goes on changing
                 # the next report is the first multiple of `active` after now (no loop:
                 # a long-idle clock jump must not cost one step per period)
                 s.next_report += active * (int((now - s.next_report) // active) + 1)

@@ -3,7 +3,7 @@
 A plugin is a class with any of these methods (all optional):
     on_start(session)            a session was created (its first packet is counted next)
     on_packet(session, packet)   every packet, only if the class sets `per_packet = True`
-                                 (packet: one EVENT row, see pipeline.wire)
+                                 (packet: one EVENT row, see contracts.wire)
     on_expire(session)           the session ends; set `session.extra = {...}` to add
                                  fields to its final record, `session.user_data` for context
 One instance per worker process; it must not share state across workers.

@@ -9,9 +9,9 @@ import msgspec
 import numpy as np
 import zmq
 
-from pipeline import wire
-from pipeline.monitor import MetricsSender
-from pipeline.children import CollectPacer, become_user, connect_local, ignore_stop_signals, title, wait_message
+from contracts import wire
+from contracts.monitor import MetricsSender
+from contracts.children import CollectPacer, become_user, connect_local, ignore_stop_signals, title, wait_message
 
 from . import classify
 from .engine import Engine

@@ -17,7 +17,7 @@ from array import array
 
 PORTED = frozenset((6, 17, 33, 132, 136))    # transports whose sessions have ports
 _ZERO12 = array("q", bytes(96))
-# the EVENT fields a record needs, straight from the first row's bytes (see pipeline.wire):
+# the EVENT fields a record needs, straight from the first row's bytes (see contracts.wire):
 # dir, ipver, proto, nvlan, sport, dport, src_hi, src_lo, dst_hi, dst_lo, vlan0, vlan1
 _ROW = struct.Struct("<34xBBB2xBHH12x8s8s8s8sHH")
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}

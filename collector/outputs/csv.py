@@ -1,6 +1,6 @@
 """CSV (`csv:PATH`, `csv:-`): session records for spreadsheets and tools that take tables.
 
-The header row is the record's field names (pipeline.record.NAMES), then one
+The header row is the record's field names (contracts.record.NAMES), then one
 session record per row, in that order. A table needs fixed columns, so
 plugin fields (the optional dict after the native values) are not written:
 use jsonl or ecs for those. Cells: null is empty, booleans are true/false,
@@ -14,7 +14,7 @@ import csv
 import io
 import time
 
-from pipeline.record import NAMES
+from contracts.record import NAMES
 
 from .files import LineOutput
 

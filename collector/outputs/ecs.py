@@ -7,16 +7,18 @@ the time the counters reached), `event.*` says it is a network connection
 that ended (`type` ["connection", "end"]) or is still going (["connection",
 "info"]), `source`/`client` is our client with its client->server (ul)
 counters, `destination`/`server` our server with the dl counters, and
-`network.*` the transport, counters, Community ID and VLAN ids. Every native
+`network.*` the transport, counters, Community ID and VLAN ids. The fields
+that map to ECS as they are say so in their declaration (contracts/record.py,
+`ecs`); the rest is worked out here. Every native
 field, plugin fields included, is kept as is under `pipeline` so nothing is
 lost in translation. Fields without a value are left out, as ECS expects.
-ICMP sessions have no `network.community_id` (see pipeline/community_id.py).
+ICMP sessions have no `network.community_id` (see contracts/community_id.py).
 Same file handling and rotation options as JSON lines (files.py).
 """
 from datetime import datetime, timedelta
 
-from pipeline.community_id import community_id
-from pipeline.record import as_dict
+from contracts.community_id import community_id
+from contracts.record import FIELDS, TIME, as_dict
 
 from .files import LineOutput
 from .jsonl import ENCODER
@@ -37,15 +39,24 @@ def iso(us: int) -> str:
     return (_EPOCH + timedelta(microseconds=us)).isoformat(timespec="microseconds") + "Z"
 
 
-def _endpoint(ip, port, nbytes, packets) -> dict:
-    e = {"ip": ip}
-    if port is not None:
-        e["port"] = port
-    if nbytes is not None:
-        e["bytes"] = nbytes
-    if packets is not None:
-        e["packets"] = packets
-    return e
+def _put(out: dict, path: tuple, value) -> None:
+    for k in path[:-1]:
+        out = out.setdefault(k, {})
+    out[path[-1]] = value
+
+
+def _as_is(v):
+    return v
+
+
+def _time(v):
+    return iso(round(v * 1e6))
+
+
+# the record fields ECS takes as they are (their `ecs` names in contracts.record), in wire
+# order: (index, ECS path, conversion)
+_DIRECT = [(i, tuple(f.ecs.split(".")), _time if f.kind is TIME else _as_is)
+           for i, f in enumerate(FIELDS) if f.ecs]
 
 
 def _community_id(d: dict):
@@ -58,20 +69,26 @@ def _community_id(d: dict):
 
 
 def as_ecs(r) -> dict:
-    """One wire record as an ECS event (nested dicts)."""
+    """One wire record as an ECS event (nested dicts): the fields declared with an ECS
+    name, then what ECS wants worked out (event type and duration, network names)."""
     d = as_dict(r)
-    start_us, end_us = round(d["start"] * 1e6), round(d["end"] * 1e6)
-    end = iso(end_us)
-    event = {"kind": "event", "category": _CATEGORY, "type": _FINAL if d["final"] else _INTERIM,
-             "start": iso(start_us), "end": end, "duration": (end_us - start_us) * 1000}
+    proto = d["transport"]
+    out = {"@timestamp": None, "ecs": {"version": ECS_VERSION},
+           "event": {"kind": "event", "category": _CATEGORY, "type": _FINAL if d["final"] else _INTERIM},
+           "source": {}, "destination": {},
+           "network": {"transport": TRANSPORT_NAMES.get(proto, str(proto)),
+                       "type": f"ipv{d['ip_version']}", "iana_number": str(proto)}}
+    for i, path, conv in _DIRECT:
+        v = r[i]
+        if v is not None:
+            _put(out, path, conv(v))
+    event = out["event"]
+    out["@timestamp"] = event["end"]
+    event["duration"] = (round(d["end"] * 1e6) - round(d["start"] * 1e6)) * 1000
     if d.get("end_reason") is not None:
         event["reason"] = d["end_reason"]
-    src = _endpoint(d["client_ip"], d["client_port"], d["ul_byte_count"], d["ul_packet_count"])
-    dst = _endpoint(d["server_ip"], d["server_port"], d["dl_byte_count"], d["dl_packet_count"])
-    proto = d["transport"]
-    network = {"transport": TRANSPORT_NAMES.get(proto, str(proto)),
-               "type": f"ipv{d['ip_version']}", "iana_number": str(proto),
-               "bytes": d["byte_count"], "packets": d["packet_count"]}
+    out["client"], out["server"] = out["source"], out["destination"]
+    network = out["network"]
     cid = _community_id(d)
     if cid:
         network["community_id"] = cid
@@ -80,10 +97,6 @@ def as_ecs(r) -> dict:
         network["vlan"] = {"id": str(vlan[0])}
         if len(vlan) > 1:
             network["inner"] = {"vlan": {"id": str(vlan[1])}}
-    out = {"@timestamp": end, "ecs": {"version": ECS_VERSION}, "event": event,
-           "source": src, "destination": dst, "client": src, "server": dst, "network": network}
-    if d.get("sensor") is not None:
-        out["observer"] = {"name": d["sensor"]}
     ips = [d["client_ip"], d["server_ip"]]
     out["related"] = {"ip": ips if ips[0] != ips[1] else ips[:1]}
     out[NAMESPACE] = d

@@ -30,7 +30,7 @@ import struct
 import time
 from urllib.parse import parse_qsl, urlsplit
 
-from pipeline.record import INDEX
+from contracts.record import CLOSED, EVICTED, IDLE, INDEX, INTERIM, REASONS, SHUTDOWN
 
 IPFIX_VERSION = 10
 DEFAULT_PORT = 4739                 # IANA port of IPFIX
@@ -45,7 +45,8 @@ SEND_TIMEOUT = 60.0
 
 # RFC 5102 flowEndReason: 1 idle timeout, 2 active timeout, 3 end of flow
 # detected, 4 forced end, 5 lack of resources.
-END_REASONS = {"idle": 1, "active": 2, "closed": 3, "shutdown": 4, "evicted": 5}
+END_REASONS = dict(zip((IDLE, INTERIM, CLOSED, SHUTDOWN, EVICTED), (1, 2, 3, 4, 5)))
+assert set(END_REASONS) == set(REASONS), "every end_reason needs its flowEndReason"
 
 MESSAGE_HEADER = struct.Struct("!HHIII")    # version, length, export time, sequence, domain
 SET_HEADER = struct.Struct("!HH")            # set id, length

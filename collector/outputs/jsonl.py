@@ -20,7 +20,7 @@ from operator import add, itemgetter
 
 import msgspec
 
-from pipeline.record import NAMES, as_dict
+from contracts.record import NAMES, as_dict
 
 from .files import LineOutput, open_private  # noqa: F401 (open_private: re-exported)
 

@@ -20,7 +20,7 @@ import re
 import time
 from urllib.parse import parse_qsl
 
-from pipeline.record import INDEX
+from contracts.record import INDEX
 
 from .jsonl import as_json   # the record as the JSON lines write it
 

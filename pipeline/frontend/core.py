@@ -15,7 +15,7 @@ from collections import Counter
 
 import numpy as np
 
-from ..wire import EVENT, MAX_DEPTH, session_id, take_rows
+from contracts.wire import EVENT, MAX_DEPTH, session_id, take_rows
 from . import slowpath
 from .decoded import IP, NON_IP
 from .fastpath import PAYLOAD_MAX, PathIds, decode_fast

@@ -10,7 +10,7 @@ fast path accepts, over every shared capture.
 """
 import numpy as np
 
-from ..wire import EVENT
+from contracts.wire import EVENT
 from .tunnels import UDP_TUNNEL_PORTS
 
 LINKTYPE_ETHERNET = 1

@@ -29,13 +29,14 @@ import errno
 import fcntl
 import mmap
 import os
-import pwd
 import select
 import socket
 import struct
 from typing import Callable, Iterator
 
 import numpy as np
+
+from contracts.children import drop_privileges
 
 from .readers import CaptureError, Chunk
 
@@ -427,25 +428,3 @@ class LiveCapture:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def drop_privileges(user: str) -> None:
-    """Become `user` (its uid and primary gid, no supplementary groups, no capabilities),
-    e.g. after the capture sockets are open; they stay usable. OSError in one line if the
-    user is unknown or the change is refused."""
-    try:
-        pw = pwd.getpwnam(user)
-    except (KeyError, TypeError, ValueError):
-        raise OSError(f"cannot drop privileges: no such user {user!r}") from None
-    try:
-        os.setgroups([])
-        os.setgid(pw.pw_gid)
-        os.setuid(pw.pw_uid)
-    except OSError as e:
-        raise OSError(f"cannot drop privileges to {user}: {e.strerror or e}") from None
-    if pw.pw_uid != 0:
-        try:
-            os.setuid(0)
-        except OSError:
-            return
-        raise OSError(f"cannot drop privileges to {user}: root could be regained")

@@ -2,6 +2,7 @@
 import gc
 import json
 import os
+import pwd
 import signal
 import sys
 
@@ -65,7 +66,6 @@ def fail(msg: str) -> None:
 def become_user(cfg: dict) -> None:
     """--user: a child gives up root too (it needs no privilege to do its work)."""
     if cfg.get("user"):
-        from .frontend.live import drop_privileges
         try:
             drop_privileges(cfg["user"])
         except OSError as e:
@@ -166,3 +166,25 @@ class CollectPacer:
                 gc.unfreeze()
             gc.collect()
             gc.freeze()
+
+
+def drop_privileges(user: str) -> None:
+    """Become `user` (its uid and primary gid, no supplementary groups, no capabilities),
+    e.g. after the capture sockets are open; they stay usable. OSError in one line if the
+    user is unknown or the change is refused."""
+    try:
+        pw = pwd.getpwnam(user)
+    except (KeyError, TypeError, ValueError):
+        raise OSError(f"cannot drop privileges: no such user {user!r}") from None
+    try:
+        os.setgroups([])
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+    except OSError as e:
+        raise OSError(f"cannot drop privileges to {user}: {e.strerror or e}") from None
+    if pw.pw_uid != 0:
+        try:
+            os.setuid(0)
+        except OSError:
+            return
+        raise OSError(f"cannot drop privileges to {user}: root could be regained")

@@ -22,18 +22,18 @@ Front-end -> worker (one ZeroMQ PUSH/PULL pair per worker), multipart:
 
 Worker -> collector (all workers PUSH into one PULL), multipart:
     [b"R", records]          msgpack list of records, each a list in
-                             `pipeline.record.FIELDS` order
+                             `contracts.record.FIELDS` order
     [b"D", stats]            msgpack dict: this worker is done; its statistics
 
 Worker, collector, uplink -> supervisor (PUSH/PULL, never blocking; about once a second):
-    [b"M", stats]            msgpack dict of live figures (pipeline.monitor)
+    [b"M", stats]            msgpack dict of live figures (contracts.monitor)
 
 Collector -> supervisor:
     [b"S", stats]            msgpack dict: everything written, the collector's
                              statistics and the workers' ones.
 
 Sensor -> remote collector (`--collector tcp://HOST:PORT`; DEALER -> ROUTER,
-CurveZMQ when configured; see `collector.link`), multipart:
+CurveZMQ when configured; see `contracts.link`), multipart:
     [b"R", header, records]  header msgpack {"sensor": str, "run": str, "seq": int}:
                              batch `seq` (from 1) of this sensor process's run;
                              records exactly as a worker sent them

@@ -1,0 +1,132 @@
+"""The session record: every field declared once, in wire order, with its type and meaning.
+
+Workers send records as lists in this order (msgpack, see `contracts.wire`);
+the collector zips them back into dicts for its outputs. Everything else about
+a field derives from its declaration here: the collector's checks of records
+from the network (`collector.checks`), the CSV header, the JSON names, the
+ECS names (`ecs`), the docs' field list. A field is added here or nowhere.
+Field names are a public contract: add, never rename.
+
+A record may be followed on the wire by one dict of plugin and classifier
+fields (dotted names such as `tls.sni`); outputs write it after the native
+fields.
+"""
+from dataclasses import dataclass
+from typing import Optional
+
+# end_reason: why a final record was written (one list; workers, checks and outputs use it)
+END_REASONS = ("idle", "closed", "shutdown", "evicted")
+INTERIM = "active"             # the end_reason of an interim (non-final) report
+REASONS = END_REASONS + (INTERIM,)
+IDLE, CLOSED, SHUTDOWN, EVICTED = END_REASONS
+TYPE_SESSION = "session"
+U64 = (1 << 64) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """What a field's values are. `name` is one of: text, bool, enum (one of `values`),
+    int (an integer in [lo, hi]), time (finite epoch seconds), seconds (finite, >= 0),
+    ip (an address text), vlans (a list of 802.1Q ids, outermost first), ids (a list
+    of session ids), plain (any JSON value: maps keyed by strings, lists, scalars)."""
+    name: str
+    lo: int = 0
+    hi: int = U64
+    values: tuple = ()
+
+
+TEXT = Kind("text")
+BOOL = Kind("bool")
+COUNT = Kind("int")                 # a counter: 0 .. 2^64 - 1
+ID = Kind("int")                    # a 64-bit session id
+BYTE = Kind("int", 0, 255)
+PORT = Kind("int", 0, 65535)
+SMALL = Kind("int", 0, 1 << 31)     # small non-negative numbers (worker index, report number)
+TIME = Kind("time")
+SECONDS = Kind("seconds")
+IP = Kind("ip")
+VLANS = Kind("vlans")
+IDS = Kind("ids")
+PLAIN = Kind("plain")
+
+
+def enum(*values) -> Kind:
+    return Kind("enum", values=tuple(values))
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    kind: Kind
+    doc: str
+    null: bool = False              # may be null (JSON null, an empty CSV cell)
+    ecs: Optional[str] = None       # the ECS field it maps to as is (collector/outputs/ecs.py), if any
+
+
+F = Field
+FIELDS = (
+    F("type", enum(TYPE_SESSION), "always \"session\""),
+    F("final", BOOL, "true for the record written when the session ends, false for interim reports"),
+    F("end_reason", enum(*REASONS), "final: " + " | ".join(END_REASONS) + "; interim: " + INTERIM),
+    F("session_id", ID, "64-bit id, unique in the run: (number of the frame that opened it, from 1 << 8) | "
+      "(capture process << 4) | tunnel depth"),
+    F("parent_session_id", ID, "the tunnel's outer session, else null", null=True),
+    F("sensor", TEXT, "sensor id (--sensor-id, default the host name)", ecs="observer.name"),
+    F("worker", SMALL, "index of the worker that owns the session"),
+    F("report_number", SMALL, "1 for the first record of a session, +1 for each later one"),
+    F("start", TIME, "first packet time, epoch seconds (µs precision)", ecs="event.start"),
+    F("end", TIME, "last packet time, epoch seconds (µs precision)", ecs="event.end"),
+    F("duration", SECONDS, "end - start, seconds"),
+    F("ip_version", enum(4, 6), "4 or 6"),
+    F("transport", BYTE, "IP protocol number of the session's transport"),
+    F("client_ip", IP, "initiator: the first packet's sender, corrected by SYN/SYN-ACK", ecs="source.ip"),
+    F("client_port", PORT, "initiator's port, null where the transport has none", null=True, ecs="source.port"),
+    F("server_ip", IP, "responder", ecs="destination.ip"),
+    F("server_port", PORT, "responder's port, null where the transport has none", null=True,
+      ecs="destination.port"),
+    F("vlan", VLANS, "list of 802.1Q ids, outermost first, or null", null=True),
+    F("proto_path", TEXT, "dotted protocol names from the link layer up, e.g. eth.vlan.ipv4.udp.gtp.ipv4.tcp"),
+    F("packet_count", COUNT, "IP datagrams, both directions (a fragmented datagram counts once)",
+      ecs="network.packets"),
+    F("ul_packet_count", COUNT, "datagrams client -> server", ecs="source.packets"),
+    F("dl_packet_count", COUNT, "datagrams server -> client", ecs="destination.packets"),
+    F("byte_count", COUNT, "sum of the frames' wire (original) lengths", ecs="network.bytes"),
+    F("ul_byte_count", COUNT, "client -> server", ecs="source.bytes"),
+    F("dl_byte_count", COUNT, "server -> client", ecs="destination.bytes"),
+    F("cap_packet_count", COUNT, "captured frames (each fragment once)"),
+    F("ul_cap_packet_count", COUNT, "client -> server"),
+    F("dl_cap_packet_count", COUNT, "server -> client"),
+    F("cap_byte_count", COUNT, "sum of captured lengths"),
+    F("ul_cap_byte_count", COUNT, "client -> server"),
+    F("dl_cap_byte_count", COUNT, "server -> client"),
+    F("data_packet_count", COUNT, "datagrams carrying transport payload"),
+    F("ul_data_packet_count", COUNT, "client -> server"),
+    F("dl_data_packet_count", COUNT, "server -> client"),
+    F("data_byte_count", COUNT, "transport payload bytes (from the IP lengths)"),
+    F("ul_data_byte_count", COUNT, "client -> server"),
+    F("dl_data_byte_count", COUNT, "server -> client"),
+    F("rtt", SECONDS, "TCP handshake time, SYN to the ACK that completes it, seconds; else null", null=True),
+    F("retransmission_count", COUNT, "TCP data segments whose sequence range was already seen in that direction"),
+    F("tcp_flags", BYTE, "OR of the TCP flags seen, both directions (0 for other transports)"),
+    F("content_class", PLAIN, "content class (classification issue), else null", null=True),
+    F("content_type", PLAIN, "content type, else null", null=True),
+    F("content_flags", PLAIN, "content flags, else null", null=True),
+    F("app", TEXT, "application name (lower case), else null", null=True),
+    F("family", PLAIN, "application family, else null", null=True),
+    F("community_id", TEXT, "Community ID v1 (seed 0) of the 5-tuple, to join with Zeek/Suricata/Elastic; "
+      "null for ICMP, whose id needs one type/code", null=True, ecs="network.community_id"),
+)
+
+NAMES = tuple(f.name for f in FIELDS)
+INDEX = {name: i for i, name in enumerate(NAMES)}
+BY_NAME = {f.name: f for f in FIELDS}
+
+
+def as_dict(values) -> dict:
+    """A wire record (list in FIELDS order, possibly followed by a dict of plugin
+    fields) as an ordered dict."""
+    d = dict(zip(NAMES, values))
+    if len(values) > len(NAMES) and isinstance(values[len(NAMES)], dict):
+        for k, v in values[len(NAMES)].items():
+            d.setdefault(str(k), v)
+    return d
