@@ -94,14 +94,21 @@ def client_curve(sock, client_cert: str, server_cert: str) -> None:
     sock.curve_serverkey = server_public
 
 
-def keygen(dest: str) -> tuple:
-    """`pipeline keygen DIR/NAME`: NAME.key (public) and NAME.key_secret (0600)."""
+def keygen(dest: str, force: bool = False) -> tuple:
+    """`pipeline keygen DIR/NAME`: NAME.key (public) and NAME.key_secret (0600). An existing
+    pair is kept unless `force`: overwriting a collector's or a sensor's secret locks every
+    peer that trusts the old public key out, with nothing to undo it."""
     folder, name = os.path.split(dest)
     folder = folder or "."
     if not name:
         raise LinkError(f"keygen {dest!r}: give DIR/NAME")
     if not os.path.isdir(folder):
         raise LinkError(f"keygen {dest!r}: no such directory {folder}")
+    there = [p for p in (os.path.join(folder, name + ".key"), os.path.join(folder, name + ".key_secret"))
+             if os.path.lexists(p)]
+    if there and not force:
+        raise LinkError(f"keygen {dest!r}: {there[0]} exists; peers may trust it (give --force to replace "
+                        "the pair)")
     old = os.umask(0o077)
     try:
         pub, sec = zmq.auth.create_certificates(folder, name)

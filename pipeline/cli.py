@@ -196,6 +196,8 @@ def parser() -> argparse.ArgumentParser:
     kg = sub.add_parser("keygen", help="make a CurveZMQ certificate pair",
                         description="Writes DIR/NAME.key (public) and DIR/NAME.key_secret (private, 0600).")
     kg.add_argument("dest", metavar="DIR/NAME")
+    kg.add_argument("--force", action="store_true",
+                    help="replace an existing pair (peers that trust the old public key are locked out)")
     return ap
 
 
@@ -249,7 +251,7 @@ def _status(args) -> int:
 def _keygen(args) -> int:
     from contracts.link import LinkError, keygen
     try:
-        pub, sec = keygen(args.dest)
+        pub, sec = keygen(args.dest, args.force)
     except (LinkError, OSError) as e:
         print(f"pipeline: error: {e}", file=sys.stderr)
         return 2

@@ -462,6 +462,28 @@ def test_keygen_files_and_modes(tmp_path):
     assert p.returncode == 2 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
+def test_keygen_keeps_an_existing_pair_without_force(tmp_path):
+    def keygen_again(*flags):
+        return subprocess.run(runner.pipeline_cmd() + ["keygen", *flags, str(tmp_path / "node")],
+                              capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=RUN_TIMEOUT)
+
+    pub, sec = keygen(tmp_path / "node")
+    before = (pub.read_bytes(), sec.read_bytes())
+    again = keygen_again()
+    assert again.returncode == 2 and again.stdout == ""
+    lines = again.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--force" in lines[0] and "exists" in lines[0], again.stderr
+    assert (pub.read_bytes(), sec.read_bytes()) == before
+    # half a pair left behind (the public file alone) is not overwritten either
+    sec.unlink()
+    assert keygen_again().returncode == 2 and pub.read_bytes() == before[0] and not sec.exists()
+    forced = keygen_again("--force")
+    assert forced.returncode == 0, forced.stderr
+    public, secret = zmq.auth.load_certificate(str(sec))
+    assert pub.read_bytes() != before[0] and zmq.auth.load_certificate(str(pub)) == (public, None)
+    assert stat.S_IMODE(sec.stat().st_mode) == 0o600
+
+
 @pytest.mark.slow
 def test_curve_admits_only_known_sensors(traces, tmp_path):
     keys = tmp_path / "keys"
