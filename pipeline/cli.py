@@ -83,7 +83,14 @@ def free_cores(cpus=None, busy: float = 50.0) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """Bad flags get one line (and `--help` the full usage), never a usage dump."""
+    """Bad flags get one line (and `--help` the full usage), never a usage dump. No
+    abbreviations: `--worker 3` would be taken as `--workers 3` on the command line while
+    the config file and PIPELINE_* variables refuse it, and a flag added later could change
+    what an abbreviation in a unit file means."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
