@@ -141,8 +141,10 @@ def serve(args) -> int:
     if args.stats_json and not write_stats(args.stats_json, stats):
         return 1
     if not args.quiet:
-        _log(f"collector: {stats['records']} records from {len(sensors)} sensors "
-             f"({counts['duplicates']} duplicate and {counts['rejected']} rejected batches)")
+        n = monitor.counted
+        _log(f"collector: {n(stats['records'], 'record')} from {n(len(sensors), 'sensor')} "
+             f"({n(counts['duplicates'], 'duplicate batch', 'duplicate batches')}, "
+             f"{n(counts['rejected'], 'rejected batch', 'rejected batches')})")
     return rc
 
 

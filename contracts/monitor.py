@@ -250,6 +250,12 @@ def status_table(snap: dict, previous: dict = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def counted(n: int, noun: str, plural: str = None) -> str:
+    """'1 session', '2 sessions', '1 batch', '3 batches': the lines an operator reads
+    (and greps) say what they count the way it is said."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 # -- progress bar ---------------------------------------------------------------------------
 def progress_line(done: int, total: int, frames: int, elapsed: float, open_sessions: int, width: int = 24) -> str:
     frac = min(1.0, done / total) if total else 0.0

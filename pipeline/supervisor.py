@@ -109,7 +109,7 @@ class Run:
         self.restarts += 1
         self.sessions_lost += lost
         how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"status {p.exitcode}"
-        _log(f"warning: {name} died ({how}) with about {lost} open sessions; restarting it")
+        _log(f"warning: {name} died ({how}) with about {monitor.counted(lost, 'open session')}; restarting it")
         q = mp.get_context("fork").Process(target=_worker_main, args=(i, self.cfg), name=name)
         q.start()
         self.procs[j] = (name, q)
@@ -368,8 +368,9 @@ def start(args, timeouts) -> int:
                 except OSError as e:
                     raise RunError(str(e)) from None
             if not args.quiet:
-                _log(f"capturing on {', '.join(args.interface)} ({run.frontends} capture processes, "
-                     f"{args.workers} workers)")
+                _log(f"capturing on {', '.join(args.interface)} "
+                     f"({monitor.counted(run.frontends, 'capture process', 'capture processes')}, "
+                     f"{monitor.counted(args.workers, 'worker')})")
             run.feed_live(cap, fe)
         else:
             run.feed(readers, fe)
@@ -411,8 +412,9 @@ def start(args, timeouts) -> int:
         return 1
     if not args.quiet:
         rate = stats["frames_read"] / elapsed if elapsed > 0 else 0
-        _log(f"{stats['frames_read']} frames ({stats['frames_ip']} ip, {stats['frames_non_ip']} non-ip, "
+        n = monitor.counted
+        _log(f"{n(stats['frames_read'], 'frame')} ({stats['frames_ip']} ip, {stats['frames_non_ip']} non-ip, "
              f"{stats['frames_malformed']} malformed, {stats['frames_unassembled']} unassembled) -> "
-             f"{stats['sessions']} sessions, {stats['records']} records in {elapsed:.2f}s "
-             f"({rate:,.0f} frames/s, {args.workers} workers)")
+             f"{n(stats['sessions'], 'session')}, {n(stats['records'], 'record')} in {elapsed:.2f}s "
+             f"({rate:,.0f} frames/s, {n(args.workers, 'worker')})")
     return 0

@@ -21,7 +21,7 @@ import zmq
 from contracts import link
 from contracts import wire
 from contracts.record import INDEX
-from contracts.monitor import MetricsSender
+from contracts.monitor import MetricsSender, counted
 from contracts.children import collector_sockets, fail
 from pipeline.spool import Spool
 
@@ -54,7 +54,8 @@ def run(cfg: dict) -> None:
     run_id = uuid.uuid4().hex[:16]
     sensor = cfg["sensor"]
     if len(spool):
-        _log(f"uplink: {len(spool)} batches left in the spool by an earlier run: sending them first")
+        _log(f"uplink: {counted(len(spool), 'batch', 'batches')} left in the spool by an earlier run: "
+             "sending them first")
     seq = records = finals = delivered = refused = frames = 0
     sizes = {}                      # (run, seq) -> records in the batch (this run's batches)
     done = {}
@@ -114,7 +115,7 @@ def run(cfg: dict) -> None:
                     delivered += n
                 else:
                     refused += n
-                    _log(f"uplink: collector {addr} refused batch {key[1]} ({n} records): see its log")
+                    _log(f"uplink: collector {addr} refused batch {key[1]} ({counted(n, 'record')}): see its log")
         metrics.maybe(lambda: {"records": records, "outputs": {f"collector:{addr}": delivered},
                                "spool_bytes": spool.in_memory + spool.on_disk, "spool_batches": len(spool)})
         now = time.monotonic()
@@ -130,7 +131,8 @@ def run(cfg: dict) -> None:
             if spool.in_memory and now - waited_since >= SPILL_AFTER_S:
                 spool.spill_all()      # a sensor stopped while its collector is away loses nothing
             if now - last_note >= 10 and now - waited_since >= 10:
-                _log(f"uplink: waiting for collector {addr}: {len(spool)} batches not acknowledged")
+                _log(f"uplink: waiting for collector {addr}: {counted(len(spool), 'batch', 'batches')} not "
+                     "acknowledged")
                 last_note = now
     stats = {"records": records, "final_records": finals, "frames_in_records": frames,
              "outputs": {f"collector:{addr}": delivered}, "refused": refused,

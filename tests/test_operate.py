@@ -257,3 +257,31 @@ def _user_run(big_trace, out, pwd):
     assert p.returncode == 0, p.stderr
     assert (out / "o.jsonl").stat().st_uid == pwd.getpwnam("nobody").pw_uid
     assert len((out / "o.jsonl").read_text().splitlines()) > 1000
+
+
+def one_packet_trace(path):
+    """A pcap of one UDP datagram: one frame, one session, one record."""
+    import dpkt
+    udp = dpkt.udp.UDP(sport=5353, dport=53, data=b"x" * 8)
+    udp.ulen = len(udp)
+    ip = dpkt.ip.IP(src=bytes([10, 0, 0, 1]), dst=bytes([10, 0, 0, 2]), p=17, data=udp)
+    ip.len = len(ip)
+    frame = dpkt.ethernet.Ethernet(src=b"\x02" * 6, dst=b"\x04" * 6, type=0x0800, data=ip)
+    with open(path, "wb") as fh:
+        w = dpkt.pcap.Writer(fh)
+        w.writepkt(bytes(frame), ts=1.0)
+    return path
+
+
+def test_summary_lines_count_in_the_singular(tmp_path):
+    trace = one_packet_trace(tmp_path / "one.pcap")
+    p = subprocess.run([*runner.pipeline_cmd(), "start", "--read", str(trace), "--workers", "1",
+                        "--output", f"jsonl:{tmp_path / 'o.jsonl'}", "--stats-json", str(tmp_path / "s.json")],
+                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    st = json.loads((tmp_path / "s.json").read_text())
+    assert (st["frames_read"], st["sessions"], st["records"]) == (1, 1, 1)      # the trace is what it says
+    line = p.stderr.strip().splitlines()[-1]
+    assert line.startswith("pipeline: 1 frame (1 ip,") and "-> 1 session, 1 record in" in line, line
+    assert line.endswith(", 1 worker)"), line
+    assert not re.search(r"\b1 (frames|sessions|records|workers)\b", line), line
