@@ -93,6 +93,19 @@ def write_stats(path: str, stats: dict) -> bool:
     return True
 
 
+def private_file(path: str, mode: str = "w"):
+    """Open a state file for writing that only this user can read (0600), whatever the umask
+    or the mode of a file left there before: the spool and the journal hold records and
+    where they went (addresses of the monitored network)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 RECONNECT_MS = 5    # how soon a socket of the run tries again to reach a peer that has not bound yet
 
 

@@ -818,6 +818,38 @@ def test_journal_is_one_collectors_at_a_time(tmp_path):
     Journal(str(tmp_path / "st")).close()
 
 
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_state_files_are_for_the_service_alone(tmp_path):
+    """The journal and the spool hold records and where they went: 0600 files in 0700
+    folders whatever the umask, and the files of an older version (0644) are made so too."""
+    old_umask = os.umask(0o022)
+    try:
+        j = Journal(str(tmp_path / "st"))
+        j.truncate_outputs([])
+        j.begin("s", "r", 1, [])
+        j.commit()
+        j.close(clean=True)
+        assert mode(tmp_path / "st") == 0o700
+        assert {p.name: mode(p) for p in (tmp_path / "st").iterdir()} == {"journal": 0o600, "lock": 0o600}
+        for p in (tmp_path / "st").iterdir():
+            p.chmod(0o644)
+        j = Journal(str(tmp_path / "st"))
+        assert j.seen("s", "r", 1)
+        j.truncate_outputs([])
+        j.close()
+        assert {p.name: mode(p) for p in (tmp_path / "st").iterdir()} == {"journal": 0o600, "lock": 0o600}
+        sp = Spool(str(tmp_path / "spool"), mem_bytes=100)
+        sp.add(*_batch("r", 1, 300))
+        assert mode(tmp_path / "spool") == 0o700
+        files = list((tmp_path / "spool").iterdir())
+        assert files and {mode(p) for p in files} == {0o600}
+    finally:
+        os.umask(old_umask)
+
+
 def test_journal_in_memory_only():
     j = Journal(None)
     assert j.truncate_outputs([]) == []
