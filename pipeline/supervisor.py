@@ -23,13 +23,25 @@ import msgpack
 import zmq
 
 from contracts import monitor, wire
-from contracts.children import SAID_WHY, CollectPacer, fail, tune_heap, write_stats
+from contracts.children import (
+    SAID_WHY,
+    CollectPacer,
+    fail,
+    loaded_files,
+    tune_heap,
+    unreadable_for,
+    write_stats,
+)
 
 from .dispatch import ToWorkers
 from .frontend.core import FrontEnd
 from .frontend.readers import CaptureError, open_capture
 
 STOP_GRACE = 10.0   # seconds from SIGINT/SIGTERM to an orderly end, else the children are killed
+# What the children import after the fork, some of it after dropping to --user (the
+# workers' classifiers import parts of dpkt on first use): --user must be able to read them.
+CHILD_MODULES = ("workers.process", "workers.classify", "collector.process", "collector.outputs",
+                 "pipeline.uplink", "pipeline.capture", "dpkt")
 
 
 class RunError(Exception):
@@ -323,6 +335,12 @@ class Run:
 
 
 def start(args, timeouts) -> int:
+    if args.user:
+        cannot = unreadable_for(args.user, loaded_files(CHILD_MODULES))
+        if cannot:
+            _log(f"error: --user {args.user} cannot read {cannot}: the processes would fail at their next "
+                 f"import; install the pipeline where {args.user} can read it (docs/deploy.md)")
+            return 2
     tune_heap()                            # before any child is forked: they inherit it
     readers = []
     cap = live = None

@@ -114,12 +114,10 @@ def test_duration_stops_an_idle_capture(netns, tmp_path):
         + st["frames_malformed"] + st["frames_unassembled"]
 
 
-def test_capture_needs_cap_net_raw(tmp_path):
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv not installed (Debian util-linux)")
-    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *runner.pipeline_cmd(),
-                        "start", "--interface", "lo", "--output", "jsonl:-"],
-                       cwd="/", env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60)
+def test_capture_needs_cap_net_raw(unprivileged):
+    p = subprocess.run(unprivileged.as_nobody(*unprivileged.pipeline(), "start", "--interface", "lo", "--output",
+                                              "jsonl:-"),
+                       cwd="/", env=unprivileged.env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "CAP_NET_RAW" in lines[0], p.stderr

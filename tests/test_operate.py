@@ -234,29 +234,52 @@ def test_metrics_port_taken_or_bad_is_one_line(big_trace, tmp_path):
     assert taken.stderr.strip().splitlines() == [taken.stderr.strip().splitlines()[0]] and "in use" in taken.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
-def test_user_drops_every_process(big_trace, tmp_path):
-    """--user: the children run as that user and still reach the supervisor's sockets;
-    the outputs they create belong to it."""
-    import pwd
+@pytest.fixture
+def open_folder():
+    """A folder anyone may write in (pytest's tmp is root-only): outputs made as --user."""
     import shutil
     import tempfile
     from pathlib import Path
-    out = Path(tempfile.mkdtemp(prefix="pipeline-user-", dir="/tmp"))   # pytest's tmp is root-only
+    out = Path(tempfile.mkdtemp(prefix="pipeline-user-", dir="/tmp"))
     out.chmod(0o777)
-    try:
-        _user_run(big_trace, out, pwd)
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    yield out
+    shutil.rmtree(out, ignore_errors=True)
 
 
-def _user_run(big_trace, out, pwd):
-    p = subprocess.run([*runner.pipeline_cmd(), "start", "--read", str(big_trace), "--user", "nobody",
-                        "--output", f"jsonl:{out / 'o.jsonl'}", "--quiet"],
-                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+def user_run(unprivileged, trace, out, env):
+    return subprocess.run([*unprivileged.pipeline(), "start", "--read", str(trace), "--user", "nobody",
+                           "--output", f"jsonl:{out / 'o.jsonl'}", "--quiet"],
+                          cwd=unprivileged.folder, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_user_drops_every_process(big_trace, open_folder, unprivileged):
+    """--user: the children run as that user and still reach the supervisor's sockets;
+    the outputs they create belong to it. Run from a copy nobody can read (conftest.py)."""
+    import pwd
+    p = user_run(unprivileged, big_trace, open_folder, unprivileged.env)
     assert p.returncode == 0, p.stderr
-    assert (out / "o.jsonl").stat().st_uid == pwd.getpwnam("nobody").pw_uid
-    assert len((out / "o.jsonl").read_text().splitlines()) > 1000
+    assert "Traceback" not in p.stderr
+    assert (open_folder / "o.jsonl").stat().st_uid == pwd.getpwnam("nobody").pw_uid
+    assert len((open_folder / "o.jsonl").read_text().splitlines()) > 1000
+
+
+def test_user_who_cannot_read_the_code_is_refused_at_start(big_trace, open_folder, unprivileged):
+    """The code in a folder --user cannot enter (a root's 0700 home): one line at start, naming
+    what it cannot read, instead of processes that fail at their next import."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+    private = Path(tempfile.mkdtemp(prefix="pipeline-private-", dir="/tmp"))       # 0700, root's
+    try:
+        shutil.copytree(unprivileged.code / "workers", private / "workers")
+        env = dict(unprivileged.env, PYTHONPATH=os.pathsep.join([str(private), unprivileged.env["PYTHONPATH"]]))
+        p = user_run(unprivileged, big_trace, open_folder, env)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert lines[0].startswith(f"pipeline: error: --user nobody cannot read {private}/workers/"), lines[0]
+    assert not (open_folder / "o.jsonl").exists()
 
 
 def one_packet_trace(path):
