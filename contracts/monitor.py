@@ -19,6 +19,7 @@ import json
 import os
 import socket
 import socketserver
+import stat
 import sys
 import threading
 import time
@@ -224,9 +225,48 @@ def serve_metrics(monitor: Monitor, port: int, addr: str = "127.0.0.1"):
 
 
 # -- `pipeline status` --------------------------------------------------------------------
+RUN_DIR = "/run/pipeline"       # the units' RuntimeDirectory= (deploy/), also made at boot by tmpfiles.d
+
+
+def socket_dirs() -> list:
+    """Where status sockets live, in order: the service's runtime directory (systemd sets
+    $RUNTIME_DIRECTORY for RuntimeDirectory=), /run/pipeline, then the user's own
+    ($XDG_RUNTIME_DIR, else /tmp/pipeline-UID). A unit's /tmp is its own (PrivateTmp), so
+    a socket there is out of `pipeline status`'s reach: a service's goes to /run/pipeline."""
+    dirs = []
+    for d in (_runtime_dir(), RUN_DIR, os.environ.get("XDG_RUNTIME_DIR"), f"/tmp/pipeline-{os.getuid()}"):
+        if d and d not in dirs:
+            dirs.append(d)
+    return dirs
+
+
+def _runtime_dir() -> str:
+    return os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]     # systemd: several, colon-separated
+
+
 def default_socket(role: str = "sensor") -> str:
-    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/pipeline-{os.getuid()}"
-    return os.path.join(base, f"pipeline-{role}.sock")
+    """Where a running instance serves its status: the first of socket_dirs() it may write
+    in (/run/pipeline, unless systemd gave it, only where it exists and is writable: root)."""
+    for d in socket_dirs():
+        if d == RUN_DIR != _runtime_dir() and not (os.path.isdir(d) and os.access(d, os.W_OK)):
+            continue
+        return os.path.join(d, f"pipeline-{role}.sock")
+    raise AssertionError("socket_dirs() ends with a folder of the user's own")
+
+
+def find_socket(role: str = "sensor") -> tuple:
+    """Where `pipeline status` asks: the first of socket_dirs() that holds the role's socket,
+    so root or a member of group pipeline reaches the service's in /run/pipeline. Returns
+    (path, None), or (None, the folders looked in)."""
+    dirs = socket_dirs()
+    for d in dirs:
+        path = os.path.join(d, f"pipeline-{role}.sock")
+        try:
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                return path, None
+        except OSError:
+            continue
+    return None, dirs
 
 
 def serve_status(monitor: Monitor, path: str):
@@ -249,7 +289,7 @@ def serve_status(monitor: Monitor, path: str):
             except OSError:
                 os.unlink(path)             # left by a run that died
         server = socketserver.ThreadingUnixStreamServer(path, Handler)
-        os.chmod(path, 0o600)
+        os.chmod(path, 0o660)     # the service's user and its group (an operator in group pipeline)
     except OSError as e:
         print(f"pipeline: warning: status socket {path}: {e.strerror or e}", file=sys.stderr)
         return None

@@ -3,6 +3,7 @@
 status` finds it. Real `pipeline collector` and `pipeline start --collector` processes over
 ZeroMQ on 127.0.0.1, as in test_collector.py, whose helpers these are."""
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ import msgpack
 import pytest
 import zmq
 
-from contracts import link
+from contracts import link, monitor
 from tests import runner
 from tests.test_collector import (
     ENV,
@@ -201,3 +202,52 @@ def test_refused_sensors_are_said_at_both_ends_once(trace, tmp_path):
     assert len(_lines(logs["intruder"], "accepts this sensor now")) == 1
     assert len(_lines(logs["intruder"], "refused this sensor's key")) == 1
     assert set(col.stats()["sensors"]) == {"intruder"}
+
+
+# -- where `pipeline status` looks ------------------------------------------------------------------------
+
+def test_status_socket_follows_the_runtime_directory(tmp_path):
+    """Under systemd (RuntimeDirectory=) the service's socket goes to $RUNTIME_DIRECTORY, not to
+    a /tmp of its own (PrivateTmp), and `pipeline status` given the same finds it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    service = dict(ENV, RUNTIME_DIRECTORY=str(run), TMPDIR=str(tmp_path / "private-tmp"))
+    service.pop("XDG_RUNTIME_DIR", None)
+    col = Collector(tmp_path, free_port(), env=service).start()
+    try:
+        assert (run / "pipeline-collector.sock").is_socket()
+        r = status("--collector", "--json", env=dict(ENV, RUNTIME_DIRECTORY=str(run)))
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["role"] == "collector"
+        assert col.stop() == 0
+    finally:
+        col.kill_if_running()
+    assert not (run / "pipeline-collector.sock").exists()
+    r = status("--collector", env=dict(ENV, RUNTIME_DIRECTORY=str(run)))
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and str(run) in r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="makes /run/pipeline, as tmpfiles.d does on a host")
+def test_status_finds_the_service_in_run_pipeline(tmp_path):
+    """A service as deploy/'s units start it (RUNTIME_DIRECTORY=/run/pipeline, a /tmp of its own)
+    and `pipeline status --collector` from an operator's shell (neither set, XDG_RUNTIME_DIR its
+    own): the command looks where the service puts its socket."""
+    if os.path.exists(monitor.RUN_DIR):
+        pytest.skip(f"{monitor.RUN_DIR} exists on this host (a real install): not touching it")
+    os.mkdir(monitor.RUN_DIR, 0o750)
+    try:
+        service = dict(ENV, RUNTIME_DIRECTORY=monitor.RUN_DIR, XDG_RUNTIME_DIR=str(tmp_path / "service-xdg"))
+        shell = dict(ENV, XDG_RUNTIME_DIR=str(tmp_path / "shell-xdg"))
+        shell.pop("RUNTIME_DIRECTORY", None)
+        col = Collector(tmp_path, free_port(), env=service).start()
+        try:
+            r = status("--collector", "--json", env=shell)
+            assert r.returncode == 0, r.stderr
+            assert json.loads(r.stdout)["processes"]["collector"]["pid"] == col.proc.pid
+            assert col.stop() == 0
+        finally:
+            col.kill_if_running()
+        gone = status("--collector", env=shell)
+        assert gone.returncode == 1 and f"{monitor.RUN_DIR}, {tmp_path / 'shell-xdg'}" in gone.stderr
+    finally:
+        shutil.rmtree(monitor.RUN_DIR, ignore_errors=True)

@@ -116,6 +116,22 @@ def test_privileges_and_address_families():
     assert collector["ExecStart"] == [f"{INSTALLED_BINARY} collector --config /etc/pipeline/collector.toml"]
 
 
+def test_units_and_pipeline_status_agree_on_the_socket_folder(monkeypatch):
+    """The units' RuntimeDirectory= is where the service serves its status socket
+    ($RUNTIME_DIRECTORY) and the first place `pipeline status` looks without it."""
+    from contracts import monitor
+    for name, unit in UNITS.items():
+        settings = unit_settings(unit)
+        assert ["/run/" + d for d in settings["RuntimeDirectory"]] == [monitor.RUN_DIR], name
+        assert settings["RuntimeDirectoryPreserve"] == ["yes"], name     # both units share it on one host
+        assert settings["RuntimeDirectoryMode"] == ["0750"], name
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setenv("RUNTIME_DIRECTORY", monitor.RUN_DIR)
+    assert monitor.default_socket("sensor") == f"{monitor.RUN_DIR}/pipeline-sensor.sock"
+    monkeypatch.delenv("RUNTIME_DIRECTORY")
+    assert monitor.socket_dirs()[0] == monitor.RUN_DIR            # `pipeline status` from a shell
+
+
 # ---------------------------------------------------------------- MemoryDenyWriteExecute
 
 PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
