@@ -14,7 +14,7 @@ import time
 
 import zmq
 
-from contracts import link, monitor, wire
+from contracts import link, monitor, notify, wire
 from contracts.children import write_stats
 
 from . import checks
@@ -152,10 +152,13 @@ def serve(args) -> int:
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
     poller.register(watch, zmq.POLLIN)
+    watchdog = notify.Watchdog()
+    notify.notify(f"READY=1\nSTATUS=listening on {args.listen}")     # systemd: started (Type=notify)
     t0 = time.monotonic()
     rc = 0
     try:
         while not stopping:
+            watchdog.ping()
             ready = dict(poller.poll(200))
             if watch in ready:
                 for kind in link.handshake_events(watch):
@@ -196,6 +199,7 @@ def serve(args) -> int:
                     tally.add(h["sensor"], "batches", len(recs))
             sock.send_multipart([ident, wire.MSG_ACK, _packb(ack)])
             tally.publish(sink, gate)
+        notify.notify("STOPPING=1")
         sink.close()
         journal.close(clean=True)
     except OSError as e:

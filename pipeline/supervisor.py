@@ -22,7 +22,7 @@ import time
 import msgpack
 import zmq
 
-from contracts import monitor, wire
+from contracts import monitor, notify, wire
 from contracts.children import (
     SAID_WHY,
     CollectPacer,
@@ -99,8 +99,11 @@ class Run:
         self.reader = None
         self.t0 = time.monotonic()
         self.last_draw = 0.0
+        self.watchdog = notify.Watchdog()
+        self.children_watch = None          # under systemd: the metrics socket's accepted connections
 
     def check_children(self):
+        self.watchdog.ping()                # every loop of the run passes here: chunks, waits, the end
         if self.stopping and time.monotonic() > self.stop_deadline:
             raise RunError(f"no orderly end {STOP_GRACE:.0f} s after the stop signal; children killed")
         for j, (name, p) in enumerate(self.procs):
@@ -197,6 +200,8 @@ class Run:
         self.control = self.ctx.socket(zmq.PULL)
         self.control.bind(cfg["control_addr"])
         self.metrics = self.ctx.socket(zmq.PULL)
+        if notify.enabled():                # before the bind: no child's connection goes unseen
+            self.children_watch = self.metrics.get_monitor_socket(zmq.EVENT_ACCEPTED)
         self.metrics.bind(cfg["metrics_addr"])
         if a.user:                          # the children run as --user: they must reach our sockets too
             for addr in (cfg["control_addr"], cfg["metrics_addr"]):
@@ -221,6 +226,27 @@ class Run:
                 self.check_children()
             kind, _ = self.control.recv_multipart()
             ready += kind == wire.MSG_READY
+
+    def ready(self):
+        """READY=1 to systemd (Type=notify) once the capture is open (start() waited for every
+        ring) and every worker and the collector are up: each connects to the metrics socket
+        once its imports and set-up (tables, outputs, spool) are done. Only under systemd:
+        elsewhere an offline run reads its first chunk while the children start."""
+        if self.children_watch is None:
+            return
+        from zmq.utils.monitor import recv_monitor_message
+        up, want = 0, sum(1 for name, _ in self.procs if not name.startswith("capture"))
+        try:
+            while up < want:
+                while not self.children_watch.poll(500):
+                    self.check_children()
+                up += recv_monitor_message(self.children_watch)["event"] == zmq.EVENT_ACCEPTED
+        finally:
+            self.metrics.disable_monitor()
+            self.children_watch.close(0)
+            self.children_watch = None
+        notify.notify(f"READY=1\nSTATUS={'capturing' if self.live else 'reading'}, "
+                      f"{monitor.counted(self.workers, 'worker')}")
 
     def pin(self, cpus):
         """--cpus: capture processes first, then workers, then the collector, round robin."""
@@ -311,6 +337,9 @@ class Run:
         return final
 
     def stop(self):
+        if self.children_watch is not None:
+            self.metrics.disable_monitor()
+            self.children_watch.close(0)
         for srv in self.servers:
             srv.shutdown()
         self.metrics.close(0)
@@ -368,6 +397,7 @@ def start(args, timeouts) -> int:
             run.stop_deadline = 0.0
             return
         _log(f"{signal.Signals(signum).name}: stopping, writing every open session")
+        notify.notify("STOPPING=1")
         run.stopping = True
         run.stop_deadline = time.monotonic() + STOP_GRACE
 
@@ -385,12 +415,14 @@ def start(args, timeouts) -> int:
                     drop_privileges(args.user)
                 except OSError as e:
                     raise RunError(str(e)) from None
+            run.ready()
             if not args.quiet:
                 _log(f"capturing on {', '.join(args.interface)} "
                      f"({monitor.counted(run.frontends, 'capture process', 'capture processes')}, "
                      f"{monitor.counted(args.workers, 'worker')})")
             run.feed_live(cap, fe)
         else:
+            run.ready()
             run.feed(readers, fe)
         cstats = run.wait_collector()
     except RunError as e:
