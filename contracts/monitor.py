@@ -355,7 +355,7 @@ def _sensor_lines(snap: dict, previous: dict = None) -> list:
     col = snap["collector"]
     if col:
         out = ", ".join(f"{name} {n:,}" for name, n in col.get("outputs", {}).items())
-        line = f"records: {col.get('records', 0):,} out of the workers; written: {out or 'none yet'}"
+        line = f"records: {col.get('records', 0):,} from the workers; written: {out or 'none yet'}"
         if "spool_bytes" in col:
             line += (f"; waiting for the collector: {counted(col.get('spool_batches', 0), 'batch', 'batches')}, "
                      f"{col['spool_bytes'] / 2**20:.1f} MB")

@@ -202,6 +202,7 @@ def test_refused_sensors_are_said_at_both_ends_once(trace, tmp_path):
     assert len(_lines(logs["intruder"], "accepts this sensor now")) == 1
     assert len(_lines(logs["intruder"], "refused this sensor's key")) == 1
     assert set(col.stats()["sensors"]) == {"intruder"}
+    assert "records from 1 sensor (0 duplicate batches, 0 rejected batches)" in col.stderr()
 
 
 # -- where `pipeline status` looks ------------------------------------------------------------------------
