@@ -20,6 +20,8 @@ import fcntl
 import json
 import os
 
+from contracts.children import private_file
+
 COMPACT_EVERY = 10000    # commits between rewrites of the journal to one line per run
 
 
@@ -32,16 +34,17 @@ class Journal:
         self.unclean = False      # the journal of a collector that did not end in order (killed)
         if folder is None:
             return
-        os.makedirs(folder, mode=0o750, exist_ok=True)
+        os.makedirs(folder, mode=0o700, exist_ok=True)       # state only this collector reads
         # two collectors on one journal would cut back each other's batches: one at a time
         # (the kernel drops the lock of a killed collector)
-        self.lock = os.open(os.path.join(folder, "lock"), os.O_WRONLY | os.O_CREAT, 0o640)
+        self.lock = os.open(os.path.join(folder, "lock"), os.O_WRONLY | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self.lock)
             self.lock = None
             raise OSError(f"--state-dir {folder}: in use by another running collector") from None
+        os.fchmod(self.lock, 0o600)     # one an older collector made 0644
         self.path = os.path.join(folder, "journal")
         if os.path.exists(self.path):
             self._replay()
@@ -67,7 +70,7 @@ class Journal:
 
     def _rewrite(self) -> None:
         tmp = self.path + ".tmp"
-        with open(tmp, "w") as fh:
+        with private_file(tmp) as fh:
             for (s, r), (upto, above) in self.runs.items():
                 fh.write(json.dumps({"run": [s, r], "upto": upto, "above": sorted(above)}) + "\n")
             if self.pending:

@@ -14,7 +14,7 @@ import time
 
 import zmq
 
-from contracts import link, monitor, wire
+from contracts import link, monitor, notify, wire
 from contracts.children import write_stats
 
 from . import checks
@@ -25,6 +25,59 @@ from .sink import Sink
 
 def _log(msg: str) -> None:
     print(f"pipeline: {msg}", file=sys.stderr, flush=True)
+
+
+MAX_SENSORS = 1024          # sensors with figures of their own; the name is the peer's word
+OTHERS = "(others)"         # where the batches of the names beyond those are counted
+
+
+class Tally:
+    """What the collector has taken, in all and per sensor: for status, /metrics and
+    --stats-json. Changed under the monitor's lock: its threads read it any time."""
+
+    def __init__(self, mon):
+        self.mon = mon
+        self.counts = {"batches": 0, "duplicates": 0, "rejected": 0}
+        self.sensors = {}           # name -> records, batches, duplicates, rejected, last_seen (Unix time)
+        self.handshakes = 0         # failed for a protocol reason (no CurveZMQ, a wrong server key)
+
+    def add(self, sensor, what: str, records: int = 0) -> None:
+        with self.mon.lock:
+            self.counts[what] += 1
+            if sensor is None:
+                return              # no header to name it by
+            s = self.sensors.get(sensor)
+            if s is None:
+                if len(self.sensors) >= MAX_SENSORS:
+                    sensor = OTHERS
+                s = self.sensors.setdefault(sensor, {"records": 0, "batches": 0, "duplicates": 0, "rejected": 0,
+                                                     "last_seen": 0.0})
+            s[what] += 1
+            s["records"] += records
+            s["last_seen"] = round(time.time(), 3)
+
+    def figures(self, sink, gate) -> dict:
+        return dict(sink.stats(), **self.counts, curve_refused=gate.refused if gate else 0,
+                    handshake_failed=self.handshakes)
+
+    def publish(self, sink, gate) -> None:
+        figures = self.figures(sink, gate)
+        with self.mon.lock:
+            self.mon.collector = dict(figures, sensors=self.sensors)
+
+
+def _handshake_line(kind: str, listen: str, curve: bool) -> str:
+    """What a failed handshake at the collector means (ZeroMQ's monitor gives no peer address;
+    a refused key is said by the CurveGate, with it)."""
+    if kind == "mechanism" and curve:
+        return f"a peer connected to {listen} without CurveZMQ (a sensor without --curve-client-cert?)"
+    if kind == "mechanism":
+        return (f"a peer connected to {listen} with CurveZMQ, which this collector does not use "
+                "(give it --curve-server-cert and --curve-clients)")
+    if kind == "crypto":
+        return (f"a CurveZMQ handshake on {listen} failed (cryptographic error: a sensor whose "
+                "--curve-server-cert is not this collector's public key?)")
+    return f"a handshake on {listen} failed (not the ZeroMQ protocol: is a sensor's --collector this address?)"
 
 
 def serve(args) -> int:
@@ -43,12 +96,24 @@ def serve(args) -> int:
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 1000)
     sock.setsockopt(zmq.MAXMSGSIZE, link.MAX_MESSAGE + 8192)
-    auth = None
+    watch = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+    gate = None
+    mon = monitor.Monitor(0, role="collector")
+    servers = []
+
+    def close_link():
+        sock.disable_monitor()
+        watch.close(0)
+        sock.close()
+        if gate is not None:
+            gate.stop()             # else its thread keeps the process alive
+        ctx.term()
+
     try:
         if args.curve_server_cert or args.curve_clients:
             if not (args.curve_server_cert and args.curve_clients):
                 raise link.LinkError("CURVE needs both --curve-server-cert and --curve-clients")
-            auth = link.server_curve(ctx, sock, args.curve_server_cert, args.curve_clients)
+            gate = link.server_curve(ctx, sock, args.curve_server_cert, args.curve_clients, _log)
         elif not link.is_loopback(args.listen):
             _log(f"WARNING: listening on {args.listen} WITHOUT encryption or authentication: anyone who can "
                  "reach it can send records. Use --curve-server-cert and --curve-clients.")
@@ -57,20 +122,17 @@ def serve(args) -> int:
         _log(f"error: --listen {args.listen}: {e}")
         sink.close_quietly()
         journal.close()
-        sock.close(0)
-        if auth is not None:
-            auth.stop()         # else its thread keeps the process alive
-        ctx.term()
+        close_link()
         return 2
-    mon = monitor.Monitor(0, role="collector")
     mon.add_process("collector", os.getpid())
-    servers = []
     try:
         if args.metrics_port is not None:
             servers.append(monitor.serve_metrics(mon, args.metrics_port, args.metrics_addr)[0])
     except OSError as e:
         _log(f"error: --metrics-port {args.metrics_port}: {e.strerror or e}")
         sink.close_quietly()
+        journal.close()
+        close_link()
         return 2
     srv = monitor.serve_status(mon, args.status_socket or monitor.default_socket("collector"))
     if srv is not None:
@@ -83,46 +145,61 @@ def serve(args) -> int:
     if journal.unclean and sink.agg is not None:
         _log("warning: the last collector did not end in order: the aggregates it still held are lost, "
              "and sessions it had interim records of are counted in full again")
-    counts = {"batches": 0, "duplicates": 0, "rejected": 0}
+    tally = Tally(mon)
+    tally.publish(sink, gate)
+    said = link.Episodes()
     kill_after = _test_kill_after()
-    sensors = {}
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    poller.register(watch, zmq.POLLIN)
+    watchdog = notify.Watchdog()
+    notify.notify(f"READY=1\nSTATUS=listening on {args.listen}")     # systemd: started (Type=notify)
     t0 = time.monotonic()
     rc = 0
     try:
         while not stopping:
-            if not sock.poll(200):
+            watchdog.ping()
+            ready = dict(poller.poll(200))
+            if watch in ready:
+                for kind in link.handshake_events(watch):
+                    tally.handshakes += 1
+                    if said.new(kind):
+                        _log(f"warning: {_handshake_line(kind, args.listen, gate is not None)} (said once while "
+                             "it goes on)")
+                tally.publish(sink, gate)
+            if sock not in ready:
                 continue
             parts = sock.recv_multipart()
             if len(parts) != 4 or parts[1] != wire.MSG_RECORDS:
-                counts["rejected"] += 1
+                tally.add(None, "rejected")
                 continue
             ident, _, raw_hdr, body = parts
             try:
                 h = link.unpack_header(raw_hdr)
             except Exception:  # untrusted bytes: any failure to decode is a bad message
-                counts["rejected"] += 1
+                tally.add(None, "rejected")
                 continue
             ack = {"run": h["run"], "seq": h["seq"], "ok": True}
             if journal.seen(h["sensor"], h["run"], h["seq"]):
-                counts["duplicates"] += 1
+                tally.add(h["sensor"], "duplicates")
             else:
                 try:
                     recs = checks.unpack_records(body, h["sensor"])
                 except Exception as e:  # untrusted bytes, as above
-                    counts["rejected"] += 1
+                    tally.add(h["sensor"], "rejected")
                     _log(f"warning: refused batch {h['seq']} from sensor {h['sensor']!r}: {e}")
                     ack["ok"] = False
                 else:
                     journal.begin(h["sensor"], h["run"], h["seq"], sink.outs)
                     sink.write(recs)
                     sink.flush()
-                    if counts["batches"] + 1 == kill_after:
+                    if tally.counts["batches"] + 1 == kill_after:
                         os.kill(os.getpid(), signal.SIGKILL)     # test hook: written, not committed
                     journal.commit()
-                    counts["batches"] += 1
-                    sensors[h["sensor"]] = sensors.get(h["sensor"], 0) + len(recs)
+                    tally.add(h["sensor"], "batches", len(recs))
             sock.send_multipart([ident, wire.MSG_ACK, _packb(ack)])
-            mon.collector = dict(sink.stats(), **counts)
+            tally.publish(sink, gate)
+        notify.notify("STOPPING=1")
         sink.close()
         journal.close(clean=True)
     except OSError as e:
@@ -133,16 +210,18 @@ def serve(args) -> int:
         for srv in servers:
             srv.shutdown()
         journal.close()
-        sock.close()
-        if auth is not None:
-            auth.stop()
-        ctx.term()
-    stats = dict(sink.stats(), **counts, sensors=sensors, elapsed_s=round(time.monotonic() - t0, 3))
+        close_link()
+    counts = tally.counts
+    sensors = {name: s["records"] for name, s in tally.sensors.items() if s["batches"]}
+    stats = dict(tally.figures(sink, gate), sensors=sensors, per_sensor=tally.sensors,
+                 elapsed_s=round(time.monotonic() - t0, 3))
     if args.stats_json and not write_stats(args.stats_json, stats):
         return 1
     if not args.quiet:
-        _log(f"collector: {stats['records']} records from {len(sensors)} sensors "
-             f"({counts['duplicates']} duplicate and {counts['rejected']} rejected batches)")
+        n = monitor.counted
+        _log(f"collector: {n(stats['records'], 'record')} from {n(len(sensors), 'sensor')} "
+             f"({n(counts['duplicates'], 'duplicate batch', 'duplicate batches')}, "
+             f"{n(counts['rejected'], 'rejected batch', 'rejected batches')})")
     return rc
 
 

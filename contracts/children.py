@@ -93,6 +93,19 @@ def write_stats(path: str, stats: dict) -> bool:
     return True
 
 
+def private_file(path: str, mode: str = "w"):
+    """Open a state file for writing that only this user can read (0600), whatever the umask
+    or the mode of a file left there before: the spool and the journal hold records and
+    where they went (addresses of the monitored network)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 RECONNECT_MS = 5    # how soon a socket of the run tries again to reach a peer that has not bound yet
 
 
@@ -166,6 +179,51 @@ class CollectPacer:
                 gc.unfreeze()
             gc.collect()
             gc.freeze()
+
+
+def unreadable_for(user: str, paths) -> str:
+    """The first of `paths` that `user` cannot open, as 'PATH (why)', or '' when it can open
+    them all (or the change of user itself is refused: that is said where it happens). A
+    forked child becomes the user and tries, so every folder on the way counts as it will
+    for the run: a process that dropped to a user who cannot read the code fails at its
+    next import (numpy imports parts of itself on first use), mid-run or at its end."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        said = b""
+        try:
+            drop_privileges(user)
+            for path in paths:
+                try:
+                    os.close(os.open(path, os.O_RDONLY))
+                except OSError as e:
+                    said = f"{path} ({e.strerror})".encode()
+                    break
+        except OSError:
+            pass
+        finally:
+            os.write(w, said)
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as fh:
+        said = fh.read()
+    os.waitpid(pid, 0)
+    return said.decode(errors="replace")
+
+
+def loaded_files(also=()) -> list:
+    """The files of every module loaded so far, and the origins of `also` (modules only the
+    children import): what a process of the run reads, by package and folder."""
+    import importlib.util
+    files = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
+    for name in also:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        files.add(spec.origin if spec else None)
+    return sorted(f for f in files if f and os.path.isfile(f))
 
 
 def drop_privileges(user: str) -> None:

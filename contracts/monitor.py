@@ -6,11 +6,20 @@ frame); the supervisor drains them between chunks into a Monitor. A snapshot
 adds CPU and memory per process (psutil). The HTTP server (prometheus-client)
 and the status socket answer from threads with a snapshot; nothing they do
 touches the hot path.
+
+Memory is reported as anonymous resident memory (heap, session tables, buffers:
+what grows, what the OOM killer takes back), next to RSS. RSS also counts the
+resident pages of the memory-mapped capture file and of the shared libraries,
+which the kernel drops and reloads at will: a worker reading a 1.2 GB file showed
+2.2 GB RSS with 90 MB of its own. Anonymous = statm's resident less its shared
+(file and shmem) pages, the kernel's RssAnon, from the one read of
+/proc/PID/statm that RSS already costs; USS or PSS walk every mapping (smaps).
 """
 import json
 import os
 import socket
 import socketserver
+import stat
 import sys
 import threading
 import time
@@ -65,18 +74,30 @@ class Monitor:
                        for i in sorted(self.workers)]
             fe = dict(self.frontend)
             col = dict(self.collector)
+            if "sensors" in col:        # the collector's, changed under this lock as batches come
+                col["sensors"] = {name: dict(s) for name, s in col["sensors"].items()}
         procs = {}
         for name, p in list(self.procs.items()):
             try:
                 with p.oneshot():
                     t = p.cpu_times()
+                    mem = p.memory_info()
                     procs[name] = {"pid": p.pid, "cpu_percent": p.cpu_percent(None),
-                                   "cpu_seconds": t.user + t.system, "rss_bytes": p.memory_info().rss}
+                                   "cpu_seconds": t.user + t.system, "rss_bytes": mem.rss,
+                                   "anon_bytes": anonymous(mem)}
             except psutil.Error:
                 procs[name] = {"pid": p.pid, "gone": True}
-        return {"role": self.role, "uptime_s": round(time.time() - self.started, 3), "frontend": fe,
+        now = time.time()
+        return {"role": self.role, "time": round(now, 3), "uptime_s": round(now - self.started, 3), "frontend": fe,
                 "worker_restarts": self.restarts, "sessions_lost": self.sessions_lost,
                 "workers": workers, "collector": col, "processes": procs}
+
+
+def anonymous(mem) -> int:
+    """Anonymous resident bytes from psutil's memory_info() (Linux: /proc/PID/statm);
+    RSS where the platform does not split it."""
+    shared = getattr(mem, "shared", None)
+    return mem.rss - shared if shared is not None else mem.rss
 
 
 class MetricsSender:
@@ -109,56 +130,94 @@ class MetricsSender:
 
 
 # -- Prometheus ---------------------------------------------------------------------------
+SERIES = {"records": "records", "batches": "batches", "duplicates": "duplicate_batches",
+          "rejected": "rejected_batches"}        # status key -> metric name part
+
+
 def serve_metrics(monitor: Monitor, port: int, addr: str = "127.0.0.1"):
     """Serve /metrics on addr:port from a thread; OSError (one line) if the port is taken."""
     from prometheus_client import start_http_server
     from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
 
+    def pipeline_families(s):
+        fe = s["frontend"]
+        for key in ("frames_read", "frames_ip", "frames_non_ip", "frames_malformed", "frames_unassembled",
+                    "frames_dropped"):
+            if key in fe:
+                yield CounterMetricFamily(f"pipeline_{key}", f"front-end {key.replace('_', ' ')}", value=fe[key])
+        spec = (("frames", "frames (datagrams) processed", CounterMetricFamily),
+                ("sessions_open", "sessions in the table", GaugeMetricFamily),
+                ("sessions", "sessions opened", CounterMetricFamily),
+                ("sessions_ended", "sessions ended (final records)", CounterMetricFamily),
+                ("records", "records sent to the collector", CounterMetricFamily),
+                ("evicted", "sessions evicted because the table was full", CounterMetricFamily),
+                ("drops", "frames this worker lost", CounterMetricFamily),
+                ("queue", "rows sent to the worker and not yet processed", GaugeMetricFamily))
+        for key, doc, kind in spec:
+            m = kind(f"pipeline_worker_{key}", f"per worker: {doc}", labels=["worker"])
+            for w in s["workers"]:
+                m.add_metric([str(w["worker"])], w.get(key, 0))
+            yield m
+        yield CounterMetricFamily("pipeline_worker_restarts", "workers restarted after dying",
+                                  value=s["worker_restarts"])
+        yield CounterMetricFamily("pipeline_sessions_lost", "open sessions lost with a dead worker",
+                                  value=s["sessions_lost"])
+
+    def process_families(s):
+        cpu = CounterMetricFamily("pipeline_process_cpu_seconds", "CPU time per process", labels=["process"])
+        rss = GaugeMetricFamily("pipeline_process_resident_bytes",
+                                "resident memory per process, mapped capture files and libraries included",
+                                labels=["process"])
+        anon = GaugeMetricFamily("pipeline_process_anonymous_bytes",
+                                 "anonymous resident memory per process (heap, session tables): alert on this",
+                                 labels=["process"])
+        for name, p in s["processes"].items():
+            if not p.get("gone"):
+                cpu.add_metric([name], p["cpu_seconds"])
+                rss.add_metric([name], p["rss_bytes"])
+                anon.add_metric([name], p["anon_bytes"])
+        yield from (cpu, rss, anon)
+
+    def collector_families(col):
+        yield CounterMetricFamily("pipeline_collector_records_in", "records received by the collector",
+                                  value=col.get("records", 0))
+        out = CounterMetricFamily("pipeline_collector_records_out", "records written, per output", labels=["output"])
+        for name, n in col.get("outputs", {}).items():
+            out.add_metric([name], n)
+        yield out
+        yield GaugeMetricFamily("pipeline_spool_bytes", "bytes waiting for a remote collector",
+                                value=col.get("spool_bytes", 0))
+        if "sensors" not in col:
+            return                  # a sensor's own collector or uplink: the rest is the standalone one's
+        for key, doc in (("batches", "record batches written"), ("duplicates", "batches already written, dropped"),
+                         ("rejected", "batches refused (not the protocol, or records that fail the checks)")):
+            yield CounterMetricFamily(f"pipeline_collector_{SERIES[key]}", doc, value=col.get(key, 0))
+        yield CounterMetricFamily("pipeline_collector_curve_refusals", "connections refused: key not in --curve-clients",
+                                  value=col.get("curve_refused", 0))
+        yield CounterMetricFamily("pipeline_collector_handshake_failures",
+                                  "connections whose handshake failed (no CurveZMQ, another collector's key)",
+                                  value=col.get("handshake_failed", 0))
+        per = {key: CounterMetricFamily(f"pipeline_collector_sensor_{SERIES[key]}", f"per sensor: {doc}",
+                                        labels=["sensor"])
+               for key, doc in (("records", "records written"), ("batches", "batches written"),
+                                ("duplicates", "duplicate batches dropped"), ("rejected", "batches refused"))}
+        seen = GaugeMetricFamily("pipeline_collector_sensor_last_seen_timestamp_seconds",
+                                 "per sensor: when its last batch came (Unix time)", labels=["sensor"])
+        for name, figures in col["sensors"].items():
+            for key, m in per.items():
+                m.add_metric([name], figures[key])
+            seen.add_metric([name], figures["last_seen"])
+        yield from per.values()
+        yield seen
+
     class _Collector:
         def collect(self):
             s = monitor.snapshot()
-            fe = s["frontend"]
-            for key in ("frames_read", "frames_ip", "frames_non_ip", "frames_malformed", "frames_unassembled",
-                        "frames_dropped"):
-                if key in fe:
-                    yield CounterMetricFamily(f"pipeline_{key}", f"front-end {key.replace('_', ' ')}", value=fe[key])
-            spec = (("frames", "frames (datagrams) processed", CounterMetricFamily),
-                    ("sessions_open", "sessions in the table", GaugeMetricFamily),
-                    ("sessions", "sessions opened", CounterMetricFamily),
-                    ("sessions_ended", "sessions ended (final records)", CounterMetricFamily),
-                    ("records", "records sent to the collector", CounterMetricFamily),
-                    ("evicted", "sessions evicted because the table was full", CounterMetricFamily),
-                    ("drops", "frames this worker lost", CounterMetricFamily),
-                    ("queue", "rows sent to the worker and not yet processed", GaugeMetricFamily))
-            for key, doc, kind in spec:
-                m = kind(f"pipeline_worker_{key}", f"per worker: {doc}", labels=["worker"])
-                for w in s["workers"]:
-                    m.add_metric([str(w["worker"])], w.get(key, 0))
-                yield m
-            yield CounterMetricFamily("pipeline_worker_restarts", "workers restarted after dying",
-                                      value=s["worker_restarts"])
-            yield CounterMetricFamily("pipeline_sessions_lost", "open sessions lost with a dead worker",
-                                      value=s["sessions_lost"])
-            cpu = CounterMetricFamily("pipeline_process_cpu_seconds", "CPU time per process", labels=["process"])
-            rss = GaugeMetricFamily("pipeline_process_resident_bytes", "resident memory per process",
-                                    labels=["process"])
-            for name, p in s["processes"].items():
-                if not p.get("gone"):
-                    cpu.add_metric([name], p["cpu_seconds"])
-                    rss.add_metric([name], p["rss_bytes"])
-            yield cpu
-            yield rss
-            col = s["collector"]
-            if col:
-                yield CounterMetricFamily("pipeline_collector_records_in", "records received by the collector",
-                                          value=col.get("records", 0))
-                out = CounterMetricFamily("pipeline_collector_records_out", "records written, per output",
-                                          labels=["output"])
-                for name, n in col.get("outputs", {}).items():
-                    out.add_metric([name], n)
-                yield out
-                yield GaugeMetricFamily("pipeline_spool_bytes", "bytes waiting for a remote collector",
-                                        value=col.get("spool_bytes", 0))
+            if s["role"] != "collector":
+                yield from pipeline_families(s)
+            yield from process_families(s)
+            if s["collector"]:
+                yield from collector_families(s["collector"])
 
     reg = CollectorRegistry()
     reg.register(_Collector())
@@ -166,9 +225,48 @@ def serve_metrics(monitor: Monitor, port: int, addr: str = "127.0.0.1"):
 
 
 # -- `pipeline status` --------------------------------------------------------------------
+RUN_DIR = "/run/pipeline"       # the units' RuntimeDirectory= (deploy/), also made at boot by tmpfiles.d
+
+
+def socket_dirs() -> list:
+    """Where status sockets live, in order: the service's runtime directory (systemd sets
+    $RUNTIME_DIRECTORY for RuntimeDirectory=), /run/pipeline, then the user's own
+    ($XDG_RUNTIME_DIR, else /tmp/pipeline-UID). A unit's /tmp is its own (PrivateTmp), so
+    a socket there is out of `pipeline status`'s reach: a service's goes to /run/pipeline."""
+    dirs = []
+    for d in (_runtime_dir(), RUN_DIR, os.environ.get("XDG_RUNTIME_DIR"), f"/tmp/pipeline-{os.getuid()}"):
+        if d and d not in dirs:
+            dirs.append(d)
+    return dirs
+
+
+def _runtime_dir() -> str:
+    return os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]     # systemd: several, colon-separated
+
+
 def default_socket(role: str = "sensor") -> str:
-    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/pipeline-{os.getuid()}"
-    return os.path.join(base, f"pipeline-{role}.sock")
+    """Where a running instance serves its status: the first of socket_dirs() it may write
+    in (/run/pipeline, unless systemd gave it, only where it exists and is writable: root)."""
+    for d in socket_dirs():
+        if d == RUN_DIR != _runtime_dir() and not (os.path.isdir(d) and os.access(d, os.W_OK)):
+            continue
+        return os.path.join(d, f"pipeline-{role}.sock")
+    raise AssertionError("socket_dirs() ends with a folder of the user's own")
+
+
+def find_socket(role: str = "sensor") -> tuple:
+    """Where `pipeline status` asks: the first of socket_dirs() that holds the role's socket,
+    so root or a member of group pipeline reaches the service's in /run/pipeline. Returns
+    (path, None), or (None, the folders looked in)."""
+    dirs = socket_dirs()
+    for d in dirs:
+        path = os.path.join(d, f"pipeline-{role}.sock")
+        try:
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                return path, None
+        except OSError:
+            continue
+    return None, dirs
 
 
 def serve_status(monitor: Monitor, path: str):
@@ -191,7 +289,7 @@ def serve_status(monitor: Monitor, path: str):
             except OSError:
                 os.unlink(path)             # left by a run that died
         server = socketserver.ThreadingUnixStreamServer(path, Handler)
-        os.chmod(path, 0o600)
+        os.chmod(path, 0o660)     # the service's user and its group (an operator in group pipeline)
     except OSError as e:
         print(f"pipeline: warning: status socket {path}: {e.strerror or e}", file=sys.stderr)
         return None
@@ -227,12 +325,22 @@ def query_status(path: str, timeout: float = 5.0) -> dict:
 
 
 def status_table(snap: dict, previous: dict = None) -> str:
-    """What `pipeline status` prints: one line per worker and per process."""
+    """What `pipeline status` prints: a sensor's workers, or a standalone collector's sensors,
+    then a line per process."""
+    lines = _collector_lines(snap) if snap["role"] == "collector" else _sensor_lines(snap, previous)
+    for name, p in snap["processes"].items():
+        if not name.startswith("worker") and not p.get("gone"):
+            lines.append(f"{name:>12}: cpu {p['cpu_percent']:.1f}%  anon {p['anon_bytes'] / 2**20:.1f} MB  "
+                         f"(rss {p['rss_bytes'] / 2**20:.1f} MB)")
+    return "\n".join(lines) + "\n"
+
+
+def _sensor_lines(snap: dict, previous: dict = None) -> list:
     up = snap["uptime_s"] or 1e-9
     lines = [f"{snap['role']} up {up:.0f} s; front-end: {snap['frontend'].get('frames_read', 0):,} frames read, "
              f"{snap['frontend'].get('frames_dropped', 0):,} dropped",
              f"{'worker':>6} {'frames':>12} {'frames/s':>10} {'open':>9} {'records':>10} {'queue':>8} "
-             f"{'drops':>7} {'cpu%':>6} {'rss MB':>8}"]
+             f"{'drops':>7} {'cpu%':>6} {'anon MB':>8}"]
     procs = snap["processes"]
     for w in snap["workers"]:
         p = procs.get(f"worker {w['worker']}", {})
@@ -243,11 +351,42 @@ def status_table(snap: dict, previous: dict = None) -> str:
                     rate = (w["frames"] - pw["frames"]) / (snap["uptime_s"] - previous["uptime_s"])
         lines.append(f"{w['worker']:>6} {w['frames']:>12,} {rate:>10,.0f} {w['sessions_open']:>9,} "
                      f"{w['records']:>10,} {w.get('queue', 0):>8,} {w.get('drops', 0):>7,} "
-                     f"{p.get('cpu_percent', 0):>6.1f} {p.get('rss_bytes', 0) / 2**20:>8.1f}")
-    for name, p in procs.items():
-        if not name.startswith("worker") and not p.get("gone"):
-            lines.append(f"{name:>12}: cpu {p['cpu_percent']:.1f}%  rss {p['rss_bytes'] / 2**20:.1f} MB")
-    return "\n".join(lines) + "\n"
+                     f"{p.get('cpu_percent', 0):>6.1f} {p.get('anon_bytes', 0) / 2**20:>8.1f}")
+    col = snap["collector"]
+    if col:
+        out = ", ".join(f"{name} {n:,}" for name, n in col.get("outputs", {}).items())
+        line = f"records: {col.get('records', 0):,} from the workers; written: {out or 'none yet'}"
+        if "spool_bytes" in col:
+            line += (f"; waiting for the collector: {counted(col.get('spool_batches', 0), 'batch', 'batches')}, "
+                     f"{col['spool_bytes'] / 2**20:.1f} MB")
+        lines.append(line)
+    return lines
+
+
+def _collector_lines(snap: dict) -> list:
+    col, now = snap["collector"], snap.get("time", time.time())
+    out = ", ".join(f"{name} {n:,}" for name, n in col.get("outputs", {}).items())
+    lines = [f"collector up {snap['uptime_s']:.0f} s; {col.get('records', 0):,} records in; written: "
+             f"{out or 'none yet'}",
+             f"batches: {col.get('batches', 0):,} written, {col.get('duplicates', 0):,} duplicate, "
+             f"{col.get('rejected', 0):,} rejected; CurveZMQ: {col.get('curve_refused', 0):,} refused, "
+             f"{col.get('handshake_failed', 0):,} failed handshakes"]
+    sensors = col.get("sensors", {})
+    if not sensors:
+        lines.append("no sensor has sent anything yet")
+        return lines
+    lines.append(f"{'sensor':<24} {'records':>12} {'batches':>9} {'dup':>6} {'rejected':>9} {'last seen':>10}")
+    for name, s in sorted(sensors.items()):
+        ago = f"{max(0.0, now - s['last_seen']):,.0f} s ago" if s.get("last_seen") else "never"
+        lines.append(f"{name[:24]:<24} {s['records']:>12,} {s['batches']:>9,} {s['duplicates']:>6,} "
+                     f"{s['rejected']:>9,} {ago:>10}")
+    return lines
+
+
+def counted(n: int, noun: str, plural: str = None) -> str:
+    """'1 session', '2 sessions', '1 batch', '3 batches': the lines an operator reads
+    (and greps) say what they count the way it is said."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 # -- progress bar ---------------------------------------------------------------------------

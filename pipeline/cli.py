@@ -83,7 +83,14 @@ def free_cores(cpus=None, busy: float = 50.0) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """Bad flags get one line (and `--help` the full usage), never a usage dump."""
+    """Bad flags get one line (and `--help` the full usage), never a usage dump. No
+    abbreviations: `--worker 3` would be taken as `--workers 3` on the command line while
+    the config file and PIPELINE_* variables refuse it, and a flag added later could change
+    what an abbreviation in a unit file means."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -177,15 +184,20 @@ def parser() -> argparse.ArgumentParser:
                        help="address of the metrics server (default 127.0.0.1)")
         p.add_argument("--status-socket", metavar="PATH",
                        help="UNIX socket that `pipeline status` reads (default for live capture and the "
-                            "collector: $XDG_RUNTIME_DIR or /tmp/pipeline-UID, pipeline-sensor.sock or "
-                            "pipeline-collector.sock)")
+                            "collector: pipeline-sensor.sock or pipeline-collector.sock in $RUNTIME_DIRECTORY "
+                            "(systemd's RuntimeDirectory=), else /run/pipeline where writable, else "
+                            "$XDG_RUNTIME_DIR, else /tmp/pipeline-UID)")
         p.add_argument("--config", metavar="FILE",
                        help="TOML file of defaults for these flags (default: $PIPELINE_CONFIG); "
                             "flags > PIPELINE_* variables > file")
 
     ss = sub.add_parser("status", help="live figures of a running instance",
-                        description="Asks a running `pipeline start` (or collector) over its status socket.")
-    ss.add_argument("--socket", metavar="PATH", help="its --status-socket (default: the default path)")
+                        description="Asks a running `pipeline start` (or collector) over its status socket "
+                                    "(not the metrics port: that is for Prometheus).")
+    ss.add_argument("--socket", metavar="PATH",
+                    help="its --status-socket (default: the first pipeline-sensor.sock, or "
+                         "pipeline-collector.sock, in $RUNTIME_DIRECTORY, /run/pipeline, $XDG_RUNTIME_DIR, "
+                         "/tmp/pipeline-UID)")
     ss.add_argument("--json", action="store_true", help="print the raw JSON snapshot")
     ss.add_argument("--collector", action="store_true", help="ask the local standalone collector instead")
 
@@ -196,6 +208,8 @@ def parser() -> argparse.ArgumentParser:
     kg = sub.add_parser("keygen", help="make a CurveZMQ certificate pair",
                         description="Writes DIR/NAME.key (public) and DIR/NAME.key_secret (private, 0600).")
     kg.add_argument("dest", metavar="DIR/NAME")
+    kg.add_argument("--force", action="store_true",
+                    help="replace an existing pair (peers that trust the old public key are locked out)")
     return ap
 
 
@@ -234,8 +248,13 @@ def main(argv=None) -> int:
 
 def _status(args) -> int:
     import json
-    from contracts.monitor import default_socket, query_status, status_table
-    path = args.socket or default_socket("collector" if args.collector else "sensor")
+    from contracts.monitor import find_socket, query_status, status_table
+    role = "collector" if args.collector else "sensor"
+    path, looked = (args.socket, None) if args.socket else find_socket(role)
+    if path is None:
+        print(f"pipeline: error: no running {role} here: no pipeline-{role}.sock in {', '.join(looked)} "
+              "(give --socket PATH: its --status-socket)", file=sys.stderr)
+        return 1
     try:
         snap = query_status(path)
     except (OSError, ValueError) as e:
@@ -249,7 +268,7 @@ def _status(args) -> int:
 def _keygen(args) -> int:
     from contracts.link import LinkError, keygen
     try:
-        pub, sec = keygen(args.dest)
+        pub, sec = keygen(args.dest, args.force)
     except (LinkError, OSError) as e:
         print(f"pipeline: error: {e}", file=sys.stderr)
         return 2

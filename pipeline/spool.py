@@ -13,6 +13,8 @@ import time
 
 import msgpack
 
+from contracts.children import private_file
+
 SUFFIX = ".batch"
 
 
@@ -26,7 +28,7 @@ class Spool:
         self.on_disk = 0
         self.spooled = 0           # batches ever written to disk
         if folder:
-            os.makedirs(folder, mode=0o750, exist_ok=True)
+            os.makedirs(folder, mode=0o700, exist_ok=True)    # records: for this sensor's eyes only
             self._recover()
 
     def _path(self, key) -> str:
@@ -72,7 +74,7 @@ class Spool:
             if e[1] is None:
                 continue
             path = self._path(key)
-            with open(path + ".tmp", "wb") as fh:
+            with private_file(path + ".tmp", "wb") as fh:
                 fh.write(msgpack.packb([e[0], e[1]]))
             os.rename(path + ".tmp", path)
             self.in_memory -= e[3]

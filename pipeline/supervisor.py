@@ -22,14 +22,26 @@ import time
 import msgpack
 import zmq
 
-from contracts import monitor, wire
-from contracts.children import SAID_WHY, CollectPacer, fail, tune_heap, write_stats
+from contracts import monitor, notify, wire
+from contracts.children import (
+    SAID_WHY,
+    CollectPacer,
+    fail,
+    loaded_files,
+    tune_heap,
+    unreadable_for,
+    write_stats,
+)
 
 from .dispatch import ToWorkers
 from .frontend.core import FrontEnd
 from .frontend.readers import CaptureError, open_capture
 
 STOP_GRACE = 10.0   # seconds from SIGINT/SIGTERM to an orderly end, else the children are killed
+# What the children import after the fork, some of it after dropping to --user (the
+# workers' classifiers import parts of dpkt on first use): --user must be able to read them.
+CHILD_MODULES = ("workers.process", "workers.classify", "collector.process", "collector.outputs",
+                 "pipeline.uplink", "pipeline.capture", "dpkt")
 
 
 class RunError(Exception):
@@ -87,8 +99,11 @@ class Run:
         self.reader = None
         self.t0 = time.monotonic()
         self.last_draw = 0.0
+        self.watchdog = notify.Watchdog()
+        self.children_watch = None          # under systemd: the metrics socket's accepted connections
 
     def check_children(self):
+        self.watchdog.ping()                # every loop of the run passes here: chunks, waits, the end
         if self.stopping and time.monotonic() > self.stop_deadline:
             raise RunError(f"no orderly end {STOP_GRACE:.0f} s after the stop signal; children killed")
         for j, (name, p) in enumerate(self.procs):
@@ -109,7 +124,7 @@ class Run:
         self.restarts += 1
         self.sessions_lost += lost
         how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"status {p.exitcode}"
-        _log(f"warning: {name} died ({how}) with about {lost} open sessions; restarting it")
+        _log(f"warning: {name} died ({how}) with about {monitor.counted(lost, 'open session')}; restarting it")
         q = mp.get_context("fork").Process(target=_worker_main, args=(i, self.cfg), name=name)
         q.start()
         self.procs[j] = (name, q)
@@ -185,6 +200,8 @@ class Run:
         self.control = self.ctx.socket(zmq.PULL)
         self.control.bind(cfg["control_addr"])
         self.metrics = self.ctx.socket(zmq.PULL)
+        if notify.enabled():                # before the bind: no child's connection goes unseen
+            self.children_watch = self.metrics.get_monitor_socket(zmq.EVENT_ACCEPTED)
         self.metrics.bind(cfg["metrics_addr"])
         if a.user:                          # the children run as --user: they must reach our sockets too
             for addr in (cfg["control_addr"], cfg["metrics_addr"]):
@@ -209,6 +226,27 @@ class Run:
                 self.check_children()
             kind, _ = self.control.recv_multipart()
             ready += kind == wire.MSG_READY
+
+    def ready(self):
+        """READY=1 to systemd (Type=notify) once the capture is open (start() waited for every
+        ring) and every worker and the collector are up: each connects to the metrics socket
+        once its imports and set-up (tables, outputs, spool) are done. Only under systemd:
+        elsewhere an offline run reads its first chunk while the children start."""
+        if self.children_watch is None:
+            return
+        from zmq.utils.monitor import recv_monitor_message
+        up, want = 0, sum(1 for name, _ in self.procs if not name.startswith("capture"))
+        try:
+            while up < want:
+                while not self.children_watch.poll(500):
+                    self.check_children()
+                up += recv_monitor_message(self.children_watch)["event"] == zmq.EVENT_ACCEPTED
+        finally:
+            self.metrics.disable_monitor()
+            self.children_watch.close(0)
+            self.children_watch = None
+        notify.notify(f"READY=1\nSTATUS={'capturing' if self.live else 'reading'}, "
+                      f"{monitor.counted(self.workers, 'worker')}")
 
     def pin(self, cpus):
         """--cpus: capture processes first, then workers, then the collector, round robin."""
@@ -299,6 +337,9 @@ class Run:
         return final
 
     def stop(self):
+        if self.children_watch is not None:
+            self.metrics.disable_monitor()
+            self.children_watch.close(0)
         for srv in self.servers:
             srv.shutdown()
         self.metrics.close(0)
@@ -323,6 +364,12 @@ class Run:
 
 
 def start(args, timeouts) -> int:
+    if args.user:
+        cannot = unreadable_for(args.user, loaded_files(CHILD_MODULES))
+        if cannot:
+            _log(f"error: --user {args.user} cannot read {cannot}: the processes would fail at their next "
+                 f"import; install the pipeline where {args.user} can read it (docs/deploy.md)")
+            return 2
     tune_heap()                            # before any child is forked: they inherit it
     readers = []
     cap = live = None
@@ -350,6 +397,7 @@ def start(args, timeouts) -> int:
             run.stop_deadline = 0.0
             return
         _log(f"{signal.Signals(signum).name}: stopping, writing every open session")
+        notify.notify("STOPPING=1")
         run.stopping = True
         run.stop_deadline = time.monotonic() + STOP_GRACE
 
@@ -367,11 +415,14 @@ def start(args, timeouts) -> int:
                     drop_privileges(args.user)
                 except OSError as e:
                     raise RunError(str(e)) from None
+            run.ready()
             if not args.quiet:
-                _log(f"capturing on {', '.join(args.interface)} ({run.frontends} capture processes, "
-                     f"{args.workers} workers)")
+                _log(f"capturing on {', '.join(args.interface)} "
+                     f"({monitor.counted(run.frontends, 'capture process', 'capture processes')}, "
+                     f"{monitor.counted(args.workers, 'worker')})")
             run.feed_live(cap, fe)
         else:
+            run.ready()
             run.feed(readers, fe)
         cstats = run.wait_collector()
     except RunError as e:
@@ -411,8 +462,9 @@ def start(args, timeouts) -> int:
         return 1
     if not args.quiet:
         rate = stats["frames_read"] / elapsed if elapsed > 0 else 0
-        _log(f"{stats['frames_read']} frames ({stats['frames_ip']} ip, {stats['frames_non_ip']} non-ip, "
+        n = monitor.counted
+        _log(f"{n(stats['frames_read'], 'frame')} ({stats['frames_ip']} ip, {stats['frames_non_ip']} non-ip, "
              f"{stats['frames_malformed']} malformed, {stats['frames_unassembled']} unassembled) -> "
-             f"{stats['sessions']} sessions, {stats['records']} records in {elapsed:.2f}s "
-             f"({rate:,.0f} frames/s, {args.workers} workers)")
+             f"{n(stats['sessions'], 'session')}, {n(stats['records'], 'record')} in {elapsed:.2f}s "
+             f"({rate:,.0f} frames/s, {n(args.workers, 'worker')})")
     return 0

@@ -21,18 +21,45 @@ import zmq
 from contracts import link
 from contracts import wire
 from contracts.record import INDEX
-from contracts.monitor import MetricsSender
+from contracts.monitor import MetricsSender, counted
 from contracts.children import collector_sockets, fail
 from pipeline.spool import Spool
 
 WINDOW = 32          # batches sent and not yet acknowledged
 RESEND_S = 5.0       # re-send a batch unacknowledged for this long
 SPILL_AFTER_S = 1.0  # with --spool-dir, at end of stream: unacknowledged this long, it all goes to disk
+REFUSED_RETRY_S = 5.0   # connect again this long after the collector refused the handshake
+# ZeroMQ gives up an endpoint for good after a handshake that fails on a protocol error (a
+# refused key, CurveZMQ on one side only): without a connect of our own, a sensor refused
+# once waited forever, even after the collector was given its key and restarted.
+GIVES_UP = {"auth", "mechanism", "crypto", "protocol"}
 _FINAL, _PARENT, _CAP = INDEX["final"], INDEX["parent_session_id"], INDEX["cap_packet_count"]
 
 
 def _log(msg: str) -> None:
     print(f"pipeline: {msg}", file=sys.stderr, flush=True)
+
+
+def handshake_line(kind: str, cfg: dict) -> str:
+    """What a failed handshake with the collector means, in one line ('' where a
+    connection that closes says nothing: a collector restarting)."""
+    addr, cert = cfg["collector"], cfg.get("curve_client_cert")
+    if kind == "auth":
+        name = os.path.basename(cert or "NAME").removesuffix(".key_secret")
+        return (f"uplink: the collector at {addr} refused this sensor's key (CurveZMQ): is {name}.key in its "
+                "--curve-clients?")
+    if kind == "mechanism" and cert:
+        return (f"uplink: the collector at {addr} does not use CurveZMQ and this sensor does: give the collector "
+                "--curve-server-cert and --curve-clients")
+    if kind == "mechanism":
+        return (f"uplink: the collector at {addr} requires CurveZMQ: give this sensor --curve-client-cert and "
+                "--curve-server-cert (docs/deploy.md)")
+    if kind in ("crypto", "closed") and cert:
+        return (f"uplink: the collector at {addr} dropped the CurveZMQ handshake: is --curve-server-cert "
+                f"{cfg['curve_server_cert']} its public key?")
+    if kind == "protocol":
+        return f"uplink: the handshake with {addr} failed (not the ZeroMQ protocol): is it a `pipeline collector`?"
+    return ""
 
 
 def run(cfg: dict) -> None:
@@ -42,6 +69,9 @@ def run(cfg: dict) -> None:
     up.setsockopt(zmq.LINGER, 0)
     up.setsockopt(zmq.SNDHWM, WINDOW * 2)
     up.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+    watch = up.get_monitor_socket(link.HANDSHAKE_EVENTS)      # why a reachable collector does not take us
+    told = ""                       # the failure said last: once per episode, a handshake ends it
+    retry_at = 0.0                  # when to connect again after ZeroMQ gave the endpoint up
     try:
         if cfg.get("curve_client_cert"):
             link.client_curve(up, cfg["curve_client_cert"], cfg["curve_server_cert"])
@@ -54,12 +84,14 @@ def run(cfg: dict) -> None:
     run_id = uuid.uuid4().hex[:16]
     sensor = cfg["sensor"]
     if len(spool):
-        _log(f"uplink: {len(spool)} batches left in the spool by an earlier run: sending them first")
+        _log(f"uplink: {counted(len(spool), 'batch', 'batches')} left in the spool by an earlier run: "
+             "sending them first")
     seq = records = finals = delivered = refused = frames = 0
     sizes = {}                      # (run, seq) -> records in the batch (this run's batches)
     done = {}
     poller = zmq.Poller()
     poller.register(up, zmq.POLLIN)
+    poller.register(watch, zmq.POLLIN)
     taking = False
     metrics = MetricsSender(ctx, cfg.get("metrics_addr"))
     waited_since = None
@@ -72,6 +104,23 @@ def run(cfg: dict) -> None:
         events = dict(poller.poll(200))
         if os.getppid() != parent:
             raise SystemExit(1)
+        if events.get(watch):
+            for kind in link.handshake_events(watch):
+                if kind == "ok" and told:
+                    _log(f"uplink: the collector at {addr} accepts this sensor now")
+                    told = ""
+                elif kind != "ok" and kind != told and handshake_line(kind, cfg):
+                    _log(handshake_line(kind, cfg))
+                    told = kind
+                if kind in GIVES_UP:
+                    retry_at = time.monotonic() + REFUSED_RETRY_S
+        if retry_at and time.monotonic() >= retry_at:
+            retry_at = 0.0
+            try:
+                up.disconnect(addr)
+            except zmq.ZMQError:
+                pass                # already gone
+            up.connect(addr)
         if events.get(pull):
             for _ in range(WINDOW):
                 try:
@@ -114,7 +163,7 @@ def run(cfg: dict) -> None:
                     delivered += n
                 else:
                     refused += n
-                    _log(f"uplink: collector {addr} refused batch {key[1]} ({n} records): see its log")
+                    _log(f"uplink: collector {addr} refused batch {key[1]} ({counted(n, 'record')}): see its log")
         metrics.maybe(lambda: {"records": records, "outputs": {f"collector:{addr}": delivered},
                                "spool_bytes": spool.in_memory + spool.on_disk, "spool_batches": len(spool)})
         now = time.monotonic()
@@ -130,7 +179,8 @@ def run(cfg: dict) -> None:
             if spool.in_memory and now - waited_since >= SPILL_AFTER_S:
                 spool.spill_all()      # a sensor stopped while its collector is away loses nothing
             if now - last_note >= 10 and now - waited_since >= 10:
-                _log(f"uplink: waiting for collector {addr}: {len(spool)} batches not acknowledged")
+                _log(f"uplink: waiting for collector {addr}: {counted(len(spool), 'batch', 'batches')} not "
+                     "acknowledged" + (" (see above: it does not accept this sensor)" if told else ""))
                 last_note = now
     stats = {"records": records, "final_records": finals, "frames_in_records": frames,
              "outputs": {f"collector:{addr}": delivered}, "refused": refused,
@@ -138,6 +188,8 @@ def run(cfg: dict) -> None:
     control.send_multipart([wire.MSG_STATS, msgpack.packb(stats)])
     metrics.close()
     pull.close(0)
+    up.disable_monitor()
+    watch.close(0)
     up.close(0)
     control.close()
     ctx.term()

@@ -462,6 +462,28 @@ def test_keygen_files_and_modes(tmp_path):
     assert p.returncode == 2 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
+def test_keygen_keeps_an_existing_pair_without_force(tmp_path):
+    def keygen_again(*flags):
+        return subprocess.run(runner.pipeline_cmd() + ["keygen", *flags, str(tmp_path / "node")],
+                              capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=RUN_TIMEOUT)
+
+    pub, sec = keygen(tmp_path / "node")
+    before = (pub.read_bytes(), sec.read_bytes())
+    again = keygen_again()
+    assert again.returncode == 2 and again.stdout == ""
+    lines = again.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--force" in lines[0] and "exists" in lines[0], again.stderr
+    assert (pub.read_bytes(), sec.read_bytes()) == before
+    # half a pair left behind (the public file alone) is not overwritten either
+    sec.unlink()
+    assert keygen_again().returncode == 2 and pub.read_bytes() == before[0] and not sec.exists()
+    forced = keygen_again("--force")
+    assert forced.returncode == 0, forced.stderr
+    public, secret = zmq.auth.load_certificate(str(sec))
+    assert pub.read_bytes() != before[0] and zmq.auth.load_certificate(str(pub)) == (public, None)
+    assert stat.S_IMODE(sec.stat().st_mode) == 0o600
+
+
 @pytest.mark.slow
 def test_curve_admits_only_known_sensors(traces, tmp_path):
     keys = tmp_path / "keys"
@@ -794,6 +816,38 @@ def test_journal_is_one_collectors_at_a_time(tmp_path):
         Journal(str(tmp_path / "st"))
     j.close()
     Journal(str(tmp_path / "st")).close()
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_state_files_are_for_the_service_alone(tmp_path):
+    """The journal and the spool hold records and where they went: 0600 files in 0700
+    folders whatever the umask, and the files of an older version (0644) are made so too."""
+    old_umask = os.umask(0o022)
+    try:
+        j = Journal(str(tmp_path / "st"))
+        j.truncate_outputs([])
+        j.begin("s", "r", 1, [])
+        j.commit()
+        j.close(clean=True)
+        assert mode(tmp_path / "st") == 0o700
+        assert {p.name: mode(p) for p in (tmp_path / "st").iterdir()} == {"journal": 0o600, "lock": 0o600}
+        for p in (tmp_path / "st").iterdir():
+            p.chmod(0o644)
+        j = Journal(str(tmp_path / "st"))
+        assert j.seen("s", "r", 1)
+        j.truncate_outputs([])
+        j.close()
+        assert {p.name: mode(p) for p in (tmp_path / "st").iterdir()} == {"journal": 0o600, "lock": 0o600}
+        sp = Spool(str(tmp_path / "spool"), mem_bytes=100)
+        sp.add(*_batch("r", 1, 300))
+        assert mode(tmp_path / "spool") == 0o700
+        files = list((tmp_path / "spool").iterdir())
+        assert files and {mode(p) for p in files} == {0o600}
+    finally:
+        os.umask(old_umask)
 
 
 def test_journal_in_memory_only():

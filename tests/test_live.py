@@ -453,16 +453,11 @@ def test_bad_bpf_program_is_refused():
     assert str(e.value) == "capturing on lo: the kernel rejected the BPF program (invalid instructions)"
 
 
-def test_not_root_needs_cap_net_raw():
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv not installed (Debian util-linux)")
+def test_not_root_needs_cap_net_raw(unprivileged):
     code = ("import sys\nfrom pipeline.frontend.live import CaptureError, LiveCapture\n"
             "try:\n    LiveCapture(['lo'])\nexcept CaptureError as e:\n    print(e)\n    sys.exit(3)\n")
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", PY, "-c", code],
-                       cwd=ROOT, capture_output=True, text=True, timeout=30,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    if r.returncode not in (0, 3) and "Permission denied" in r.stderr:
-        pytest.skip(f"nobody cannot run this Python: {r.stderr.strip().splitlines()[-1]}")
+    r = subprocess.run(unprivileged.as_nobody(unprivileged.python, "-c", code), cwd="/", capture_output=True,
+                       text=True, timeout=30, env=unprivileged.env)
     assert (r.returncode, r.stdout) == (3, NOT_ROOT + "\n"), r.stderr
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -100,13 +101,25 @@ def test_two_capture_processes_share_the_load(netns, trace, tmp_path):
 
 
 def test_duration_stops_an_idle_capture(netns, tmp_path):
+    """... and under systemd (a datagram socket standing in for it) says READY=1 once capturing."""
+    systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    systemd.bind(str(tmp_path / "notify"))
     t0 = time.monotonic()
     p = subprocess.run(["ip", "netns", "exec", netns, *runner.pipeline_cmd(), "start", "--interface", "vB",
                         "--duration", "2", "--output", f"jsonl:{tmp_path / 'o.jsonl'}",
                         "--status-socket", str(tmp_path / "status.sock"),
                         "--stats-json", str(tmp_path / "s.json")],
-                       cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
-                       timeout=60)
+                       cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), NOTIFY_SOCKET=str(tmp_path / "notify")),
+                       capture_output=True, text=True, timeout=60)
+    systemd.setblocking(False)
+    said = []
+    while True:
+        try:
+            said.append(systemd.recv(4096).decode())
+        except BlockingIOError:
+            break
+    systemd.close()
+    assert said == ["READY=1\nSTATUS=capturing, 2 workers"], said
     assert p.returncode == 0, p.stderr
     assert time.monotonic() - t0 >= 2
     st = json.loads((tmp_path / "s.json").read_text())
@@ -114,12 +127,10 @@ def test_duration_stops_an_idle_capture(netns, tmp_path):
         + st["frames_malformed"] + st["frames_unassembled"]
 
 
-def test_capture_needs_cap_net_raw(tmp_path):
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv not installed (Debian util-linux)")
-    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *runner.pipeline_cmd(),
-                        "start", "--interface", "lo", "--output", "jsonl:-"],
-                       cwd="/", env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60)
+def test_capture_needs_cap_net_raw(unprivileged):
+    p = subprocess.run(unprivileged.as_nobody(*unprivileged.pipeline(), "start", "--interface", "lo", "--output",
+                                              "jsonl:-"),
+                       cwd="/", env=unprivileged.env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "CAP_NET_RAW" in lines[0], p.stderr

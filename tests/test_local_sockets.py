@@ -50,9 +50,12 @@ def test_front_end_and_metrics_sockets_use_it(ctx, ipc_dir):
 
 
 # the connects that are not to a peer of the run: the uplink's remote collector (its own
-# back-off), plain sockets (the status client's unix sockets, the syslog and IPFIX
-# outputs' network peers), and connect_local's own
+# back-off, and again after a refused handshake), plain sockets (the status client's unix
+# sockets, systemd's notification socket, the syslog and IPFIX outputs' network peers),
+# and connect_local's own
 REMOTE_OR_PLAIN = {("pipeline/uplink.py", 'up.connect(cfg["collector"])'),
+                   ("pipeline/uplink.py", "up.connect(addr)"),
+                   ("contracts/notify.py", "s.connect(addr)"),
                    ("contracts/monitor.py", "probe.connect(path)"),
                    ("contracts/monitor.py", "s.connect(path)"),
                    ("collector/outputs/syslog.py", "self.connect()"),

@@ -73,6 +73,7 @@ def test_metrics_answer_repeatedly_and_grow(big_trace, tmp_path):
         p.wait()
     assert p.returncode == 0
     assert "pipeline_process_resident_bytes" in text and 'process="worker 0"' in text
+    assert re.search(r'^pipeline_process_anonymous_bytes\{process="worker 0"\} [0-9.e+]+$', text, re.M)
     assert "pipeline_worker_sessions_open" in text and "pipeline_worker_queue" in text
     answered = [f for f in seen if f]
     assert len(answered) >= 3, seen
@@ -109,6 +110,57 @@ def test_status_prints_live_figures(big_trace, tmp_path):
     gone = subprocess.run([*runner.pipeline_cmd(), "status", "--socket", str(sock)], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=30)
     assert gone.returncode == 1 and len(gone.stderr.strip().splitlines()) == 1   # nobody answers any more
+
+
+def proc_status(pid) -> dict:
+    """/proc/PID/status's memory lines in bytes: the kernel's own split of RSS."""
+    out = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def test_memory_is_reported_as_anonymous_and_resident(big_trace, tmp_path):
+    """Status reports each process's anonymous memory (what to alert on) beside its RSS, which
+    counts the mapped capture file and the libraries too. The kernel's RssAnon, read before and
+    after each snapshot, is the independent figure."""
+    sock = tmp_path / "status.sock"
+    p = slow_run(big_trace, tmp_path, "--status-socket", str(sock), stderr=subprocess.PIPE)
+    slack = 8 << 20          # what a process may allocate or free between two reads
+    told_apart = 0
+    try:
+        deadline = time.monotonic() + 60
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        first = json.loads(subprocess.run([*runner.pipeline_cmd(), "status", "--socket", str(sock), "--json"],
+                                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=30).stdout)
+        pids = {name: q["pid"] for name, q in first["processes"].items()}
+        before = {name: proc_status(pid) for name, pid in pids.items()}
+        from contracts.monitor import query_status
+        snap = query_status(str(sock))
+        after = {name: proc_status(pid) for name, pid in pids.items()}
+        table = subprocess.run([*runner.pipeline_cmd(), "status", "--socket", str(sock)], cwd=ROOT, env=ENV,
+                               capture_output=True, text=True, timeout=30).stdout
+    finally:
+        p.wait(timeout=120)
+    assert p.returncode == 0
+    assert {"frontend", "collector", "worker 0", "worker 1"} <= set(pids)
+    for name in pids:
+        got, lo, hi = snap["processes"][name], before[name], after[name]
+        anon = sorted((lo["RssAnon"], hi["RssAnon"]))
+        assert anon[0] - slack <= got["anon_bytes"] <= anon[1] + slack, (name, got, lo, hi)
+        assert min(lo["VmRSS"], hi["VmRSS"]) - slack <= got["rss_bytes"] <= max(lo["VmRSS"], hi["VmRSS"]) + slack
+        if min(lo["RssFile"], hi["RssFile"]) > 2 * slack:
+            # file pages (libraries, the mapped trace) beyond the slack: RSS reported as
+            # anonymous would fail the check above, and the two figures differ
+            assert got["rss_bytes"] - got["anon_bytes"] > slack
+            told_apart += 1
+    assert told_apart >= 3, before          # the front-end and the workers (numpy) at least
+    assert "anon MB" in table and "rss" in table
 
 
 def _read_all(fd, proc):
@@ -234,26 +286,77 @@ def test_metrics_port_taken_or_bad_is_one_line(big_trace, tmp_path):
     assert taken.stderr.strip().splitlines() == [taken.stderr.strip().splitlines()[0]] and "in use" in taken.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
-def test_user_drops_every_process(big_trace, tmp_path):
-    """--user: the children run as that user and still reach the supervisor's sockets;
-    the outputs they create belong to it."""
-    import pwd
+@pytest.fixture
+def open_folder():
+    """A folder anyone may write in (pytest's tmp is root-only): outputs made as --user."""
     import shutil
     import tempfile
     from pathlib import Path
-    out = Path(tempfile.mkdtemp(prefix="pipeline-user-", dir="/tmp"))   # pytest's tmp is root-only
+    out = Path(tempfile.mkdtemp(prefix="pipeline-user-", dir="/tmp"))
     out.chmod(0o777)
+    yield out
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def user_run(unprivileged, trace, out, env):
+    return subprocess.run([*unprivileged.pipeline(), "start", "--read", str(trace), "--user", "nobody",
+                           "--output", f"jsonl:{out / 'o.jsonl'}", "--quiet"],
+                          cwd=unprivileged.folder, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_user_drops_every_process(big_trace, open_folder, unprivileged):
+    """--user: the children run as that user and still reach the supervisor's sockets;
+    the outputs they create belong to it. Run from a copy nobody can read (conftest.py)."""
+    import pwd
+    p = user_run(unprivileged, big_trace, open_folder, unprivileged.env)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    assert (open_folder / "o.jsonl").stat().st_uid == pwd.getpwnam("nobody").pw_uid
+    assert len((open_folder / "o.jsonl").read_text().splitlines()) > 1000
+
+
+def test_user_who_cannot_read_the_code_is_refused_at_start(big_trace, open_folder, unprivileged):
+    """The code in a folder --user cannot enter (a root's 0700 home): one line at start, naming
+    what it cannot read, instead of processes that fail at their next import."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+    private = Path(tempfile.mkdtemp(prefix="pipeline-private-", dir="/tmp"))       # 0700, root's
     try:
-        _user_run(big_trace, out, pwd)
+        shutil.copytree(unprivileged.code / "workers", private / "workers")
+        env = dict(unprivileged.env, PYTHONPATH=os.pathsep.join([str(private), unprivileged.env["PYTHONPATH"]]))
+        p = user_run(unprivileged, big_trace, open_folder, env)
     finally:
-        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(private, ignore_errors=True)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert lines[0].startswith(f"pipeline: error: --user nobody cannot read {private}/workers/"), lines[0]
+    assert not (open_folder / "o.jsonl").exists()
 
 
-def _user_run(big_trace, out, pwd):
-    p = subprocess.run([*runner.pipeline_cmd(), "start", "--read", str(big_trace), "--user", "nobody",
-                        "--output", f"jsonl:{out / 'o.jsonl'}", "--quiet"],
+def one_packet_trace(path):
+    """A pcap of one UDP datagram: one frame, one session, one record."""
+    import dpkt
+    udp = dpkt.udp.UDP(sport=5353, dport=53, data=b"x" * 8)
+    udp.ulen = len(udp)
+    ip = dpkt.ip.IP(src=bytes([10, 0, 0, 1]), dst=bytes([10, 0, 0, 2]), p=17, data=udp)
+    ip.len = len(ip)
+    frame = dpkt.ethernet.Ethernet(src=b"\x02" * 6, dst=b"\x04" * 6, type=0x0800, data=ip)
+    with open(path, "wb") as fh:
+        w = dpkt.pcap.Writer(fh)
+        w.writepkt(bytes(frame), ts=1.0)
+    return path
+
+
+def test_summary_lines_count_in_the_singular(tmp_path):
+    trace = one_packet_trace(tmp_path / "one.pcap")
+    p = subprocess.run([*runner.pipeline_cmd(), "start", "--read", str(trace), "--workers", "1",
+                        "--output", f"jsonl:{tmp_path / 'o.jsonl'}", "--stats-json", str(tmp_path / "s.json")],
                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert (out / "o.jsonl").stat().st_uid == pwd.getpwnam("nobody").pw_uid
-    assert len((out / "o.jsonl").read_text().splitlines()) > 1000
+    st = json.loads((tmp_path / "s.json").read_text())
+    assert (st["frames_read"], st["sessions"], st["records"]) == (1, 1, 1)      # the trace is what it says
+    line = p.stderr.strip().splitlines()[-1]
+    assert line.startswith("pipeline: 1 frame (1 ip,") and "-> 1 session, 1 record in" in line, line
+    assert line.endswith(", 1 worker)"), line
+    assert not re.search(r"\b1 (frames|sessions|records|workers)\b", line), line
