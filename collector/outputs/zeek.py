@@ -520,14 +520,15 @@ def values(b: Batch, source):
 
 # -- TSV cells ---------------------------------------------------------------------------------------
 # Zeek's ASCII writer: `\` doubled, the separator and control bytes as \xNN, a value that is exactly
-# "-" or "(empty)" escaped, "" written (empty). We also escape `#` (pandas' comment='#', used by zat's
-# LogToDataFrame, cuts a line at any #), the line separators of str.splitlines (NEL, U+2028/9), and
+# "-" or "(empty)" escaped, "" written (empty). We also escape `#` and `"` (pandas, under zat's
+# LogToDataFrame, cuts a line at any # and reads a quote as the start of a quoted field that may
+# run over tabs and lines), the line separators of str.splitlines (NEL, U+2028/9), and
 # lone surrogates (a byte that was not UTF-8: \udcNN is the byte NN), so a reader that decodes \xNN
 # (Zeek's, parsezeeklogs) gets the value back and no reader splits a line in two.
 
 def _escapes():
     table = {c: "\\x%02x" % c for c in range(0x20)}
-    table.update({0x7f: "\\x7f", ord("\\"): "\\\\", ord("#"): "\\x23"})
+    table.update({0x7f: "\\x7f", ord("\\"): "\\\\", ord("#"): "\\x23", ord('"'): "\\x22"})
     for c in (0x85, 0x2028, 0x2029, *range(0xd800, 0xe000)):
         raw = chr(c).encode("utf-8", "surrogatepass") if not 0xdc80 <= c <= 0xdcff else bytes([c - 0xdc00])
         table[c] = "".join("\\x%02x" % x for x in raw)
@@ -538,7 +539,7 @@ _ESCAPES = _escapes()
 # Zeek's JSON writer: unset fields left out, times as epoch numbers, sets as arrays, UTF-8 kept
 _json_string = json.encoder.encode_basestring       # C
 _SET_ESCAPES = {**_ESCAPES, ord(","): "\\x2c"}
-_NEEDS_ESCAPE = re.compile("[\x00-\x1f\x7f\\\\#\x85\u2028\u2029\ud800-\udfff]")
+_NEEDS_ESCAPE = re.compile('[\x00-\x1f\x7f\\\\#"\x85\u2028\u2029\ud800-\udfff]')
 _RESERVED = {"": "(empty)", "-": "\\x2d", "(empty)": "\\x28empty)", None: "-"}
 _BOOL_TEXT = {True: "T", False: "F"}
 _BOOL_JSON = {True: "true", False: "false"}
@@ -742,6 +743,8 @@ TIME_LIMIT = 9223372036.0
 
 def _clamp(v):
     if type(v) in (int, float):
+        if v != v:                  # NaN: no time at all (never from checked records): unset
+            return None
         return TIME_LIMIT if v > TIME_LIMIT else -TIME_LIMIT if v < -TIME_LIMIT else v
     return v
 
@@ -752,10 +755,11 @@ def _bounded(col, clamped: set):
         return col
     try:
         numbers = list(filter(None, col))
-        if not numbers or (-TIME_LIMIT <= min(numbers) and max(numbers) <= TIME_LIMIT):
+        if not numbers or (-TIME_LIMIT <= min(numbers) and max(numbers) <= TIME_LIMIT
+                           and all(map(_isfinite, numbers))):
             return col
-    except TypeError:               # not all numbers: the cells' careful way sees to them
-        pass
+    except (TypeError, OverflowError):      # not all numbers (the cells' careful way sees to
+        pass                                # them), or an int beyond floats: clamped below
     out = list(map(_clamp, col))
     clamped.update(i for i, (a, b) in enumerate(zip(col, out)) if a is not b)
     return Plain(out) if type(col) is Plain else out
