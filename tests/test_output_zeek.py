@@ -3,7 +3,6 @@ Zeek logs from PyPI (zat, parsezeeklogs) and compared with the native records of
 run, by expectations written out here (Zeek's rules, the uid derivation, the service
 names) rather than taken from the code under test."""
 import hashlib
-import json
 import os
 import re
 import stat
@@ -24,7 +23,6 @@ from pipeline import tracegen
 from tests import runner
 from tests.shared import all_captures, needs_shared
 
-LOGS = ("conn", "open_conn", "dns", "ssl", "http")
 HEADER = ["#separator \\x09", "#set_separator\t,", "#empty_field\t(empty)", "#unset_field\t-"]
 STAMP = re.compile(r"\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d")
 UID = re.compile(r"C[0-9A-Za-z]{1,17}")
@@ -558,7 +556,7 @@ def test_bad_targets_are_one_line_errors(tmp_path):
     (tmp_path / "file").write_text("x")
     for spec in ("zeek:-", f"zeek:{tmp_path}/no/such/dir", f"zeek:{tmp_path}?format=xml",
                  f"zeek:{tmp_path}?rotate=2XB", f"zeek:{tmp_path}/file", f"zeek:{tmp_path}?keep=3",
-                 f"zeek:{tmp_path}?colour=red"):
+                 f"zeek:{tmp_path}?colour=red", f"zeek:{tmp_path}?format=json&format=tsv"):
         with pytest.raises(outputs.OutputError) as e:
             outputs.parse(spec)
         assert "\n" not in str(e.value) and spec in str(e.value)

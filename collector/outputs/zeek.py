@@ -309,11 +309,9 @@ def _vlan(i):
 def _meta(*names):
     """The first of these metadata fields that a row has (DNS comes as dns.*, mdns.* or llmnr.*)."""
     def source(b):
-        cols = [b[n] for n in names]
-        first = cols[0]
-        for col in cols[1:]:
-            if col.count(None) != b.n:
-                first = [a if a is not None else c for a, c in zip(first, col)]
+        first = b[names[0]]
+        for name in names[1:]:
+            first = _pick(first, b[name])
         return first
     source.__name__ = " or ".join(names)
     return source
@@ -910,7 +908,6 @@ class Log:
     """One Zeek log of the output: its columns and, once it has a line, its file."""
 
     def __init__(self, path, columns, folder, target, fmt, clock):
-        self.path_name = path
         self.columns = columns
         self.lines = header_lines(path, columns) if fmt == "tsv" else None
         rotate = target.rotate_bytes
@@ -973,22 +970,24 @@ def parse_zeek_target(target: str):
     """`DIR[?format=tsv|json][&rotate=..][&rotate_every=..][&keep=..]` -> (DIR, format, the file
     options: a target string of DIR/conn.log); ValueError (one line) if bad."""
     folder, sep, query = target.partition("?")
-    fmt, rest = "tsv", []
+    fmt, rest = None, []
     for part in query.split("&") if sep else []:
-        key, eq, value = part.partition("=")
-        if key == "format":
-            if value not in FORMATS:
-                raise ValueError(f"{target!r}: format={value}: expected tsv or json")
-            fmt = value
-        else:
+        key, _, value = part.partition("=")
+        if key != "format":
             rest.append(part)
+        elif fmt is not None:
+            raise ValueError(f"{target!r}: option 'format' given twice")
+        elif value not in FORMATS:
+            raise ValueError(f"{target!r}: format={value}: expected tsv or json")
+        else:
+            fmt = value
     if not folder:
         raise ValueError(f"{target!r}: no directory")
     if folder == "-":
         raise ValueError(f"{target!r}: zeek writes several logs: give a directory, not standard output")
     files = _file_target(folder, "conn", "&".join(rest))
     parse_target(files)
-    return folder, fmt, files
+    return folder, fmt or "tsv", files
 
 
 def _file_target(folder, path, options) -> str:
@@ -1037,11 +1036,11 @@ class ZeekLogs(LineOutput):
             return
         b = Batch(records)
         final = b["final"]
-        if final.count(True) == b.n:
+        if all(final):
             finals, interims = b, None
         else:
-            finals = b.subset([i for i, f in enumerate(final) if f is True])
-            interims = b.subset([i for i, f in enumerate(final) if f is not True])
+            finals = b.subset([i for i, f in enumerate(final) if f])
+            interims = b.subset([i for i, f in enumerate(final) if not f])
         clamped = self.logs["conn"].write(finals)
         if interims is not None:
             clamped += self.logs["open_conn"].write(interims)
