@@ -943,7 +943,9 @@ class Log:
 class Position(int):
     """Where the output's files end, for the collector's journal, which keeps one (path, size)
     per output: each log's size in 48 bits of one integer (conn.log's highest). Files only grow
-    between the journal's begin and a restart, so `>` says whether any did; `-` says by how much."""
+    between the journal's begin and a restart, so `>` says whether any did; `-` says by how much.
+    (A log rotated within the unfinished batch keeps what went into the rotated file, as the
+    other file outputs do: then that part is written twice, never lost.)"""
     BITS = 48
 
     @classmethod
