@@ -203,7 +203,6 @@ def native(tmp_path_factory):
     d = tmp_path_factory.mktemp("zeek")
     frames, _ = tracegen.build(seed=5, sessions=300)
     tracegen.write_pcap(str(d / "t.pcap"), frames)
-    zeek.SLOW.update(values=0, lines=0)
     p, recs, _ = runner.run([d / "t.pcap"], d / "run", "--active-timeout", "60",
                             "--output", f"zeek:{d / 'tsv'}", "--output", f"zeek:{d / 'json'}?format=json")
     assert p.returncode == 0, p.stderr
@@ -246,7 +245,24 @@ def test_conn_log_holds_every_final_record_with_zeeks_meanings(native):
             close_enough(row[k], v, k)
     assert {r["service"] for r in rows} >= {"dns", None}
     assert any(r["tunnel_parents"] for r in rows) and any(r["inner_vlan"] for r in rows)
+
+
+def test_the_same_records_written_here_give_the_same_logs_by_the_fast_ways(native, tmp_path):
+    """The run's collector process wrote the logs; here the same records, in batches of
+    another size: the same lines (but #open and #close), and never the slow ways."""
+    d, recs = native
+    zeek.SLOW.update(values=0, lines=0)
+    o = ZeekLogs(str(tmp_path))
+    wire = [runner.as_wire(r) for r in recs]
+    for i in range(0, len(wire), 97):
+        o.write(wire[i:i + 97])
+    o.close()
     assert zeek.SLOW == {"values": 0, "lines": 0}, "records as declared must take the fast ways"
+    for name in ("conn", "open_conn", "dns"):
+        mine, theirs = (lines_of(f / f"{name}.log") for f in (tmp_path, d / "tsv"))
+        assert len(mine) > 10
+        assert [x for x in mine if not x.startswith(("#open", "#close"))] == \
+               [x for x in theirs if not x.startswith(("#open", "#close"))]
 
 
 def test_open_conn_log_has_the_interim_records_under_the_sessions_uid(native):
