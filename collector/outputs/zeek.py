@@ -793,6 +793,8 @@ def _lines(b, layout, fmt, safe, clamped):
         if ztype in (TIME, INTERVAL):
             col = _bounded(col, clamped)
         spec, col = _tsv_cells(ztype, col, safe) if tsv else _json_cells(name, ztype, col, k == 0, safe)
+        if col is not None and col.count(col[0]) == len(col):     # one value in the batch (a sensor,
+            spec, col = (spec % col[0]).replace("%", "%%"), None   # an unset field): into the template
         specs.append(spec)
         if col is not None:
             order.append(len(direct) + len(made))
