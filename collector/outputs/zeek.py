@@ -534,13 +534,13 @@ def _escapes():
 
 
 _ESCAPES = _escapes()
-# Zeek's JSON writer: unset fields left out, times as epoch numbers, sets as arrays, UTF-8 kept
-_json_string = json.encoder.encode_basestring       # C
 _SET_ESCAPES = {**_ESCAPES, ord(","): "\\x2c"}
 _NEEDS_ESCAPE = re.compile('[\x00-\x1f\x7f\\\\#"\x85\u2028\u2029\ud800-\udfff]')
 _RESERVED = {"": "(empty)", "-": "\\x2d", "(empty)": "\\x28empty)", None: "-"}
 _BOOL_TEXT = {True: "T", False: "F"}
 _BOOL_JSON = {True: "true", False: "false"}
+# Zeek's JSON writer: unset fields left out, times as epoch numbers, sets as arrays, UTF-8 kept
+_json_string = json.encoder.encode_basestring       # C
 _isfinite = math.isfinite
 _time_text = "%.6f".__mod__
 # C-level helpers over whole columns: d.get(value, other) picks per row
