@@ -12,7 +12,7 @@ from .files import LineOutput
 # kind -> (module, class); a module is imported only when its kind is used (start-up time)
 KINDS = {"jsonl": ("jsonl", "JsonLines"), "ecs": ("ecs", "EcsLines"), "csv": ("csv", "CsvFile"),
          "ipfix": ("ipfix", "IpfixExporter"), "syslog": ("syslog", "SyslogSender"),
-         "kafka": ("kafka", "KafkaProducer")}
+         "kafka": ("kafka", "KafkaProducer"), "zeek": ("zeek", "ZeekLogs")}
 
 
 def output_class(kind: str):
