@@ -1,0 +1,75 @@
+"""Outputs in real runs of `pipeline start` (issue 25): a full disk leaves whole lines and
+still the statistics."""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from pipeline import tracegen
+from tests import runner
+
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(runner.ROOT), os.environ.get("PYTHONPATH")])))
+TIMEOUT = 120
+
+
+def pipeline(*args, timeout=TIMEOUT):
+    return subprocess.run(runner.pipeline_cmd() + list(args), capture_output=True, text=True, env=ENV,
+                          cwd=runner.ROOT, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory):
+    """~1,500 sessions: their records are well over 256 KiB in every line format."""
+    path = tmp_path_factory.mktemp("trace") / "t.pcap"
+    frames, _ = tracegen.build(seed=25, sessions=1500)
+    tracegen.write_pcap(str(path), frames)
+    return path
+
+
+def _tmpfs(size: str):
+    """A fresh tmpfs of `size` (needs root), or a reason why not."""
+    if os.geteuid() != 0:
+        return None, "mounting a tmpfs needs root"
+    folder = Path(tempfile.mkdtemp(prefix="pipeline-tmpfs-"))
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        folder.rmdir()
+        return None, f"cannot mount a tmpfs here: {p.stderr.strip()}"
+    return folder, None
+
+
+@pytest.fixture
+def small_disk():
+    folder, why = _tmpfs("256k")
+    if folder is None:
+        pytest.skip(why)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "ecs", "csv"])
+def test_full_disk_leaves_whole_lines_and_the_statistics(trace, tmp_path, small_disk, kind):
+    out, st = small_disk / f"s.{kind}", tmp_path / "st.json"       # statistics on another filesystem
+    p = pipeline("start", "--read", str(trace), "--output", f"{kind}:{out}", "--stats-json", str(st), "--quiet")
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.count("\n") == 1 and "No space left on device" in p.stderr, p.stderr
+    data = out.read_bytes()
+    assert data and data.endswith(b"\n")                            # no half line for Filebeat to ship
+    if kind == "csv":
+        lines = data.decode().splitlines()
+        assert all(line.count(",") == lines[0].count(",") for line in lines if '"' not in line)
+    else:
+        rows = [json.loads(x) for x in data.splitlines()]           # every line whole
+    stats = json.loads(st.read_text())
+    assert "No space left on device" in stats["error"]
+    assert stats["frames_read"] > 0 and stats["records"] > 0
+    written = stats["outputs"][f"{kind}:{out}"]
+    assert written == (len(data.splitlines()) - 1 if kind == "csv" else len(rows))
