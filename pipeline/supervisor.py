@@ -423,6 +423,7 @@ def start(args, timeouts) -> int:
     stats["workers"] = [{"worker": w["worker"], "frames": w["events"], "sessions": w["sessions"],
                          "records": w["records"], "evicted": w.get("evicted", 0)} for w in workers]
     stats["outputs"] = cstats["outputs"]
+    stats["output_issues"] = cstats.get("output_issues", {})
     stats["worker_restarts"] = run.restarts
     stats["sessions_lost"] = run.sessions_lost
     # frames of sessions that died with a worker: never in a final record

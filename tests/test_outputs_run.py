@@ -1,8 +1,9 @@
-"""Outputs in real runs of `pipeline start` (issue 25): a full disk leaves whole lines and
-still the statistics."""
+"""Outputs in real runs of `pipeline start` (issue 25): a UDP receiver that is not there
+never ends a run, and a full disk leaves whole lines and still the statistics."""
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -21,6 +22,12 @@ def pipeline(*args, timeout=TIMEOUT):
                           cwd=runner.ROOT, timeout=timeout)
 
 
+def free_port(kind=socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def trace(tmp_path_factory):
     """~1,500 sessions: their records are well over 256 KiB in every line format."""
@@ -28,6 +35,27 @@ def trace(tmp_path_factory):
     frames, _ = tracegen.build(seed=25, sessions=1500)
     tracegen.write_pcap(str(path), frames)
     return path
+
+
+def test_udp_outputs_without_a_receiver_go_on(trace, tmp_path):
+    """Nothing listens on either port: every datagram draws "port unreachable". The run
+    ends with 0, every record is in the file output, the refusals are counted, and each
+    UDP output says so in two lines: when they start, and their count at the end."""
+    syslog, ipfix = f"syslog:udp://127.0.0.1:{free_port()}", f"ipfix:udp://127.0.0.1:{free_port()}"
+    out, st = tmp_path / "s.jsonl", tmp_path / "st.json"
+    p = pipeline("start", "--read", str(trace), "--output", syslog, "--output", ipfix,
+                 "--output", f"jsonl:{out}", "--stats-json", str(st), "--quiet")
+    assert p.returncode == 0, p.stderr
+    stats = json.loads(st.read_text())
+    recs = runner.sessions(json.loads(x) for x in out.read_text().splitlines())
+    assert len(recs) == stats["records"] and stats["outputs"][f"jsonl:{out}"] == len(recs)
+    for spec in (syslog, ipfix):
+        refused = stats["output_issues"][spec]["datagrams_refused"]
+        assert refused > 0 and stats["outputs"][spec] < len(recs)
+        lines = [x for x in p.stderr.splitlines() if f"output {spec}:" in x]
+        assert len(lines) == 2, p.stderr
+        assert "datagrams refused" in lines[0] and f"{refused} datagrams refused until the end" in lines[1]
+    assert "Traceback" not in p.stderr
 
 
 def _tmpfs(size: str):

@@ -1,9 +1,10 @@
 """Output registry: `--output KIND:TARGET` names one of these.
 
 Every kind has `check(target)` (raises ValueError with one line, before
-anything starts), `write(records)`, `close()` and a `written` count; see
-docs/outputs.md. The line outputs (jsonl, ecs, csv) can also append to what
-an earlier collector wrote, and be cut back by the collector's journal.
+anything starts), `write(records)`, `close()`, a `written` count and `issues`
+(what it clamped or could not write, limits.py); see docs/outputs.md. The
+line outputs (jsonl, ecs, csv) can also append to what an earlier collector
+wrote, and be cut back by the collector's journal.
 """
 import importlib
 

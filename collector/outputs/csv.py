@@ -3,10 +3,12 @@
 The header row is the record's field names (contracts.record.NAMES), then one
 session record per row, in that order. A table needs fixed columns, so
 plugin fields (the optional dict after the native values) are not written:
-use jsonl or ecs for those. Cells: null is empty, booleans are true/false,
-the VLAN list is its ids joined with "." (outermost first), numbers as
-Python writes them (floats round-trip exactly). Rows end with "\\n"; the
-csv module quotes any cell holding a comma, quote or newline.
+use jsonl or ecs for those. Cells: null is
+empty, booleans are true/false, the VLAN list is its ids joined with "."
+(outermost first), numbers as Python writes them (floats round-trip
+exactly). Rows end with "\\n"; any cell holding a comma, quote or line break
+is quoted (the csv module quotes a lone carriage return only when it is in
+the row terminator: such rows are written again by a writer whose is).
 Same file handling and rotation options as JSON lines (files.py); every
 rotated file starts with the header row.
 """
@@ -16,6 +18,7 @@ import time
 
 from contracts.record import NAMES
 
+from . import limits
 from .files import LineOutput
 
 N = len(NAMES)
@@ -44,6 +47,11 @@ def _header() -> bytes:
     return buf.getvalue().encode()
 
 
+def cells(r) -> list:
+    """A wire record's row."""
+    return [_cell(v) for v in r[:N]]
+
+
 class CsvFile(LineOutput):
     kind = "csv"
 
@@ -53,20 +61,36 @@ class CsvFile(LineOutput):
         super().__init__(target, clock, append)
         self.rows = _Rows()
         self.writer = csv.writer(self.rows, lineterminator="\n")
+        self.cr_writer = csv.writer(self.rows, lineterminator="\r\n")
 
     def write(self, records) -> None:
         if not records:
             return
         rows, writerow = self.rows, self.writer.writerow
         rows.clear()
-        for r in records:
-            writerow([_cell(v) for v in r[:N]])
-        if len(rows) == len(records):
+        try:
+            table = list(map(cells, records))
+        except Exception:  # noqa: BLE001 - a record csv cannot write (limits.py): one at a time
+            table = limits.each(self, records, cells, cells)
+        for row in table:
+            writerow(row)
+        n = len(table)
+        if len(rows) == n and "\r" in "".join(rows):     # rare: one pass over the batch's text says so
+            self._quote_carriage_returns(table)
+        if len(rows) == n:
             self.file.write([row.encode() for row in rows])
         else:                             # a writer that split rows: keep the batch whole
             self.file.write(["".join(rows).encode()])
         rows.clear()
-        self.written += len(records)
+        self.written += n
+
+    def _quote_carriage_returns(self, table) -> None:
+        """The rows holding a carriage return, written again with it quoted."""
+        rows = self.rows
+        for i in range(len(table)):
+            if "\r" in rows[i]:
+                self.cr_writer.writerow(table[i])           # appended: taken off at once
+                rows[i] = rows.pop()[:-2] + "\n"
 
 
 OUTPUT = CsvFile     # for the registry in collector/outputs/__init__.py

@@ -29,6 +29,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from . import limits
+
 STDOUT = "-"
 SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3,
               "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3}
@@ -340,12 +342,15 @@ class LineFile:
 
 
 class LineOutput:
-    """What the line outputs (jsonl, ecs, csv) share: their file, and the hooks the
+    """What the line outputs (jsonl, ecs, csv) share: their file, their issue counters
+    (limits.py; ISSUES: those besides records_unwritable), and the hooks the
     collector's journal uses to cut back a batch that was never acknowledged."""
     header = b""
+    ISSUES = ()
 
     def __init__(self, target: str, clock=time.time, append: bool = False):
         self.target = target
+        self.issues = limits.counters(*self.ISSUES)
         self.file = LineFile(target, header=self.header, clock=clock, append=append)
         self.written = 0
 

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 
 from contracts.record import INDEX
 
+from . import limits
 from .jsonl import as_json   # the record as the JSON lines write it
 
 OPTIONS = ("timeout", "retries")
@@ -100,6 +101,7 @@ class KafkaProducer:
         except KafkaException as e:
             raise OSError(f"kafka producer: {e.args[0].str() if e.args else e}") from None
         self.written = 0         # acknowledged by the brokers
+        self.issues = limits.counters()
         self.accepted = 0        # handed to write()
         self.failed = 0          # given up after the retries
         self.retry = []          # (key, value, tries) whose delivery failed, to produce again
@@ -152,8 +154,13 @@ class KafkaProducer:
             return
         self._check_fatal()
         for r in records:
+            try:
+                key, value = message_key(r), as_json(r)
+            except Exception as e:  # noqa: BLE001 - a value JSON cannot carry (limits.py): never fatal
+                limits.unwritable(self, e)
+                continue
             self.accepted += 1
-            self._produce(message_key(r), as_json(r), 0)
+            self._produce(key, value, 0)
         self.producer.poll(0)
         self._produce_retries()
 
