@@ -1,5 +1,6 @@
 """Outputs in real runs of `pipeline start` (issue 25): a UDP receiver that is not there
-never ends a run, and a full disk leaves whole lines and still the statistics."""
+never ends a run, a full disk leaves whole lines and still the statistics, receivers
+that must be there are checked before any input is read, and --help names every kind."""
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from collector.outputs import FORMS, KINDS
 from pipeline import tracegen
 from tests import runner
 
@@ -101,3 +103,25 @@ def test_full_disk_leaves_whole_lines_and_the_statistics(trace, tmp_path, small_
     assert stats["frames_read"] > 0 and stats["records"] > 0
     written = stats["outputs"][f"{kind}:{out}"]
     assert written == (len(data.splitlines()) - 1 if kind == "csv" else len(rows))
+
+
+def test_tcp_receivers_are_checked_before_any_input(trace, tmp_path):
+    for spec in (f"syslog:tcp://127.0.0.1:{free_port(socket.SOCK_STREAM)}",
+                 f"ipfix:tcp://127.0.0.1:{free_port(socket.SOCK_STREAM)}"):
+        p = pipeline("start", "--read", str(trace), "--output", spec, "--stats-json", str(tmp_path / "st.json"))
+        assert p.returncode == 2, p.stderr
+        assert p.stderr.count("\n") == 1 and spec in p.stderr and p.stdout == ""
+        assert not (tmp_path / "st.json").exists()
+
+
+def test_help_and_defaults_list_every_output_kind():
+    """Every kind the registry knows, with its form; the kinds the issue found missing
+    by name, so an empty registry cannot pass."""
+    assert {"jsonl", "ecs", "csv", "ipfix", "syslog", "kafka"} <= set(KINDS)
+    flat = lambda text: " ".join(text.split())                      # noqa: E731 - help wraps lines
+    for args in (["start", "--help"], ["collector", "--help"], ["config", "--defaults"]):
+        p = pipeline(*args)
+        assert p.returncode == 0, p.stderr
+        text = flat(p.stdout.replace("# ", " "))
+        for kind in KINDS:
+            assert flat(FORMS[kind]) in text, (args, kind)

@@ -171,6 +171,12 @@ class IpfixExporter:
     def check(target: str) -> None:
         parse_target(target)
 
+    @staticmethod
+    def probe(target: str) -> None:
+        """A TCP collector is there (OSError if not); UDP cannot tell."""
+        if parse_target(target)[0] == "tcp":
+            IpfixExporter(target).close()
+
     def __init__(self, target: str):
         self.target = target
         self.transport, self.host, self.port, self.template_every, self.domain = parse_target(target)

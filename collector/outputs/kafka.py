@@ -26,6 +26,7 @@ from . import limits
 from .jsonl import as_json   # the record as the JSON lines write it
 
 OPTIONS = ("timeout", "retries")
+PROBE_S = 5.0               # how long the brokers have to answer at start
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+")
 
@@ -77,6 +78,11 @@ class KafkaProducer:
             raise ValueError("the kafka output needs the confluent-kafka package "
                              "(pip install confluent-kafka)") from None
 
+    @staticmethod
+    def probe(target: str) -> None:
+        """A broker answers (OSError if none does within the timeout, at most PROBE_S)."""
+        KafkaProducer(target).close()
+
     def __init__(self, target: str):
         try:   # imported here: only runs that use Kafka need the package
             from confluent_kafka import KafkaError, KafkaException, Producer
@@ -96,10 +102,6 @@ class KafkaProducer:
             "error_cb": self._client_error,
             "log_level": 2,      # no log lines: errors come through error_cb into close()'s one line
         }
-        try:
-            self.producer = Producer(config)
-        except KafkaException as e:
-            raise OSError(f"kafka producer: {e.args[0].str() if e.args else e}") from None
         self.written = 0         # acknowledged by the brokers
         self.issues = limits.counters()
         self.accepted = 0        # handed to write()
@@ -108,6 +110,18 @@ class KafkaProducer:
         self.last_error = None
         self.fatal = None
         self.purge_codes = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
+        try:
+            self.producer = Producer(config)
+        except KafkaException as e:
+            raise OSError(f"kafka producer: {e.args[0].str() if e.args else e}") from None
+        wait = min(self.cfg["timeout"], PROBE_S)
+        try:        # at start, as a TCP receiver is: not after a whole input has been read
+            self.producer.list_topics(timeout=wait)
+        except KafkaException as e:
+            why = self.last_error or (e.args[0].str() if e.args else str(e))
+            self.producer.purge()
+            raise OSError(f"kafka {','.join(self.cfg['brokers'])}: no broker answers within {wait:g} s "
+                          f"({why})") from None
 
     # --- callbacks (run inside poll/flush, on this thread)
     def _client_error(self, err) -> None:

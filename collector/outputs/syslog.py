@@ -196,6 +196,13 @@ class SyslogSender:
     def check(target: str) -> None:
         parse_target(target)
 
+    @staticmethod
+    def probe(target: str) -> None:
+        """A TCP receiver is there (OSError if not); UDP cannot tell."""
+        cfg = parse_target(target)
+        if cfg["transport"] == "tcp":
+            _connect(cfg).close()
+
     def __init__(self, target: str):
         self.target = target
         cfg = parse_target(target)
@@ -246,29 +253,10 @@ class SyslogSender:
 
     # --- connection
     def _where(self) -> str:
-        return f"{self.cfg['transport']}://{self.cfg['host']}:{self.cfg['port']}"
+        return _where(self.cfg)
 
     def connect(self) -> None:
-        cfg = self.cfg
-        kind = socket.SOCK_DGRAM if cfg["transport"] == "udp" else socket.SOCK_STREAM
-        last = None
-        try:
-            infos = socket.getaddrinfo(cfg["host"], cfg["port"], type=kind)
-        except socket.gaierror as e:
-            raise OSError(f"syslog receiver {self._where()}: cannot resolve {cfg['host']!r} ({e.strerror})") from None
-        for family, type_, proto, _, addr in infos:
-            s = socket.socket(family, type_, proto)
-            try:
-                s.settimeout(cfg["timeout"])
-                s.connect(addr)
-            except OSError as e:
-                s.close()
-                last = e
-                continue
-            self.sock = s
-            return
-        why = (last.strerror or str(last)) if last else "no address"
-        raise OSError(f"syslog receiver {self._where()} cannot be reached: {why}")
+        self.sock = _connect(self.cfg)
 
     def _peer_closed(self) -> bool:
         """A syslog receiver never sends: a readable TCP socket means it closed or reset."""
@@ -351,6 +339,32 @@ class SyslogSender:
         except OSError as e:
             raise OSError(f"syslog receiver {self._where()}: {e.strerror or e} while closing; "
                           f"records may be lost") from None
+
+
+def _where(cfg: dict) -> str:
+    return f"{cfg['transport']}://{cfg['host']}:{cfg['port']}"
+
+
+def _connect(cfg: dict):
+    """A socket connected to the receiver; OSError (one line) if it cannot be reached."""
+    kind = socket.SOCK_DGRAM if cfg["transport"] == "udp" else socket.SOCK_STREAM
+    last = None
+    try:
+        infos = socket.getaddrinfo(cfg["host"], cfg["port"], type=kind)
+    except socket.gaierror as e:
+        raise OSError(f"syslog receiver {_where(cfg)}: cannot resolve {cfg['host']!r} ({e.strerror})") from None
+    for family, type_, proto, _, addr in infos:
+        s = socket.socket(family, type_, proto)
+        try:
+            s.settimeout(cfg["timeout"])
+            s.connect(addr)
+        except OSError as e:
+            s.close()
+            last = e
+            continue
+        return s
+    why = (last.strerror or str(last)) if last else "no address"
+    raise OSError(f"syslog receiver {_where(cfg)} cannot be reached: {why}")
 
 
 OUTPUT = SyslogSender     # for the registry in collector/outputs/__init__.py
