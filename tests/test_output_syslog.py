@@ -174,7 +174,55 @@ def expected_cef(r):
     return exp
 
 
+def expected_cef_application(r):
+    """The CEF spec's keys for a record's application fields: dhost (destinationHostName,
+    the host asked for), request (requestUrl, with its scheme), requestMethod,
+    requestClientApplication (the User-Agent); a DNS query has no key of its own."""
+    exp = {}
+    host = r.get("http.host") or r.get("tls.sni") or r.get("quic.sni")
+    if host:
+        exp["dhost"] = host
+    if r.get("http.uri"):
+        exp["request"] = f"http://{r['http.host']}{r['http.uri']}" if r.get("http.host") else r["http.uri"]
+    if r.get("http.method"):
+        exp["requestMethod"] = r["http.method"]
+    if r.get("http.user_agent"):
+        exp["requestClientApplication"] = r["http.user_agent"]
+    if r.get("dns.query"):
+        exp["cs3Label"], exp["cs3"] = "dns.query", r["dns.query"]
+    return exp
+
+
+@pytest.fixture(scope="module")
+def app_records(tmp_path_factory):
+    return runner.app_records(tmp_path_factory.mktemp("app"))
+
+
 # --- real rsyslogd ----------------------------------------------------------------
+
+@needs_rsyslog
+def test_cef_carries_the_application_fields(rsyslog, app_records):
+    out = SyslogSender(f"tcp://127.0.0.1:{rsyslog.tcp}?format=cef&app=cefapp")
+    out.write([runner.as_wire(r) for r in app_records])
+    out.close()
+    lines = [parse_line(x) for x in rsyslog.wait_lines("cefapp", len(app_records))]
+    assert len(lines) == len(app_records)
+    got = {}
+    for x in lines:
+        _, ext = parse_cef(x["msg"])
+        got[tuple(ext.get(k) for k in ("src", "spt", "dst", "dpt", "cs1", "cn1"))] = ext
+    assert len(got) == len(app_records)     # each record once (runs of several captures)
+    keys = set()
+    for r in app_records:
+        ext = got[tuple(None if v is None else str(v) for v in (
+            r["client_ip"], r["client_port"], r["server_ip"], r["server_port"], r["session_id"],
+            r["report_number"]))]
+        exp = expected_cef_application(r)
+        assert {k: ext.get(k) for k in exp} == exp
+        keys |= set(exp)
+    # the captures have each: the host asked for, an HTTP request, a user agent, a DNS query
+    assert {"dhost", "request", "requestMethod", "requestClientApplication", "cs3"} <= keys
+
 
 @needs_rsyslog
 def test_udp_json_one_message_per_record(rsyslog, run_records):

@@ -1,9 +1,11 @@
 """CSV (`csv:PATH`, `csv:-`): session records for spreadsheets and tools that take tables.
 
-The header row is the record's field names (contracts.record.NAMES), then one
-session record per row, in that order. A table needs fixed columns, so
-plugin fields (the optional dict after the native values) are not written:
-use jsonl or ecs for those. Cells: null is
+The header row is the record's field names (contracts.record.NAMES), then the
+application fields of APP_COLUMNS (the classifiers' names, e.g. `tls.sni`,
+`http.host`: docs/classification.md), then one session record per row, in
+that order. A table needs fixed columns, so of the record's extension fields
+(the optional dict after the native values) only those are written, empty
+where a record has none: use jsonl or ecs for the others. Cells: null is
 empty, booleans are true/false, the VLAN list is its ids joined with "."
 (outermost first), numbers as Python writes them (floats round-trip
 exactly). Rows end with "\\n"; any cell holding a comma, quote or line break
@@ -22,6 +24,11 @@ from . import limits
 from .files import LineOutput
 
 N = len(NAMES)
+# the extension fields CSV has a column for, after the record's own (add, never rename)
+APP_COLUMNS = ("tls.sni", "tls.ja3", "tls.ja4", "quic.sni", "dns.query", "dns.qtype", "dns.rcode",
+               "http.method", "http.host", "http.uri", "http.user_agent", "http.status")
+_NO_APP = [""] * len(APP_COLUMNS)
+_APP_SET = frozenset(APP_COLUMNS)
 
 
 def _cell(v):
@@ -43,13 +50,16 @@ class _Rows(list):
 
 def _header() -> bytes:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(NAMES)
+    csv.writer(buf, lineterminator="\n").writerow(NAMES + APP_COLUMNS)
     return buf.getvalue().encode()
 
 
 def cells(r) -> list:
-    """A wire record's row."""
-    return [_cell(v) for v in r[:N]]
+    """A wire record's row: its fields, then its application fields."""
+    row = [_cell(v) for v in r[:N]]
+    if len(r) > N and isinstance(r[N], dict) and not _APP_SET.isdisjoint(r[N]):
+        return row + list(map(_cell, map(r[N].get, APP_COLUMNS)))
+    return row + _NO_APP
 
 
 class CsvFile(LineOutput):

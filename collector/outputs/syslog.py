@@ -18,8 +18,10 @@ HOSTNAME is the record's sensor.
 MSG carries no BOM (RFC 5424 MSG-ANY): receivers hand the body to JSON/CEF
 parsers, which reject a leading BOM.
 
-CEF carries its times in milliseconds within a signed 64-bit number
-(clamped and counted beyond).
+CEF carries the application fields where CEF has a key for them (`dhost`,
+`request`, `requestMethod`, `requestClientApplication`; the DNS query in
+`cs3` labelled `dns.query`) and its times in milliseconds within a signed
+64-bit number (clamped and counted beyond).
 
 UDP sends one datagram per message and never truncates: a message over 65000
 bytes is not sent and is counted in `records_oversize` (one warning line);
@@ -36,7 +38,7 @@ import socket
 from importlib import metadata
 from urllib.parse import parse_qsl
 
-from contracts.record import INDEX
+from contracts.record import INDEX, NAMES
 
 from . import limits
 from .jsonl import as_json   # the record as the JSON lines write it
@@ -137,6 +139,32 @@ def _ms(t) -> int:
     return ms
 
 
+_N = len(NAMES)
+
+
+def cef_application(p: dict) -> list:
+    """CEF's own keys for the application fields a record's extension dict has (the
+    classifiers' dotted names, docs/classification.md): the host asked for (HTTP Host,
+    else the TLS or QUIC SNI), the HTTP request, and the DNS query in a labelled
+    custom string (CEF has no key of its own for it)."""
+    ext = []
+    host = p.get("http.host") or p.get("tls.sni") or p.get("quic.sni")
+    if host:
+        ext.append(("dhost", host))
+    method, uri = p.get("http.method"), p.get("http.uri")
+    if method:
+        ext.append(("requestMethod", method))
+    if uri:
+        http_host = p.get("http.host")
+        absolute = isinstance(uri, str) and "://" in uri[:16]
+        ext.append(("request", f"http://{http_host}{uri}" if http_host and not absolute else uri))
+    if p.get("http.user_agent"):
+        ext.append(("requestClientApplication", p["http.user_agent"]))
+    if p.get("dns.query"):
+        ext += [("cs3Label", "dns.query"), ("cs3", p["dns.query"])]
+    return ext
+
+
 def as_cef(r, ms=_ms) -> bytes:
     """The record as a CEF event; `ms` writes its times (OverflowError beyond a long,
     unless a careful one)."""
@@ -152,6 +180,8 @@ def as_cef(r, ms=_ms) -> bytes:
            ("dvchost", g(INDEX["sensor"])),
            ("reason", g(INDEX["end_reason"])),
            ("cs1Label", "session_id"), ("cs1", g(INDEX["session_id"]))]
+    if len(r) > _N and isinstance(r[_N], dict):
+        ext += cef_application(r[_N])
     if g(INDEX["parent_session_id"]) is not None:
         ext += [("cs2Label", "parent_session_id"), ("cs2", g(INDEX["parent_session_id"]))]
     ext += [("cn1Label", "report_number"), ("cn1", g(INDEX["report_number"])),
