@@ -206,6 +206,14 @@ def test_absent_broker_is_found_at_start(tmp_path):
     assert not (tmp_path / "st.json").exists()
 
 
+def test_probe_leaves_no_client_threads_behind(broker):
+    """`pipeline start` probes the brokers, then forks its children: the probe's client
+    must be gone by then, its threads joined, not waiting for a garbage collection."""
+    before = len(os.listdir("/proc/self/task"))
+    KafkaProducer.probe(f"//{broker}/sessions")
+    assert len(os.listdir("/proc/self/task")) == before
+
+
 @pytest.mark.parametrize("target, why", [
     ("b1:9092", "expected kafka://"),
     ("//b1:9092/", "expected kafka://"),

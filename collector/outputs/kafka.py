@@ -81,7 +81,17 @@ class KafkaProducer:
     @staticmethod
     def probe(target: str) -> None:
         """A broker answers (OSError if none does within the timeout, at most PROBE_S)."""
-        KafkaProducer(target).close()
+        p = KafkaProducer(target)
+        try:
+            p.close()
+        finally:
+            p.destroy()
+
+    def destroy(self) -> None:
+        """The client destroyed now, its threads joined (`pipeline start` probes, then forks;
+        the client's error callback, a bound method, would keep it alive until a
+        garbage collection)."""
+        self.producer = None
 
     def __init__(self, target: str):
         try:   # imported here: only runs that use Kafka need the package
@@ -120,6 +130,7 @@ class KafkaProducer:
         except KafkaException as e:
             why = self.last_error or (e.args[0].str() if e.args else str(e))
             self.producer.purge()
+            self.destroy()
             raise OSError(f"kafka {','.join(self.cfg['brokers'])}: no broker answers within {wait:g} s "
                           f"({why})") from None
 
