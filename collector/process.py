@@ -2,13 +2,18 @@
 
 It knows how many workers feed it and ends when each has said it is done;
 then it closes (and fsyncs) its outputs and reports to the supervisor, so a run
-exits only once every record is on disk.
+exits only once every record is on disk. An output that fails (a disk full)
+ends the run: the collector still reports what it wrote, with the error, so
+that the supervisor writes --stats-json, then says why in one line.
 """
+import os
+import sys
+
 import msgpack
 
 from contracts import wire
 from contracts.monitor import MetricsSender
-from contracts.children import CollectPacer, collector_sockets, fail, wait_message
+from contracts.children import SAID_WHY, CollectPacer, collector_sockets, fail, wait_message
 
 from . import outputs
 from .sink import Sink
@@ -42,7 +47,15 @@ def run(cfg: dict) -> None:
                 done[st["worker"]] = st
         sink.close()
     except OSError as e:
-        fail(str(e))
+        sink.close_quietly()
+        # the line first: the supervisor ends the run (and this process) once the figures arrive
+        print(f"pipeline: error: {e}", file=sys.stderr, flush=True)
+        control.send_multipart([wire.MSG_STATS, msgpack.packb(dict(sink.stats(), error=str(e)))])
+        metrics.close()
+        pull.close(0)
+        control.close(linger=2000)
+        ctx.term()                      # the figures delivered (2 s at most) before the process ends
+        os._exit(SAID_WHY)
     stats = dict(sink.stats(), workers=[done[w] for w in sorted(done)])
     control.send_multipart([wire.MSG_STATS, msgpack.packb(stats)])
     metrics.close()

@@ -205,6 +205,7 @@ def serve(args) -> int:
     except OSError as e:
         _log(f"error: {e}")
         sink.close_quietly()
+        counts["error"] = str(e)        # in --stats-json, as `pipeline start` has it
         rc = 1
     finally:
         for srv in servers:

@@ -4,8 +4,16 @@ Used by the run's own collector process and by the standalone `pipeline
 collector` alike, so both write the same thing. Aggregate records go to the
 outputs that can carry them (those with `write_aggregates`); the others get
 sessions only (see docs/outputs.md).
+
+An output that cannot deliver (a disk full, a TCP receiver gone) raises
+OSError and ends the run in one line. Anything else one raises is about the
+records, not the output: it never stops the others or the process. Each
+output clamps or leaves out and counts what it cannot write
+(outputs/limits.py); should an exception still come through, the batch is
+counted as unwritable for that output and the others go on.
 """
 from . import outputs
+from .outputs import limits
 from .aggregate import Aggregator
 from .merge import Merger
 
@@ -61,7 +69,8 @@ class Sink:
         return {"records": self.merger.records, "final_records": self.merger.final_records,
                 "frames_in_records": self.merger.frames,
                 "aggregates": self.agg.emitted if self.agg is not None else 0,
-                "outputs": {f"{o.kind}:{o.target}": o.written for o in self.outs}}
+                "outputs": {f"{o.kind}:{o.target}": o.written for o in self.outs},
+                "output_issues": {f"{o.kind}:{o.target}": dict(getattr(o, "issues", {})) for o in self.outs}}
 
 
 def _guard(o, fn, *args):
@@ -69,3 +78,7 @@ def _guard(o, fn, *args):
         fn(*args)
     except OSError as e:
         raise OSError(f"output {o.kind}:{o.target}: {e.strerror or e}") from None
+    except Exception as e:  # noqa: BLE001 - about the records: never fatal (see above)
+        if not hasattr(o, "issues"):
+            o.issues = limits.counters()
+        limits.unwritable(o, e, len(args[0]) if args else 0)

@@ -185,6 +185,12 @@ def serve_metrics(monitor: Monitor, port: int, addr: str = "127.0.0.1"):
         for name, n in col.get("outputs", {}).items():
             out.add_metric([name], n)
         yield out
+        issues = CounterMetricFamily("pipeline_collector_output_issues", "records an output clamped or could not "
+                                     "write, per output and issue (docs/outputs.md)", labels=["output", "issue"])
+        for name, counts in col.get("output_issues", {}).items():
+            for issue, n in counts.items():
+                issues.add_metric([name, issue], n)
+        yield issues
         yield GaugeMetricFamily("pipeline_spool_bytes", "bytes waiting for a remote collector",
                                 value=col.get("spool_bytes", 0))
         if "sensors" not in col:

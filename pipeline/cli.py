@@ -96,6 +96,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def output_forms() -> str:
+    """Every output kind of the registry with its form (collector/outputs: FORMS)."""
+    from collector.outputs import forms
+    return forms()
+
+
 def parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="pipeline", description="Bidirectional session records from network traffic.")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -112,7 +118,8 @@ def parser() -> argparse.ArgumentParser:
                     help="pin the processes to these CPUs (e.g. 2-9): capture processes first, then the "
                          "workers, then the collector, round robin")
     st.add_argument("--output", action="append", metavar="KIND:TARGET",
-                    help="where records go: jsonl:PATH or jsonl:- (default jsonl:-); repeatable")
+                    help=f"where records go (default jsonl:-); repeatable. Kinds: {output_forms()}. "
+                         "File outputs take ?rotate=SIZE&rotate_every=INTERVAL&keep=N (docs/outputs.md)")
     st.add_argument("--stats-json", metavar="PATH", help="write run statistics here at exit")
     st.add_argument("--idle-timeout", type=_seconds, metavar="S",
                     help="one idle timeout for every class (default: TCP 300, UDP 60, ICMP/other 60, DNS 15)")
@@ -166,7 +173,8 @@ def parser() -> argparse.ArgumentParser:
     co.add_argument("--listen", default="tcp://127.0.0.1:5555", metavar="ADDR",
                     help="tcp://HOST:PORT or ipc://PATH to listen on (default tcp://127.0.0.1:5555)")
     co.add_argument("--output", action="append", metavar="KIND:TARGET",
-                    help="where records go (as for start; default jsonl:-); repeatable")
+                    help=f"where records go (default jsonl:-); repeatable. Kinds: {output_forms()}. "
+                         "File outputs take ?rotate=SIZE&rotate_every=INTERVAL&keep=N (docs/outputs.md)")
     co.add_argument("--stats-json", metavar="PATH", help="write statistics here at exit")
     co.add_argument("--state-dir", metavar="DIR",
                     help="remember written batches here, so a restarted collector writes each record once")
@@ -312,11 +320,14 @@ def _start(ap, args) -> int:
         except KeyError:
             print(f"pipeline: error: --user {args.user!r}: no such user", file=sys.stderr)
             return 2
-    from collector.outputs import OutputError, parse
+    from collector.outputs import OutputError, parse, probe
     from workers.plugins import PluginError, resolve
     try:
         for spec in args.output or []:
             parse(spec)
+        for spec in args.output or []:
+            if not args.collector:      # with --collector the outputs are the collector's
+                probe(spec)
         for spec in args.plugin or []:
             cls = resolve(spec)
             try:

@@ -91,6 +91,7 @@ class Run:
         self.monitor = monitor.Monitor(self.workers)
         self.restarts = 0
         self.sessions_lost = 0
+        self.collector_failed = None        # the collector's last figures, when an output failed
         self.servers = []
         self.progress = not args.quiet and not live and sys.stderr.isatty()
         self.bytes_total = 0
@@ -332,9 +333,29 @@ class Run:
             msg = msgpack.unpackb(body, strict_map_key=False)
             if kind == wire.MSG_CAPTURE:
                 self.captures.append(msg)
+            elif "error" in msg:            # an output failed: the collector says why, and exits
+                self.collector_failed = msg
+                raise RunError(None)
             else:
                 final = msg
         return final
+
+    def failed_stats(self, fe, error, elapsed) -> dict:
+        """--stats-json of a run that failed: the figures so far, what the collector
+        wrote (it reports them before it exits on a failed output), and `error`."""
+        cstats = self.collector_failed or {}
+        control = getattr(self, "control", None)
+        while not cstats and control is not None and control.poll(200):
+            kind, body = control.recv_multipart()
+            if kind == wire.MSG_STATS:
+                cstats = msgpack.unpackb(body, strict_map_key=False)
+        stats = dict(fe.stats, capture_damage=self.damage, elapsed_s=round(elapsed, 3),
+                     interrupted=self.stopping, worker_restarts=self.restarts, sessions_lost=self.sessions_lost)
+        for k in ("records", "final_records", "outputs", "output_issues"):
+            if k in cstats:
+                stats[k] = cstats[k]
+        stats["error"] = error or cstats.get("error") or "a process of the run failed"
+        return stats
 
     def stop(self):
         if self.children_watch is not None:
@@ -429,6 +450,8 @@ def start(args, timeouts) -> int:
         run.abort()
         if e.args[0]:
             _log(f"error: {e}")
+        if args.stats_json:
+            write_stats(args.stats_json, run.failed_stats(fe, e.args[0], time.monotonic() - t0))
         return 1
     run.stop()
     elapsed = time.monotonic() - t0
@@ -451,6 +474,7 @@ def start(args, timeouts) -> int:
     stats["workers"] = [{"worker": w["worker"], "frames": w["events"], "sessions": w["sessions"],
                          "records": w["records"], "evicted": w.get("evicted", 0)} for w in workers]
     stats["outputs"] = cstats["outputs"]
+    stats["output_issues"] = cstats.get("output_issues", {})
     stats["worker_restarts"] = run.restarts
     stats["sessions_lost"] = run.sessions_lost
     # frames of sessions that died with a worker: never in a final record

@@ -32,6 +32,26 @@ def run(reads, tmp, *extra, workers=2, timeout=300, expect_output=True):
     return p, sessions(lines), stats
 
 
+# real captures whose sessions carry the application fields (HTTP, TLS SNI, DNS query)
+APP_CAPTURES = ("aimini-http.pcap", "googledns_android10.pcap", "dns_long_domainname.pcap")
+
+
+def app_records(tmp):
+    """The session records of a real run over APP_CAPTURES (in ../shared); the test is
+    skipped where they are absent."""
+    import pytest
+    from tests.shared import PCAPS
+    reads = [PCAPS / "nfstream" / n for n in APP_CAPTURES]
+    if not all(p.is_file() for p in reads):
+        pytest.skip(f"../shared/pcaps/nfstream/{{{','.join(APP_CAPTURES)}}} absent")
+    recs = []
+    for i, r in enumerate(reads):
+        p, got, _ = run([r], Path(tmp) / f"app{i}")
+        assert p.returncode == 0, p.stderr
+        recs += got
+    return recs
+
+
 def as_wire(d):
     """A JSON-lines record back as the wire list the collector's outputs take: the declared
     fields in order, then the extension fields (classification metadata, plugins) as a dict."""

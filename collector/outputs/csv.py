@@ -1,12 +1,16 @@
 """CSV (`csv:PATH`, `csv:-`): session records for spreadsheets and tools that take tables.
 
-The header row is the record's field names (contracts.record.NAMES), then one
-session record per row, in that order. A table needs fixed columns, so
-plugin fields (the optional dict after the native values) are not written:
-use jsonl or ecs for those. Cells: null is empty, booleans are true/false,
-the VLAN list is its ids joined with "." (outermost first), numbers as
-Python writes them (floats round-trip exactly). Rows end with "\\n"; the
-csv module quotes any cell holding a comma, quote or newline.
+The header row is the record's field names (contracts.record.NAMES), then the
+application fields of APP_COLUMNS (the classifiers' names, e.g. `tls.sni`,
+`http.host`: docs/classification.md), then one session record per row, in
+that order. A table needs fixed columns, so of the record's extension fields
+(the optional dict after the native values) only those are written, empty
+where a record has none: use jsonl or ecs for the others. Cells: null is
+empty, booleans are true/false, the VLAN list is its ids joined with "."
+(outermost first), numbers as Python writes them (floats round-trip
+exactly). Rows end with "\\n"; any cell holding a comma, quote or line break
+is quoted (the csv module quotes a lone carriage return only when it is in
+the row terminator: such rows are written again by a writer whose is).
 Same file handling and rotation options as JSON lines (files.py); every
 rotated file starts with the header row.
 """
@@ -16,9 +20,15 @@ import time
 
 from contracts.record import NAMES
 
+from . import limits
 from .files import LineOutput
 
 N = len(NAMES)
+# the extension fields CSV has a column for, after the record's own (add, never rename)
+APP_COLUMNS = ("tls.sni", "tls.ja3", "tls.ja4", "quic.sni", "dns.query", "dns.qtype", "dns.rcode",
+               "http.method", "http.host", "http.uri", "http.user_agent", "http.status")
+_NO_APP = [""] * len(APP_COLUMNS)
+_APP_SET = frozenset(APP_COLUMNS)
 
 
 def _cell(v):
@@ -40,8 +50,16 @@ class _Rows(list):
 
 def _header() -> bytes:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(NAMES)
+    csv.writer(buf, lineterminator="\n").writerow(NAMES + APP_COLUMNS)
     return buf.getvalue().encode()
+
+
+def cells(r) -> list:
+    """A wire record's row: its fields, then its application fields."""
+    row = [_cell(v) for v in r[:N]]
+    if len(r) > N and isinstance(r[N], dict) and not _APP_SET.isdisjoint(r[N]):
+        return row + list(map(_cell, map(r[N].get, APP_COLUMNS)))
+    return row + _NO_APP
 
 
 class CsvFile(LineOutput):
@@ -53,20 +71,36 @@ class CsvFile(LineOutput):
         super().__init__(target, clock, append)
         self.rows = _Rows()
         self.writer = csv.writer(self.rows, lineterminator="\n")
+        self.cr_writer = csv.writer(self.rows, lineterminator="\r\n")
 
     def write(self, records) -> None:
         if not records:
             return
         rows, writerow = self.rows, self.writer.writerow
         rows.clear()
-        for r in records:
-            writerow([_cell(v) for v in r[:N]])
-        if len(rows) == len(records):
+        try:
+            table = list(map(cells, records))
+        except Exception:  # noqa: BLE001 - a record csv cannot write (limits.py): one at a time
+            table = limits.each(self, records, cells, cells)
+        for row in table:
+            writerow(row)
+        n = len(table)
+        if len(rows) == n and "\r" in "".join(rows):     # rare: one pass over the batch's text says so
+            self._quote_carriage_returns(table)
+        if len(rows) == n:
             self.file.write([row.encode() for row in rows])
         else:                             # a writer that split rows: keep the batch whole
             self.file.write(["".join(rows).encode()])
         rows.clear()
-        self.written += len(records)
+        self.written += n
+
+    def _quote_carriage_returns(self, table) -> None:
+        """The rows holding a carriage return, written again with it quoted."""
+        rows = self.rows
+        for i in range(len(table)):
+            if "\r" in rows[i]:
+                self.cr_writer.writerow(table[i])           # appended: taken off at once
+                rows[i] = rows.pop()[:-2] + "\n"
 
 
 OUTPUT = CsvFile     # for the registry in collector/outputs/__init__.py

@@ -13,13 +13,16 @@ that map to ECS as they are say so in their declaration (contracts/record.py,
 field, plugin fields included, is kept as is under `pipeline` so nothing is
 lost in translation. Fields without a value are left out, as ECS expects.
 ICMP sessions have no `network.community_id` (see contracts/community_id.py).
+A time ECS cannot say (outside years 1-9999) is written as the nearest one it
+can and counted, and so is an `event.duration` beyond a signed 64-bit count of
+nanoseconds (limits.py); `pipeline.start` and `pipeline.end` keep the values.
 Same file handling and rotation options as JSON lines (files.py).
 """
-from datetime import datetime, timedelta
-
 from contracts.community_id import community_id
 from contracts.record import FIELDS, TIME, as_dict
 
+from . import limits
+from .limits import iso
 from .files import LineOutput
 from .jsonl import ENCODER
 
@@ -29,14 +32,8 @@ NAMESPACE = "pipeline"
 TRANSPORT_NAMES = {1: "icmp", 2: "igmp", 4: "ipv4", 6: "tcp", 17: "udp", 33: "dccp", 41: "ipv6",
                    46: "rsvp", 47: "gre", 50: "esp", 51: "ah", 58: "ipv6-icmp", 89: "ospfigp",
                    103: "pim", 112: "vrrp", 115: "l2tp", 132: "sctp", 136: "udplite", 137: "mpls-in-ip"}
-_EPOCH = datetime(1970, 1, 1)
 _CATEGORY = ["network"]
 _FINAL, _INTERIM = ["connection", "end"], ["connection", "info"]
-
-
-def iso(us: int) -> str:
-    """Epoch microseconds as ISO 8601 UTC with microseconds, e.g. 2024-05-01T12:00:00.250000Z."""
-    return (_EPOCH + timedelta(microseconds=us)).isoformat(timespec="microseconds") + "Z"
 
 
 def _put(out: dict, path: tuple, value) -> None:
@@ -54,9 +51,10 @@ def _time(v):
 
 
 # the record fields ECS takes as they are (their `ecs` names in contracts.record), in wire
-# order: (index, ECS path, conversion)
+# order: (index, ECS path, conversion); the careful way does the times apart
 _DIRECT = [(i, tuple(f.ecs.split(".")), _time if f.kind is TIME else _as_is)
            for i, f in enumerate(FIELDS) if f.ecs]
+_UNTIMED = [d for d in _DIRECT if d[2] is not _time]
 
 
 def _community_id(d: dict):
@@ -68,9 +66,11 @@ def _community_id(d: dict):
         return None
 
 
-def as_ecs(r) -> dict:
+def as_ecs(r, careful=None) -> dict:
     """One wire record as an ECS event (nested dicts): the fields declared with an ECS
-    name, then what ECS wants worked out (event type and duration, network names)."""
+    name, then what ECS wants worked out (event type and duration, network names).
+    OverflowError where a time or the duration is more than ECS can say, unless
+    `careful` (the output counting it): then they are clamped."""
     d = as_dict(r)
     proto = d["transport"]
     out = {"@timestamp": None, "ecs": {"version": ECS_VERSION},
@@ -78,13 +78,20 @@ def as_ecs(r) -> dict:
            "source": {}, "destination": {},
            "network": {"transport": TRANSPORT_NAMES.get(proto, str(proto)),
                        "type": f"ipv{d['ip_version']}", "iana_number": str(proto)}}
-    for i, path, conv in _DIRECT:
+    for i, path, conv in _DIRECT if careful is None else _UNTIMED:
         v = r[i]
         if v is not None:
             _put(out, path, conv(v))
     event = out["event"]
+    if careful is None:
+        duration = (round(d["end"] * 1e6) - round(d["start"] * 1e6)) * 1000
+        if not limits.I64_MIN <= duration <= limits.I64_MAX:        # an ECS long
+            raise OverflowError("event.duration out of range")
+    else:
+        start, end, duration = _bounded_times(careful, d["start"], d["end"])
+        event["start"], event["end"] = iso(start), iso(end)
     out["@timestamp"] = event["end"]
-    event["duration"] = (round(d["end"] * 1e6) - round(d["start"] * 1e6)) * 1000
+    event["duration"] = duration
     if d.get("end_reason") is not None:
         event["reason"] = d["end_reason"]
     out["client"], out["server"] = out["source"], out["destination"]
@@ -103,15 +110,37 @@ def as_ecs(r) -> dict:
     return out
 
 
+def _bounded_times(output, start, end) -> tuple:
+    """(start, end) in epoch microseconds within ECS's dates, and the duration in
+    nanoseconds within a long; a record with any of them clamped is counted."""
+    s, c1 = limits.bounded(start, 1000000, limits.DATE_MIN_US, limits.DATE_MAX_US)
+    e, c2 = limits.bounded(end, 1000000, limits.DATE_MIN_US, limits.DATE_MAX_US)
+    duration, c3 = limits.bounded(e - s, 1000, limits.I64_MIN, limits.I64_MAX)
+    if c1 or c2 or c3:
+        limits.clamped(output, "start, end or duration")
+    return s, e, duration
+
+
 class EcsLines(LineOutput):
     kind = "ecs"
+    ISSUES = ("times_clamped",)
 
     def write(self, records) -> None:
         if not records:
             return
-        self.file.write([ENCODER.encode(as_ecs(r)) + b"\n" for r in records])
-        self.written += len(records)
+        try:
+            lines = [ENCODER.encode(as_ecs(r)) + b"\n" for r in records]
+        except Exception:  # noqa: BLE001 - a record ECS cannot say as it is: one at a time
+            lines = limits.each(self, records, self._line, self._careful_line)
+        self.file.write(lines)
+        self.written += len(lines)
 
+    @staticmethod
+    def _line(r) -> bytes:
+        return ENCODER.encode(as_ecs(r)) + b"\n"
+
+    def _careful_line(self, r) -> bytes:
+        return ENCODER.encode(as_ecs(r, careful=self)) + b"\n"
 
 
 OUTPUT = EcsLines     # for the registry in collector/outputs/__init__.py

@@ -5,7 +5,9 @@ Every line output writes the same way, so the rules live here once:
 * `PATH` is created 0640 (session records reveal who talked to whom); `-` is
   standard output.
 * A batch is written with one write call of whole lines, so a reader tailing
-  the file never sees half a line from us.
+  the file never sees half a line from us; when a write fails (the disk is
+  full), the file is cut back to where the batch began before the error is
+  raised, so no half line or half batch stays behind for Filebeat to ship.
 * `PATH?rotate=100MB` and/or `PATH?rotate_every=1h` rotate the file: it is
   fsynced, closed and renamed (os.rename, atomic) to `PATH.YYYYmmddTHHMMSS`
   (UTC time of the rotation; `.1`, `.2`, ... if that name is taken), then a
@@ -26,6 +28,8 @@ import stat
 import sys
 import time
 from dataclasses import dataclass
+
+from . import limits
 
 STDOUT = "-"
 SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3,
@@ -171,9 +175,28 @@ class LineFile:
     # -- writing
 
     def write(self, lines) -> None:
-        """Write whole lines (bytes, each ending with its newline), rotating where due."""
+        """Write whole lines (bytes, each ending with its newline), rotating where due.
+        All of them or, OSError, none: the file is cut back to where the batch began
+        (to its last whole write, if it was rotated meanwhile)."""
         if not lines:
             return
+        fh, size = self.fh, self.size
+        try:
+            self._write(lines)
+        except OSError:
+            self._cut_back(size if self.fh is fh else self.size)
+            raise
+
+    def _cut_back(self, size: int) -> None:
+        if self.fh is None or self.fh is sys.stdout.buffer:
+            return
+        try:
+            os.ftruncate(self.fh.fileno(), size)
+            self.size = size
+        except OSError:
+            pass            # the write's own error is the one to report
+
+    def _write(self, lines) -> None:
         t = self.target
         if t.rotate_every is not None:
             now = self.clock()
@@ -319,12 +342,15 @@ class LineFile:
 
 
 class LineOutput:
-    """What the line outputs (jsonl, ecs, csv) share: their file, and the hooks the
+    """What the line outputs (jsonl, ecs, csv) share: their file, their issue counters
+    (limits.py; ISSUES: those besides records_unwritable), and the hooks the
     collector's journal uses to cut back a batch that was never acknowledged."""
     header = b""
+    ISSUES = ()
 
     def __init__(self, target: str, clock=time.time, append: bool = False):
         self.target = target
+        self.issues = limits.counters(*self.ISSUES)
         self.file = LineFile(target, header=self.header, clock=clock, append=append)
         self.written = 0
 

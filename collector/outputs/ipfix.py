@@ -16,14 +16,22 @@ tcpControlBits = tcp_flags (both directions), flowEndReason from end_reason
 (RFC 5102 codes), and octets = our byte counts (wire lengths of the frames).
 Null ports are 0.
 
+Times are unsigned 64-bit milliseconds: one before 1970 (or beyond) is
+written as the nearest (0), counted in `times_clamped` (limits.py). An
+address that is not of the record's ip_version goes in the template its
+addresses fit (IPv4 in IPv6 as ::ffff:a.b.c.d), a zone (fe80::1%eth0) is
+dropped: IPFIX has no room for it.
+
 Query options: `template_every=S` (UDP: templates again every S seconds,
 default 60, 0 = in every datagram) and `domain=N` (observation domain id,
-default 1). UDP datagrams stay under 1400 bytes; over TCP the templates are
-sent once per connection and a broken connection is re-opened once per
-message. Records that could not be sent are counted (`send_errors`) and make
-close() raise OSError.
+default 1). UDP datagrams stay under 1400 bytes and are fire-and-forget: a
+refused one is counted in `datagrams_refused` (udp.py) and the run goes on.
+Over TCP the templates are sent once per connection and a broken connection
+is re-opened once per message; records that could not be sent are counted
+(`send_errors`) and make close() raise OSError.
 """
 import errno
+import ipaddress
 import select
 import socket
 import struct
@@ -31,6 +39,9 @@ import time
 from urllib.parse import parse_qsl, urlsplit
 
 from contracts.record import CLOSED, EVICTED, IDLE, INDEX, INTERIM, REASONS, SHUTDOWN
+
+from . import limits
+from .udp import Datagrams
 
 IPFIX_VERSION = 10
 DEFAULT_PORT = 4739                 # IANA port of IPFIX
@@ -140,6 +151,19 @@ def _address(text: str, version: int) -> bytes:
     return socket.inet_pton(socket.AF_INET if version == 4 else socket.AF_INET6, text)
 
 
+def _addresses(client: str, server: str) -> tuple:
+    """(ip version, client, server packed) of addresses whatever their record's ip_version
+    says: both IPv4, or both IPv6 (an IPv4 one mapped, ::ffff:a.b.c.d); a zone is dropped."""
+    a, b = ipaddress.ip_address(client), ipaddress.ip_address(server)
+    if a.version == b.version == 4:
+        return 4, a.packed, b.packed
+    return 6, _v6(a), _v6(b)
+
+
+def _v6(a) -> bytes:
+    return b"\0" * 10 + b"\xff\xff" + a.packed if a.version == 4 else a.packed
+
+
 class IpfixExporter:
     kind = "ipfix"
 
@@ -147,12 +171,21 @@ class IpfixExporter:
     def check(target: str) -> None:
         parse_target(target)
 
+    @staticmethod
+    def probe(target: str) -> None:
+        """A TCP collector is there (OSError if not); UDP cannot tell."""
+        if parse_target(target)[0] == "tcp":
+            IpfixExporter(target).close()
+
     def __init__(self, target: str):
         self.target = target
         self.transport, self.host, self.port, self.template_every, self.domain = parse_target(target)
         self.max_message = UDP_MAX if self.transport == "udp" else TCP_MAX
         self.written = 0
-        self.send_errors = 0            # records that could not be sent
+        self.issues = limits.counters("times_clamped", "datagrams_refused")
+        self.datagrams = Datagrams(self) if self.transport == "udp" else None
+        self.last_count = 0             # records in the last datagram sent (UDP: what a refusal lost)
+        self.send_errors = 0            # records that could not be sent (TCP)
         self.last_error = None
         self.sequence = 0               # data records sent in this stream before the next message
         self.templates_sent_at = None   # monotonic time of the last template set (UDP); None: due
@@ -198,10 +231,7 @@ class IpfixExporter:
                                    self.sequence, self.domain) + body
 
     def _deliver(self, body: bytes, templates: bool) -> bool:
-        """Send one message; over TCP a broken connection is re-opened once (templates first)."""
-        if self.transport == "udp":
-            self.sock.send(self._message(body, templates))
-            return templates
+        """Send one message over TCP; a broken connection is re-opened once (templates first)."""
         try:
             if self.sock is None or self._peer_closed():
                 raise OSError(errno.ENOTCONN, "not connected")
@@ -232,8 +262,9 @@ class IpfixExporter:
         return (self.templates_sent_at is None
                 or time.monotonic() - self.templates_sent_at >= self.template_every)
 
-    def _encode(self, r) -> tuple:
-        """(template id, data record bytes) of one wire record; updates the delta state."""
+    def _encode(self, r, careful: bool = False) -> tuple:
+        """(template id, data record bytes) of one wire record; updates the delta state.
+        Raises on what IPFIX cannot say as it is, unless `careful` (limits.py)."""
         key = (r[I_SENSOR], r[I_SID])
         now = (r[I_ULP] or 0, r[I_DLP] or 0, r[I_ULB] or 0, r[I_DLB] or 0)
         before = self.counters.get(key)
@@ -241,11 +272,19 @@ class IpfixExporter:
             delta = now                 # first record, or counters went back (a new session)
         else:
             delta = tuple(n - b for n, b in zip(now, before))
-        version = r[I_IPV]
         vlan = r[I_VLAN]
+        if careful:
+            start, c1 = limits.bounded(r[I_START], 1000, 0, limits.U64)
+            end, c2 = limits.bounded(r[I_END], 1000, 0, limits.U64)
+            if c1 or c2:
+                limits.clamped(self, "start or end")
+            version, client, server = _addresses(r[I_CIP], r[I_SIP])
+        else:
+            version = r[I_IPV]
+            start, end = round(r[I_START] * 1000), round(r[I_END] * 1000)
+            client, server = _address(r[I_CIP], version), _address(r[I_SIP], version)
         fields = (
-            round(r[I_START] * 1000), round(r[I_END] * 1000),
-            _address(r[I_CIP], version), _address(r[I_SIP], version),
+            start, end, client, server,
             r[I_CPORT] or 0, r[I_SPORT] or 0, r[I_PROTO] & 0xFF, (r[I_FLAGS] or 0) & 0xFFFF,
             END_REASONS.get(r[I_REASON], 0), (vlan[0] & 0xFFF) if vlan else 0,
             r[I_SID] & 0xFFFFFFFFFFFFFFFF,
@@ -285,9 +324,11 @@ class IpfixExporter:
         for r in records:
             try:
                 encoded.append(self._encode(r))
-            except (OSError, TypeError, ValueError, IndexError, struct.error) as e:
-                self.send_errors += 1   # a record we cannot express in IPFIX is counted, not dropped
-                self.last_error = f"unencodable record ({e})"
+            except Exception:  # noqa: BLE001 - what IPFIX cannot say as it is (limits.py)
+                try:
+                    encoded.append(self._encode(r, careful=True))
+                except Exception as e:  # noqa: BLE001 - never fatal: one record, counted
+                    limits.unwritable(self, e)
         i = 0
         while i < len(encoded):
             # TCP keeps room for the templates in every message, in case the connection is re-opened
@@ -298,6 +339,14 @@ class IpfixExporter:
             body, j = self._pack(encoded, i, room)
             count = j - i
             i = j
+            if self.transport == "udp":
+                if self.datagrams.send(self.sock, self._message(body, templates), count, self.last_count):
+                    if templates:
+                        self.templates_sent_at = time.monotonic()
+                    self.sequence = (self.sequence + count) & 0xFFFFFFFF
+                    self.written += count
+                    self.last_count = count
+                continue
             try:
                 if self._deliver(body, templates):
                     self.templates_sent_at = time.monotonic()
@@ -307,12 +356,16 @@ class IpfixExporter:
                 continue
             self.sequence = (self.sequence + count) & 0xFFFFFFFF
             self.written += count
+        if self.datagrams is not None:
+            self.datagrams.batch_done()
 
     def close(self) -> None:
         if self.sock is not None:
             try:
                 if self.transport == "tcp":
                     self.sock.shutdown(socket.SHUT_WR)
+                else:
+                    self.datagrams.close(self.sock, self.last_count)
             except OSError as e:
                 self.last_error = self.last_error or e.strerror
             finally:

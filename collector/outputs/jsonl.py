@@ -22,6 +22,7 @@ import msgspec
 
 from contracts.record import NAMES, as_dict
 
+from . import limits
 from .files import LineOutput, open_private  # noqa: F401 (open_private: re-exported)
 
 __all__ = ["ENCODER", "JsonLines", "OUTPUT", "as_json", "as_line", "as_lines", "open_private"]   # open_private: moved to files.py, kept here
@@ -167,8 +168,13 @@ class JsonLines(LineOutput):
     def write(self, records) -> None:
         if not records:
             return
-        self.file.write_blocks(as_lines(records))
-        self.written += len(records)
+        try:
+            blocks, n = as_lines(records), len(records)
+        except Exception:  # noqa: BLE001 - a value JSON cannot carry (an embedder's plugin field)
+            blocks = limits.each(self, records, as_line, as_line)
+            n = len(blocks)
+        self.file.write_blocks(blocks)
+        self.written += n
 
     def write_aggregates(self, aggregates) -> None:
         """Aggregate records (dicts, `"type": "aggregate"`) go in the same stream."""

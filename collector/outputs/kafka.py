@@ -22,9 +22,11 @@ from urllib.parse import parse_qsl
 
 from contracts.record import INDEX
 
+from . import limits
 from .jsonl import as_json   # the record as the JSON lines write it
 
 OPTIONS = ("timeout", "retries")
+PROBE_S = 5.0               # how long the brokers have to answer at start
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+")
 
@@ -76,6 +78,21 @@ class KafkaProducer:
             raise ValueError("the kafka output needs the confluent-kafka package "
                              "(pip install confluent-kafka)") from None
 
+    @staticmethod
+    def probe(target: str) -> None:
+        """A broker answers (OSError if none does within the timeout, at most PROBE_S)."""
+        p = KafkaProducer(target)
+        try:
+            p.close()
+        finally:
+            p.destroy()
+
+    def destroy(self) -> None:
+        """The client destroyed now, its threads joined (`pipeline start` probes, then forks;
+        the client's error callback, a bound method, would keep it alive until a
+        garbage collection)."""
+        self.producer = None
+
     def __init__(self, target: str):
         try:   # imported here: only runs that use Kafka need the package
             from confluent_kafka import KafkaError, KafkaException, Producer
@@ -95,17 +112,27 @@ class KafkaProducer:
             "error_cb": self._client_error,
             "log_level": 2,      # no log lines: errors come through error_cb into close()'s one line
         }
-        try:
-            self.producer = Producer(config)
-        except KafkaException as e:
-            raise OSError(f"kafka producer: {e.args[0].str() if e.args else e}") from None
         self.written = 0         # acknowledged by the brokers
+        self.issues = limits.counters()
         self.accepted = 0        # handed to write()
         self.failed = 0          # given up after the retries
         self.retry = []          # (key, value, tries) whose delivery failed, to produce again
         self.last_error = None
         self.fatal = None
         self.purge_codes = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
+        try:
+            self.producer = Producer(config)
+        except KafkaException as e:
+            raise OSError(f"kafka producer: {e.args[0].str() if e.args else e}") from None
+        wait = min(self.cfg["timeout"], PROBE_S)
+        try:        # at start, as a TCP receiver is: not after a whole input has been read
+            self.producer.list_topics(timeout=wait)
+        except KafkaException as e:
+            why = self.last_error or (e.args[0].str() if e.args else str(e))
+            self.producer.purge()
+            self.destroy()
+            raise OSError(f"kafka {','.join(self.cfg['brokers'])}: no broker answers within {wait:g} s "
+                          f"({why})") from None
 
     # --- callbacks (run inside poll/flush, on this thread)
     def _client_error(self, err) -> None:
@@ -152,8 +179,13 @@ class KafkaProducer:
             return
         self._check_fatal()
         for r in records:
+            try:
+                key, value = message_key(r), as_json(r)
+            except Exception as e:  # noqa: BLE001 - a value JSON cannot carry (limits.py): never fatal
+                limits.unwritable(self, e)
+                continue
             self.accepted += 1
-            self._produce(message_key(r), as_json(r), 0)
+            self._produce(key, value, 0)
         self.producer.poll(0)
         self._produce_retries()
 

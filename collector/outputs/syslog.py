@@ -8,20 +8,29 @@ Why this shape: SIEMs ingest syslog everywhere, and one record per message keeps
 their parsers trivial. The body is the record as compact JSON (the native
 format) or ArcSight CEF for SIEMs that map CEF keys to their own schema.
 The syslog TIMESTAMP is the session's last packet time (when the event
-happened in the network, also right for replayed captures); HOSTNAME is the
-record's sensor. MSG carries no BOM (RFC 5424 MSG-ANY): receivers hand the
-body to JSON/CEF parsers, which reject a leading BOM.
+happened in the network, also right for replayed captures), RFC 3339 with a
+four-digit year. Receivers take less than RFC 3339 can say: rsyslog reads a
+year after 2099 as no timestamp at all and the whole header as the message,
+which breaks the body's parser. So a time outside years 1-2099 is sent as
+the NILVALUE (`-`, RFC 5424 6.2.3: the receiver puts its own time) and the
+record is counted in `times_clamped` (limits.py); the body keeps the time.
+HOSTNAME is the record's sensor.
+MSG carries no BOM (RFC 5424 MSG-ANY): receivers hand the body to JSON/CEF
+parsers, which reject a leading BOM.
+
+CEF carries the application fields where CEF has a key for them (`dhost`,
+`request`, `requestMethod`, `requestClientApplication`; the DNS query in
+`cs3` labelled `dns.query`) and its times in milliseconds within a signed
+64-bit number (clamped and counted beyond).
 
 UDP sends one datagram per message and never truncates: a message over 65000
-bytes is not sent, counted in `oversize`, and makes close() fail; datagrams
-the receiver's host answers with "port unreachable" are counted in `refused`
-(taken off `written`) and make close() fail too. TCP uses
+bytes is not sent and is counted in `records_oversize` (one warning line);
+datagrams the receiver's host refuses are counted in `datagrams_refused`
+(udp.py: fire-and-forget, the run goes on). TCP uses
 octet counting (RFC 6587 3.4.1), sends each batch whole, and reconnects once
 when the connection broke; a batch is resent whole after a reconnect, so a
 broken connection may duplicate records but never loses them silently.
 """
-import datetime
-import errno
 import os
 import re
 import select
@@ -29,9 +38,11 @@ import socket
 from importlib import metadata
 from urllib.parse import parse_qsl
 
-from contracts.record import INDEX
+from contracts.record import INDEX, NAMES
 
+from . import limits
 from .jsonl import as_json   # the record as the JSON lines write it
+from .udp import Datagrams
 
 MAX_UDP = 65000
 FACILITIES = {
@@ -121,10 +132,42 @@ def cef_value(value) -> str:
 
 
 def _ms(t) -> int:
-    return int(round(float(t) * 1000))
+    """Epoch seconds as CEF's milliseconds (a Java long); OverflowError beyond."""
+    ms = round(t * 1000)
+    if not limits.I64_MIN <= ms <= limits.I64_MAX:
+        raise OverflowError("time out of range")
+    return ms
 
 
-def as_cef(r) -> bytes:
+_N = len(NAMES)
+
+
+def cef_application(p: dict) -> list:
+    """CEF's own keys for the application fields a record's extension dict has (the
+    classifiers' dotted names, docs/classification.md): the host asked for (HTTP Host,
+    else the TLS or QUIC SNI), the HTTP request, and the DNS query in a labelled
+    custom string (CEF has no key of its own for it)."""
+    ext = []
+    host = p.get("http.host") or p.get("tls.sni") or p.get("quic.sni")
+    if host:
+        ext.append(("dhost", host))
+    method, uri = p.get("http.method"), p.get("http.uri")
+    if method:
+        ext.append(("requestMethod", method))
+    if uri:
+        http_host = p.get("http.host")
+        absolute = isinstance(uri, str) and "://" in uri[:16]
+        ext.append(("request", f"http://{http_host}{uri}" if http_host and not absolute else uri))
+    if p.get("http.user_agent"):
+        ext.append(("requestClientApplication", p["http.user_agent"]))
+    if p.get("dns.query"):
+        ext += [("cs3Label", "dns.query"), ("cs3", p["dns.query"])]
+    return ext
+
+
+def as_cef(r, ms=_ms) -> bytes:
+    """The record as a CEF event; `ms` writes its times (OverflowError beyond a long,
+    unless a careful one)."""
     g = r.__getitem__
     final = g(INDEX["final"])
     transport = g(INDEX["transport"])
@@ -132,11 +175,13 @@ def as_cef(r) -> bytes:
            ("spt", g(INDEX["client_port"])), ("dpt", g(INDEX["server_port"])),
            ("proto", TRANSPORT_NAMES.get(transport, transport)),
            ("in", g(INDEX["dl_byte_count"])), ("out", g(INDEX["ul_byte_count"])),
-           ("start", _ms(g(INDEX["start"]))), ("end", _ms(g(INDEX["end"]))),
+           ("start", ms(g(INDEX["start"]))), ("end", ms(g(INDEX["end"]))),
            ("app", g(INDEX["app"]) or g(INDEX["proto_path"])),
            ("dvchost", g(INDEX["sensor"])),
            ("reason", g(INDEX["end_reason"])),
            ("cs1Label", "session_id"), ("cs1", g(INDEX["session_id"]))]
+    if len(r) > _N and isinstance(r[_N], dict):
+        ext += cef_application(r[_N])
     if g(INDEX["parent_session_id"]) is not None:
         ext += [("cs2Label", "parent_session_id"), ("cs2", g(INDEX["parent_session_id"]))]
     ext += [("cn1Label", "report_number"), ("cn1", g(INDEX["report_number"])),
@@ -147,10 +192,25 @@ def as_cef(r) -> bytes:
     return (header + "|" + body).encode("utf-8", "replace")
 
 
+# the last microsecond receivers take in a TIMESTAMP (rsyslog: years up to 2099)
+TIMESTAMP_MAX_US = 4102444800 * 10 ** 6 - 1     # 2099-12-31T23:59:59.999999Z
+
+
 def timestamp(t) -> str:
-    """RFC 3339, UTC, microseconds."""
-    dt = datetime.datetime.fromtimestamp(float(t), datetime.timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339, UTC, microseconds, four-digit year; OverflowError outside years 1-2099."""
+    us = round(t * 1e6)
+    if us > TIMESTAMP_MAX_US:
+        raise OverflowError("TIMESTAMP after 2099")
+    return limits.iso(us)
+
+
+def _within(scale: int, lo: int, hi: int, clamped: list):
+    """A writer of times as limits.bounded says them, noting in `clamped` whether each was."""
+    def write(t) -> int:
+        v, c = limits.bounded(t, scale, lo, hi)
+        clamped.append(c)
+        return v
+    return write
 
 
 def hostname(sensor) -> bytes:
@@ -166,6 +226,13 @@ class SyslogSender:
     def check(target: str) -> None:
         parse_target(target)
 
+    @staticmethod
+    def probe(target: str) -> None:
+        """A TCP receiver is there (OSError if not); UDP cannot tell."""
+        cfg = parse_target(target)
+        if cfg["transport"] == "tcp":
+            _connect(cfg).close()
+
     def __init__(self, target: str):
         self.target = target
         cfg = parse_target(target)
@@ -174,10 +241,20 @@ class SyslogSender:
         self.prefix_tail = f"{cfg['app']} {os.getpid()} session - ".encode()
         self.pri = f"<{cfg['pri']}>1 ".encode()
         self.written = 0
-        self.oversize = 0       # UDP messages over MAX_UDP bytes: not sent
-        self.refused = 0        # UDP datagrams the receiver's host answered "port unreachable"
+        self.issues = limits.counters("times_clamped", "records_oversize", "datagrams_refused")
+        self.datagrams = Datagrams(self) if cfg["transport"] == "udp" else None
         self.sock = None
         self.connect()
+
+    @property
+    def oversize(self) -> int:
+        """UDP messages over MAX_UDP bytes: not sent."""
+        return self.issues["records_oversize"]
+
+    @property
+    def refused(self) -> int:
+        """UDP datagrams refused (port unreachable)."""
+        return self.issues["datagrams_refused"]
 
     # --- formatting
     def message(self, r) -> bytes:
@@ -186,31 +263,30 @@ class SyslogSender:
         return b"".join((self.pri, ts, b" ", hostname(r[INDEX["sensor"]]), b" ",
                          self.prefix_tail, self.body(r)))
 
+    def careful_message(self, r) -> bytes:
+        """message(), with times the format cannot say clamped and counted (limits.py)."""
+        clamped = []
+        end = r[INDEX["end"]]
+        ts = b"-"
+        if end is not None:
+            us, c = limits.bounded(end, 1000000, limits.DATE_MIN_US, TIMESTAMP_MAX_US)
+            clamped.append(c)
+            if not c:
+                ts = limits.iso(us).encode()
+        if self.body is as_cef:
+            body = as_cef(r, _within(1000, limits.I64_MIN, limits.I64_MAX, clamped))
+        else:
+            body = self.body(r)
+        if any(clamped):
+            limits.clamped(self, "time")
+        return b"".join((self.pri, ts, b" ", hostname(r[INDEX["sensor"]]), b" ", self.prefix_tail, body))
+
     # --- connection
     def _where(self) -> str:
-        return f"{self.cfg['transport']}://{self.cfg['host']}:{self.cfg['port']}"
+        return _where(self.cfg)
 
     def connect(self) -> None:
-        cfg = self.cfg
-        kind = socket.SOCK_DGRAM if cfg["transport"] == "udp" else socket.SOCK_STREAM
-        last = None
-        try:
-            infos = socket.getaddrinfo(cfg["host"], cfg["port"], type=kind)
-        except socket.gaierror as e:
-            raise OSError(f"syslog receiver {self._where()}: cannot resolve {cfg['host']!r} ({e.strerror})") from None
-        for family, type_, proto, _, addr in infos:
-            s = socket.socket(family, type_, proto)
-            try:
-                s.settimeout(cfg["timeout"])
-                s.connect(addr)
-            except OSError as e:
-                s.close()
-                last = e
-                continue
-            self.sock = s
-            return
-        why = (last.strerror or str(last)) if last else "no address"
-        raise OSError(f"syslog receiver {self._where()} cannot be reached: {why}")
+        self.sock = _connect(self.cfg)
 
     def _peer_closed(self) -> bool:
         """A syslog receiver never sends: a readable TCP socket means it closed or reset."""
@@ -229,35 +305,25 @@ class SyslogSender:
     def write(self, records) -> None:
         if not records:
             return
-        msgs = [self.message(r) for r in records]
+        try:
+            msgs = [self.message(r) for r in records]
+        except Exception:  # noqa: BLE001 - a record the format cannot say as it is: one at a time
+            msgs = limits.each(self, records, self.message, self.careful_message)
         if self.cfg["transport"] == "udp":
             self._send_udp(msgs)
         else:
             self._send_tcp(msgs)
 
     def _send_udp(self, msgs) -> None:
+        send = self.datagrams.send
         for m in msgs:
             if len(m) > MAX_UDP:
-                self.oversize += 1
+                limits.count(self, "records_oversize", 1, f"a message of {len(m)} bytes, over {MAX_UDP}, "
+                                                          f"is not sent (UDP; TCP takes it)")
                 continue
-            for _ in (0, 1):
-                try:
-                    self.sock.send(m)
-                except ConnectionRefusedError:
-                    self._lost_one()        # the error is an earlier datagram's: try this one again
-                    continue
-                except OSError as e:
-                    raise OSError(f"syslog receiver {self._where()}: {e.strerror or e}") from None
+            if send(self.sock, m):
                 self.written += 1
-                break
-            else:
-                self.refused += 1           # this one was not sent
-
-    def _lost_one(self) -> None:
-        """A datagram sent earlier drew ICMP "port unreachable": it was counted as
-        written, but nobody received it."""
-        self.refused += 1
-        self.written -= 1
+        self.datagrams.batch_done()
 
     def _send_tcp(self, msgs) -> None:
         frame = b"".join(b"%d %s" % (len(m), m) for m in msgs)
@@ -286,17 +352,10 @@ class SyslogSender:
             try:
                 if self.cfg["transport"] == "tcp":
                     self._drain(s)
-                elif s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNREFUSED:
-                    self._lost_one()     # the last datagram's "port unreachable"
+                else:
+                    self.datagrams.close(s)      # the last datagram's refusal, if any
             finally:
                 s.close()
-        lost = []
-        if self.oversize:
-            lost.append(f"{self.oversize} records over {MAX_UDP} bytes not sent")
-        if self.refused:
-            lost.append(f"{self.refused} datagrams refused (port unreachable)")
-        if lost:
-            raise OSError(f"syslog receiver {self._where()}: " + "; ".join(lost))
 
     def _drain(self, s) -> None:
         """Half-close and wait for the receiver to close: then it has read everything."""
@@ -310,6 +369,32 @@ class SyslogSender:
         except OSError as e:
             raise OSError(f"syslog receiver {self._where()}: {e.strerror or e} while closing; "
                           f"records may be lost") from None
+
+
+def _where(cfg: dict) -> str:
+    return f"{cfg['transport']}://{cfg['host']}:{cfg['port']}"
+
+
+def _connect(cfg: dict):
+    """A socket connected to the receiver; OSError (one line) if it cannot be reached."""
+    kind = socket.SOCK_DGRAM if cfg["transport"] == "udp" else socket.SOCK_STREAM
+    last = None
+    try:
+        infos = socket.getaddrinfo(cfg["host"], cfg["port"], type=kind)
+    except socket.gaierror as e:
+        raise OSError(f"syslog receiver {_where(cfg)}: cannot resolve {cfg['host']!r} ({e.strerror})") from None
+    for family, type_, proto, _, addr in infos:
+        s = socket.socket(family, type_, proto)
+        try:
+            s.settimeout(cfg["timeout"])
+            s.connect(addr)
+        except OSError as e:
+            s.close()
+            last = e
+            continue
+        return s
+    why = (last.strerror or str(last)) if last else "no address"
+    raise OSError(f"syslog receiver {_where(cfg)} cannot be reached: {why}")
 
 
 OUTPUT = SyslogSender     # for the registry in collector/outputs/__init__.py
