@@ -388,9 +388,15 @@ def test_gre_variants():
     assert layers(d) == [("eth.ipv6.gre", "gre", 7), ("eth.ipv6.gre.eth.ipv4.tcp", None, 0)]
     d = decode(1, eth(0x0800, ipv4(47, gre(0x8847, mpls(10) + ip4_tcp()))))
     assert layers(d)[1] == ("eth.ipv4.gre.mpls.ipv4.tcp", None, 0)
-    # Aruba 802.11 payload: outer only, not malformed
+    # Aruba: the client's 802.11 data frame; a management frame leaves the tunnel without an inner layer
+    wlan = b"\x08\x01" + bytes(22) + b"\xaa\xaa\x03\x00\x00\x00\x08\x00" + ip4_tcp()
+    for proto in (0x8200, 0x8210, 0x8370, 0x9000):
+        d = decode(1, eth(0x0800, ipv4(47, gre(proto, wlan))))
+        assert layers(d) == [("eth.ipv4.gre", "gre", 0), ("eth.ipv4.gre.wlan.llc.ipv4.tcp", None, 0)]
     d = decode(1, eth(0x0800, ipv4(47, gre(0x8200, bytes(60)))))
-    assert d.kind == IP and not d.inner_malformed and layers(d) == [("eth.ipv4.gre", None, 0)]
+    assert d.kind == IP and not d.inner_malformed and layers(d) == [("eth.ipv4.gre", "gre", 0)]
+    assert d.error == "inner not ip: 802.11 management/control"
+    assert layers(decode(1, eth(0x0800, ipv4(47, gre(0x8201, wlan))))) == [("eth.ipv4.gre", None, 0)]
     # GRE-in-GRE
     d = decode(1, eth(0x0800, ipv4(47, gre(0x0800, ipv4(47, gre(0x0800, ip4_tcp(), key=2)), key=1))))
     assert layers(d) == [("eth.ipv4.gre", "gre", 1), ("eth.ipv4.gre.ipv4.gre", "gre", 2),
@@ -482,6 +488,36 @@ def test_teredo():
     assert layers(decode(1, udp4(3544, 1, ip4_tcp() + bytes(20)))) == [("eth.ipv4.udp", None, 0)]
     assert layers(decode(1, udp4(3544, 1, ipv6(17, udp(1, 2), plen=200)))) == [("eth.ipv4.udp", None, 0)]
     assert layers(decode(1, udp4(3544, 1, b"hello"))) == [("eth.ipv4.udp", None, 0)]
+
+
+@pytest.mark.parametrize("frame,path,vlans", [
+    (eth(0x88E7, struct.pack(">I", 0x00123456) + eth(0x0800, PKT4)), "eth.pbb.eth.ipv4.udp", ()),
+    (eth(0x88E7, struct.pack(">I", 7) + eth(0x86DD, PKT6, tags=[(0x8100, 30)]), tags=[(0x88A8, 20)]),
+     "eth.vlan.pbb.eth.vlan.ipv6.tcp", (20, 30)),
+    (eth(0x8926, struct.pack(">I", 0x80010002) + struct.pack(">H", 0x0800) + PKT4), "eth.vntag.ipv4.udp", ()),
+    (eth(0x8926, struct.pack(">I", 5) + struct.pack(">HHH", 0x8100, 40, 0x86DD) + PKT6),
+     "eth.vntag.vlan.ipv6.tcp", (40,)),
+    (eth(0x893F, bytes(6) + struct.pack(">H", 0x0800) + PKT4), "eth.etag.ipv4.udp", ()),
+])
+def test_pbb_vntag_etag(frame, path, vlans):
+    """802.1ah PBB (I-TAG, then the customer's frame), Cisco VN-Tag and 802.1BR E-Tag."""
+    d = decode(1, frame)
+    assert d.kind == IP, d.error
+    (l,) = d.layers
+    assert (l.path, l.vlans) == (path, vlans)
+    assert (l.sport, l.dport) == ((1000, 2000) if l.ipver == 4 else (1234, 80))
+
+
+@pytest.mark.parametrize("frame,kind,error", [
+    (eth(0x88E7, bytes(3)), MALFORMED, "truncated pbb header"),
+    (eth(0x88E7, bytes(4) + MAC[:8]), MALFORMED, "truncated ethernet header"),
+    (eth(0x88E7, bytes(4) + eth(0x0806, bytes(28))), NON_IP, "arp"),
+    (eth(0x8926, bytes(5)), MALFORMED, "truncated vntag header"),
+    (eth(0x893F, bytes(7)), MALFORMED, "truncated etag header"),
+])
+def test_pbb_vntag_etag_bad(frame, kind, error):
+    d = decode(1, frame)
+    assert (d.kind, d.error) == (kind, error)
 
 
 def test_ayiya():
@@ -789,9 +825,8 @@ NO_INNER = {
     "tunnels__gtp__gtp_control_prime.pcap": "GTP' (charging) on UDP 3386: not GTP-U",
     "tunnels__gtp__gtp_create_pdp_ctx.pcap": "GTP-C on UDP 2123: control plane, no user packets",
     "tunnels__gtp__pdp_ctx_messages.pcapng": "GTP-C on UDP 2123: control plane, no user packets",
-    "tunnels__gre-aruba.pcap": "Aruba GRE (0x8200-ish) carries 802.11 frames: outer layer only",
-    "tunnels__gre-aruba-amsdu.pcap": "Aruba GRE (0x8200-ish) carries 802.11 frames: outer layer only",
-    "tunnels__gre-aruba-ccmp.pcap": "Aruba GRE (0x8200-ish) carries 802.11 frames: outer layer only",
+    "tunnels__gre-aruba-amsdu.pcap": "Aruba GRE: an 802.11 A-MSDU (several packets in one frame), not decoded",
+    "tunnels__gre-aruba-ccmp.pcap": "Aruba GRE: encrypted 802.11 frames (CCMP)",
     "tunnels__geneve-arp.pcap": "Geneve protocol type 0x0806: ARP with no Ethernet header, no IP",
     "tunnels__geneve-truncated.pcapng": "the only frame's inner Ethernet is cut short: inner_malformed",
     "tunnels__mpls-6in6-6in6-invalid-version-6.pcap": "the second IPv6 header has version 14: inner_malformed",

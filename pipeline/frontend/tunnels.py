@@ -92,7 +92,6 @@ def _erspan3(p, off, flags, key):
 
 
 # GRE protocol type -> (payload, offset after the GRE header, GRE flags, key) -> Hit | None.
-# Aruba's 802.11 payloads (0x8200, 0x9000, ...) are not here: outer layer only.
 GRE_PROTOCOLS = {
     0x0800: _gre_carries(IP4),
     0x86DD: _gre_carries(IP6),
@@ -103,6 +102,11 @@ GRE_PROTOCOLS = {
     0x88BE: _erspan2,
     0x22EB: _erspan3,
 }
+# Aruba access points send their clients' 802.11 frames to the controller in GRE, in a
+# range of protocol types; A-MSDU frames (several packets in one) and encrypted ones
+# stay undecoded (linktypes.wlan says why).
+GRE_PROTOCOLS.update({t: _gre_carries(wlan) for t in [*range(0x8200, 0x8300, 0x10), *range(0x8300, 0x8380, 0x10),
+                                                       0x9000]})
 
 
 def gre(p, declared):
