@@ -152,6 +152,7 @@ class Run:
             "spool_mem_bytes": a.spool_mem_mb << 20,
             "frontends": self.frontends,
             "hash_seed": a.hash_seed,
+            "teredo_any_port": a.teredo_heuristic,
             "user": a.user,
             "deadline": self.deadline,
             "metrics_addr": f"ipc://{self.dir}/metrics",
@@ -356,7 +357,8 @@ def start(args, timeouts) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     t0 = time.monotonic()
-    fe = FrontEnd(args.workers, timeouts, seed=args.hash_seed, classify_budget=args.classify_packets)
+    fe = FrontEnd(args.workers, timeouts, seed=args.hash_seed, classify_budget=args.classify_packets,
+                  teredo_any_port=args.teredo_heuristic)
     run.fe_stats = fe.stats
     try:
         run.start()

@@ -490,6 +490,65 @@ def test_teredo():
     assert layers(decode(1, udp4(3544, 1, b"hello"))) == [("eth.ipv4.udp", None, 0)]
 
 
+TEREDO_CLIENT = bytes.fromhex("2001000041379e508000f12ab9c82815")     # 2001:0:4137:9e50:...
+NATIVE6 = bytes.fromhex("20014860000020010000000000000068")
+
+
+def teredo_shapes():
+    """(UDP payload, is Teredo by shape) on a port other than 3544."""
+    to_client = ipv6(6, tcp(), src=NATIVE6, dst=TEREDO_CLIENT)
+    origin = b"\x00\x00" + bytes(6)
+    auth = b"\x00\x01\x02\x03" + b"id" + b"abc" + bytes(8) + b"\x00"
+    bubble = ipv6(59, b"", src=TEREDO_CLIENT, dst=NATIVE6)
+    plain = ipv6(6, tcp(), src=A6, dst=B6)
+    return [
+        (to_client, True),
+        (ipv6(17, udp(1, 2), src=TEREDO_CLIENT, dst=NATIVE6), True),
+        (bubble, True),
+        (bubble + b"trailing", True),                      # a bubble may carry bytes after it
+        (origin + plain, True),                            # behind a Teredo header no Teredo address is needed
+        (auth + plain, True),
+        (auth + origin + plain, True),
+        (plain, False),                                    # IPv6 in UDP, but no Teredo address: not Teredo
+        (to_client + b"x", False),                         # the IPv6 packet must fill the payload exactly
+        (to_client[:-1], False),
+        (ipv6(6, tcp(), src=NATIVE6, dst=TEREDO_CLIENT, plen=1000), False),
+        (origin + plain + b"x", False),
+        (b"\x45" + to_client[1:], False),                  # version 4
+        (b"\x00\x01\x02", False),
+        (b"\x00\x01\xff\xff" + bytes(60), False),         # authentication header longer than the payload
+        (bytes(48), False),
+        (b"", False),
+    ]
+
+
+@pytest.mark.parametrize("payload,teredo", teredo_shapes())
+def test_teredo_by_shape_on_any_port(payload, teredo):
+    """Relays answer from ports of their own: Teredo is recognised by its shape on any UDP
+    port, strictly (exact length; a Teredo address unless a Teredo header comes first)."""
+    d = decode(1, udp4(32900, 3797, payload))
+    if teredo:
+        assert layers(d)[0] == ("eth.ipv4.udp.teredo", "teredo", 0) and len(d.layers) == 2
+        assert d.layers[1].ipver == 6 and not d.inner_malformed
+    else:
+        assert layers(d) == [("eth.ipv4.udp", None, 0)]
+    # --no-teredo-heuristic: port 3544 only
+    assert layers(decode(1, udp4(32900, 3797, payload), teredo_any_port=False)) == [("eth.ipv4.udp", None, 0)]
+    if teredo:
+        d = decode(1, udp4(3544, 3797, payload), teredo_any_port=False)
+        assert layers(d)[0] == ("eth.ipv4.udp.teredo", "teredo", 0)
+
+
+def test_teredo_by_shape_on_a_tunnel_port_and_in_a_reassembled_datagram():
+    payload = ipv6(17, udp(1, 2), src=TEREDO_CLIENT, dst=NATIVE6)
+    # a payload on the GTP port that is not GTP but is Teredo
+    assert layers(decode(1, udp4(2152, 2152, payload)))[0] == ("eth.ipv4.udp.teredo", "teredo", 0)
+    data = udp(3797, 32900, payload)
+    first = decode(1, eth(0x0800, ipv4(17, data[:24], mf=True))).layers[0]
+    assert [l.tunnel for l in slowpath.decode_transport(first, data)] == ["teredo", None]
+    assert [l.tunnel for l in slowpath.decode_transport(first, data, teredo_any_port=False)] == [None]
+
+
 @pytest.mark.parametrize("frame,path,vlans", [
     (eth(0x88E7, struct.pack(">I", 0x00123456) + eth(0x0800, PKT4)), "eth.pbb.eth.ipv4.udp", ()),
     (eth(0x88E7, struct.pack(">I", 7) + eth(0x86DD, PKT6, tags=[(0x8100, 30)]), tags=[(0x88A8, 20)]),
@@ -673,6 +732,10 @@ def valid_frames():
         udp4(1, 37008, tz + e4()),
         udp4(1, 6635, mpls(5, 6) + ip4_tcp()),
         eth(0x0800, ipv4(97, b"\x30\x00" + e4())),
+        udp4(3797, 32900, b"\x00\x00" + bytes(6) + ipv6(17, udp(1, 2), src=TEREDO_CLIENT, dst=NATIVE6)),
+        eth(0x88E7, struct.pack(">I", 9) + eth(0x0800, ip4_tcp(), tags=[(0x8100, 3)])),
+        eth(0x8926, struct.pack(">IH", 9, 0x86DD) + ipv6(17, udp(1, 2))),
+        eth(0x0800, ipv4(47, gre(0x8200, b"\x88\x01" + bytes(24) + b"\xaa\xaa\x03\x00\x00\x00\x08\x00" + ip4_tcp()))),
     )]
     return out
 
@@ -831,7 +894,6 @@ NO_INNER = {
     "tunnels__geneve-truncated.pcapng": "the only frame's inner Ethernet is cut short: inner_malformed",
     "tunnels__mpls-6in6-6in6-invalid-version-6.pcap": "the second IPv6 header has version 14: inner_malformed",
     "tunnels__socks.pcap": "SOCKS is a proxy protocol, not an encapsulation",
-    "tunnels__teredo-udp-in-udp.pcap": "a fuzzed IPv6/UDP frame on ports 25977/25964: no Teredo port",
 }
 
 ZEEK_TUNNELS = [p for p in CAPS if p.parent.name == "zeek" and p.name.startswith("tunnels__")]

@@ -175,9 +175,11 @@ class FrontEnd:
                  "frames_unassembled", "frames_dropped")
 
     def __init__(self, workers: int, timeouts, seed: int = 0, proc: int = 0,
-                 frag_timeout: float = 30.0, max_depth: int = 8, classify_budget: int = YOUNG_BUDGET):
+                 frag_timeout: float = 30.0, max_depth: int = 8, classify_budget: int = YOUNG_BUDGET,
+                 teredo_any_port: bool = True):
         self.workers = workers
         self.seed = seed
+        self.teredo_any_port = teredo_any_port  # --no-teredo-heuristic: Teredo on port 3544 only
         self.proc = proc
         self.paths = PathIds(proc)
         # top-level datagrams; one never completed but whose first fragment was seen is
@@ -208,7 +210,7 @@ class FrontEnd:
             self.now = max(self.now, float(chunk.ts.max()))
         self.data_base = int(chunk.offsets.min()) if n else 0
         fast, slow = decode_fast(chunk.data, chunk.offsets, chunk.caplen, chunk.wirelen,
-                                 chunk.ts, chunk.linktype, self.paths, self.data_base)
+                                 chunk.ts, chunk.linktype, self.paths, self.data_base, self.teredo_any_port)
         fast["fidx"] += np.uint64(base)
         self.stats["frames_ip"] += len(fast)
         out = []
@@ -311,7 +313,7 @@ class FrontEnd:
                                        chunk.linktype[idx].tolist())
         st = self.stats
         for i, off, cap, wire, ts, lt in zip(idx.tolist(), offs, caps, wires, tss, lts):
-            d = slowpath.decode(lt, data[off:off + cap], self.max_depth)
+            d = slowpath.decode(lt, data[off:off + cap], self.max_depth, self.teredo_any_port)
             if d.kind != IP:
                 if d.kind == NON_IP:
                     st["frames_non_ip"] += 1
@@ -340,7 +342,8 @@ class FrontEnd:
                     return depth > 0
                 if depth == 0:
                     self.stats["frames_ip"] += len(dg.frames) - 1  # the caller counts the last one
-                rest = slowpath.decode_transport(dg.first_layer, dg.payload, self.max_depth - depth, dg.length)
+                rest = slowpath.decode_transport(dg.first_layer, dg.payload, self.max_depth - depth, dg.length,
+                                                 self.teredo_any_port)
                 self._layers(rest, dg.frames, out, ctx, parent, depth)
                 return True
             row = self._row(layer, frames, ctx, parent, depth)
@@ -396,7 +399,8 @@ class FrontEnd:
             return
         self.stats["frames_ip"] += len(left.frames)
         self.extra["partial_datagrams"] += 1
-        rest = slowpath.decode_transport(left.first_layer, left.payload, self.max_depth, left.length)
+        rest = slowpath.decode_transport(left.first_layer, left.payload, self.max_depth, left.length,
+                                         self.teredo_any_port)
         self._layers(rest, left.frames, out)
 
     def _take_frag_malformed(self):

@@ -17,7 +17,9 @@ an IP marker, ...). The inner packet is decoded by the slow path like a frame.
 Registries: `IP_TUNNELS` by IP protocol, `UDP_TUNNELS` by UDP port (with the
 side the port must be on), `GRE_PROTOCOLS` by GRE protocol type. A new
 tunnel is one decoder and one entry. `UDP_TUNNEL_PORTS` tells the fast path
-which UDP frames to leave to the slow path.
+which UDP frames to leave to the slow path. Teredo is also recognised by its
+shape on any UDP port (`teredo_by_shape`; the fast path has the same test,
+vectorised).
 """
 import struct
 from dataclasses import dataclass
@@ -203,20 +205,48 @@ def geneve(p, declared):
     return Hit(names.GENEVE, int.from_bytes(p[4:7], "big"), (names.GENEVE,), inner, size)
 
 
-def teredo(p, declared):
-    """Teredo (RFC 4380): optional authentication and origin indication headers,
-    then an IPv6 packet: only if it really is one (version 6, its payload length
-    within the UDP payload)."""
+def _teredo_start(p) -> int:
+    """Where the IPv6 packet starts after Teredo's optional authentication and origin
+    indication headers (RFC 4380 5.1.1), or -1."""
     off = 0
     if p[:2] == b"\x00\x01":
         if len(p) < 4:
-            return None
+            return -1
         off = 4 + p[2] + p[3] + 8 + 1
     if p[off:off + 2] == b"\x00\x00":
         off += 8
-    if len(p) < off + 40 or p[off] >> 4 != 6:
+    return off
+
+
+def teredo(p, declared):
+    """Teredo (RFC 4380) on its port: optional authentication and origin indication
+    headers, then an IPv6 packet: only if it really is one (version 6, its payload
+    length within the UDP payload)."""
+    off = _teredo_start(p)
+    if off < 0 or len(p) < off + 40 or p[off] >> 4 != 6:
         return None
     if off + 40 + _U16(p, off + 4)[0] > declared:
+        return None
+    return Hit(names.TEREDO, 0, (names.TEREDO,), IP6, off)
+
+
+TEREDO_PREFIX = b"\x20\x01\x00\x00"     # 2001::/32: every Teredo client's address
+
+
+def teredo_by_shape(p, declared):
+    """Teredo on any UDP port (relays answer from ports of their own), recognised by
+    its shape, more strictly than on 3544 so that other UDP payloads do not pass: the
+    IPv6 packet fills the UDP payload exactly (a bubble, no next header and no
+    payload, may have bytes after it), and without a Teredo header in front one of its
+    addresses is a Teredo address. The fast path applies the same test
+    (fastpath._teredo_shaped)."""
+    off = _teredo_start(p)
+    if off < 0 or len(p) < off + 40 or p[off] >> 4 != 6:
+        return None
+    plen = _U16(p, off + 4)[0]
+    if off + 40 + plen != declared and not (plen == 0 and p[off + 6] == 59):
+        return None
+    if off == 0 and p[8:12] != TEREDO_PREFIX and p[24:28] != TEREDO_PREFIX:
         return None
     return Hit(names.TEREDO, 0, (names.TEREDO,), IP6, off)
 
@@ -291,9 +321,11 @@ class UdpTunnel:
     either: bool      # the port may be the source port too (else destination only)
 
 
+TEREDO_PORT = 3544
+
 UDP_TUNNELS = {
     2152: UdpTunnel(gtp, True),
-    3544: UdpTunnel(teredo, True),
+    TEREDO_PORT: UdpTunnel(teredo, True),
     4754: UdpTunnel(gre_udp, False),
     4789: UdpTunnel(vxlan, False),
     5072: UdpTunnel(ayiya, True),
@@ -306,15 +338,16 @@ UDP_TUNNELS = {
 UDP_TUNNEL_PORTS = frozenset(UDP_TUNNELS)
 
 
-def udp_tunnel(sport: int, dport: int, p, declared: int):
-    """The tunnel a UDP payload carries, by destination port first, then source port."""
+def udp_tunnel(sport: int, dport: int, p, declared: int, teredo_any_port: bool = True):
+    """The tunnel a UDP payload carries, by destination port first, then source port;
+    then, unless told not to, Teredo by its shape on any port."""
     for port, is_dst in ((dport, True), (sport, False)):
         t = UDP_TUNNELS.get(port)
         if t is not None and (is_dst or t.either):
             hit = t.decode(p, declared)
             if hit is not None:
                 return hit
-    return None
+    return teredo_by_shape(p, declared) if teredo_any_port else None
 
 
 def ip_tunnel(proto: int, p, declared: int):
