@@ -176,9 +176,10 @@ class FrontEnd:
 
     def __init__(self, workers: int, timeouts, seed: int = 0, proc: int = 0,
                  frag_timeout: float = 30.0, max_depth: int = 8, classify_budget: int = YOUNG_BUDGET,
-                 teredo_any_port: bool = True):
+                 vlan_key: bool = True, teredo_any_port: bool = True):
         self.workers = workers
         self.seed = seed
+        self.vlan_key = vlan_key                # --no-vlan-key: VLAN ids stay in the rows, not in the key
         self.teredo_any_port = teredo_any_port  # --no-teredo-heuristic: Teredo on port 3544 only
         self.proc = proc
         self.paths = PathIds(proc)
@@ -244,7 +245,7 @@ class FrontEnd:
             ev = take_rows(ev, np.argsort(ev["fidx"] * np.uint64(16) + ev["depth"], kind="stable"))
         else:
             ev = fast
-        key_rows(ev, self.seed)
+        key_rows(ev, self.seed, self.vlan_key)
         ends, nows = self.segments(ev)
         return ev, ends, nows, _NO_PAYLOAD
 
@@ -379,7 +380,7 @@ class FrontEnd:
     def _key_of(self, row) -> int:
         (_, _, _, _, _, _, _, ipver, proto, _, _, nvlan, sport, dport, _, _, _,
          sh, sl, dh, dl, v0, v1, _, ctx, _, _, _) = row
-        return key_one(ipver, proto, nvlan, sport, dport, sh, sl, dh, dl, v0, v1, ctx, self.seed)[0]
+        return key_one(ipver, proto, nvlan, sport, dport, sh, sl, dh, dl, v0, v1, ctx, self.seed, self.vlan_key)[0]
 
     # -- accounting ----------------------------------------------------------
     def _expire(self, out):

@@ -1,8 +1,8 @@
 """Canonical bidirectional session key and its symmetric hash, for a whole batch.
 
 The key of a datagram is (IP version, lower endpoint, higher endpoint, transport,
-VLAN ids, tunnel context) where an endpoint is (address, port) and "lower" is the
-lexicographic order of (address bytes, port). Both directions of a session give
+VLAN ids unless --no-vlan-key, tunnel context) where an endpoint is (address, port)
+and "lower" is the lexicographic order of (address bytes, port). Both directions of a session give
 the same key. The 64-bit hash of that key is what the workers index their
 tables by and what picks the worker (`hash % N`): every 64-bit word of the key
 goes through a splitmix64 round, so IPv6 spreads as well as IPv4 (MMT sends all
@@ -29,8 +29,10 @@ def _mix(h):
     return h
 
 
-def key_rows(ev: np.ndarray, seed: int = 0) -> None:
-    """Fill ev["key"] and ev["dir"] from the endpoint, transport, VLAN and tunnel fields."""
+def key_rows(ev: np.ndarray, seed: int = 0, vlan_key: bool = True) -> None:
+    """Fill ev["key"] and ev["dir"] from the endpoint, transport, VLAN and tunnel fields.
+    `vlan_key=False` (`--no-vlan-key`): the VLAN fields stay in the rows but not in the
+    key, which is then the key of the same row untagged."""
     if len(ev) == 0:
         return
     with np.errstate(over="ignore"):
@@ -56,13 +58,14 @@ def key_rows(ev: np.ndarray, seed: int = 0) -> None:
             _mix(h)
         misc = ((lo_p << np.uint64(48)) | (hi_p << np.uint64(32))
                 | (ev["proto"].astype(np.uint64) << np.uint64(24))
-                | (ev["ipver"].astype(np.uint64) << np.uint64(16))
-                | ev["nvlan"].astype(np.uint64))
+                | (ev["ipver"].astype(np.uint64) << np.uint64(16)))
+        if vlan_key:
+            misc |= ev["nvlan"].astype(np.uint64)
         h ^= misc
         h += _G
         _mix(h)
-        vl = (ev["vlan0"].astype(np.uint64) << np.uint64(16)) | ev["vlan1"].astype(np.uint64)
-        h ^= vl
+        if vlan_key:
+            h ^= (ev["vlan0"].astype(np.uint64) << np.uint64(16)) | ev["vlan1"].astype(np.uint64)
         h += _G
         _mix(h)
         h ^= ev["ctx"]
@@ -85,9 +88,12 @@ def _mix1(h: int) -> int:
     return h ^ (h >> 31)
 
 
-def key_one(ipver, proto, nvlan, sport, dport, sh, sl, dh, dl, vlan0, vlan1, ctx, seed: int = 0):
+def key_one(ipver, proto, nvlan, sport, dport, sh, sl, dh, dl, vlan0, vlan1, ctx, seed: int = 0,
+            vlan_key: bool = True):
     """`key_rows` for one row, in plain integers: (key, dir). Must equal it bit for bit
     (tests/test_keying.py checks)."""
+    if not vlan_key:
+        nvlan = vlan0 = vlan1 = 0
     swap = sh > dh or (sh == dh and (sl > dl or (sl == dl and sport > dport)))
     if swap:
         lo_h, lo_l, hi_h, hi_l, lo_p, hi_p = dh, dl, sh, sl, dport, sport
