@@ -100,3 +100,15 @@ def test_without_vlan_key_a_tagged_row_keys_as_untagged():
         kr(ev, 0, vlan_key=False)
         assert int(ev["key"][0]) == int(plain["key"][0])
     assert (int(up["vlan0"][0]), int(down["vlan0"][0]), int(down["vlan1"][0]), int(down["nvlan"][0])) == (10, 20, 30, 2)
+
+
+def test_tunnel_scope_is_symmetric_and_sensitive():
+    from pipeline.frontend.keying import tunnel_scope
+    a, b, c = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), bytes([10, 0, 0, 3])
+    base = tunnel_scope(0, 7, 0, a, b)
+    assert base == tunnel_scope(0, 7, 0, b, a) != 0
+    others = [tunnel_scope(1, 7, 0, a, b), tunnel_scope(0, 8, 0, a, b), tunnel_scope(0, 7, 5, a, b),
+              tunnel_scope(0, 7, 0, a, c), tunnel_scope(0, 7, 0, a, b, (10,)), tunnel_scope(0, 7, 0),
+              tunnel_scope(0, 7, 0, a.rjust(16, b"\0"), b.rjust(16, b"\0"))]
+    assert len({base, *others}) == len(others) + 1
+    assert tunnel_scope(0, 7, 0, a, b, (10, 20)) != tunnel_scope(0, 7, 0, a, b, (20, 10))

@@ -579,6 +579,34 @@ def test_pbb_vntag_etag_bad(frame, kind, error):
     assert (d.kind, d.error) == (kind, error)
 
 
+def test_every_tunnel_has_a_scope():
+    """Every tunnel a decoder can name has its line in tunnels.SCOPES (the front-end keys
+    inner sessions by it), and address-space ids come only from VNIs, NVGRE and ERSPAN."""
+    from pipeline.frontend.tunnels import SCOPES
+    seen = {}
+    for lt, f in valid_frames() + [(1, udp4(3797, 32900, p)) for p, t in teredo_shapes() if t]:
+        for l in decode(lt, f).layers:
+            if l.tunnel is not None:
+                seen.setdefault(l.tunnel, set()).add(l.tunnel_space)
+    assert set(seen) <= set(SCOPES)
+    assert set(seen) >= {"gtp", "gre", "erspan", "ipip", "vxlan", "geneve", "teredo", "ayiya", "capwap", "tzsp",
+                         "etherip", "mpls"}
+    assert {t for t, spaces in seen.items() if spaces != {0}} == {"vxlan", "geneve", "erspan"}
+
+
+def test_address_space_ids():
+    d = decode(1, udp4(5555, 4789, vxlan(0xABCDE, e4())))
+    assert (d.layers[0].tunnel_id, d.layers[0].tunnel_space) == (0xABCDE, 0xABCDE)
+    d = decode(1, udp4(40000, 2152, gtp(0xDEADBEEF, ip4_tcp())))
+    assert (d.layers[0].tunnel_id, d.layers[0].tunnel_space) == (0xDEADBEEF, 0)        # a TEID is per direction
+    d = decode(1, eth(0x0800, ipv4(47, gre(0x6558, e4(), key=0x123456AB))))            # NVGRE: VSID, flow id
+    assert (d.layers[0].tunnel_id, d.layers[0].tunnel_space) == (0x123456AB, 0x123456)
+    d = decode(1, eth(0x0800, ipv4(47, gre(0x0800, ip4_tcp(), key=77))))               # a plain GRE key: none
+    assert (d.layers[0].tunnel_id, d.layers[0].tunnel_space) == (77, 0)
+    d = decode(1, udp4(1, 4754, gre(0x6558, e4(), key=0x00000501)))                   # NVGRE in UDP
+    assert d.layers[0].tunnel_space == 5
+
+
 def test_ayiya():
     inner = ipv6(6, tcp())
     hdr = bytes([0x41, 0x52, 0x11, 41]) + bytes(4) + bytes(16) + bytes(20)   # id 16 bytes, sig 5*4

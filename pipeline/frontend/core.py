@@ -20,8 +20,8 @@ from . import slowpath
 from .decoded import IP, NON_IP
 from .fastpath import PAYLOAD_MAX, PathIds, decode_fast
 from .fragments import FrameMeta, Reassembler
-from .keying import key_one, key_rows, tunnel_context
-from .tunnels import IP_TUNNELS, UDP_TUNNEL_PORTS
+from .keying import key_one, key_rows, tunnel_scope
+from .tunnels import IP_TUNNELS, SCOPES, UDP_TUNNEL_PORTS
 
 _TUNNEL_PROTOS = frozenset(IP_TUNNELS)
 
@@ -334,7 +334,7 @@ class FrontEnd:
         """Rows for a frame's (or a reassembled datagram's) layers. Returns False
         when the top layer is a fragment still waiting for the rest of its datagram."""
         last = frames[-1]
-        for layer in layers:
+        for i, layer in enumerate(layers):
             if layer.frag is not None:
                 frags = self.frags if depth == 0 else self.inner_frags
                 dg = frags.add((ctx, layer.ipver, layer.src, layer.dst, layer.frag.ident, layer.frag.proto),
@@ -356,11 +356,19 @@ class FrontEnd:
             if layer.tunnel is None:
                 break
             parent, depth = sid, depth + 1
-            ctx = tunnel_context(key, _tunnel_kind(layer.tunnel), layer.tunnel_id)
+            ctx = self._scope(layer, layers[i + 1] if i + 1 < len(layers) else None, ctx)
             if depth > self.max_depth:
                 self.extra["tunnel_too_deep"] += 1
                 break
         return True
+
+    def _scope(self, layer, inner, ctx) -> int:
+        """The context of the sessions `layer`'s tunnel carries (`inner` is its first one):
+        its scope (tunnels.SCOPES), never a field that differs between the two
+        directions of a conversation."""
+        a, b = SCOPES[layer.tunnel].ends(layer, inner)
+        return tunnel_scope(ctx, _tunnel_kind(layer.tunnel), layer.tunnel_space, a, b,
+                            layer.vlans if self.vlan_key else ())
 
     def _row(self, layer, frames, ctx, parent, depth):
         src = layer.src.ljust(16, b"\0")
@@ -402,7 +410,9 @@ class FrontEnd:
         self.extra["partial_datagrams"] += 1
         rest = slowpath.decode_transport(left.first_layer, left.payload, self.max_depth, left.length,
                                          self.teredo_any_port)
-        self._layers(rest, left.frames, out)
+        if len(rest) > 1:   # a tunnel's far end never got the datagram whole: its inner packet never went on
+            self.extra["partial_tunnel_inner"] += 1
+        self._layers(rest[:1], left.frames, out)
 
     def _take_frag_malformed(self):
         for frames in self.frags.take_malformed():

@@ -2,8 +2,9 @@
 
 The key of a datagram is (IP version, lower endpoint, higher endpoint, transport,
 VLAN ids unless --no-vlan-key, tunnel context) where an endpoint is (address, port)
-and "lower" is the lexicographic order of (address bytes, port). Both directions of a session give
-the same key. The 64-bit hash of that key is what the workers index their
+and "lower" is the lexicographic order of (address bytes, port). Both directions of
+a session give the same key; the tunnel context (`tunnel_scope`) holds only what
+both directions share. The 64-bit hash of that key is what the workers index their
 tables by and what picks the worker (`hash % N`): every 64-bit word of the key
 goes through a splitmix64 round, so IPv6 spreads as well as IPv4 (MMT sends all
 IPv6 to worker 0) and a per-run seed keeps crafted collisions out of reach.
@@ -107,9 +108,19 @@ def key_one(ipver, proto, nvlan, sport, dport, sh, sl, dh, dl, vlan0, vlan1, ctx
     return h, int(swap)
 
 
-def tunnel_context(outer_key: int, kind: int, tunnel_id: int) -> int:
-    """Context that makes an inner session's key unique to its tunnel: the outer
-    session's key, the tunnel kind and its id (TEID, VNI, GRE key, ...)."""
-    a = _mix1((outer_key ^ ((kind & 0xFF) << 56) ^ (tunnel_id & 0xFFFFFFFFFFFF)) + _g & _M)
-    a = _mix1(a ^ (tunnel_id >> 48 & 0xFFFF))
-    return a or 1
+def tunnel_scope(outer_ctx: int, kind: int, space: int, a: bytes = b"", b: bytes = b"", vlans: tuple = ()) -> int:
+    """The context of the sessions a tunnel carries (EVENT ctx, part of their key): the
+    scope the tunnel's outer layer lives in, the tunnel kind, its address-space id
+    (VNI, ...; 0 for none), two outer ends `a`, `b` (addresses, or address and port) in
+    either order, and the outer VLAN ids. Only fields that are the same in both
+    directions of a conversation, so one inner conversation is one session whichever
+    outer sessions carry its packets (tunnels.SCOPES; docs/design.md, "Tunnel scope")."""
+    lo, hi = (a, b) if a <= b else (b, a)
+    words = [outer_ctx, (kind & 0xFFFFFFFF) << 24 | len(lo) << 16 | len(hi) << 8 | len(vlans), space & _M]
+    for end in (lo, hi):
+        words += (int.from_bytes(end[i:i + 8].ljust(8, b"\0"), "big") for i in range(0, len(end), 8))
+    words += vlans
+    h = _g
+    for w in words:
+        h = _mix1(((h ^ w) + _g) & _M)
+    return h or 1

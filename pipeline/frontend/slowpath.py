@@ -128,7 +128,7 @@ def _transport(layer, proto, p, declared, teredo_any_port):
         base = 0
     if hit is None:
         return None
-    layer.tunnel, layer.tunnel_id = hit.name, hit.id
+    layer.tunnel, layer.tunnel_id, layer.tunnel_space = hit.name, hit.id, hit.space
     if hit.path:
         layer.path += "." + ".".join(hit.path)
     end = len(p) if hit.end is None else min(len(p), base + hit.end)
@@ -304,7 +304,7 @@ def decode_transport(layer: Layer, payload, max_depth: int = 8, length: int | No
         name = names.transport(out.proto)
         out.path = base_path + ("." + name if name else "")
         out.sport = out.dport = out.tcpflags = out.seq = out.ack = 0
-        out.tunnel, out.tunnel_id, out.payload = None, 0, 0
+        out.tunnel, out.tunnel_id, out.tunnel_space, out.payload = None, 0, 0, 0
         return [out]
     d = Decoded(IP, [out])
     _follow(d, inner, max_depth, teredo_any_port)
