@@ -14,10 +14,10 @@ import struct
 import pytest
 
 from tests import runner
-from tests.conversations import (C4, conversation, front_end_records, inner_eth, inner_tcp, ip_frame, tagged,
+from tests.conversations import (C4, CLI4, SRV4, conversation, front_end_records, inner_eth, inner_tcp, ip_frame, tagged,
                                  udp_frame, write)
 from tests.test_fastpath import compare
-from tests.test_slowpath import A4, A6, B4, B6, eth, geneve, gre, gtp, ipv6, mpls, vxlan
+from tests.test_slowpath import A4, A6, B4, B6, eth, geneve, gre, gtp, ipv4, ipv6, mpls, tcp, udp, vxlan
 
 
 def pptp(call, inner):
@@ -222,3 +222,27 @@ def test_teredo_scope_is_the_client(tmp_path):
     recs, _, _ = front_end_records(p)
     icmp = sorted(r["packet_count"] for r in recs if r["final"] and r["transport"] == 58)
     assert icmp == [1, 2]
+
+
+def test_incomplete_outer_datagram_counts_only_its_outer_layer(tmp_path):
+    """A GTP-U datagram whose last fragment never came: its first fragment is a packet of
+    the outer session (as for any partial datagram), but its inner packet never reached the
+    tunnel's far end: no inner packet counted (Zeek's gtp1_gn_normal_incl_fragmentation).
+    A complete fragmented one gives its inner packet."""
+    from pipeline.frontend.core import FrontEnd
+    from pipeline.frontend.readers import open_capture
+    from workers.timeouts import Timeouts
+    data = udp(2152, 2152, gtp(5, ipv4(6, tcp(40000, 80, data=b"x" * 100), src=CLI4, dst=SRV4)))
+    first = eth(0x0800, ipv4(17, data[:80], src=A4, dst=B4, ident=1, mf=True))     # the inner TCP header whole
+    whole = [eth(0x0800, ipv4(17, data[:80], src=A4, dst=B4, ident=2, mf=True)),
+             eth(0x0800, ipv4(17, data[80:], src=A4, dst=B4, ident=2, offset=80))]
+    p = write(tmp_path, [(1.0, first), (2.0, whole[0]), (2.1, whole[1])])
+    recs, rows, _ = front_end_records(p)
+    assert sorted((r["transport"], r["packet_count"]) for r in recs if r["final"]) == [(6, 1), (17, 2)]
+    assert rows[rows["depth"] == 1]["fidx"].tolist() == [3]          # the completed datagram's inner packet
+    fe = FrontEnd(1, Timeouts())
+    r = open_capture(str(p))
+    for c in r.chunks(64):
+        fe.process(c)
+    fe.finish()
+    assert (fe.extra["partial_datagrams"], fe.extra["partial_tunnel_inner"], fe.stats["frames_ip"]) == (1, 1, 3)
