@@ -91,7 +91,7 @@ class PathIds:
 
 
 _TEREDO_PREFIX = np.uint64(0x20010000)
-_S60, _S4, _M4 = np.uint64(60), np.uint64(4), np.uint64(0xF)
+_S60 = np.uint64(60)
 
 
 def _maybe_teredo(w):
