@@ -12,6 +12,8 @@ IPv6 to worker 0) and a per-run seed keeps crafted collisions out of reach.
 Fast path and slow path both fill EVENT rows and call `key_rows` once per batch:
 the hash exists in exactly one place, vectorised.
 """
+import functools
+
 import numpy as np
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -108,6 +110,7 @@ def key_one(ipver, proto, nvlan, sport, dport, sh, sl, dh, dl, vlan0, vlan1, ctx
     return h, int(swap)
 
 
+@functools.lru_cache(maxsize=1 << 14)       # a capture has few tunnels: the slow path asks again per frame
 def tunnel_scope(outer_ctx: int, kind: int, space: int, a: bytes = b"", b: bytes = b"", vlans: tuple = ()) -> int:
     """The context of the sessions a tunnel carries (EVENT ctx, part of their key): the
     scope the tunnel's outer layer lives in, the tunnel kind, its address-space id
