@@ -68,7 +68,7 @@ def capture_child(proc: int, cfg: dict) -> None:
     except (CaptureError, OSError, ValueError) as e:
         fail(str(e))
     fe = FrontEnd(cfg["workers"], cfg["timeouts"], seed=cfg["hash_seed"], proc=proc,
-                  classify_budget=cfg["classify"])
+                  classify_budget=cfg["classify"], vlan_key=cfg["vlan_key"], teredo_any_port=cfg["teredo_any_port"])
     ctx = zmq.Context()
 
     def orphaned():

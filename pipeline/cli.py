@@ -137,6 +137,13 @@ def parser() -> argparse.ArgumentParser:
                          "available memory at 2 KiB a session, shared by the workers")
     st.add_argument("--hash-seed", type=int, default=0, metavar="N",
                     help="seed of the session-key hash (default 0)")
+    st.add_argument("--vlan-key", action=argparse.BooleanOptionalAction, default=True,
+                    help="802.1Q ids are part of the session key (default). --no-vlan-key: they are not, so a "
+                         "tap whose two directions carry different VLAN ids gives one session per "
+                         "conversation; records still list the ids seen")
+    st.add_argument("--teredo-heuristic", action=argparse.BooleanOptionalAction, default=True,
+                    help="recognise Teredo on any UDP port by its shape, as relays use ports of their own "
+                         "(default). --no-teredo-heuristic: on port 3544 only")
     st.add_argument("--chunk-frames", type=_positive_int, default=65536, metavar="N",
                     help="frames per front-end chunk (default 65536; a file's first ones smaller)")
     st.add_argument("--quiet", action="store_true", help="no summary on stderr")

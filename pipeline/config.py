@@ -113,7 +113,7 @@ def _chosen(parser, ns):
 # ---------------------------------------------------------------- converting values
 
 def _is_list(action) -> bool:
-    if isinstance(action, _ADD_CONST):
+    if isinstance(action, (_ADD_CONST, argparse.BooleanOptionalAction)):   # nargs 0: a switch, not a list
         return False
     return isinstance(action, argparse._AppendAction) or action.nargs in ("*", "+") or \
         (isinstance(action.nargs, int) and action.nargs != 1 and not isinstance(action, _SWITCHES))

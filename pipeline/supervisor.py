@@ -168,6 +168,8 @@ class Run:
             "spool_mem_bytes": a.spool_mem_mb << 20,
             "frontends": self.frontends,
             "hash_seed": a.hash_seed,
+            "vlan_key": a.vlan_key,
+            "teredo_any_port": a.teredo_heuristic,
             "user": a.user,
             "deadline": self.deadline,
             "metrics_addr": f"ipc://{self.dir}/metrics",
@@ -425,7 +427,8 @@ def start(args, timeouts) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     t0 = time.monotonic()
-    fe = FrontEnd(args.workers, timeouts, seed=args.hash_seed, classify_budget=args.classify_packets)
+    fe = FrontEnd(args.workers, timeouts, seed=args.hash_seed, classify_budget=args.classify_packets,
+                  vlan_key=args.vlan_key, teredo_any_port=args.teredo_heuristic)
     run.fe_stats = fe.stats
     try:
         run.start()

@@ -302,6 +302,7 @@ def test_defaults_file_contents():
     assert '\n# stats-json = "PATH"\n' in text        # default None: commented out
     assert '\n# output = ["KIND:TARGET"]\n' in text
     assert "# seed of the session-key hash (default 0)\n" in text
+    assert "\nvlan-key = true\n" in text and "(environment: PIPELINE_VLAN_KEY)\n" in text   # --[no-]x: no array
     assert "\n[collector]" not in text
 
 

@@ -1,5 +1,6 @@
 """Differential test: the vectorised fast path and the per-frame slow path agree on
 every frame the fast path accepts, over every shared capture and our own trace."""
+import numpy as np
 import pytest
 
 from pipeline import tracegen
@@ -22,7 +23,7 @@ def _slow_row(layer):
                 nvlan=len(vl), vlan0=vl[0] if vl else 0, vlan1=vl[1] if len(vl) > 1 else 0)
 
 
-def compare(path):
+def compare(path, teredo_any_port=True):
     """Returns (frames accepted by the fast path, mismatches)."""
     try:
         reader = open_capture(str(path))
@@ -33,7 +34,7 @@ def compare(path):
     names = {}
     for chunk in reader.chunks(4096):
         ev, slow = decode_fast(chunk.data, chunk.offsets, chunk.caplen, chunk.wirelen, chunk.ts,
-                               chunk.linktype, paths)
+                               chunk.linktype, paths, teredo_any_port=teredo_any_port)
         names.update(paths.take_new())
         assert len(ev) + int(slow.sum()) == len(chunk.offsets)
         accepted += len(ev)
@@ -41,7 +42,7 @@ def compare(path):
         for row in ev:
             i = int(row["fidx"])
             off, cap = int(chunk.offsets[i]), int(chunk.caplen[i])
-            d = slowpath.decode(int(chunk.linktype[i]), data[off:off + cap])
+            d = slowpath.decode(int(chunk.linktype[i]), data[off:off + cap], teredo_any_port=teredo_any_port)
             want = None
             if d.kind == "ip" and len(d.layers) == 1 and d.layers[0].frag is None and d.layers[0].tunnel is None:
                 want = _slow_row(d.layers[0])
@@ -154,3 +155,62 @@ def test_qinq_http_session_is_classified_from_its_payload(tmp_path):
     rec = recs[0]
     assert rec[INDEX["vlan"]] == [10, 20] and rec[INDEX["app"]] == "http"
     assert rec[-1].get("http.host") == "qinq.example"
+
+
+# -- Teredo by its shape on any UDP port -----------------------------------------------
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from pipeline.frontend.fastpath import _teredo_shaped  # noqa: E402
+from pipeline.frontend.tunnels import teredo_by_shape  # noqa: E402
+from tests.test_slowpath import teredo_shapes, udp4  # noqa: E402
+
+SHAPES = [p for p, _ in teredo_shapes()]
+
+
+@st.composite
+def udp_payloads(draw):
+    """Teredo-like payloads, mutated (bit flips, cut, grown), or random bytes; and how much
+    of each the capture kept."""
+    if draw(st.booleans()):
+        b = bytearray(draw(st.sampled_from(SHAPES)))
+        for x in draw(st.lists(st.integers(0, 10**6), max_size=3)):
+            if b:
+                b[x % len(b)] ^= 1 << (x // len(b) % 8)
+        if draw(st.booleans()):
+            b = b[:draw(st.integers(0, len(b)))] + draw(st.binary(max_size=8))
+    else:
+        b = bytearray(draw(st.binary(max_size=120)))
+    return bytes(b), draw(st.integers(0, len(b)))
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(udp_payloads(), min_size=1, max_size=12), st.binary(min_size=64, max_size=64))
+def test_teredo_shape_vectorised_equals_scalar(items, filler):
+    """fastpath._teredo_shaped gives tunnels.teredo_by_shape's answer for every payload, the
+    captured bytes followed by other frames' bytes (what a chunk holds past a cut capture)."""
+    data, starts = bytearray(filler), []
+    for p, kept in items:
+        starts.append(len(data))
+        data += p[:kept] + filler[:17]
+    data += filler
+    starts = np.array(starts, np.int64)
+    avail = np.array([kept for _, kept in items], np.int64)
+    size = np.array([len(p) for p, _ in items], np.int64)
+    got = _teredo_shaped(bytes(data), starts, avail, size).tolist()
+    want = [teredo_by_shape(p[:kept], len(p)) is not None for p, kept in items]
+    assert got == want
+
+
+def test_teredo_shaped_frames_take_the_slow_path(tmp_path):
+    """Teredo-shaped UDP on any port goes to the slow path (which decodes it), other UDP
+    stays on the fast path; --no-teredo-heuristic keeps them all on the fast path, as the
+    slow path then decodes them as plain UDP."""
+    frames = [udp4(32900 + i, 3797, p) for i, (p, _) in enumerate(teredo_shapes())]
+    shaped = sum(t for _, t in teredo_shapes())
+    p = tmp_path / "teredo.pcap"
+    tracegen.write_pcap(str(p), [(1.0 + i, f) for i, f in enumerate(frames)])
+    plain_udp = sum(not t for _, t in teredo_shapes())
+    accepted, bad = compare(p)
+    assert not bad and accepted == plain_udp and plain_udp + shaped == len(frames)
+    accepted, bad = compare(p, teredo_any_port=False)
+    assert not bad and accepted == len(frames)

@@ -73,8 +73,9 @@ U16 = st.integers(0, 2**16 - 1)
 @settings(max_examples=300, deadline=None)
 @given(ipver=st.sampled_from([4, 6]), proto=st.integers(0, 255), nvlan=st.integers(0, 2), sport=U16, dport=U16,
        sh=U64, sl=U64, dh=U64, dl=U64, v0=st.integers(0, 4095), v1=st.integers(0, 4095), ctx=U64,
-       seed=st.integers(0, 2**64 - 1), same=st.booleans())
-def test_scalar_key_equals_vectorised_key(ipver, proto, nvlan, sport, dport, sh, sl, dh, dl, v0, v1, ctx, seed, same):
+       seed=st.integers(0, 2**64 - 1), same=st.booleans(), vlan_key=st.booleans())
+def test_scalar_key_equals_vectorised_key(ipver, proto, nvlan, sport, dport, sh, sl, dh, dl, v0, v1, ctx, seed, same,
+                                          vlan_key):
     if same:                      # exercise the tie-breaks: same address, ordered by port
         dh, dl = sh, sl
     ev = np.zeros(1, EVENT)
@@ -82,6 +83,32 @@ def test_scalar_key_equals_vectorised_key(ipver, proto, nvlan, sport, dport, sh,
                      dst_hi=dh, dst_lo=dl, vlan0=v0, vlan1=v1, ctx=ctx).items():
         ev[f] = v
     from pipeline.frontend.keying import key_rows
-    key_rows(ev, seed)
-    assert key_one(ipver, proto, nvlan, sport, dport, sh, sl, dh, dl, v0, v1, ctx, seed) == \
+    key_rows(ev, seed, vlan_key)
+    assert key_one(ipver, proto, nvlan, sport, dport, sh, sl, dh, dl, v0, v1, ctx, seed, vlan_key) == \
         (int(ev["key"][0]), int(ev["dir"][0]))
+
+
+def test_without_vlan_key_a_tagged_row_keys_as_untagged():
+    """--no-vlan-key: the VLAN fields stay in the rows but leave the key, so both directions
+    of a conversation tapped on different VLANs share one key."""
+    from pipeline.frontend.keying import key_rows as kr
+    up = rows([dict(BASE, vlans=(10,))])
+    down = rows([dict(BASE, src=BASE["dst"], dst=BASE["src"], sport=443, dport=40000, vlans=(20, 30))])
+    plain = rows([BASE])
+    assert int(up["key"][0]) != int(down["key"][0])
+    for ev in (up, down):
+        kr(ev, 0, vlan_key=False)
+        assert int(ev["key"][0]) == int(plain["key"][0])
+    assert (int(up["vlan0"][0]), int(down["vlan0"][0]), int(down["vlan1"][0]), int(down["nvlan"][0])) == (10, 20, 30, 2)
+
+
+def test_tunnel_scope_is_symmetric_and_sensitive():
+    from pipeline.frontend.keying import tunnel_scope
+    a, b, c = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), bytes([10, 0, 0, 3])
+    base = tunnel_scope(0, 7, 0, a, b)
+    assert base == tunnel_scope(0, 7, 0, b, a) != 0
+    others = [tunnel_scope(1, 7, 0, a, b), tunnel_scope(0, 8, 0, a, b), tunnel_scope(0, 7, 5, a, b),
+              tunnel_scope(0, 7, 0, a, c), tunnel_scope(0, 7, 0, a, b, (10,)), tunnel_scope(0, 7, 0),
+              tunnel_scope(0, 7, 0, a.rjust(16, b"\0"), b.rjust(16, b"\0"))]
+    assert len({base, *others}) == len(others) + 1
+    assert tunnel_scope(0, 7, 0, a, b, (10, 20)) != tunnel_scope(0, 7, 0, a, b, (20, 10))

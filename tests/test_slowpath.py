@@ -388,9 +388,15 @@ def test_gre_variants():
     assert layers(d) == [("eth.ipv6.gre", "gre", 7), ("eth.ipv6.gre.eth.ipv4.tcp", None, 0)]
     d = decode(1, eth(0x0800, ipv4(47, gre(0x8847, mpls(10) + ip4_tcp()))))
     assert layers(d)[1] == ("eth.ipv4.gre.mpls.ipv4.tcp", None, 0)
-    # Aruba 802.11 payload: outer only, not malformed
+    # Aruba: the client's 802.11 data frame; a management frame leaves the tunnel without an inner layer
+    wlan = b"\x08\x01" + bytes(22) + b"\xaa\xaa\x03\x00\x00\x00\x08\x00" + ip4_tcp()
+    for proto in (0x8200, 0x8210, 0x8370, 0x9000):
+        d = decode(1, eth(0x0800, ipv4(47, gre(proto, wlan))))
+        assert layers(d) == [("eth.ipv4.gre", "gre", 0), ("eth.ipv4.gre.wlan.llc.ipv4.tcp", None, 0)]
     d = decode(1, eth(0x0800, ipv4(47, gre(0x8200, bytes(60)))))
-    assert d.kind == IP and not d.inner_malformed and layers(d) == [("eth.ipv4.gre", None, 0)]
+    assert d.kind == IP and not d.inner_malformed and layers(d) == [("eth.ipv4.gre", "gre", 0)]
+    assert d.error == "inner not ip: 802.11 management/control"
+    assert layers(decode(1, eth(0x0800, ipv4(47, gre(0x8201, wlan))))) == [("eth.ipv4.gre", None, 0)]
     # GRE-in-GRE
     d = decode(1, eth(0x0800, ipv4(47, gre(0x0800, ipv4(47, gre(0x0800, ip4_tcp(), key=2)), key=1))))
     assert layers(d) == [("eth.ipv4.gre", "gre", 1), ("eth.ipv4.gre.ipv4.gre", "gre", 2),
@@ -482,6 +488,123 @@ def test_teredo():
     assert layers(decode(1, udp4(3544, 1, ip4_tcp() + bytes(20)))) == [("eth.ipv4.udp", None, 0)]
     assert layers(decode(1, udp4(3544, 1, ipv6(17, udp(1, 2), plen=200)))) == [("eth.ipv4.udp", None, 0)]
     assert layers(decode(1, udp4(3544, 1, b"hello"))) == [("eth.ipv4.udp", None, 0)]
+
+
+TEREDO_CLIENT = bytes.fromhex("2001000041379e508000f12ab9c82815")     # 2001:0:4137:9e50:...
+NATIVE6 = bytes.fromhex("20014860000020010000000000000068")
+
+
+def teredo_shapes():
+    """(UDP payload, is Teredo by shape) on a port other than 3544."""
+    to_client = ipv6(6, tcp(), src=NATIVE6, dst=TEREDO_CLIENT)
+    origin = b"\x00\x00" + bytes(6)
+    auth = b"\x00\x01\x02\x03" + b"id" + b"abc" + bytes(8) + b"\x00"
+    bubble = ipv6(59, b"", src=TEREDO_CLIENT, dst=NATIVE6)
+    plain = ipv6(6, tcp(), src=A6, dst=B6)
+    return [
+        (to_client, True),
+        (ipv6(17, udp(1, 2), src=TEREDO_CLIENT, dst=NATIVE6), True),
+        (bubble, True),
+        (bubble + b"trailing", True),                      # a bubble may carry bytes after it
+        (origin + plain, True),                            # behind a Teredo header no Teredo address is needed
+        (auth + plain, True),
+        (auth + origin + plain, True),
+        (plain, False),                                    # IPv6 in UDP, but no Teredo address: not Teredo
+        (to_client + b"x", False),                         # the IPv6 packet must fill the payload exactly
+        (to_client[:-1], False),
+        (ipv6(6, tcp(), src=NATIVE6, dst=TEREDO_CLIENT, plen=1000), False),
+        (origin + plain + b"x", False),
+        (b"\x45" + to_client[1:], False),                  # version 4
+        (b"\x00\x01\x02", False),
+        (b"\x00\x01\xff\xff" + bytes(60), False),         # authentication header longer than the payload
+        (bytes(48), False),
+        (b"", False),
+    ]
+
+
+@pytest.mark.parametrize("payload,teredo", teredo_shapes())
+def test_teredo_by_shape_on_any_port(payload, teredo):
+    """Relays answer from ports of their own: Teredo is recognised by its shape on any UDP
+    port, strictly (exact length; a Teredo address unless a Teredo header comes first)."""
+    d = decode(1, udp4(32900, 3797, payload))
+    if teredo:
+        assert layers(d)[0] == ("eth.ipv4.udp.teredo", "teredo", 0) and len(d.layers) == 2
+        assert d.layers[1].ipver == 6 and not d.inner_malformed
+    else:
+        assert layers(d) == [("eth.ipv4.udp", None, 0)]
+    # --no-teredo-heuristic: port 3544 only
+    assert layers(decode(1, udp4(32900, 3797, payload), teredo_any_port=False)) == [("eth.ipv4.udp", None, 0)]
+    if teredo:
+        d = decode(1, udp4(3544, 3797, payload), teredo_any_port=False)
+        assert layers(d)[0] == ("eth.ipv4.udp.teredo", "teredo", 0)
+
+
+def test_teredo_by_shape_on_a_tunnel_port_and_in_a_reassembled_datagram():
+    payload = ipv6(17, udp(1, 2), src=TEREDO_CLIENT, dst=NATIVE6)
+    # a payload on the GTP port that is not GTP but is Teredo
+    assert layers(decode(1, udp4(2152, 2152, payload)))[0] == ("eth.ipv4.udp.teredo", "teredo", 0)
+    data = udp(3797, 32900, payload)
+    first = decode(1, eth(0x0800, ipv4(17, data[:24], mf=True))).layers[0]
+    assert [l.tunnel for l in slowpath.decode_transport(first, data)] == ["teredo", None]
+    assert [l.tunnel for l in slowpath.decode_transport(first, data, teredo_any_port=False)] == [None]
+
+
+@pytest.mark.parametrize("frame,path,vlans", [
+    (eth(0x88E7, struct.pack(">I", 0x00123456) + eth(0x0800, PKT4)), "eth.pbb.eth.ipv4.udp", ()),
+    (eth(0x88E7, struct.pack(">I", 7) + eth(0x86DD, PKT6, tags=[(0x8100, 30)]), tags=[(0x88A8, 20)]),
+     "eth.vlan.pbb.eth.vlan.ipv6.tcp", (20, 30)),
+    (eth(0x8926, struct.pack(">I", 0x80010002) + struct.pack(">H", 0x0800) + PKT4), "eth.vntag.ipv4.udp", ()),
+    (eth(0x8926, struct.pack(">I", 5) + struct.pack(">HHH", 0x8100, 40, 0x86DD) + PKT6),
+     "eth.vntag.vlan.ipv6.tcp", (40,)),
+    (eth(0x893F, bytes(6) + struct.pack(">H", 0x0800) + PKT4), "eth.etag.ipv4.udp", ()),
+])
+def test_pbb_vntag_etag(frame, path, vlans):
+    """802.1ah PBB (I-TAG, then the customer's frame), Cisco VN-Tag and 802.1BR E-Tag."""
+    d = decode(1, frame)
+    assert d.kind == IP, d.error
+    (l,) = d.layers
+    assert (l.path, l.vlans) == (path, vlans)
+    assert (l.sport, l.dport) == ((1000, 2000) if l.ipver == 4 else (1234, 80))
+
+
+@pytest.mark.parametrize("frame,kind,error", [
+    (eth(0x88E7, bytes(3)), MALFORMED, "truncated pbb header"),
+    (eth(0x88E7, bytes(4) + MAC[:8]), MALFORMED, "truncated ethernet header"),
+    (eth(0x88E7, bytes(4) + eth(0x0806, bytes(28))), NON_IP, "arp"),
+    (eth(0x8926, bytes(5)), MALFORMED, "truncated vntag header"),
+    (eth(0x893F, bytes(7)), MALFORMED, "truncated etag header"),
+])
+def test_pbb_vntag_etag_bad(frame, kind, error):
+    d = decode(1, frame)
+    assert (d.kind, d.error) == (kind, error)
+
+
+def test_every_tunnel_has_a_scope():
+    """Every tunnel a decoder can name has its line in tunnels.SCOPES (the front-end keys
+    inner sessions by it), and address-space ids come only from VNIs, NVGRE and ERSPAN."""
+    from pipeline.frontend.tunnels import SCOPES
+    seen = {}
+    for lt, f in valid_frames() + [(1, udp4(3797, 32900, p)) for p, t in teredo_shapes() if t]:
+        for l in decode(lt, f).layers:
+            if l.tunnel is not None:
+                seen.setdefault(l.tunnel, set()).add(l.tunnel_space)
+    assert set(seen) <= set(SCOPES)
+    assert set(seen) >= {"gtp", "gre", "erspan", "ipip", "vxlan", "geneve", "teredo", "ayiya", "capwap", "tzsp",
+                         "etherip", "mpls"}
+    assert {t for t, spaces in seen.items() if spaces != {0}} == {"vxlan", "geneve", "erspan"}
+
+
+def test_address_space_ids():
+    d = decode(1, udp4(5555, 4789, vxlan(0xABCDE, e4())))
+    assert (d.layers[0].tunnel_id, d.layers[0].tunnel_space) == (0xABCDE, 0xABCDE)
+    d = decode(1, udp4(40000, 2152, gtp(0xDEADBEEF, ip4_tcp())))
+    assert (d.layers[0].tunnel_id, d.layers[0].tunnel_space) == (0xDEADBEEF, 0)        # a TEID is per direction
+    d = decode(1, eth(0x0800, ipv4(47, gre(0x6558, e4(), key=0x123456AB))))            # NVGRE: VSID, flow id
+    assert (d.layers[0].tunnel_id, d.layers[0].tunnel_space) == (0x123456AB, 0x123456)
+    d = decode(1, eth(0x0800, ipv4(47, gre(0x0800, ip4_tcp(), key=77))))               # a plain GRE key: none
+    assert (d.layers[0].tunnel_id, d.layers[0].tunnel_space) == (77, 0)
+    d = decode(1, udp4(1, 4754, gre(0x6558, e4(), key=0x00000501)))                   # NVGRE in UDP
+    assert d.layers[0].tunnel_space == 5
 
 
 def test_ayiya():
@@ -637,6 +760,10 @@ def valid_frames():
         udp4(1, 37008, tz + e4()),
         udp4(1, 6635, mpls(5, 6) + ip4_tcp()),
         eth(0x0800, ipv4(97, b"\x30\x00" + e4())),
+        udp4(3797, 32900, b"\x00\x00" + bytes(6) + ipv6(17, udp(1, 2), src=TEREDO_CLIENT, dst=NATIVE6)),
+        eth(0x88E7, struct.pack(">I", 9) + eth(0x0800, ip4_tcp(), tags=[(0x8100, 3)])),
+        eth(0x8926, struct.pack(">IH", 9, 0x86DD) + ipv6(17, udp(1, 2))),
+        eth(0x0800, ipv4(47, gre(0x8200, b"\x88\x01" + bytes(24) + b"\xaa\xaa\x03\x00\x00\x00\x08\x00" + ip4_tcp()))),
     )]
     return out
 
@@ -789,14 +916,12 @@ NO_INNER = {
     "tunnels__gtp__gtp_control_prime.pcap": "GTP' (charging) on UDP 3386: not GTP-U",
     "tunnels__gtp__gtp_create_pdp_ctx.pcap": "GTP-C on UDP 2123: control plane, no user packets",
     "tunnels__gtp__pdp_ctx_messages.pcapng": "GTP-C on UDP 2123: control plane, no user packets",
-    "tunnels__gre-aruba.pcap": "Aruba GRE (0x8200-ish) carries 802.11 frames: outer layer only",
-    "tunnels__gre-aruba-amsdu.pcap": "Aruba GRE (0x8200-ish) carries 802.11 frames: outer layer only",
-    "tunnels__gre-aruba-ccmp.pcap": "Aruba GRE (0x8200-ish) carries 802.11 frames: outer layer only",
+    "tunnels__gre-aruba-amsdu.pcap": "Aruba GRE: an 802.11 A-MSDU (several packets in one frame), not decoded",
+    "tunnels__gre-aruba-ccmp.pcap": "Aruba GRE: encrypted 802.11 frames (CCMP)",
     "tunnels__geneve-arp.pcap": "Geneve protocol type 0x0806: ARP with no Ethernet header, no IP",
     "tunnels__geneve-truncated.pcapng": "the only frame's inner Ethernet is cut short: inner_malformed",
     "tunnels__mpls-6in6-6in6-invalid-version-6.pcap": "the second IPv6 header has version 14: inner_malformed",
     "tunnels__socks.pcap": "SOCKS is a proxy protocol, not an encapsulation",
-    "tunnels__teredo-udp-in-udp.pcap": "a fuzzed IPv6/UDP frame on ports 25977/25964: no Teredo port",
 }
 
 ZEEK_TUNNELS = [p for p in CAPS if p.parent.name == "zeek" and p.name.startswith("tunnels__")]

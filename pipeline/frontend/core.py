@@ -20,8 +20,8 @@ from . import slowpath
 from .decoded import IP, NON_IP
 from .fastpath import PAYLOAD_MAX, PathIds, decode_fast
 from .fragments import FrameMeta, Reassembler
-from .keying import key_one, key_rows, tunnel_context
-from .tunnels import IP_TUNNELS, UDP_TUNNEL_PORTS
+from .keying import key_one, key_rows, tunnel_scope
+from .tunnels import IP_TUNNELS, SCOPES, UDP_TUNNEL_PORTS
 
 _TUNNEL_PROTOS = frozenset(IP_TUNNELS)
 
@@ -175,9 +175,12 @@ class FrontEnd:
                  "frames_unassembled", "frames_dropped")
 
     def __init__(self, workers: int, timeouts, seed: int = 0, proc: int = 0,
-                 frag_timeout: float = 30.0, max_depth: int = 8, classify_budget: int = YOUNG_BUDGET):
+                 frag_timeout: float = 30.0, max_depth: int = 8, classify_budget: int = YOUNG_BUDGET,
+                 vlan_key: bool = True, teredo_any_port: bool = True):
         self.workers = workers
         self.seed = seed
+        self.vlan_key = vlan_key                # --no-vlan-key: VLAN ids stay in the rows, not in the key
+        self.teredo_any_port = teredo_any_port  # --no-teredo-heuristic: Teredo on port 3544 only
         self.proc = proc
         self.paths = PathIds(proc)
         # top-level datagrams; one never completed but whose first fragment was seen is
@@ -208,7 +211,7 @@ class FrontEnd:
             self.now = max(self.now, float(chunk.ts.max()))
         self.data_base = int(chunk.offsets.min()) if n else 0
         fast, slow = decode_fast(chunk.data, chunk.offsets, chunk.caplen, chunk.wirelen,
-                                 chunk.ts, chunk.linktype, self.paths, self.data_base)
+                                 chunk.ts, chunk.linktype, self.paths, self.data_base, self.teredo_any_port)
         fast["fidx"] += np.uint64(base)
         self.stats["frames_ip"] += len(fast)
         out = []
@@ -242,7 +245,7 @@ class FrontEnd:
             ev = take_rows(ev, np.argsort(ev["fidx"] * np.uint64(16) + ev["depth"], kind="stable"))
         else:
             ev = fast
-        key_rows(ev, self.seed)
+        key_rows(ev, self.seed, self.vlan_key)
         ends, nows = self.segments(ev)
         return ev, ends, nows, _NO_PAYLOAD
 
@@ -311,7 +314,7 @@ class FrontEnd:
                                        chunk.linktype[idx].tolist())
         st = self.stats
         for i, off, cap, wire, ts, lt in zip(idx.tolist(), offs, caps, wires, tss, lts):
-            d = slowpath.decode(lt, data[off:off + cap], self.max_depth)
+            d = slowpath.decode(lt, data[off:off + cap], self.max_depth, self.teredo_any_port)
             if d.kind != IP:
                 if d.kind == NON_IP:
                     st["frames_non_ip"] += 1
@@ -331,7 +334,7 @@ class FrontEnd:
         """Rows for a frame's (or a reassembled datagram's) layers. Returns False
         when the top layer is a fragment still waiting for the rest of its datagram."""
         last = frames[-1]
-        for layer in layers:
+        for i, layer in enumerate(layers):
             if layer.frag is not None:
                 frags = self.frags if depth == 0 else self.inner_frags
                 dg = frags.add((ctx, layer.ipver, layer.src, layer.dst, layer.frag.ident, layer.frag.proto),
@@ -340,7 +343,8 @@ class FrontEnd:
                     return depth > 0
                 if depth == 0:
                     self.stats["frames_ip"] += len(dg.frames) - 1  # the caller counts the last one
-                rest = slowpath.decode_transport(dg.first_layer, dg.payload, self.max_depth - depth, dg.length)
+                rest = slowpath.decode_transport(dg.first_layer, dg.payload, self.max_depth - depth, dg.length,
+                                                 self.teredo_any_port)
                 self._layers(rest, dg.frames, out, ctx, parent, depth)
                 return True
             row = self._row(layer, frames, ctx, parent, depth)
@@ -352,11 +356,19 @@ class FrontEnd:
             if layer.tunnel is None:
                 break
             parent, depth = sid, depth + 1
-            ctx = tunnel_context(key, _tunnel_kind(layer.tunnel), layer.tunnel_id)
+            ctx = self._scope(layer, layers[i + 1] if i + 1 < len(layers) else None, ctx)
             if depth > self.max_depth:
                 self.extra["tunnel_too_deep"] += 1
                 break
         return True
+
+    def _scope(self, layer, inner, ctx) -> int:
+        """The context of the sessions `layer`'s tunnel carries (`inner` is its first one):
+        its scope (tunnels.SCOPES), never a field that differs between the two
+        directions of a conversation."""
+        a, b = SCOPES[layer.tunnel].ends(layer, inner)
+        return tunnel_scope(ctx, _tunnel_kind(layer.tunnel), layer.tunnel_space, a, b,
+                            layer.vlans if self.vlan_key else ())
 
     def _row(self, layer, frames, ctx, parent, depth):
         src = layer.src.ljust(16, b"\0")
@@ -376,7 +388,7 @@ class FrontEnd:
     def _key_of(self, row) -> int:
         (_, _, _, _, _, _, _, ipver, proto, _, _, nvlan, sport, dport, _, _, _,
          sh, sl, dh, dl, v0, v1, _, ctx, _, _, _) = row
-        return key_one(ipver, proto, nvlan, sport, dport, sh, sl, dh, dl, v0, v1, ctx, self.seed)[0]
+        return key_one(ipver, proto, nvlan, sport, dport, sh, sl, dh, dl, v0, v1, ctx, self.seed, self.vlan_key)[0]
 
     # -- accounting ----------------------------------------------------------
     def _expire(self, out):
@@ -396,8 +408,11 @@ class FrontEnd:
             return
         self.stats["frames_ip"] += len(left.frames)
         self.extra["partial_datagrams"] += 1
-        rest = slowpath.decode_transport(left.first_layer, left.payload, self.max_depth, left.length)
-        self._layers(rest, left.frames, out)
+        rest = slowpath.decode_transport(left.first_layer, left.payload, self.max_depth, left.length,
+                                         self.teredo_any_port)
+        if len(rest) > 1:   # a tunnel's far end never got the datagram whole: its inner packet never went on
+            self.extra["partial_tunnel_inner"] += 1
+        self._layers(rest[:1], left.frames, out)
 
     def _take_frag_malformed(self):
         for frames in self.frags.take_malformed():

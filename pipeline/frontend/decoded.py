@@ -2,7 +2,7 @@
 
 A frame decodes to a `Decoded`: its class (IP, non-IP, malformed) and, for IP,
 one `Layer` per IP header, outermost first. A tunnel adds a layer: the outer
-layer names the tunnel (`tunnel`, `tunnel_id`) that carries the next one.
+layer names the tunnel (`tunnel`, `tunnel_id`, `tunnel_space`) that carries the next one.
 A fragmented IP datagram stops the decode at that layer (`frag` set): the
 front-end's reassembler collects the fragments' payloads and calls
 `slowpath.decode_transport` on the whole datagram to finish the decode.
@@ -43,7 +43,8 @@ class Layer:
     payload: int = 0              # transport payload length from the IP lengths
     frag: Optional[Frag] = None   # set when this datagram is a fragment: the decode stops here
     tunnel: Optional[str] = None  # the tunnel carrying the next layer: "gtp", "gre", "erspan", "ipip", "vxlan", "geneve", "teredo", "ayiya", ...
-    tunnel_id: int = 0            # TEID, VNI, GRE key, ...: part of the inner session's key
+    tunnel_id: int = 0            # the tunnel header's id as seen: TEID, VNI, GRE key or call id, ERSPAN session
+    tunnel_space: int = 0         # its address-space id (VNI, NVGRE VSID, ERSPAN session; tunnels.SCOPES), 0: none
 
 
 @dataclass(slots=True)

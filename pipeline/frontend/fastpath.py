@@ -1,5 +1,6 @@
 """Vectorised decode of the common case: Ethernet (up to two VLAN tags), IPv4 or
-IPv6 without extension headers or fragmentation, TCP or UDP on a non-tunnel port.
+IPv6 without extension headers or fragmentation, TCP or UDP on a non-tunnel port
+whose payload does not look like Teredo.
 
 One numpy pass over a whole chunk fills EVENT rows for every frame it accepts and
 hands every other frame (tunnels, fragments, odd link types, truncated or
@@ -89,10 +90,57 @@ class PathIds:
         return new
 
 
-def decode_fast(data, offsets, caplen, wirelen, ts, linktype, paths: PathIds, base: int = 0):
+_TEREDO_PREFIX = np.uint64(0x20010000)
+_S60 = np.uint64(60)
+
+
+def _maybe_teredo(w):
+    """First 8 bytes of a UDP payload that may start Teredo: an IPv6 version nibble, or a
+    Teredo header (0x0000 origin indication, 0x0001 authentication). Most payloads fail
+    this, so the full test runs on few rows."""
+    return ((w >> _S60) == 6) | ((w >> _S[48]) <= 1)
+
+
+def _teredo_shaped(data, start, avail, size, first=None):
+    """tunnels.teredo_by_shape over numpy columns, for UDP payloads starting at `start`
+    in `data` (absolute offsets), `avail` bytes of them captured, `size` long by the IP
+    lengths; `first`: their first 8 bytes, when already read. Words are read straight
+    from the buffer: the headers may lie beyond the block `_Words` keeps per frame.
+    Where fewer bytes are captured than the test needs, the answer is no, as in the
+    slow path (which then sees too short a payload)."""
+    n = len(data)
+    raw = np.ndarray((n - 7,), dtype="V8", buffer=data, strides=(1,))
+
+    def at(off):
+        return raw[np.minimum(start + off, n - 8)].view(">u8").astype(np.uint64)
+
+    w = at(0) if first is None else first
+    tag = w >> _S[48]
+    off = np.where(tag == 1, 13 + _f(w, 40, _M8) + _f(w, 32, _M8), 0)   # authentication header
+    auth = off > 0
+    if auth.any():
+        w = np.where(auth, at(off), w)
+        tag = np.where(auth, w >> _S[48], tag)
+    origin = (tag == 0) & (avail >= off + 2)                              # origin indication
+    if origin.any():
+        off = off + np.where(origin, 8, 0)
+        w = np.where(origin, at(off), w)
+    plen = _f(w, 16, _M16)
+    shaped = ((w >> _S60) == 6) & (avail >= off + 40) & (
+        (off + 40 + plen == size) | ((plen == 0) & (_f(w, 8, _M8) == 59)))
+    direct = shaped & (off == 0)
+    if direct.any():
+        teredo_addr = ((at(8) >> _S[32]) == _TEREDO_PREFIX) | ((at(24) >> _S[32]) == _TEREDO_PREFIX)
+        shaped &= ~direct | teredo_addr
+    return shaped
+
+
+def decode_fast(data, offsets, caplen, wirelen, ts, linktype, paths: PathIds, base: int = 0,
+                teredo_any_port: bool = True):
     """Decode what the fast path can. Returns (events, slow) where events holds one
     row per accepted frame (fidx left as the frame's position in the chunk) and
-    slow is a bool mask of the frames left to the slow path."""
+    slow is a bool mask of the frames left to the slow path. `teredo_any_port`: UDP
+    payloads shaped like Teredo go to the slow path, which decodes them."""
     n = len(offsets)
     o = offsets.astype(np.int64)
     cl = caplen.astype(np.int64)
@@ -146,6 +194,15 @@ def decode_fast(data, offsets, caplen, wirelen, ts, linktype, paths: PathIds, ba
     doff = (_f(t1, 24, _M8) >> 4) * 4
     payload = np.where(tcp, ip_payload - doff, ip_payload - 8)
     ok &= (payload >= 0) & ~(tcp & (doff < 20))
+    if teredo_any_port:           # t1 holds each UDP payload's first 8 bytes
+        cand = np.flatnonzero(ok & udp & (payload >= 40))
+        first = t1[cand]
+        maybe = _maybe_teredo(first)
+        if maybe.any():
+            cand, first = cand[maybe], first[maybe]
+            start = l4[cand] + 8
+            avail = np.minimum(payload[cand], cl[cand] - start)
+            ok[cand[_teredo_shaped(data, o[cand] + start, avail, payload[cand], first)]] = False
     slow = ~ok
     idx = np.flatnonzero(ok)
     m = len(idx)

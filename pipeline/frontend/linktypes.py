@@ -105,6 +105,28 @@ def vlan(b, off, l2):
     return _type_or_length(b, off + 2)
 
 
+def pbb(b, off, l2):
+    """IEEE 802.1ah provider backbone bridging (0x88e7): the 4-byte I-TAG (flags and the
+    service instance id), then the customer's whole Ethernet frame."""
+    need(b, off, 4, "pbb")
+    l2.path.append(names.PBB)
+    return ethernet, off + 4
+
+
+def _skipped_tag(name: str, size: int):
+    """A tag of `size` bytes that says nothing the key uses, then the next ethertype."""
+    def tag(b, off, l2):
+        need(b, off, size + 2, name)
+        l2.path.append(name)
+        return _type_or_length(b, off + size)
+    tag.__name__ = name
+    return tag
+
+
+vntag = _skipped_tag(names.VNTAG, 4)   # Cisco VN-Tag (0x8926): destination and source virtual interfaces
+etag = _skipped_tag(names.ETAG, 6)     # IEEE 802.1BR E-Tag (0x893f): port extender channel ids
+
+
 def fabricpath(b, off, l2):
     """Cisco FabricPath (0x8903): a 2-byte FTag/TTL field, then the classic Ethernet frame."""
     need(b, off, 2, "fabricpath")
@@ -299,6 +321,9 @@ ETHERTYPES = {
     0x8864: pppoe,
     0x6558: ethernet,   # transparent Ethernet bridging (GRE, Geneve)
     0x8903: fabricpath,
+    0x88E7: pbb,
+    0x8926: vntag,
+    0x893F: etag,
 }
 
 _PW_ETHERTYPES = frozenset(et for et, nxt in ETHERTYPES.items() if nxt is not ethernet)

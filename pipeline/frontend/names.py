@@ -20,6 +20,9 @@ RAW = "raw"            # raw IP, no link header
 CHDLC = "chdlc"        # Cisco HDLC
 WLAN = "wlan"          # 802.11 data frame
 RADIOTAP = "radiotap"
+PBB = "pbb"            # 802.1ah provider backbone bridging I-TAG (the customer's "eth" follows)
+VNTAG = "vntag"        # Cisco VN-Tag
+ETAG = "etag"          # 802.1BR E-Tag
 
 IPV4 = "ipv4"
 IPV6 = "ipv6"

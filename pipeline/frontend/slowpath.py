@@ -12,7 +12,8 @@ For one IP layer:
      `decode_transport`);
   3. the transport header (`TRANSPORT_HEADERS`) gives ports, TCP fields and the
      payload length, from the IP lengths, never from the capture;
-  4. the tunnel registries (`tunnels.ip_tunnel`, `tunnels.udp_tunnel`) say
+  4. the tunnel registries (`tunnels.ip_tunnel`, `tunnels.udp_tunnel`; Teredo
+     also by its shape on any UDP port, unless `teredo_any_port=False`) say
      whether the payload carries another packet; if so the layer names the
      tunnel and the inner packet is decoded the same way, one level deeper.
 
@@ -110,7 +111,7 @@ TRANSPORT_HEADERS = {
 IPV6_EXTENSIONS = {0: 8, 43: 8, 44: 8, 51: 4, 60: 8, 135: 8}
 
 
-def _transport(layer, proto, p, declared):
+def _transport(layer, proto, p, declared, teredo_any_port):
     """Finish `layer` from its transport header: ports, payload length, path, and the
     tunnel it carries. Returns the inner packet to decode, (start, bytes), or None."""
     hdr = TRANSPORT_HEADERS.get(proto)
@@ -120,14 +121,14 @@ def _transport(layer, proto, p, declared):
     if name:
         layer.path += "." + name
     if proto == UDP:
-        hit = udp_tunnel(layer.sport, layer.dport, p[8:], layer.payload)
+        hit = udp_tunnel(layer.sport, layer.dport, p[8:], layer.payload, teredo_any_port)
         base = 8
     else:
         hit = ip_tunnel(proto, p, layer.payload)
         base = 0
     if hit is None:
         return None
-    layer.tunnel, layer.tunnel_id = hit.name, hit.id
+    layer.tunnel, layer.tunnel_id, layer.tunnel_space = hit.name, hit.id, hit.space
     if hit.path:
         layer.path += "." + ".".join(hit.path)
     end = len(p) if hit.end is None else min(len(p), base + hit.end)
@@ -136,7 +137,7 @@ def _transport(layer, proto, p, declared):
 
 # -- IP ------------------------------------------------------------------------
 
-def _ipv4(b, off, l2):
+def _ipv4(b, off, l2, teredo_any_port):
     avail = len(b) - off
     if avail < 20:
         raise Malformed("truncated ipv4 header")
@@ -157,7 +158,7 @@ def _ipv4(b, off, l2):
         layer.payload = declared
         layer.frag = Frag(ident, (frag & 0x1FFF) * 8, bool(frag & 0x2000), proto, b[off + ihl:end], declared)
         return layer, None
-    return layer, _transport(layer, proto, b[off + ihl:end], declared)
+    return layer, _transport(layer, proto, b[off + ihl:end], declared, teredo_any_port)
 
 
 def _extensions(p, nh, declared):
@@ -184,7 +185,7 @@ def _extensions(p, nh, declared):
         nh, off = p[off], off + size
 
 
-def _ipv6(b, off, l2):
+def _ipv6(b, off, l2, teredo_any_port):
     avail = len(b) - off
     if avail < 40:
         raise Malformed("truncated ipv6 header")
@@ -203,13 +204,13 @@ def _ipv6(b, off, l2):
         layer.frag = Frag(_U32(fh, 4)[0], fo & 0xFFF8, bool(fo & 1), fh[0], p[start:], plen - start)
         return layer, None
     layer.proto = proto
-    return layer, _transport(layer, proto, p[x:], plen - x)
+    return layer, _transport(layer, proto, p[x:], plen - x, teredo_any_port)
 
 
 _IP_VERSIONS = {4: _ipv4, 6: _ipv6}
 
 
-def _ip(b, off, want: IpNext, l2):
+def _ip(b, off, want: IpNext, l2, teredo_any_port):
     if off >= len(b):
         raise Malformed("truncated ip header")
     version = b[off] >> 4
@@ -218,17 +219,17 @@ def _ip(b, off, want: IpNext, l2):
         raise Malformed(f"bad ip version {version}")
     if want.version and version != want.version:
         raise Malformed(f"ipv{version} header where ipv{want.version} expected")
-    return fn(b, off, l2)
+    return fn(b, off, l2, teredo_any_port)
 
 
-def _layer(b, start, prefix):
+def _layer(b, start, prefix, teredo_any_port):
     """One IP layer from the decoder `start` at offset 0 of `b`: (Layer, inner or None)."""
     l2 = L2(prefix)
     want, off = walk(b, 0, start, l2)
-    return _ip(b, off, want, l2)
+    return _ip(b, off, want, l2, teredo_any_port)
 
 
-def _follow(d: Decoded, inner, max_depth: int) -> None:
+def _follow(d: Decoded, inner, max_depth: int, teredo_any_port: bool) -> None:
     """Decode tunnels' inner packets into d.layers; never raises."""
     depth = 0
     while inner is not None:
@@ -237,7 +238,7 @@ def _follow(d: Decoded, inner, max_depth: int) -> None:
             return
         start, data = inner
         try:
-            layer, inner = _layer(data, start, d.layers[-1].path)
+            layer, inner = _layer(data, start, d.layers[-1].path, teredo_any_port)
         except NotIP as e:
             d.error = f"inner not ip: {e}"
             return
@@ -253,13 +254,14 @@ def _follow(d: Decoded, inner, max_depth: int) -> None:
 
 # -- API -------------------------------------------------------------------------
 
-def decode(linktype: int, frame, max_depth: int = 8) -> Decoded:
-    """Decode one captured frame of pcap link type `linktype`. Never raises."""
+def decode(linktype: int, frame, max_depth: int = 8, teredo_any_port: bool = True) -> Decoded:
+    """Decode one captured frame of pcap link type `linktype`. Never raises.
+    `teredo_any_port=False`: Teredo on port 3544 only, not by its shape elsewhere."""
     try:
         start = LINKTYPES.get(linktype)
         if start is None:
             return Decoded(NON_IP, error=f"linktype {linktype} not decoded")
-        layer, inner = _layer(bytes(frame), start, "")
+        layer, inner = _layer(bytes(frame), start, "", teredo_any_port)
     except NotIP as e:
         return Decoded(NON_IP, error=str(e))
     except Malformed as e:
@@ -267,11 +269,12 @@ def decode(linktype: int, frame, max_depth: int = 8) -> Decoded:
     except Exception as e:
         return Decoded(MALFORMED, error=f"decoder error ({type(e).__name__})")
     d = Decoded(IP, [layer])
-    _follow(d, inner, max_depth)
+    _follow(d, inner, max_depth, teredo_any_port)
     return d
 
 
-def decode_transport(layer: Layer, payload, max_depth: int = 8, length: int | None = None) -> list[Layer]:
+def decode_transport(layer: Layer, payload, max_depth: int = 8, length: int | None = None,
+                     teredo_any_port: bool = True) -> list[Layer]:
     """Finish the decode of a reassembled datagram: `layer` is the fragment-0 Layer
     (frag set), `payload` the whole transport payload (IPv6: what follows the
     fragment header), `length` its length from the IP lengths when the capture
@@ -296,13 +299,13 @@ def decode_transport(layer: Layer, payload, max_depth: int = 8, length: int | No
             if fh is not None:
                 raise Malformed("fragment header in a reassembled datagram")
         out.proto = proto
-        inner = _transport(out, proto, p[x:], declared - x)
+        inner = _transport(out, proto, p[x:], declared - x, teredo_any_port)
     except Exception:
         name = names.transport(out.proto)
         out.path = base_path + ("." + name if name else "")
         out.sport = out.dport = out.tcpflags = out.seq = out.ack = 0
-        out.tunnel, out.tunnel_id, out.payload = None, 0, 0
+        out.tunnel, out.tunnel_id, out.tunnel_space, out.payload = None, 0, 0, 0
         return [out]
     d = Decoded(IP, [out])
-    _follow(d, inner, max_depth)
+    _follow(d, inner, max_depth, teredo_any_port)
     return d.layers

@@ -9,18 +9,29 @@ inner packet:
 its length according to the IP lengths (larger when the capture was cut
 short). `None` means "not this tunnel, or a message that carries no packet":
 the layer then stays a plain UDP / GRE / ... layer, never malformed. A `Hit`
-names the tunnel, its id (part of the inner session's key), the header names
-to add to the carrying layer's path, where the inner packet starts and ends in
-`p`, and the decoder it starts with (`linktypes.ethernet`, `linktypes.ppp`,
-an IP marker, ...). The inner packet is decoded by the slow path like a frame.
+names the tunnel, its header id (TEID, GRE key, ...), its address-space id
+where it has one (VNI, ...), the header names to add to the carrying layer's
+path, where the inner packet starts and ends in `p`, and the decoder it starts
+with (`linktypes.ethernet`, `linktypes.ppp`, an IP marker, ...). The inner
+packet is decoded by the slow path like a frame.
 
 Registries: `IP_TUNNELS` by IP protocol, `UDP_TUNNELS` by UDP port (with the
 side the port must be on), `GRE_PROTOCOLS` by GRE protocol type. A new
-tunnel is one decoder and one entry. `UDP_TUNNEL_PORTS` tells the fast path
-which UDP frames to leave to the slow path.
+tunnel is one decoder, one entry, and its line in `SCOPES`. `UDP_TUNNEL_PORTS`
+tells the fast path which UDP frames to leave to the slow path. Teredo is also
+recognised by its shape on any UDP port (`teredo_by_shape`; the fast path has
+the same test, vectorised).
+
+Scope. The sessions a tunnel carries are keyed inside a scope (keying.tunnel_scope)
+made only of what both directions of a conversation share, so that one inner
+conversation is one session whichever outer sessions carried it: `SCOPES` says,
+per tunnel, which outer ends are part of it (both addresses; a Teredo client's
+address and port), and `Hit.space` is its address-space id (VNI, ...). Per-direction
+ids (GTP TEIDs, PPTP call ids, GRE keys) never are, nor the outer ports of a
+point-to-point tunnel or the outer session (docs/design.md, "Tunnel scope").
 """
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from . import names
@@ -33,11 +44,12 @@ _U32 = struct.Struct(">I").unpack_from
 @dataclass(frozen=True, slots=True)
 class Hit:
     name: str                  # Layer.tunnel
-    id: int                    # Layer.tunnel_id: TEID, VNI, GRE key, ERSPAN session, ...
+    id: int                    # Layer.tunnel_id: TEID, VNI, GRE key or call id, ERSPAN session, ...
     path: tuple                # names added to the carrying layer's path ("gtp",), ("gre", "erspan"), ()
     inner: object              # decoder (or IP marker) the inner packet starts with
     off: int                   # inner packet start in the transport payload
     end: Optional[int] = None  # inner packet end (None: the end of the payload)
+    space: int = 0             # Layer.tunnel_space: address-space id (VNI, VSID, ERSPAN session), 0: none
 
 
 # -- IP protocol tunnels -------------------------------------------------------
@@ -68,13 +80,21 @@ def _gre_carries(inner):
     return hit
 
 
+def _gre_bridged(p, off, flags, key):
+    """Transparent Ethernet bridging (0x6558): with a key, NVGRE (RFC 7637): the key's
+    upper 24 bits are the virtual subnet id, an address space; the low 8 bits are a
+    flow id the encapsulator may choose per direction."""
+    return Hit(names.GRE, key, (), ethernet, off, space=key >> 8 if flags & 0x2000 else 0)
+
+
 def _erspan2(p, off, flags, key):
     """ERSPAN type II (with a sequence number: 8-byte header, version 1) or type I (none)."""
     if not flags & 0x1000:
         return Hit(names.ERSPAN, 0, (names.ERSPAN,), ethernet, off)
     if len(p) < off + 8 or p[off] >> 4 != 1:
         return None
-    return Hit(names.ERSPAN, _U16(p, off + 2)[0] & 0x03FF, (names.ERSPAN,), ethernet, off + 8)
+    session = _U16(p, off + 2)[0] & 0x03FF
+    return Hit(names.ERSPAN, session, (names.ERSPAN,), ethernet, off + 8, space=session)
 
 
 def _erspan3(p, off, flags, key):
@@ -88,21 +108,25 @@ def _erspan3(p, off, flags, key):
     inner = {0: ethernet, 2: IP}.get((tail >> 10) & 0x1F)
     if inner is None:
         return None
-    return Hit(names.ERSPAN, session, (names.ERSPAN,), inner, off + size)
+    return Hit(names.ERSPAN, session, (names.ERSPAN,), inner, off + size, space=session)
 
 
 # GRE protocol type -> (payload, offset after the GRE header, GRE flags, key) -> Hit | None.
-# Aruba's 802.11 payloads (0x8200, 0x9000, ...) are not here: outer layer only.
 GRE_PROTOCOLS = {
     0x0800: _gre_carries(IP4),
     0x86DD: _gre_carries(IP6),
-    0x6558: _gre_carries(ethernet),   # transparent Ethernet bridging (NVGRE too)
+    0x6558: _gre_bridged,             # transparent Ethernet bridging, NVGRE
     0x8847: _gre_carries(mpls),
     0x8848: _gre_carries(mpls),
     0x880B: _gre_carries(ppp),
     0x88BE: _erspan2,
     0x22EB: _erspan3,
 }
+# Aruba access points send their clients' 802.11 frames to the controller in GRE, in a
+# range of protocol types; A-MSDU frames (several packets in one) and encrypted ones
+# stay undecoded (linktypes.wlan says why).
+GRE_PROTOCOLS.update({t: _gre_carries(wlan) for t in [*range(0x8200, 0x8300, 0x10), *range(0x8300, 0x8380, 0x10),
+                                                       0x9000]})
 
 
 def gre(p, declared):
@@ -182,7 +206,8 @@ def vxlan(p, declared):
     """VXLAN (RFC 7348): 8 bytes, the I flag set; id = VNI; inner Ethernet."""
     if len(p) < 8 or not p[0] & 0x08:
         return None
-    return Hit(names.VXLAN, int.from_bytes(p[4:7], "big"), (names.VXLAN,), ethernet, 8)
+    vni = int.from_bytes(p[4:7], "big")
+    return Hit(names.VXLAN, vni, (names.VXLAN,), ethernet, 8, space=vni)
 
 
 GENEVE_PROTOCOLS = {0x6558: ethernet, 0x0800: IP4, 0x86DD: IP6}
@@ -196,23 +221,52 @@ def geneve(p, declared):
     inner = GENEVE_PROTOCOLS.get(_U16(p, 2)[0])
     if inner is None or size > len(p):
         return None
-    return Hit(names.GENEVE, int.from_bytes(p[4:7], "big"), (names.GENEVE,), inner, size)
+    vni = int.from_bytes(p[4:7], "big")
+    return Hit(names.GENEVE, vni, (names.GENEVE,), inner, size, space=vni)
 
 
-def teredo(p, declared):
-    """Teredo (RFC 4380): optional authentication and origin indication headers,
-    then an IPv6 packet: only if it really is one (version 6, its payload length
-    within the UDP payload)."""
+def _teredo_start(p) -> int:
+    """Where the IPv6 packet starts after Teredo's optional authentication and origin
+    indication headers (RFC 4380 5.1.1), or -1."""
     off = 0
     if p[:2] == b"\x00\x01":
         if len(p) < 4:
-            return None
+            return -1
         off = 4 + p[2] + p[3] + 8 + 1
     if p[off:off + 2] == b"\x00\x00":
         off += 8
-    if len(p) < off + 40 or p[off] >> 4 != 6:
+    return off
+
+
+def teredo(p, declared):
+    """Teredo (RFC 4380) on its port: optional authentication and origin indication
+    headers, then an IPv6 packet: only if it really is one (version 6, its payload
+    length within the UDP payload)."""
+    off = _teredo_start(p)
+    if off < 0 or len(p) < off + 40 or p[off] >> 4 != 6:
         return None
     if off + 40 + _U16(p, off + 4)[0] > declared:
+        return None
+    return Hit(names.TEREDO, 0, (names.TEREDO,), IP6, off)
+
+
+TEREDO_PREFIX = b"\x20\x01\x00\x00"     # 2001::/32: every Teredo client's address
+
+
+def teredo_by_shape(p, declared):
+    """Teredo on any UDP port (relays answer from ports of their own), recognised by
+    its shape, more strictly than on 3544 so that other UDP payloads do not pass: the
+    IPv6 packet fills the UDP payload exactly (a bubble, no next header and no
+    payload, may have bytes after it), and without a Teredo header in front one of its
+    addresses is a Teredo address. The fast path applies the same test
+    (fastpath._teredo_shaped)."""
+    off = _teredo_start(p)
+    if off < 0 or len(p) < off + 40 or p[off] >> 4 != 6:
+        return None
+    plen = _U16(p, off + 4)[0]
+    if off + 40 + plen != declared and not (plen == 0 and p[off + 6] == 59):
+        return None
+    if off == 0 and p[8:12] != TEREDO_PREFIX and p[24:28] != TEREDO_PREFIX:
         return None
     return Hit(names.TEREDO, 0, (names.TEREDO,), IP6, off)
 
@@ -234,7 +288,7 @@ def gre_udp(p, declared):
     hit = gre(p, declared)
     if hit is None:
         return None
-    return Hit(hit.name, hit.id, (names.GRE,) + hit.path, hit.inner, hit.off, hit.end)
+    return replace(hit, path=(names.GRE,) + hit.path)
 
 
 def mpls_udp(p, declared):
@@ -287,9 +341,11 @@ class UdpTunnel:
     either: bool      # the port may be the source port too (else destination only)
 
 
+TEREDO_PORT = 3544
+
 UDP_TUNNELS = {
     2152: UdpTunnel(gtp, True),
-    3544: UdpTunnel(teredo, True),
+    TEREDO_PORT: UdpTunnel(teredo, True),
     4754: UdpTunnel(gre_udp, False),
     4789: UdpTunnel(vxlan, False),
     5072: UdpTunnel(ayiya, True),
@@ -302,15 +358,72 @@ UDP_TUNNELS = {
 UDP_TUNNEL_PORTS = frozenset(UDP_TUNNELS)
 
 
-def udp_tunnel(sport: int, dport: int, p, declared: int):
-    """The tunnel a UDP payload carries, by destination port first, then source port."""
+# -- scopes --------------------------------------------------------------------
+
+def endpoints(outer, inner):
+    """The outer layer's two addresses, in the order met (tunnel_scope orders them)."""
+    return outer.src, outer.dst
+
+
+def _end(addr: bytes, port: int) -> bytes:
+    return addr + port.to_bytes(2, "big")
+
+
+def teredo_client(outer, inner):
+    """A Teredo client's outer address and port: the one end every packet of its
+    conversations shares, whichever server or relay is at the other end (a ping goes out
+    through the server and comes back through a relay; qualification asks two server
+    addresses). The client is the end facing port 3544 (the server), else the end whose
+    inner address is a Teredo address (2001::/32); with both or neither, the two ends."""
+    src, dst = _end(outer.src, outer.sport), _end(outer.dst, outer.dport)
+    if (outer.sport == TEREDO_PORT) != (outer.dport == TEREDO_PORT):
+        return (dst, b"") if outer.sport == TEREDO_PORT else (src, b"")
+    if inner is not None:
+        from_client, to_client = inner.src[:4] == TEREDO_PREFIX, inner.dst[:4] == TEREDO_PREFIX
+        if from_client != to_client:
+            return (src, b"") if from_client else (dst, b"")
+    return src, dst
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    ends: object      # (outer layer, inner layer or None) -> the outer ends in the scope, in either order
+    space: str        # what Hit.space holds (also part of the scope), or why there is none
+
+
+# Per tunnel: what the scope of the sessions it carries is made of, besides the outer
+# layer's own scope, the tunnel kind and (under --vlan-key) the outer VLAN ids. Only
+# fields that are the same in both directions of a conversation belong here: never the
+# outer ports of a point-to-point tunnel, nor the outer session.
+SCOPES = {
+    names.GTP: Scope(endpoints, "none: each end picks the TEID it receives on, so uplink and "
+                                "downlink TEIDs differ"),
+    names.GRE: Scope(endpoints, "NVGRE's virtual subnet id (TEB with a key: key >> 8); other keys "
+                                "are not: each end may set its own (Linux ikey/okey, PMIPv6 uplink and "
+                                "downlink keys, NVGRE's flow-id byte), and PPTP call ids are per direction"),
+    names.ERSPAN: Scope(endpoints, "the ERSPAN session id: one mirror session, both directions"),
+    names.IPIP: Scope(endpoints, "none: the pair of endpoints is the tunnel"),
+    names.ETHERIP: Scope(endpoints, "none: the pair of endpoints is the tunnel"),
+    names.MPLS_TUNNEL: Scope(endpoints, "none: labels are link headers of the inner layer"),
+    names.VXLAN: Scope(endpoints, "the VNI; outer UDP source ports are per direction (an entropy hash)"),
+    names.GENEVE: Scope(endpoints, "the VNI; outer UDP source ports are per direction (an entropy hash)"),
+    names.AYIYA: Scope(endpoints, "none: identities are per sender; client ports change per session"),
+    names.CAPWAP: Scope(endpoints, "none: the access point and its controller are the tunnel"),
+    names.TZSP: Scope(endpoints, "none: the sensor and its collector are the tunnel"),
+    names.TEREDO: Scope(teredo_client, "none; the ends are the client's address and port only"),
+}
+
+
+def udp_tunnel(sport: int, dport: int, p, declared: int, teredo_any_port: bool = True):
+    """The tunnel a UDP payload carries, by destination port first, then source port;
+    then, unless told not to, Teredo by its shape on any port."""
     for port, is_dst in ((dport, True), (sport, False)):
         t = UDP_TUNNELS.get(port)
         if t is not None and (is_dst or t.either):
             hit = t.decode(p, declared)
             if hit is not None:
                 return hit
-    return None
+    return teredo_by_shape(p, declared) if teredo_any_port else None
 
 
 def ip_tunnel(proto: int, p, declared: int):
