@@ -40,7 +40,7 @@ def prepare(trace: Path, dest: Path) -> None:
     """Worker 0's batches of a two-worker front-end, with the payload bytes gathered."""
     from pipeline.frontend.core import FrontEnd
     from pipeline.frontend.readers import open_capture
-    from workers.timeouts import Timeouts
+    from contracts.timeouts import Timeouts
     fe = FrontEnd(2, Timeouts())
     batches = []
     for chunk in open_capture(str(trace)).chunks(CHUNK_FRAMES):
@@ -57,7 +57,7 @@ def work(src: Path, run: bool = True, digest: bool = True, classify: int = 10) -
     import msgspec
     from workers.engine import Engine
     from workers.process import pack
-    from workers.timeouts import Timeouts
+    from contracts.timeouts import Timeouts
     with open(src, "rb") as f:
         batches, paths, end = pickle.load(f)
     if not run:

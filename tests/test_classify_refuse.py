@@ -21,7 +21,7 @@ from pipeline.frontend.readers import CaptureError
 from workers import classify
 from workers.classify import Inspector, registry
 from workers.classify.registry import NO, TCP, UDP
-from workers.timeouts import Timeouts
+from contracts.timeouts import Timeouts
 from tests.rows import run_engine
 from tests.shared import all_captures, capture_ids, needs_shared
 from tests.test_classify import RFC9001_CLIENT_INITIAL, client_hello, dns_pair

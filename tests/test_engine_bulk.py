@@ -18,7 +18,7 @@ from pipeline.frontend.readers import CaptureError, open_capture
 from pipeline import tracegen
 from workers.engine import Engine
 from workers.tcp import ACK, FIN, RST, SYN
-from workers.timeouts import Timeouts
+from contracts.timeouts import Timeouts
 from tests.rows import rows, run_engine
 from tests.shared import all_captures, capture_ids, needs_shared
 

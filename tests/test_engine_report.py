@@ -17,7 +17,7 @@ from contracts.community_id import community_ids_ported, hash_packed
 from contracts.record import INDEX
 from workers.engine import round6
 from workers.plugins import _Adapter
-from workers.timeouts import Timeouts
+from contracts.timeouts import Timeouts
 from tests.rows import run_engine
 from tests.shared import all_captures, capture_ids, needs_shared
 from tests.test_engine_bulk import SHORT, build, cut, demo_trace, front_end_batches, packet

@@ -15,6 +15,7 @@ from collections import Counter
 
 import numpy as np
 
+from contracts.timeouts import is_idle
 from contracts.wire import EVENT, MAX_DEPTH, session_id, take_rows
 from . import slowpath
 from .decoded import IP, NON_IP
@@ -31,9 +32,9 @@ class TunnelParents:
 
     Session ids are derived from the frame that opens a session, so the
     front-end can name the outer session's id without asking the worker that
-    owns it: it follows the outer session's idle expiry with the same rule and
-    timeouts as the workers (outer sessions are never TCP, so close expiry does
-    not apply). Every packet of a tunnel-capable session (an IP protocol or UDP
+    owns it: it follows the outer session's idle expiry with the workers' own rule
+    and timeouts (`contracts.timeouts`; outer sessions are never TCP, so close
+    expiry does not apply). Every packet of a tunnel-capable session (an IP protocol or UDP
     port of the tunnel registry) takes the slow path, so this table sees all of
     them. Like the workers' sweeps, time is the running maximum of packet time
     as of the previous chunk, so a timestamp going backwards cannot revive an
@@ -49,7 +50,7 @@ class TunnelParents:
 
     def touch(self, key: int, fidx: int, depth: int, ts: float, proto: int, sport: int, dport: int) -> int:
         e = self.table.get(key)
-        if e is None or max(ts, self.swept) - e[1] >= e[2]:
+        if e is None or is_idle(max(ts, self.swept), e[1], e[2]):
             e = self.table[key] = [session_id(fidx, depth, self.proc), ts,
                                    self.timeouts.idle_for(proto, sport, dport)]
         elif ts > e[1]:
@@ -57,7 +58,7 @@ class TunnelParents:
         return e[0]
 
     def expire(self, now: float) -> None:
-        dead = [k for k, e in self.table.items() if now - e[1] >= e[2]]
+        dead = [k for k, e in self.table.items() if is_idle(now, e[1], e[2])]
         for k in dead:
             del self.table[k]
 
