@@ -8,7 +8,6 @@ the shell takes them. Time is packet time as given by the caller: offline
 runs are deterministic and the same whatever the number of workers.
 """
 import socket
-import struct
 from array import array
 from collections import deque
 from itertools import compress, repeat
@@ -17,7 +16,7 @@ import numpy as np
 
 from contracts.community_id import community_id_packed, community_ids_ported
 from contracts.record import CLOSED, EVICTED, IDLE, INDEX, INTERIM, SHUTDOWN, TYPE_SESSION
-from contracts.wire import DEPTH_BITS, EVENT, ID_SHIFT, session_id, take_rows
+from contracts.wire import DEPTH_BITS, EVENT, ID_SHIFT, row_struct, session_id, take_rows
 
 from . import classify
 from . import tcp as tcpmod
@@ -39,8 +38,7 @@ _ROW_SIZE = EVENT.itemsize
 _COUNTS_SIZE = 12 * 8     # a session's counters (Session.c, array "q") in bytes
 _OCTET = [str(i) for i in range(256)]   # IPv4 address texts are made of these
 _INSPECT_COLUMNS = ("key", "dir", "ploff", "pllen", "proto", "sport", "dport")
-# from an EVENT row's bytes (contracts.wire): fidx, proto, depth, sport, dport, path, parent
-_OPEN_FIELDS = struct.Struct("<8xQ20xBB2xHH48xH8xQ")
+_OPEN_FIELDS = row_struct("fidx", "proto", "depth", "sport", "dport", "path", "parent")   # from the first row's bytes
 _GROUPED_MIN = 64                      # smaller batches: the per-packet path is cheaper
 _REPORTS_MIN = 32                      # fewer records at once: `_report` one by one is cheaper
 _PORTED = sorted(PORTED)                # transports with ports
