@@ -263,8 +263,8 @@ def test_shared_capture_same_records(path):
 
 
 def test_running_max_per_group():
-    """`_running_max` against a brute force, time in order (its shortcut) and not."""
-    from workers.engine import _running_max
+    """`groups.running_max` against a brute force, time in order (its shortcut) and not."""
+    from workers.groups import running_max
     rng = np.random.default_rng(3)
     for trial in range(500):
         n = int(rng.integers(1, 40))
@@ -273,7 +273,7 @@ def test_running_max_per_group():
         if trial % 2:
             tss = np.sort(tss)
         exp = [max(tss[j] for j in range(i + 1) if gs[j] == gs[i]) for i in range(n)]
-        assert _running_max(tss, gs).tolist() == exp
+        assert running_max(tss, gs).tolist() == exp
 
 
 @pytest.mark.parametrize("timeouts", TIMEOUTS + [Timeouts(tcp=2.5, udp=60, icmp=60, other=60, dns=15)])

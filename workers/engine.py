@@ -21,6 +21,7 @@ from contracts.wire import DEPTH_BITS, EVENT, ID_SHIFT, row_struct, session_id, 
 from . import classify
 from . import tcp as tcpmod
 from .expiry import Wheel
+from .groups import ranks, rounds, running_max
 from .session import PORTED, Session
 from contracts.timeouts import Timeouts
 
@@ -42,29 +43,7 @@ _OPEN_FIELDS = row_struct("fidx", "proto", "depth", "sport", "dport", "path", "p
 _GROUPED_MIN = 64                      # smaller batches: the per-packet path is cheaper
 _REPORTS_MIN = 32                      # fewer records at once: `_report` one by one is cheaper
 _PORTED = sorted(PORTED)                # transports with ports
-_MASK, _HALF = tcpmod.MASK, tcpmod.HALF
-_WINDOW = 1 << 30                       # relative sequence numbers used only inside +-2^30
-_FAR = 1 << 40                          # beyond any relative sequence number
-_SEG = 1 << 44                          # running min/max: one offset step per segment
 _CLASS_FIELDS = ("content_class", "content_type", "content_flags", "app", "family")   # record order
-_CONTROL_ROUNDS = 8                     # a group's control rows per batch taken in vectorised rounds; the rest one by one
-_EV_SYN, _EV_SYNACK, _EV_ACK = tcpmod.EV_SYN_CLIENT, tcpmod.EV_SYNACK_SERVER, tcpmod.EV_ACK_CLIENT
-_HS_DONE, _CLOSED = tcpmod.HS_DONE, tcpmod.CLOSED
-
-
-def _state_tables():
-    """`tcp`'s two tables as numpy lookups: next handshake state by (state, event), -1 for
-    none; next close state by (close state, direction)."""
-    hs = np.full((4, 3), -1, np.int8)
-    for (a, e), b in tcpmod.HANDSHAKE.items():
-        hs[a, e] = b
-    cl = np.zeros((8, 2), np.int8)
-    for (a, d), b in tcpmod.CLOSE.items():
-        cl[a, d] = b
-    return hs, cl
-
-
-_HS_NEXT, _CLOSE_NEXT = _state_tables()
 _EXT_FIELDS = tuple((INDEX[n], n) for n in _CLASS_FIELDS)
 _UNNAMED = (None,) * (len(_CLASS_FIELDS) + 1) + (False,)     # `_class_columns`' row of a classification naming no app
 
@@ -103,39 +82,6 @@ def _outlasts(timeout, linger, closing, slack, opened, closed, after) -> bool:
         return slack + timeout > 0
     lt = min(timeout, linger)
     return opened + timeout > 0 and closed + lt > 0 and after < lt
-
-
-def _ranks(gs):
-    """For rows in grouped order (`gs`: each row's group, non-decreasing): each row's rank
-    inside its group, where each group starts, and its size."""
-    n = len(gs)
-    heads = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])
-    sizes = np.diff(np.r_[heads, n])
-    return np.arange(n) - np.repeat(heads, sizes), heads, sizes
-
-
-def _rounds(rank, limit: int) -> list:
-    """The row indexes of rank 0, then of rank 1, ... up to `limit` ranks, each in row
-    order: a group's k-th row is in round k (the batch path's rounds)."""
-    by_rank = np.argsort(rank, kind="stable")
-    k = min(int(rank.max()) + 1, limit) if len(rank) else 0
-    bounds = np.searchsorted(rank[by_rank], np.arange(k + 1)).tolist()
-    return [by_rank[lo:hi] for lo, hi in zip(bounds, bounds[1:])]
-
-
-def _running_max(tss, gs):
-    """Packet time's running maximum inside each group, for rows in grouped order (`gs`:
-    each row's group, non-decreasing): by ranks, group g's offset by g * n, so the
-    running maximum never crosses groups. Packet time that never steps back inside a
-    group (the common case: captures are in time order) is its own running maximum."""
-    n = len(tss)
-    if n < 2 or bool(((tss[1:] >= tss[:-1]) | (gs[1:] != gs[:-1])).all()):
-        return tss
-    srt = np.argsort(tss, kind="stable")
-    rank = np.empty(n, np.int64)
-    rank[srt] = np.arange(n)
-    off = gs * n
-    return tss[srt][np.maximum.accumulate(rank + off) - off]
 
 
 def round6(x) -> list:
@@ -367,7 +313,7 @@ class Engine:
         # the running maximum of packet time per group: for `_room`, and for `_control` to
         # file a closing session from its last packet up to the close
         closers = self.timeouts.close_expiry and bool((flor & 0x05).any())
-        runmax = _running_max(tss, gs) if room or closers else None
+        runmax = running_max(tss, gs) if room or closers else None
         if room:
             slack, opened, closed, after, pre = self._room(cuts, self.now, order, starts, gs, runmax, gap, horizon,
                                                            fr_pos)
@@ -597,181 +543,41 @@ class Engine:
         return slack, opened, closed, after, back[starts]
 
     def _control(self, ev, order, gs, fls, tss, runmax, groups, sess, before) -> None:
-        """The TCP flags' part (handshake, close) of the bulk groups, segment by segment
-        in frame order, over the only rows that can change it: SYN, FIN and RST
-        segments, and after each SYN-ACK the next ACK the other way (the handshake's
-        last). A session that closes is filed at its close-linger deadline, counted
-        from its last packet up to the closing one."""
-        sel = groups[gs]
-        ctl = sel & ((fls & 0x07) != 0)
+        """The TCP flags' part (handshake, close) of the bulk groups: `tcp.control_many`
+        over the only segments that can change it, in frame order. A session that closes
+        is filed at its close-linger deadline, counted from its last packet up to the
+        closing one."""
         ds = ev["dir"][order]
-        sa = np.flatnonzero(ctl & ((fls & 0x12) == 0x12))
-        if len(sa):
-            # for each SYN-ACK: the first later ACK of its group in the other direction
-            ack = np.flatnonzero(sel & ((fls & 0x12) == 0x10))   # a SYN-ACK itself is no handshake ACK
-            n = len(fls)
-            ka = (gs[ack] * 2 + ds[ack]) * n + ack
-            o = np.argsort(ka)
-            ka, ack = ka[o], ack[o]
-            want = (gs[sa] * 2 + 1 - ds[sa]) * n + sa + 1
-            j = np.searchsorted(ka, want)
-            ok = j < len(ka)
-            j = j[ok]
-            hit = ack[j][ka[j] // n == want[ok] // n]
-            ctl[hit] = True
-        pos = np.flatnonzero(ctl)
-        m = len(pos)
-        if not m:
+        pos = np.flatnonzero(tcpmod.control_segments(gs, ds, fls, groups[gs]))
+        if not len(pos):
             return
-        rows = order[pos]
-        o = np.argsort(rows)                             # frame order
-        pos, rows = pos[o], rows[o]
+        pos = pos[np.argsort(order[pos])]                # frame order
         g_of = gs[pos]
-        # each group once (u), each control row's rank among its group's, in frame order
-        o = np.argsort(g_of, kind="stable")
-        ranked, heads, sizes = _ranks(g_of[o])
-        rank = np.empty(m, np.intp)
-        rank[o] = ranked
-        u_of = np.empty(m, np.intp)
-        u_of[o] = np.repeat(np.arange(len(heads)), sizes)
-        ug = g_of[o][heads].tolist()
+        has = np.zeros(len(groups), bool)
+        has[g_of] = True
+        ug = np.flatnonzero(has).tolist()                # the groups with control segments, each once
+        u_of = (np.cumsum(has) - 1)[g_of]
         ss = [sess[g] for g in ug]
-        sts = [s.tcp for s in ss]                       # made by `_bulk` for every group with flags
-        nu = len(sts)
-        hs = np.fromiter([st.hs for st in sts], np.int8, nu)
-        syn = np.fromiter([st.syn_ts for st in sts], np.float64, nu)
-        rtt = np.fromiter([np.nan if st.rtt is None else st.rtt for st in sts], np.float64, nu)
-        close = np.fromiter([st.close for st in sts], np.int8, nu)
-        cd = np.fromiter([s.client_dir for s in ss], np.int8, nu)
-        dp, fp, tp = ds[pos], fls[pos], tss[pos]
-        fc = dp == cd[u_of]                              # from the client
-        syn_f, ack_f = (fp & _SYN) != 0, (fp & _ACK) != 0
-        hev = np.where(syn_f, np.where(ack_f, np.where(fc, -1, _EV_SYNACK), np.where(fc, _EV_SYN, -1)),
-                       np.where(ack_f & fc, _EV_ACK, -1))   # `tcp.handshake_event`
-        ends, rst = (fp & 0x05) != 0, (fp & 0x04) != 0
-        closers = []                                     # (control row, u): segments that close their session
-        # rounds: the k-th control row of every group at once (`tcp.control` over numpy columns)
-        rounds = _rounds(rank, _CONTROL_ROUNDS)
-        for r in rounds:
-            u = u_of[r]
-            e = hev[r]
-            h = hs[u]
-            nxt = np.where((h != _HS_DONE) & (e >= 0), _HS_NEXT[h, np.maximum(e, 0)], -1)
-            go = nxt >= 0
-            if go.any():
-                w = go & (e == _EV_SYN)
-                syn[u[w]] = tp[r[w]]
-                w = go & (e != _EV_SYN) & (nxt == _HS_DONE)
-                with np.errstate(invalid="ignore"):        # inf - inf: max(0.0, NaN) is 0.0, as fmax
-                    rtt[u[w]] = np.fmax(0.0, tp[r[w]] - syn[u[w]])
-                hs[u[go]] = nxt[go]
-            c = close[u]
-            w = ends[r] & ((c & _CLOSED) == 0)
-            if w.any():
-                nc = np.where(rst[r], c | (3 | _CLOSED), _CLOSE_NEXT[c, dp[r]])
-                close[u[w]] = nc[w]
-                shut = w & ((nc & _CLOSED) != 0)
-                closers += zip(r[shut].tolist(), u[shut].tolist())
-        for st, h, sy, rt, c in zip(sts, hs.tolist(), syn.tolist(), rtt.tolist(), close.tolist()):
-            st.hs, st.close = h, c
-            if sy != st.syn_ts:                          # only new values: each float is an object
-                st.syn_ts = sy
-            if rt == rt and st.rtt is None:
-                st.rtt = rt
-        left = np.flatnonzero(rank >= len(rounds))       # a group's rows past the rounds: one by one
-        if len(left):
-            control = tcpmod.control
-            for j, uu, dd, f, t, c in zip(left.tolist(), *(x[left].tolist() for x in (u_of, dp, fp, tp, fc))):
-                if control(sts[uu], dd, c, f, t):
-                    closers.append((j, uu))
-        if closers and self.timeouts.close_expiry:
+        closed = tcpmod.control_many([s.tcp for s in ss], np.fromiter([s.client_dir for s in ss], np.int8, len(ss)),
+                                     u_of, ds[pos], fls[pos], tss[pos])     # `_bulk` made every group's TcpState
+        if closed and self.timeouts.close_expiry:
             linger = self.timeouts.close_linger
             file = self.wheel.file
-            closers.sort()                               # frame order, as one by one
-            js, us = zip(*closers)
-            # the deadline counts from the session's last packet up to the closing one
-            due = (np.maximum(np.fromiter([before[ug[uu]] for uu in us], np.float64, len(us)),
-                              runmax[pos[list(js)]]) + linger).tolist()
-            for uu, when in zip(us, due):
-                s = ss[uu]
+            us = u_of[closed].tolist()
+            due = (np.maximum(np.fromiter([before[ug[u]] for u in us], np.float64, len(us)),
+                              runmax[pos[closed]]) + linger).tolist()
+            for u, when in zip(us, due):
+                s = ss[u]
                 s.timeout = linger
                 file(s, when)
 
     def _retransmissions(self, ev, gid, tcppl, retx, ng) -> None:
-        """`tcp.update`'s retransmission rule for the data segments of the groups in
-        `retx` ((group, TcpState) pairs), vectorised: a segment is a retransmission when
-        it lies within [lowest seq, highest end) seen before it in its direction. Serial
-        arithmetic becomes plain integers relative to a reference inside a window of
-        +-2^30; a direction whose numbers leave it takes the per-packet rule."""
-        sts = [None] * ng
-        stored = np.full((ng, 4), -1, np.int64)       # lo0, hi0, lo1, hi1 (-1: none yet)
-        for g, st in retx:
-            sts[g] = st
-            if st.hi0 is not None:
-                stored[g, 0] = st.lo0
-                stored[g, 1] = st.hi0
-            if st.hi1 is not None:
-                stored[g, 2] = st.lo1
-                stored[g, 3] = st.hi1
-        want = np.zeros(ng, bool)
-        want[[g for g, _ in retx]] = True
-        rows = np.flatnonzero(tcppl & want[gid])
-        seg = gid[rows] * 2 + ev["dir"][rows]
-        o = np.argsort(seg, kind="stable")
-        rows = rows[o]
-        seg = seg[o]
-        seq = ev["seq"][rows].astype(np.int64)
-        plen = ev["payload"][rows].astype(np.int64)
-        nr = len(rows)
-        b = np.empty(nr, bool)
-        b[0] = True
-        np.not_equal(seg[1:], seg[:-1], out=b[1:])
-        sst = np.flatnonzero(b)
-        sidx = np.cumsum(b) - 1
-        sg, sd = seg[sst] // 2, seg[sst] % 2
-        lo_st, hi_st = stored[sg, 2 * sd], stored[sg, 2 * sd + 1]
-        has = hi_st >= 0
-        ref = np.where(has, lo_st, seq[sst])
-        rel = (seq - ref[sidx]) & _MASK
-        rel -= (rel >= _HALF) * (1 << 32)
-        endr = rel + plen
-        h = (hi_st - ref) & _MASK
-        h -= (h >= _HALF) * (1 << 32)
-        lo0 = np.where(has, 0, _FAR)                  # the stored range, relative to ref
-        hi0 = np.where(has, h, -_FAR)
-        off = sidx * _SEG
-        incmax = np.maximum.accumulate(endr + off) - off  # running max/min inside each segment
-        incmin = np.minimum.accumulate(rel - off) + off
-        exmax = np.empty(nr, np.int64)
-        exmin = np.empty(nr, np.int64)
-        exmax[1:] = incmax[:-1]
-        exmin[1:] = incmin[:-1]
-        exmax[sst] = -_FAR
-        exmin[sst] = _FAR
-        np.maximum(exmax, hi0[sidx], out=exmax)
-        np.minimum(exmin, lo0[sidx], out=exmin)
-        rt = (rel >= exmin) & (endr <= exmax)
-        count = np.add.reduceat(rt, sst)
-        lowest, highest = np.minimum.reduceat(rel, sst), np.maximum.reduceat(endr, sst)
-        newlo = np.minimum(lowest, lo0)
-        newhi = np.maximum(highest, hi0)
-        ok = ((lowest > -_WINDOW) & (highest < _WINDOW)
-              & (~has | ((hi0 > -_WINDOW) & (hi0 < _WINDOW))))
-        newlo = (newlo + ref) & _MASK
-        newhi = (newhi + ref) & _MASK
-        bounds = np.append(sst, nr).tolist()
-        for j, (g, dd, good, cnt, lo, hi) in enumerate(zip(sg.tolist(), sd.tolist(), ok.tolist(), count.tolist(),
-                                                           newlo.tolist(), newhi.tolist())):
-            st = sts[g]
-            if not good:                    # numbers too far apart for the window: segment by segment
-                for r in rows[bounds[j]:bounds[j + 1]].tolist():
-                    tcpmod.update(st, dd, False, 0, int(ev["seq"][r]), int(ev["payload"][r]), 0.0)
-                continue
-            st.retrans += cnt
-            if dd == 0:
-                st.lo0, st.hi0 = lo, hi
-            else:
-                st.lo1, st.hi1 = lo, hi
+        """`tcp.data_many` for the data segments of the groups in `retx` ((group, TcpState)
+        pairs)."""
+        at = np.full(ng, -1, np.intp)
+        at[[g for g, _ in retx]] = np.arange(len(retx))
+        rows = np.flatnonzero(tcppl & (at[gid] >= 0))
+        tcpmod.data_many([st for _, st in retx], at[gid[rows]], ev["dir"][rows], ev["seq"][rows], ev["payload"][rows])
 
     def _inspect(self, ev, payload, rows=None) -> None:
         """Classification: the rows that carry payload bytes (young sessions only), after
@@ -802,7 +608,7 @@ class Engine:
         if not len(pos):
             return
         rows, gp = order[pos], gs[pos]                 # grouped, frame order inside a group
-        for part in _rounds(_ranks(gp)[0], len(pos)):
+        for part in rounds(ranks(gp)[0], len(pos)):
             part = part[live[gp[part]]]
             if not len(part):
                 break                                   # no live group has a later row either
