@@ -111,7 +111,7 @@ def records(batches, paths, refuse_min, counted=None, bulk_min=None):
     real = classify.Inspector
     made = []
     if counted is not None:
-        import workers.engine as engine
+        import workers.inspection as inspection
 
         class Counted(real):
             __slots__ = ()
@@ -119,12 +119,12 @@ def records(batches, paths, refuse_min, counted=None, bulk_min=None):
             def __init__(self, *a):
                 made.append(1)
                 super().__init__(*a)
-        engine._Inspector = Counted
+        inspection.Inspector = Counted
     try:
         out, _ = run_engine(batches, Timeouts(), paths, setup)
     finally:
         if counted is not None:
-            engine._Inspector = real
+            inspection.Inspector = real
     if counted is not None:
         counted.append(len(made))
     return sorted(map(repr, out))

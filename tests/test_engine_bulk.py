@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from pipeline.frontend.core import FrontEnd
 from pipeline.frontend.readers import CaptureError, open_capture
 from pipeline import tracegen
+from workers import inspection
 from workers.engine import Engine
 from workers.tcp import ACK, FIN, RST, SYN
 from contracts.timeouts import Timeouts
@@ -137,7 +138,7 @@ def test_bulk_path_really_runs(tmp_path):
     assert sum(seen) < total / 2
 
 
-def test_inspection_rounds_really_run(tmp_path):
+def test_inspection_rounds_really_run(tmp_path, monkeypatch):
     """The bulk path feeds a batch's payload rows to the classifier in rounds (a session's
     k-th row in round k, only while it is undecided). The records must be the per-packet
     path's, and some batch must have needed more than one round for that to mean much."""
@@ -146,25 +147,24 @@ def test_inspection_rounds_really_run(tmp_path):
     rounds = []
     inside = []
 
-    def setup(eng):
-        eng.bulk_min = 1
-        groups, rows_ = eng._inspect_groups, eng._inspect_rows
+    groups, rows_ = inspection.inspect_groups, inspection.inspect_rows
 
-        def counted_groups(*a):
-            rounds.append(0)
-            inside.append(1)
-            try:
-                groups(*a)
-            finally:
-                inside.pop()
+    def counted_groups(*a):
+        rounds.append(0)
+        inside.append(1)
+        try:
+            groups(*a)
+        finally:
+            inside.pop()
 
-        def counted_rows(*a):
-            if inside:                   # the rounds of `_inspect_groups`, not the per-packet path's calls
-                rounds[-1] += 1
-            rows_(*a)
-        eng._inspect_groups, eng._inspect_rows = counted_groups, counted_rows
-
-    got, _ = run_engine(batches, Timeouts(), paths, setup)
+    def counted_rows(*a):
+        if inside:                   # the rounds of `inspect_groups`, not the per-packet path's calls
+            rounds[-1] += 1
+        rows_(*a)
+    monkeypatch.setattr(inspection, "inspect_groups", counted_groups)
+    monkeypatch.setattr(inspection, "inspect_rows", counted_rows)
+    got, _ = run_engine(batches, Timeouts(), paths, lambda eng: setattr(eng, "bulk_min", 1))
+    monkeypatch.undo()
     ref, _ = records(batches, Timeouts(), PER_PACKET, paths)
     assert sorted(map(repr, got)) == ref
     assert max(rounds) > 1

@@ -18,19 +18,16 @@ from contracts.community_id import community_id_packed, community_ids_ported
 from contracts.record import CLOSED, EVICTED, IDLE, INDEX, INTERIM, SHUTDOWN, TYPE_SESSION
 from contracts.wire import DEPTH_BITS, EVENT, ID_SHIFT, row_struct, session_id, take_rows
 
-from . import classify
+from . import classify, inspection
 from . import tcp as tcpmod
 from .expiry import Wheel
-from .groups import ranks, rounds, running_max
+from .groups import running_max
+from .inspection import class_of
 from .session import PORTED, Session
 from contracts.timeouts import Timeouts
 
 _ntop, _AF_INET, _AF_INET6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6
 _SYN, _ACK = tcpmod.SYN, tcpmod.ACK
-_Inspector = classify.Inspector
-_port_class = classify.registry.port_class
-_class_keys = classify.registry.class_keys
-_MIN_DISPATCH = classify.registry.MIN_DISPATCH
 _REFUSE_MIN = 8          # first payloads in a call worth a vectorised refusal test
 _I_APP, _I_FAMILY, _I_PATH = INDEX["app"], INDEX["family"], INDEX["proto_path"]
 _I_CCLASS, _I_CTYPE, _I_CFLAGS = INDEX["content_class"], INDEX["content_type"], INDEX["content_flags"]
@@ -38,7 +35,6 @@ _NONE = np.zeros(0, np.intp)
 _ROW_SIZE = EVENT.itemsize
 _COUNTS_SIZE = 12 * 8     # a session's counters (Session.c, array "q") in bytes
 _OCTET = [str(i) for i in range(256)]   # IPv4 address texts are made of these
-_INSPECT_COLUMNS = ("key", "dir", "ploff", "pllen", "proto", "sport", "dport")
 _OPEN_FIELDS = row_struct("fidx", "proto", "depth", "sport", "dport", "path", "parent")   # from the first row's bytes
 _GROUPED_MIN = 64                      # smaller batches: the per-packet path is cheaper
 _REPORTS_MIN = 32                      # fewer records at once: `_report` one by one is cheaper
@@ -140,17 +136,17 @@ class Engine:
         if not n:
             return
         self.stats["events"] += n
-        inspect = payload is not None and len(payload) and self.classify
+        inspecting = payload is not None and len(payload) and self.classify
         if self._per_packet(n):
             self._feed_rows(ev, None)
-            if inspect:
-                self._inspect(ev, payload)
+            if inspecting:
+                inspection.inspect(self.table, ev, payload, None, self.classify, self.refuse_min)
         else:
-            rest = self._bulk(ev, float("-inf"), payload if inspect else None)
+            rest = self._bulk(ev, float("-inf"), payload if inspecting else None)
             if len(rest):
                 self._feed_rows(ev, rest)
-                if inspect:
-                    self._inspect(ev, payload, rest)
+                if inspecting:
+                    inspection.inspect(self.table, ev, payload, rest, self.classify, self.refuse_min)
 
     def feed_batch(self, ev, cuts, payload=None) -> None:
         """A front-end batch: its rows cut in segments, `cuts` = [[end row, now], ...]
@@ -169,16 +165,16 @@ class Engine:
             self._flush()
             return
         self.stats["events"] += n
-        inspect = payload is not None and len(payload) and self.classify
-        rest = self._bulk(ev, max(self.now, max(now for _, now in cuts)), payload if inspect else None, cuts)
+        inspecting = payload is not None and len(payload) and self.classify
+        rest = self._bulk(ev, max(self.now, max(now for _, now in cuts)), payload if inspecting else None, cuts)
         bounds = np.searchsorted(rest, [end for end, _ in cuts]).tolist()
         lo = 0
         for (end, now), hi in zip(cuts, bounds):
             if hi > lo:
                 part = rest[lo:hi]
                 self._feed_rows(ev, part)
-                if inspect:
-                    self._inspect(ev, payload, part)
+                if inspecting:
+                    inspection.inspect(self.table, ev, payload, part, self.classify, self.refuse_min)
             self._advance(now)
             lo = hi
         self._flush()
@@ -250,7 +246,7 @@ class Engine:
         then). The rest is left to `_feed_rows` (returned: their row indexes, in frame
         order). Both paths give the same sessions, as the differential test checks.
         With `payload`, the bulk groups' payload rows are inspected here too
-        (`_inspect_groups`), only for sessions not yet classified."""
+        (`inspection.inspect_groups`), only for sessions not yet classified."""
         n = len(ev)
         keys = ev["key"]
         order = np.argsort(keys, kind="stable")        # stable: frame order inside a group
@@ -322,6 +318,7 @@ class Engine:
 
         new_tcp = tcpmod.TcpState
         synack = tcpmod.HS_SYNACK
+        inspector = inspection.Inspector         # a session still being classified has one
         linger = self.timeouts.close_linger
         close_expiry = self.timeouts.close_expiry
         retx = []
@@ -392,7 +389,7 @@ class Engine:
                     retx.append((g, st))
             if gi:
                 ins = s.insp
-                if ins is None or ins.__class__ is _Inspector:
+                if ins is None or ins.__class__ is inspector:
                     look.append((g, s))
         if fresh:
             self._open_groups(ev, first, fresh, fresh_to, sk[starts], tmax, sums, flor, gtcppl, gins,
@@ -406,7 +403,7 @@ class Engine:
         if retx:
             self._retransmissions(ev, gid, tcppl, retx, ng)
         if look:
-            self._inspect_groups(ev, payload, order, gs, plrows, look, ng)
+            inspection.inspect_groups(ev, payload, order, gs, plrows, look, ng, self.classify, self.refuse_min)
         if left is None:
             return _NONE
         return np.flatnonzero(left[gid])
@@ -579,122 +576,6 @@ class Engine:
         rows = np.flatnonzero(tcppl & (at[gid] >= 0))
         tcpmod.data_many([st for _, st in retx], at[gid[rows]], ev["dir"][rows], ev["seq"][rows], ev["payload"][rows])
 
-    def _inspect(self, ev, payload, rows=None) -> None:
-        """Classification: the rows that carry payload bytes (young sessions only), after
-        the batch's counters, so the hot loop above pays nothing for it. A session whose
-        inspector is done (or that has none to have) is skipped at once. `rows`: the
-        indexes of the rows to look at (None: all), in frame order."""
-        if rows is None:
-            idx = np.flatnonzero(ev["pllen"])
-        else:
-            idx = rows[ev["pllen"][rows] != 0]
-        get = self.table.get
-        self._inspect_rows(ev, payload, idx, [get(k) for k in ev["key"][idx].tolist()])
-
-    def _inspect_groups(self, ev, payload, order, gs, plrows, look, ng) -> None:
-        """`_inspect` for the bulk groups in `look` ((group, session) pairs: sessions
-        still being classified): their payload rows, in frame order inside each group
-        (the sessions are independent, and no advance of the batch can end a bulk
-        group's session before its last row, so this order gives the same results).
-        In rounds: round k takes each group's k-th payload row, only for the sessions
-        still being classified after round k - 1. Most are decided by their first
-        payload, and their later rows then cost nothing here."""
-        live = np.zeros(ng, bool)
-        sess = dict(look)
-        live[list(sess)] = True
-        sel = plrows[order]
-        sel &= live[gs]
-        pos = np.flatnonzero(sel)
-        if not len(pos):
-            return
-        rows, gp = order[pos], gs[pos]                 # grouped, frame order inside a group
-        for part in rounds(ranks(gp)[0], len(pos)):
-            part = part[live[gp[part]]]
-            if not len(part):
-                break                                   # no live group has a later row either
-            gk = gp[part]
-            ss = list(map(sess.__getitem__, gk.tolist()))
-            self._inspect_rows(ev, payload, rows[part], ss)
-            live[gk] = [s.insp.__class__ is _Inspector for s in ss]     # still inspecting
-
-    def _inspect_rows(self, ev, payload, idx, sessions) -> None:
-        raw = payload                      # bytes, or a view of the capture file: slices are copied
-        budget = self.classify
-        if self._refuse_first(ev, raw, idx, sessions):      # some sessions decided: the rest only
-            todo = [j for j, s in enumerate(sessions)
-                    if s is not None and (s.insp is None or s.insp.__class__ is _Inspector)]
-            idx, sessions = idx[todo], [sessions[j] for j in todo]
-        cols = [ev[c][idx].tolist() for c in _INSPECT_COLUMNS[1:]]
-        for s, d, o, n, proto, sp, dp in zip(sessions, *cols):
-            if s is None:
-                continue
-            ins = s.insp
-            if ins is not None and ins.__class__ is not _Inspector:
-                continue                            # done (its result) or nothing to inspect (False)
-            fc = d == s.client_dir                  # this row's sender is the client
-            if ins is None:
-                if proto != 6 and proto != 17:
-                    s.insp = False
-                    continue
-                cport, sport = (sp, dp) if fc else (dp, sp)
-                ins = s.insp = _Inspector(proto, cport, sport, budget)
-            want = ins.wants(fc)
-            if want and ins.feed(bytes(raw[o:o + min(want, n)]), fc):
-                s.insp = ins.result()               # the result replaces the inspector
-
-    def _refuse_first(self, ev, raw, idx, sessions) -> bool:
-        """The refusals' shortcut, over numpy columns: a TCP or UDP session of `sessions`
-        without an inspector yet (its first row here, in row order, is its first payload:
-        `idx` holds its rows' indexes, the per-packet path possibly several) whose first
-        payload every protocol it would be shown refuses (classify.refusals, and its port
-        class's `refusable` bits) gets at once the result its Inspector would have come
-        to (classify.unmatched). Python runs once per distinct (port class, first byte,
-        direction), not once per session. Returns whether it decided any."""
-        fresh = [j for j, s in enumerate(sessions) if s is not None and s.insp is None]
-        if len(fresh) < self.refuse_min:
-            return False
-        fresh = np.asarray(fresh, np.intp)
-        r = take_rows(ev, idx[fresh])
-        _, first = np.unique(r["key"], return_index=True)    # each session's first row (one key, one session)
-        if len(first) < len(fresh):
-            first.sort()
-            fresh, r = fresh[first], r[first]
-        proto = r["proto"]
-        ported = (proto == 6) | (proto == 17)
-        if not ported.all():
-            fresh, r, proto = fresh[ported], r[ported], proto[ported]
-        if not len(fresh):
-            return False
-        ss = [sessions[j] for j in fresh.tolist()]
-        fc = r["dir"] == np.fromiter([s.client_dir for s in ss], np.uint8, len(ss))
-        sp, dp = r["sport"], r["dport"]
-        cport, sport = np.where(fc, sp, dp), np.where(fc, dp, sp)
-        no = classify.refusals(raw, r["ploff"], r["pllen"], fc, proto, cport, sport)
-        some = np.flatnonzero(no)
-        if not len(some):
-            return False
-        no, fc, proto, cport, sport = no[some], fc[some], proto[some], cport[some], sport[some]
-        ploff, pllen = r["ploff"][some].astype(np.int64), r["pllen"][some]
-        b = np.full(len(some), 256, np.int64)               # the first byte; 256: too short to dispatch on
-        long = pllen >= _MIN_DISPATCH
-        b[long] = np.frombuffer(raw, np.uint8)[ploff[long]]
-        combo = ((_class_keys(proto, cport, sport) << 9 | b) << 1) | fc     # port class, first byte, direction
-        _, rep, inv = np.unique(combo, return_index=True, return_inverse=True)
-        need_u = np.empty(len(rep), np.int64)
-        res_u = []
-        for k, (j, pr, cp, svp, bj, f) in enumerate(zip(rep.tolist(), proto[rep].tolist(), cport[rep].tolist(),
-                                                        sport[rep].tolist(), b[rep].tolist(), fc[rep].tolist())):
-            pc = _port_class(pr, cp, svp)
-            need_u[k] = need = pc.refusable(None if bj == 256 else bj, f)
-            res_u.append(classify.unmatched(pc) if need > 0 else None)
-        need = need_u[inv]
-        done = np.flatnonzero((need > 0) & ((no & need) == need))
-        if not len(done):
-            return False
-        for j, k in zip(some[done].tolist(), inv[done].tolist()):
-            ss[j].insp = res_u[k]
-        return True
-
     def _open(self, ev, i, k, t, d, fl, first=None) -> Session:
         """A new session from row i (`first`: that row's bytes, when the caller has them)."""
         if self.max_sessions and len(self.table) >= self.max_sessions:
@@ -796,24 +677,12 @@ class Engine:
             for (j, _, _), rec in zip(ended, self._report_many([(s, True, why) for _, s, why in ended])):
                 recs[j] = rec
 
-    @staticmethod
-    def _class_of(s, proto, cport, sport) -> dict:
-        """The session's classification: its inspection's result, else its port's guess."""
-        ins = s.insp
-        if ins.__class__ is dict:
-            return ins
-        if ins:
-            return ins.result()
-        if proto in classify.NOPORT:
-            return classify.classify_noport(proto)
-        return classify.guess_by_port(proto, cport, sport)
-
     def _classified(self, s, rec, proto, cport, sport) -> None:
         """app, family, content and the protocol path's application part, from the
         session's inspection (or its port, marked as a guess). Returns the metadata,
         which go with the plugin fields (dotted names: tls.sni, http.host, ...).
         `_class_columns` is the same for many records at once."""
-        cls = self._class_of(s, proto, cport, sport)
+        cls = class_of(s, proto, cport, sport)
         if cls["app"] is None:
             return None
         rec[_I_APP] = cls["app"]
@@ -961,9 +830,8 @@ class Engine:
         finals = [it[1] for it in items]
         paths = [s.path for s in ss]
         if self.classify:
-            class_of = self._class_of
             ccols, paths, metas = self._class_columns(
-                [ins if ins.__class__ is dict else class_of(s, pr, cp, svp)     # done: its result, as _class_of
+                [ins if ins.__class__ is dict else class_of(s, pr, cp, svp)     # done: its result, as class_of
                  for s, ins, pr, cp, svp in zip(ss, [s.insp for s in ss], protos, cps, sps)], paths)
         else:
             ccols, metas = [repeat(None, n) for _ in _CLASS_FIELDS], None
