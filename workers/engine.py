@@ -7,67 +7,30 @@ Records accumulate in `records` (lists in `contracts.record.FIELDS` order) until
 the shell takes them. Time is packet time as given by the caller: offline
 runs are deterministic and the same whatever the number of workers.
 """
-import socket
 from array import array
-from collections import deque
-from itertools import compress, repeat
+from itertools import repeat
 
 import numpy as np
 
-from contracts.community_id import community_id_packed, community_ids_ported
-from contracts.record import CLOSED, EVICTED, IDLE, INDEX, INTERIM, SHUTDOWN, TYPE_SESSION
+from contracts.record import CLOSED, EVICTED, IDLE, INTERIM, SHUTDOWN
+from contracts.timeouts import Timeouts
 from contracts.wire import DEPTH_BITS, EVENT, ID_SHIFT, row_struct, session_id, take_rows
 
 from . import classify, inspection
 from . import tcp as tcpmod
 from .expiry import Wheel
 from .groups import running_max
-from .inspection import class_of
-from .session import PORTED, Session
-from contracts.timeouts import Timeouts
+from .records import RecordWriter
+from .session import Session
 
-_ntop, _AF_INET, _AF_INET6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6
 _SYN, _ACK = tcpmod.SYN, tcpmod.ACK
 _REFUSE_MIN = 8          # first payloads in a call worth a vectorised refusal test
-_I_APP, _I_FAMILY, _I_PATH = INDEX["app"], INDEX["family"], INDEX["proto_path"]
-_I_CCLASS, _I_CTYPE, _I_CFLAGS = INDEX["content_class"], INDEX["content_type"], INDEX["content_flags"]
 _NONE = np.zeros(0, np.intp)
 _ROW_SIZE = EVENT.itemsize
 _COUNTS_SIZE = 12 * 8     # a session's counters (Session.c, array "q") in bytes
-_OCTET = [str(i) for i in range(256)]   # IPv4 address texts are made of these
 _OPEN_FIELDS = row_struct("fidx", "proto", "depth", "sport", "dport", "path", "parent")   # from the first row's bytes
 _GROUPED_MIN = 64                      # smaller batches: the per-packet path is cheaper
-_REPORTS_MIN = 32                      # fewer records at once: `_report` one by one is cheaper
-_PORTED = sorted(PORTED)                # transports with ports
-_CLASS_FIELDS = ("content_class", "content_type", "content_flags", "app", "family")   # record order
-_EXT_FIELDS = tuple((INDEX[n], n) for n in _CLASS_FIELDS)
-_UNNAMED = (None,) * (len(_CLASS_FIELDS) + 1) + (False,)     # `_class_columns`' row of a classification naming no app
-
-
-def _extended(ext: dict, rec: list, meta):
-    """A plugin's values in the record (they win over the classifier's); returns the
-    metadata with its extra fields."""
-    for j, name in _EXT_FIELDS:
-        if name in ext:
-            rec[j] = ext[name]
-    if ext.get("extra"):
-        meta = dict(meta, **ext["extra"]) if meta else ext["extra"]
-    return meta
-
-
-def _class_path(cls: dict, path: str) -> str:
-    """A session's proto_path with its classification's application part at the end."""
-    suffix = cls["path_suffix"]
-    if suffix and not path.endswith("." + suffix):      # icmp is already the path's end
-        return path + "." + suffix
-    return path
-
-
-def _class_meta(cls: dict):
-    """A classification's metadata for the record (a new dict where it adds app_guess)."""
-    if cls["guess"]:
-        return dict(cls["meta"], app_guess=True)
-    return cls["meta"] or None
+_REPORTS_MIN = 32                      # fewer records at once: `RecordWriter.one` one by one is cheaper
 
 
 def _outlasts(timeout, linger, closing, slack, opened, closed, after) -> bool:
@@ -78,26 +41,6 @@ def _outlasts(timeout, linger, closing, slack, opened, closed, after) -> bool:
         return slack + timeout > 0
     lt = min(timeout, linger)
     return opened + timeout > 0 and closed + lt > 0 and after < lt
-
-
-def round6(x) -> list:
-    """`[round(v, 6) for v in x]` for a float64 array, exactly, without Python's slow
-    correctly-rounded decimal conversion for most values: N = rint(x * 1e6) is the
-    right number of microseconds whenever x * 1e6 lies clearly (by more than its
-    rounding error) inside N +- 0.5, and round() then returns the double nearest to
-    N / 10^6, which IEEE division gives exactly. Ties, huge and odd values take round()."""
-    x = np.asarray(x, np.float64)
-    with np.errstate(all="ignore"):
-        p = x * 1e6
-        n = np.rint(p)
-        good = np.abs(p - n) < 0.5 - np.abs(np.spacing(p))
-        good &= np.abs(p) < 2.0 ** 52
-    out = (n / 1e6).tolist()
-    if not good.all():
-        xs = x.tolist()
-        for j in np.flatnonzero(~good).tolist():
-            out[j] = round(xs[j], 6)
-    return out
 
 
 class Engine:
@@ -111,7 +54,7 @@ class Engine:
         self.proc = proc
         self.max_sessions = max_sessions
         self.bulk_min = _GROUPED_MIN      # batches this small take the per-packet path
-        self.report_min = _REPORTS_MIN    # fewer records at once: written one by one (`_report`)
+        self.report_min = _REPORTS_MIN    # fewer records at once: written one by one
         self.refuse_min = _REFUSE_MIN     # fewer first payloads at once: each one's Inspector decides
         self.classify = classify          # payload packets inspected per direction, 0: no classification
         self.plugins = list(plugins)
@@ -123,6 +66,7 @@ class Engine:
         self._ended = []                  # (place in records, session, reason): written by `_flush`
         self.now = float("-inf")   # packet time may be anything, even negative
         self.stats = {"events": 0, "sessions": 0, "records": 0, "final_records": 0, "evicted": 0}
+        self.writer = RecordWriter(sensor, worker, classify)
 
     # -- input ---------------------------------------------------------------
     def add_paths(self, paths: dict) -> None:
@@ -670,205 +614,24 @@ class Engine:
         self.records.append(None)
 
     def _flush(self) -> None:
-        """Write the last records of the sessions ended since the last flush, together."""
+        """Write the last records of the sessions ended since the last flush, together
+        (`RecordWriter.many`), or one by one when they are few."""
         if self._ended:
             ended, self._ended = self._ended, []
-            recs = self.records
-            for (j, _, _), rec in zip(ended, self._report_many([(s, True, why) for _, s, why in ended])):
-                recs[j] = rec
-
-    def _classified(self, s, rec, proto, cport, sport) -> None:
-        """app, family, content and the protocol path's application part, from the
-        session's inspection (or its port, marked as a guess). Returns the metadata,
-        which go with the plugin fields (dotted names: tls.sni, http.host, ...).
-        `_class_columns` is the same for many records at once."""
-        cls = class_of(s, proto, cport, sport)
-        if cls["app"] is None:
-            return None
-        rec[_I_APP] = cls["app"]
-        rec[_I_FAMILY] = cls["family"]
-        rec[_I_CCLASS] = cls["content_class"]
-        rec[_I_CTYPE] = cls["content_type"]
-        rec[_I_CFLAGS] = cls["content_flags"]
-        rec[_I_PATH] = _class_path(cls, rec[_I_PATH])
-        return _class_meta(cls)
-
-    @staticmethod
-    def _class_columns(clss, paths) -> tuple:
-        """`_classified` for many records (`clss`: their classifications, `paths`: their
-        protocol paths), a column at a time: ([content_class, content_type, content_flags,
-        app, family] columns, proto_path column, metadata list). Fields, path and metadata
-        are worked out once per distinct classification (and path): most records share a
-        few (the port guesses), and the columns are then gathered by builtins. A guess's
-        metadata is a new dict per record, as `_class_meta` makes it."""
-        if not clss:
-            return [[] for _ in _CLASS_FIELDS], [], []
-        ids = list(map(id, clss))
-        distinct = dict(zip(ids, clss))
-        row = {}                            # id -> the five fields, the metadata, whether it is a guess
-        for i, c in distinct.items():
-            if c["app"] is None:
-                row[i] = _UNNAMED
+            items = [(s, True, why) for _, s, why in ended]
+            if len(items) < self.report_min:
+                made = [self.writer.one(*it) for it in items]
             else:
-                row[i] = (*map(c.__getitem__, _CLASS_FIELDS), _class_meta(c), bool(c["guess"]))
-        *cols, metas, guesses = map(list, zip(*map(row.__getitem__, ids)))
-        if all(guesses):
-            metas = list(map(dict, metas))
-        elif any(guesses):
-            metas = [dict(m) if g else m for m, g in zip(metas, guesses)]
-        keys = list(zip(ids, paths))
-        path_of = {(i, p): p if row[i] is _UNNAMED else _class_path(distinct[i], p) for i, p in set(keys)}
-        return cols, list(map(path_of.__getitem__, keys)), metas
+                made = self.writer.many(items)
+            recs = self.records
+            for (j, _, _), rec in zip(ended, made):
+                recs[j] = rec
+            self.stats["records"] += len(made)
+            self.stats["final_records"] += len(made)
 
     def _report(self, s: Session, final: bool, reason: str) -> None:
-        self.records.append(self._record(s, final, reason))
-
-    def _record(self, s: Session, final: bool, reason: str) -> list:
-        """One record of the session as it is now (the reference `_report_many` follows)."""
-        s.reports += 1
-        c = s.c
-        u = 6 * s.client_dir
-        dn = 6 - u
-        ipver, proto, lo, lport, hi, hport, vlans = s.endpoints()
-        if s.client_dir == 0:
-            ca, cport, sa, sport = lo, lport, hi, hport
-        else:
-            ca, cport, sa, sport = hi, hport, lo, lport
-        af = _AF_INET if ipver == 4 else _AF_INET6
-        cip, sip = _ntop(af, ca), _ntop(af, sa)
-        st = s.tcp
-        rec = [TYPE_SESSION, final, reason, s.id, s.parent_id or None, self.sensor, self.worker, s.reports,
-               round(s.start, 6), round(s.last, 6), round(s.last - s.start, 6), ipver, proto,
-               cip, cport, sip, sport, list(vlans) if vlans else None, s.path,
-               c[0] + c[6], c[u], c[dn],
-               c[1] + c[7], c[u + 1], c[dn + 1],
-               c[2] + c[8], c[u + 2], c[dn + 2],
-               c[3] + c[9], c[u + 3], c[dn + 3],
-               c[4] + c[10], c[u + 4], c[dn + 4],
-               c[5] + c[11], c[u + 5], c[dn + 5],
-               round(st.rtt, 6) if st is not None and st.rtt is not None else None,
-               st.retrans if st is not None else 0,
-               st.flags if st is not None else 0,
-               None, None, None, None, None, community_id_packed(proto, ca, sa, cport, sport)]
-        meta = self._classified(s, rec, proto, cport, sport) if self.classify else None
-        if s.ext:
-            meta = _extended(s.ext, rec, meta)
-        if meta:
-            rec.append(meta)
+        """A record of the session as it is now, written at once."""
+        self.records.append(self.writer.one(s, final, reason))
         self.stats["records"] += 1
         if final:
             self.stats["final_records"] += 1
-        return rec
-
-    def _report_many(self, items) -> list:
-        """`_report` for (session, final, reason) items at once, in their order (an expiry
-        sweep's records), a column at a time: the first rows' endpoints, the counters,
-        the address texts and the community ids are worked out over numpy columns, the
-        records are zipped from the columns, and Python still asks the classifier once
-        per record. The records are `_report`'s exactly, as `tests/test_engine_report.py`
-        checks."""
-        n = len(items)
-        if n < self.report_min:
-            return [self._record(s, final, reason) for s, final, reason in items]
-        ss = [it[0] for it in items]
-        r = np.frombuffer(b"".join([s.first for s in ss]), EVENT)
-        cd = np.fromiter([s.client_dir for s in ss], np.uint8, n)
-        fwd = r["dir"] == cd                    # the first row's source is the client
-        f2 = fwd[:, None]
-        src = np.empty((n, 2), ">u8")
-        src[:, 0] = r["src_hi"]
-        src[:, 1] = r["src_lo"]
-        dst = np.empty((n, 2), ">u8")
-        dst[:, 0] = r["dst_hi"]
-        dst[:, 1] = r["dst_lo"]
-        ca = np.where(f2, src, dst).astype(">u8")      # 16 bytes each, IPv4 in the first 4
-        sa = np.where(f2, dst, src).astype(">u8")
-        cab, sab = ca.tobytes(), sa.tobytes()
-        sp, dp = r["sport"], r["dport"]
-        cport = np.where(fwd, sp, dp)
-        sport = np.where(fwd, dp, sp)
-        ipver = r["ipver"]
-        proto = r["proto"]
-        c = np.frombuffer(b"".join([s.c for s in ss]), np.int64).reshape(n, 12)
-        lo, hi = c[:, :6], c[:, 6:]
-        client_lo = (cd == 0)[:, None]
-        cnt = np.empty((18, n), np.int64)      # a row per counter field, in record order
-        cnt[0::3] = (lo + hi).T
-        cnt[1::3] = np.where(client_lo, lo, hi).T
-        cnt[2::3] = np.where(client_lo, hi, lo).T
-        v4 = ipver == 4
-        cips, sips = self._texts(ca[:, 0], v4, cab), self._texts(sa[:, 0], v4, sab)
-        # community ids: IPv4 and IPv6 sessions with ports in bulk, the rest one by one
-        cids = [None] * n
-        ported = np.isin(proto, _PORTED)
-        for ver, width in ((4, 4), (6, 16)):
-            sel = np.flatnonzero(ported & (ipver == ver))
-            if len(sel):
-                a = np.frombuffer(cab, np.uint8).reshape(n, 16)[sel, :width].tobytes()
-                b = np.frombuffer(sab, np.uint8).reshape(n, 16)[sel, :width].tobytes()
-                for j, cid in zip(sel.tolist(), community_ids_ported(a, b, width, proto[sel], cport[sel], sport[sel])):
-                    cids[j] = cid
-        protos, cps, sps = proto.tolist(), cport.tolist(), sport.tolist()
-        for j in np.flatnonzero(~ported).tolist():
-            w = 4 if v4[j] else 16
-            o = 16 * j
-            cps[j] = sps[j] = None
-            cids[j] = community_id_packed(protos[j], cab[o:o + w], sab[o:o + w], None, None)
-        vl = [None] * n
-        for j in np.flatnonzero(r["nvlan"]).tolist():
-            v = (int(r["vlan0"][j]), int(r["vlan1"][j]))[:int(r["nvlan"][j])]
-            vl[j] = list(v)
-        start = np.fromiter([s.start for s in ss], np.float64, n)
-        last = np.fromiter([s.last for s in ss], np.float64, n)
-        tcps = [s.tcp for s in ss]
-        timed = [j for j, st in enumerate(tcps) if st is not None and st.rtt is not None]
-        rtts = [None] * n
-        for j, v in zip(timed, round6(np.fromiter([tcps[j].rtt for j in timed], np.float64, len(timed)))):
-            rtts[j] = v
-        for s in ss:                            # each session once in `items` (`_flush`: ended sessions)
-            s.reports += 1
-        finals = [it[1] for it in items]
-        paths = [s.path for s in ss]
-        if self.classify:
-            ccols, paths, metas = self._class_columns(
-                [ins if ins.__class__ is dict else class_of(s, pr, cp, svp)     # done: its result, as class_of
-                 for s, ins, pr, cp, svp in zip(ss, [s.insp for s in ss], protos, cps, sps)], paths)
-        else:
-            ccols, metas = [repeat(None, n) for _ in _CLASS_FIELDS], None
-        out = list(map(list, zip(
-            repeat(TYPE_SESSION, n), finals, [it[2] for it in items], [s.id for s in ss],
-            [s.parent_id or None for s in ss], repeat(self.sensor, n), repeat(self.worker, n),
-            [s.reports for s in ss], round6(start), round6(last), round6(last - start), ipver.tolist(), protos,
-            cips, cps, sips, sps, vl, paths, *cnt.tolist(), rtts,
-            [st.retrans if st is not None else 0 for st in tcps], [st.flags if st is not None else 0 for st in tcps],
-            *ccols, cids)))
-        if any([s.ext for s in ss]):
-            for s, rec, meta in zip(ss, out, metas or repeat(None)):
-                if s.ext:
-                    meta = _extended(s.ext, rec, meta)
-                if meta:
-                    rec.append(meta)
-        elif metas is not None:                 # each record with metadata gets it at its end
-            deque(map(list.append, compress(out, metas), compress(metas, metas)), 0)
-        stats = self.stats
-        stats["records"] += n
-        stats["final_records"] += finals.count(True)
-        return out
-
-    @staticmethod
-    def _texts(words, v4, raw) -> list:
-        """The addresses' texts. IPv4: dotted decimal from a table of the 256 octets (what
-        inet_ntop writes, at a third of its cost); IPv6: inet_ntop. `words`: each
-        address's first 8 bytes as a big-endian number, `raw`: 16 bytes per address."""
-        n = len(words)
-        j4 = np.flatnonzero(v4)
-        texts4 = [f"{_OCTET[a >> 24]}.{_OCTET[(a >> 16) & 255]}.{_OCTET[(a >> 8) & 255]}.{_OCTET[a & 255]}"
-                  for a in (words[j4] >> 32).tolist()]
-        if len(j4) == n:
-            return texts4
-        out = [None] * n
-        for j, t in zip(j4.tolist(), texts4):
-            out[j] = t
-        for j in np.flatnonzero(~v4).tolist():
-            out[j] = _ntop(_AF_INET6, raw[16 * j:16 * j + 16])
-        return out
