@@ -263,8 +263,8 @@ def test_shared_capture_same_records(path):
 
 
 def test_running_max_per_group():
-    """`groups.running_max` against a brute force, time in order (its shortcut) and not."""
-    from workers.groups import running_max
+    """`rounds.running_max` against a brute force, time in order (its shortcut) and not."""
+    from workers.rounds import running_max
     rng = np.random.default_rng(3)
     for trial in range(500):
         n = int(rng.integers(1, 40))

@@ -1,42 +1,121 @@
-"""Rows in grouped order: the numpy steps the batch path's rules share.
+"""A batch's rows grouped by session: what the batch path knows of each group at once.
 
 A batch's rows sorted by session key with a stable sort are "in grouped order":
-each session's rows together, in frame order inside the group. Rules applied
-segment by segment (TCP's control segments, the classifier's payload rows) run
-over such rows in rounds: a session's k-th row in round k, so each round is one
-numpy step over many sessions and no session sees its rows out of order.
+each session's rows together, in frame order inside the group. `Groups` holds
+that order and every per-group figure the batch path needs (counters summed
+per direction, the first FIN/RST, ...), worked out with numpy once per batch.
+Rules applied segment by segment (TCP's control segments, the classifier's
+payload rows) run over grouped rows in rounds (`rounds`).
 """
 import numpy as np
 
-
-def ranks(gs):
-    """For rows in grouped order (`gs`: each row's group, non-decreasing): each row's rank
-    inside its group, where each group starts, and its size."""
-    n = len(gs)
-    heads = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])
-    sizes = np.diff(np.r_[heads, n])
-    return np.arange(n) - np.repeat(heads, sizes), heads, sizes
+from .rounds import running_max
+from .tcp import ACK, CONTROL, FIN, RST, SYN
 
 
-def rounds(rank, limit: int) -> list:
-    """The row indexes of rank 0, then of rank 1, ... up to `limit` ranks, each in row
-    order: a group's k-th row is in round k."""
-    by_rank = np.argsort(rank, kind="stable")
-    k = min(int(rank.max()) + 1, limit) if len(rank) else 0
-    bounds = np.searchsorted(rank[by_rank], np.arange(k + 1)).tolist()
-    return [by_rank[lo:hi] for lo, hi in zip(bounds, bounds[1:])]
+class Groups:
+    """The rows of one batch (`ev`, EVENT rows in frame order) grouped by session key.
+    Arrays "per row" are in frame order, "per grouped row" in grouped order, "per group"
+    indexed by group (groups numbered in key order)."""
+    __slots__ = (
+        "n",            # number of groups
+        "order",        # per grouped row: its row
+        "starts",       # per group: where its rows start in grouped order
+        "gs",           # per grouped row: its group
+        "gid",          # per row: its group
+        "first",        # per group: its first row
+        "keys",         # per group: its session key
+        "ts",           # per grouped row: packet time
+        "flags",        # per grouped row: TCP flags
+        "gap",          # per grouped row: time since the group's previous row (-inf at its first)
+        "last_ts",      # per group: the latest packet time
+        "max_gap",      # per group: the longest gap between two of its rows
+        "flags_or",     # per group: its rows' TCP flags ORed
+        "counts",       # per group: 12 counters, as Session.c holds them (6 per canonical direction)
+        "tcp_data",     # per row: a TCP segment with payload (the retransmission rule's rows)
+        "tcp_data_n",   # per group: its rows in tcp_data
+        "payload_rows",  # per row: it carries payload bytes for the classifier (None: no payload sent)
+        "payload_n",    # per group: its rows in payload_rows
+        "has_control",  # any SYN, FIN or RST in the batch
+        "close_ts",     # per group: time of its first FIN or RST (inf: none)
+        "close_pos",    # per group: grouped position of its first FIN or RST (n rows: none); None: no control
+        "reopens",      # per group: a SYN (no ACK) comes after its first FIN or RST
+        "any_syn",      # per group: it has a SYN without ACK
+        "_runmax",
+    )
 
+    def __init__(self, ev, with_payload: bool):
+        n = len(ev)
+        keys = ev["key"]
+        self.order = order = np.argsort(keys, kind="stable")        # stable: frame order inside a group
+        sk = keys[order]
+        brk = np.empty(n, bool)
+        brk[0] = True
+        np.not_equal(sk[1:], sk[:-1], out=brk[1:])
+        self.starts = starts = np.flatnonzero(brk)
+        self.n = ng = len(starts)
+        self.gs = gs = np.cumsum(brk) - 1
+        self.gid = gid = np.empty(n, np.intp)
+        gid[order] = gs
+        self.first = order[starts]
+        self.keys = sk[starts]
+        self.ts = tss = ev["ts"][order]
+        self.last_ts = np.maximum.reduceat(tss, starts)
+        self.gap = gap = np.empty(n)
+        gap[1:] = tss[1:] - tss[:-1]
+        gap[starts] = -np.inf
+        self.max_gap = np.maximum.reduceat(gap, starts)
+        fl = ev["tcpflags"]
+        self.flags = fls = fl[order]
+        self.flags_or = flor = np.bitwise_or.reduceat(fls, starts)
+        self._sums(ev, ng)
+        if with_payload:
+            self.payload_rows = ev["pllen"] != 0
+            self.payload_n = np.bincount(gid, self.payload_rows, ng)
+        else:
+            self.payload_rows = None
+            self.payload_n = np.zeros(ng, np.intp)
+        self.has_control = bool(((flor & CONTROL) != 0).any())
+        self._closes(n, ng)
+        self._runmax = None
 
-def running_max(tss, gs):
-    """Packet time's running maximum inside each group, for rows in grouped order (`gs`:
-    each row's group, non-decreasing): by ranks, group g's offset by g * n, so the
-    running maximum never crosses groups. Packet time that never steps back inside a
-    group (the common case: captures are in time order) is its own running maximum."""
-    n = len(tss)
-    if n < 2 or bool(((tss[1:] >= tss[:-1]) | (gs[1:] != gs[:-1])).all()):
-        return tss
-    srt = np.argsort(tss, kind="stable")
-    rank = np.empty(n, np.int64)
-    rank[srt] = np.arange(n)
-    off = gs * n
-    return tss[srt][np.maximum.accumulate(rank + off) - off]
+    def _sums(self, ev, ng) -> None:
+        """The counters per group and direction (bincount over group * 2 + direction)."""
+        gid = self.gid
+        lab = gid * 2 + ev["dir"]
+        m2 = 2 * ng
+        pl = ev["payload"]
+        haspl = pl != 0
+        sums = np.empty((m2, 6), np.int64)
+        sums[:, 0] = np.bincount(lab, minlength=m2)
+        sums[:, 1] = np.bincount(lab, ev["wirelen"], m2)
+        sums[:, 2] = np.bincount(lab, ev["ncap"], m2)
+        sums[:, 3] = np.bincount(lab, ev["caplen"], m2)
+        sums[:, 4] = np.bincount(lab, haspl, m2)
+        sums[:, 5] = np.bincount(lab, pl, m2)
+        self.counts = sums.reshape(ng, 12)
+        self.tcp_data = haspl & (ev["tcpflags"] != 0)
+        self.tcp_data_n = np.bincount(gid, self.tcp_data, ng)
+
+    def _closes(self, n, ng) -> None:
+        """When each group's first FIN/RST comes, and whether a SYN (no ACK) follows it."""
+        if not self.has_control:
+            self.close_pos = None
+            self.reopens = self.any_syn = np.zeros(ng, bool)
+            self.close_ts = np.full(ng, np.inf)
+            return
+        fls, starts = self.flags, self.starts
+        pos = np.arange(n)
+        fr = (fls & (FIN | RST)) != 0
+        syn = (fls & (SYN | ACK)) == SYN
+        self.close_ts = np.minimum.reduceat(np.where(fr, self.ts, np.inf), starts)
+        self.close_pos = np.minimum.reduceat(np.where(fr, pos, n), starts)
+        syn_pos = np.maximum.reduceat(np.where(syn, pos, -1), starts)
+        self.reopens = syn_pos > self.close_pos
+        self.any_syn = syn_pos >= 0
+
+    def running_max(self):
+        """Per grouped row: packet time's running maximum inside its group (made once)."""
+        if self._runmax is None:
+            self._runmax = running_max(self.ts, self.gs)
+        return self._runmax

@@ -27,7 +27,7 @@ import numpy as np
 from contracts.wire import take_rows
 
 from . import classify
-from .groups import ranks, rounds
+from .rounds import ranks, rounds
 
 Inspector = classify.Inspector      # module attribute: tests count the ones made
 _port_class = classify.registry.port_class

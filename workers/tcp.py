@@ -20,9 +20,10 @@ proven equal to the one-segment form by tests/test_tcp.py.
 """
 import numpy as np
 
-from .groups import ranks, rounds
+from .rounds import ranks, rounds
 
 SYN, FIN, RST, ACK = 0x02, 0x01, 0x04, 0x10
+CONTROL = SYN | FIN | RST      # the flags that can change handshake or close state
 MASK = 0xFFFFFFFF
 HALF = 0x80000000
 
@@ -151,7 +152,7 @@ def control_segments(gs, dirs, flags, chosen):
     row's group is being applied): SYN, FIN and RST segments, and after each SYN-ACK its
     group's next ACK the other way (the handshake's last). Any other segment only adds
     its flags to `TcpState.flags`. A bool mask over the rows."""
-    ctl = chosen & ((flags & (SYN | FIN | RST)) != 0)
+    ctl = chosen & ((flags & CONTROL) != 0)
     sa = np.flatnonzero(ctl & ((flags & (SYN | ACK)) == (SYN | ACK)))
     if len(sa):
         ack = np.flatnonzero(chosen & ((flags & (SYN | ACK)) == ACK))   # a SYN-ACK itself is no handshake ACK
@@ -296,3 +297,14 @@ def data_many(states, session, dirs, seqs, lens) -> None:
             st.lo0, st.hi0 = lo, hi
         else:
             st.lo1, st.hi1 = lo, hi
+
+
+def waiting(states):
+    """Per state (None: no TCP state yet): whether its handshake waits for the client's ACK
+    (a SYN-ACK seen), and whether a FIN or RST has been seen. `control_segments` picks a
+    handshake's last ACK only after a SYN-ACK of the same batch, and a SYN after a close
+    opens a new session: the batch path leaves such sessions to the per-packet path."""
+    n = len(states)
+    hs = np.fromiter([st.hs if st is not None else HS_NONE for st in states], np.int8, n)
+    close = np.fromiter([st.close if st is not None else 0 for st in states], np.int8, n)
+    return hs == HS_SYNACK, close != 0
