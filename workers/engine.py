@@ -1,11 +1,24 @@
 """The worker's sans-IO core: keyed event batches and time in, session records out.
 
-`feed(events)` updates sessions from the precomputed columns (no parsing),
-`advance(now)` expires idle and closed sessions and writes interim reports,
-`finish(now)` ends the stream (idle ones as "idle", the rest as "shutdown").
-Records accumulate in `records` (lists in `contracts.record.FIELDS` order) until
-the shell takes them. Time is packet time as given by the caller: offline
-runs are deterministic and the same whatever the number of workers.
+`feed(events)` and `feed_batch(events, cuts)` update sessions from the
+front-end's precomputed columns (no parsing), `advance(now)` expires idle and
+closed sessions and writes interim reports, `finish(now)` (or `finishing`, a
+slice at a time) ends the stream: idle sessions as "idle", the rest as
+"shutdown". `take_records()` hands the records over (lists in
+`contracts.record.NAMES` order). Time is packet time as given by the caller:
+offline runs are deterministic and the same whatever the number of workers.
+
+A batch's rows reach their sessions one of two ways that give the same records
+(tests/test_engine_bulk.py):
+- per packet (`_feed_rows`), the reference: one row at a time, in frame order;
+- the batch path (`_bulk`): rows grouped by session (`groups.Groups`), each
+  session's rows applied at once, for the sessions `plan.stays` admits; the
+  others go per packet, between the batch's advances.
+This module holds the API, the session table's use (`table.SessionTable`), the
+expiry sweep and both paths' session updates; the rules they apply live beside
+it: TCP (`tcp`), which sessions may take the batch path (`plan`), payload
+classification (`inspection`), the record (`records`), timeouts and the idle
+rule (`contracts.timeouts`). docs/design.md ("Engine layout") maps them.
 """
 from array import array
 
@@ -22,7 +35,7 @@ from .records import RecordWriter
 from .session import Session
 from .table import SessionTable
 
-_SYN, _ACK = tcpmod.SYN, tcpmod.ACK
+_SYN, _ACK, _CONTROL = tcpmod.SYN, tcpmod.ACK, tcpmod.CONTROL
 _REFUSE_MIN = 8          # first payloads in a call worth a vectorised refusal test
 _NONE = np.zeros(0, np.intp)
 _ROW_SIZE = EVENT.itemsize
@@ -44,6 +57,8 @@ class _Touched:
 
 
 class Engine:
+    """One worker's sessions (`max_sessions`: the table's capacity, 0: none)."""
+
     def __init__(self, worker: int = 0, timeouts: Timeouts = Timeouts(), sensor: str = "",
                  proc: int = 0, max_sessions: int = 0, plugins=(), classify: int = classify.BUDGET):
         self.worker = worker
@@ -52,7 +67,6 @@ class Engine:
                                                   timeouts.dns)}
         self.sensor = sensor
         self.proc = proc
-        self.max_sessions = max_sessions
         self.bulk_min = _GROUPED_MIN      # batches this small take the per-packet path
         self.report_min = _REPORTS_MIN    # fewer records at once: written one by one
         self.refuse_min = _REFUSE_MIN     # fewer first payloads at once: each one's Inspector decides
@@ -129,6 +143,7 @@ class Engine:
         whole batch."""
         return n < self.bulk_min or bool(self.packet_plugins) or self.table.may_fill(n)
 
+    # -- per packet: the reference -------------------------------------------
     def _feed_rows(self, ev, rows) -> None:
         """The reference path: one packet at a time, in frame order (`rows`: the indexes
         of the rows to apply, None: all). `_bulk` must give the same sessions."""
@@ -166,7 +181,7 @@ class Engine:
                 st = s.tcp
                 if st is None:
                     st = s.tcp = new_tcp()
-                if not pl and not fl & 0x07 and st.hs == hs_done:
+                if not pl and not fl & _CONTROL and st.hs == hs_done:
                     st.flags |= fl          # a pure ACK after the handshake changes nothing else
                 elif tcp_update(st, d, d == s.client_dir, fl, seq, pl, t) and close_expiry:
                     s.timeout = self.timeouts.close_linger
@@ -175,6 +190,30 @@ class Engine:
                 for p in pp:
                     p.on_packet(s, ev[i])
 
+    def _open(self, ev, i, k, t, d, fl, first=None) -> Session:
+        """A new session from row i (`first`: that row's bytes, when the caller has them)."""
+        victim = self.table.victim()
+        if victim is not None:
+            self.stats["evicted"] += 1
+            self._end(victim, EVICTED)
+        if first is None:
+            first = ev[i].tobytes()
+        fidx, proto, depth, sport, dport, pid, parent = _OPEN_FIELDS.unpack_from(first)
+        # the first packet's sender is the client, unless it is a SYN-ACK (capture began mid-handshake)
+        client_dir = d if not (fl & _SYN and fl & _ACK) else 1 - d
+        timeout = self.timeouts.idle_for(proto, sport, dport)
+        s = Session(k, session_id(fidx, depth, self.proc), parent, depth, client_dir, t, timeout,
+                    first, self.paths.get(pid, ""))
+        self.table[k] = s
+        self.stats["sessions"] += 1
+        active = self.timeouts.active
+        s.next_report = t + active if active > 0 else float("inf")
+        self.wheel.file(s, min(t + timeout, s.next_report))
+        for p in self.plugins:
+            p.on_start(s)
+        return s
+
+    # -- the batch path --------------------------------------------------------
     def _bulk(self, ev, horizon, payload=None, cuts=None):
         """The batch path: the rows grouped by session key with numpy (`Groups`), so Python
         runs once per session per batch and once per control segment (SYN, FIN, RST, the
@@ -215,7 +254,7 @@ class Engine:
         for j, s, tm, m, fo, tp, gi in zip(kn.tolist(), [found[j] for j in kn.tolist()], g.last_ts[kn].tolist(),
                                           g.counts[kn].tolist(), g.flags_or[kn].tolist(),
                                           g.tcp_data_n[kn].tolist(), g.payload_n[kn].tolist()):
-            if fo & 0x07:
+            if fo & _CONTROL:
                 touched.control[j] = s
                 touched.before[j] = s.last
             if tm > s.last:
@@ -297,7 +336,7 @@ class Engine:
                 st.flags = fo
                 if tp:
                     touched.data.append((gg, st))
-                if fo & 0x07:
+                if fo & _CONTROL:
                     touched.control[gg] = s
                     touched.before[gg] = t
             if gi:
@@ -343,29 +382,6 @@ class Engine:
         rows = np.flatnonzero(g.tcp_data & (at[g.gid] >= 0))
         tcpmod.data_many([st for _, st in data], at[g.gid[rows]], ev["dir"][rows], ev["seq"][rows],
                          ev["payload"][rows])
-
-    def _open(self, ev, i, k, t, d, fl, first=None) -> Session:
-        """A new session from row i (`first`: that row's bytes, when the caller has them)."""
-        victim = self.table.victim()
-        if victim is not None:
-            self.stats["evicted"] += 1
-            self._end(victim, EVICTED)
-        if first is None:
-            first = ev[i].tobytes()
-        fidx, proto, depth, sport, dport, pid, parent = _OPEN_FIELDS.unpack_from(first)
-        # the first packet's sender is the client, unless it is a SYN-ACK (capture began mid-handshake)
-        client_dir = d if not (fl & _SYN and fl & _ACK) else 1 - d
-        timeout = self.timeouts.idle_for(proto, sport, dport)
-        s = Session(k, session_id(fidx, depth, self.proc), parent, depth, client_dir, t, timeout,
-                    first, self.paths.get(pid, ""))
-        self.table[k] = s
-        self.stats["sessions"] += 1
-        active = self.timeouts.active
-        s.next_report = t + active if active > 0 else float("inf")
-        self.wheel.file(s, min(t + timeout, s.next_report))
-        for p in self.plugins:
-            p.on_start(s)
-        return s
 
     # -- time ----------------------------------------------------------------
     def advance(self, now: float) -> None:
