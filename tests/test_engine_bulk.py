@@ -25,7 +25,7 @@ from tests.shared import all_captures, capture_ids, needs_shared
 
 PER_PACKET, BULK = 1 << 60, 1
 SHORT = Timeouts.make(idle_timeout=2, active_timeout=3, close_linger=1)
-# the bulk path's per-row check (`Engine._room`) against every timeout shape: idle shorter
+# the bulk path's per-row check (`plan.room`) against every timeout shape: idle shorter
 # than the interim report period, a linger longer than the idle timeout, no close expiry
 TIMEOUTS = [SHORT, Timeouts(), Timeouts.make(idle_timeout=2, active_timeout=300, close_linger=1),
             Timeouts.make(idle_timeout=1, active_timeout=300, close_linger=3),

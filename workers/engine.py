@@ -390,6 +390,9 @@ class Engine:
         self._flush()
 
     def _advance(self, now: float) -> None:
+        """The sweep (Suricata's flow-manager concern): the sessions the wheel has due by
+        `now` end when idle (closed ones as "closed"), or write their interim report;
+        the others are filed again at their next deadline."""
         if now > self.now:
             self.now = now
         now = self.now
