@@ -108,7 +108,7 @@ def stage_frontend(trace, workers):
     payload bytes stay in the mapped file: `pack(gather=False)`)."""
     from pipeline.frontend.core import FrontEnd
     from pipeline.frontend.readers import open_capture
-    from workers.timeouts import Timeouts
+    from contracts.timeouts import Timeouts
     fe = FrontEnd(workers, Timeouts())
     r = open_capture(str(trace))
     batches = []
@@ -124,7 +124,7 @@ def stage_frontend(trace, workers):
 def stage_worker(batches, paths, classify=10):
     """One worker's share of the work, on every row (a one-worker front-end's batches)."""
     from workers.engine import Engine
-    from workers.timeouts import Timeouts
+    from contracts.timeouts import Timeouts
     eng = Engine(0, Timeouts(), "bench", classify=classify)
     eng.add_paths(paths)
     n = sum(len(e) for e, _, _ in batches)
@@ -158,7 +158,7 @@ sys.path.insert(0, {str(ROOT)!r})
 from contracts.wire import EVENT
 from pipeline.frontend.keying import key_rows
 from workers.engine import Engine
-from workers.timeouts import Timeouts
+from contracts.timeouts import Timeouts
 n = {n}
 ev = np.zeros(n, EVENT)
 ev["ipver"] = 4; ev["proto"] = 6; ev["ts"] = 1.7e9 + np.arange(n) * 1e-4

@@ -7,7 +7,7 @@ import sys
 # (no linear algebra): one thread, unless the user says otherwise. Before numpy loads.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from workers.timeouts import Timeouts  # noqa: E402
+from contracts.timeouts import Timeouts  # noqa: E402
 
 
 def _positive_int(v):

@@ -21,7 +21,7 @@ from pipeline.frontend.readers import CaptureError
 from workers import classify
 from workers.classify import Inspector, registry
 from workers.classify.registry import NO, TCP, UDP
-from workers.timeouts import Timeouts
+from contracts.timeouts import Timeouts
 from tests.rows import run_engine
 from tests.shared import all_captures, capture_ids, needs_shared
 from tests.test_classify import RFC9001_CLIENT_INITIAL, client_hello, dns_pair
@@ -111,7 +111,7 @@ def records(batches, paths, refuse_min, counted=None, bulk_min=None):
     real = classify.Inspector
     made = []
     if counted is not None:
-        import workers.engine as engine
+        import workers.inspection as inspection
 
         class Counted(real):
             __slots__ = ()
@@ -119,12 +119,12 @@ def records(batches, paths, refuse_min, counted=None, bulk_min=None):
             def __init__(self, *a):
                 made.append(1)
                 super().__init__(*a)
-        engine._Inspector = Counted
+        inspection.Inspector = Counted
     try:
         out, _ = run_engine(batches, Timeouts(), paths, setup)
     finally:
         if counted is not None:
-            engine._Inspector = real
+            inspection.Inspector = real
     if counted is not None:
         counted.append(len(made))
     return sorted(map(repr, out))

@@ -5,7 +5,7 @@ import pytest
 from contracts.record import NAMES, as_dict
 from workers.engine import Engine
 from workers.tcp import ACK, FIN, RST, SYN
-from workers.timeouts import Timeouts
+from contracts.timeouts import Timeouts
 from tests.rows import rows
 
 C, S = "10.0.0.1", "10.0.0.2"

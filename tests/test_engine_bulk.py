@@ -16,15 +16,16 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from pipeline.frontend.core import FrontEnd
 from pipeline.frontend.readers import CaptureError, open_capture
 from pipeline import tracegen
+from workers import inspection
 from workers.engine import Engine
 from workers.tcp import ACK, FIN, RST, SYN
-from workers.timeouts import Timeouts
+from contracts.timeouts import Timeouts
 from tests.rows import rows, run_engine
 from tests.shared import all_captures, capture_ids, needs_shared
 
 PER_PACKET, BULK = 1 << 60, 1
 SHORT = Timeouts.make(idle_timeout=2, active_timeout=3, close_linger=1)
-# the bulk path's per-row check (`Engine._room`) against every timeout shape: idle shorter
+# the bulk path's per-row check (`plan.room`) against every timeout shape: idle shorter
 # than the interim report period, a linger longer than the idle timeout, no close expiry
 TIMEOUTS = [SHORT, Timeouts(), Timeouts.make(idle_timeout=2, active_timeout=300, close_linger=1),
             Timeouts.make(idle_timeout=1, active_timeout=300, close_linger=3),
@@ -137,7 +138,7 @@ def test_bulk_path_really_runs(tmp_path):
     assert sum(seen) < total / 2
 
 
-def test_inspection_rounds_really_run(tmp_path):
+def test_inspection_rounds_really_run(tmp_path, monkeypatch):
     """The bulk path feeds a batch's payload rows to the classifier in rounds (a session's
     k-th row in round k, only while it is undecided). The records must be the per-packet
     path's, and some batch must have needed more than one round for that to mean much."""
@@ -146,25 +147,24 @@ def test_inspection_rounds_really_run(tmp_path):
     rounds = []
     inside = []
 
-    def setup(eng):
-        eng.bulk_min = 1
-        groups, rows_ = eng._inspect_groups, eng._inspect_rows
+    groups, rows_ = inspection.inspect_groups, inspection.inspect_rows
 
-        def counted_groups(*a):
-            rounds.append(0)
-            inside.append(1)
-            try:
-                groups(*a)
-            finally:
-                inside.pop()
+    def counted_groups(*a):
+        rounds.append(0)
+        inside.append(1)
+        try:
+            groups(*a)
+        finally:
+            inside.pop()
 
-        def counted_rows(*a):
-            if inside:                   # the rounds of `_inspect_groups`, not the per-packet path's calls
-                rounds[-1] += 1
-            rows_(*a)
-        eng._inspect_groups, eng._inspect_rows = counted_groups, counted_rows
-
-    got, _ = run_engine(batches, Timeouts(), paths, setup)
+    def counted_rows(*a):
+        if inside:                   # the rounds of `inspect_groups`, not the per-packet path's calls
+            rounds[-1] += 1
+        rows_(*a)
+    monkeypatch.setattr(inspection, "inspect_groups", counted_groups)
+    monkeypatch.setattr(inspection, "inspect_rows", counted_rows)
+    got, _ = run_engine(batches, Timeouts(), paths, lambda eng: setattr(eng, "bulk_min", 1))
+    monkeypatch.undo()
     ref, _ = records(batches, Timeouts(), PER_PACKET, paths)
     assert sorted(map(repr, got)) == ref
     assert max(rounds) > 1
@@ -263,8 +263,8 @@ def test_shared_capture_same_records(path):
 
 
 def test_running_max_per_group():
-    """`_running_max` against a brute force, time in order (its shortcut) and not."""
-    from workers.engine import _running_max
+    """`rounds.running_max` against a brute force, time in order (its shortcut) and not."""
+    from workers.rounds import running_max
     rng = np.random.default_rng(3)
     for trial in range(500):
         n = int(rng.integers(1, 40))
@@ -273,7 +273,7 @@ def test_running_max_per_group():
         if trial % 2:
             tss = np.sort(tss)
         exp = [max(tss[j] for j in range(i + 1) if gs[j] == gs[i]) for i in range(n)]
-        assert _running_max(tss, gs).tolist() == exp
+        assert running_max(tss, gs).tolist() == exp
 
 
 @pytest.mark.parametrize("timeouts", TIMEOUTS + [Timeouts(tcp=2.5, udp=60, icmp=60, other=60, dns=15)])

@@ -1,7 +1,7 @@
-"""The worker's batched record writer (`Engine._report_many`) against `_report`.
+"""The worker's batched record writer (`RecordWriter.many`) against `RecordWriter.one`.
 
 An expiry sweep writes its records together: endpoints, counters and community
-ids come from numpy columns. The records must be exactly those `_report` writes
+ids come from numpy columns. The records must be exactly those `one` writes
 one session at a time. Both engines are fed the same batches; one writes every
 sweep record by record (`report_min` huge), the other in bulk (`report_min` 1).
 Inputs: random rows (key collisions, idle gaps, interim reports), the project's
@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from contracts.community_id import community_ids_ported, hash_packed
 from contracts.record import INDEX
-from workers.engine import round6
+from workers.records import address_texts, round6
 from workers.plugins import _Adapter
-from workers.timeouts import Timeouts
+from contracts.timeouts import Timeouts
 from tests.rows import run_engine
 from tests.shared import all_captures, capture_ids, needs_shared
 from tests.test_engine_bulk import SHORT, build, cut, demo_trace, front_end_batches, packet
@@ -123,11 +123,21 @@ def test_round6_is_pythons_round(values):
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.one_of(st.binary(min_size=4, max_size=4), st.binary(min_size=16, max_size=16)), max_size=40))
 def test_address_texts_are_inet_ntops(addresses):
-    """`Engine._texts` (IPv4 from an octet table) writes what socket.inet_ntop writes."""
+    """`address_texts` (IPv4 from an octet table) writes what socket.inet_ntop writes."""
     import socket
-    from workers.engine import Engine
     raw = b"".join(a.ljust(16, b"\0") for a in addresses)
     words = np.frombuffer(raw, ">u8").reshape(-1, 2)[:, 0] if addresses else np.zeros(0, ">u8")
     v4 = np.array([len(a) == 4 for a in addresses], bool)
     exp = [socket.inet_ntop(socket.AF_INET if len(a) == 4 else socket.AF_INET6, a) for a in addresses]
-    assert Engine._texts(words, v4, raw) == exp
+    assert address_texts(words, v4, raw) == exp
+
+
+def test_a_schema_field_the_column_builder_lacks_fails(tmp_path, monkeypatch):
+    """The column builder files each column under its field's name and orders them by the
+    schema: a field the schema gains and the builder does not fill is an error, not a
+    shifted record."""
+    import workers.records as records
+    batches, paths = front_end_batches(demo_trace(tmp_path), 512, SHORT)
+    monkeypatch.setattr(records, "NAMES", records.NAMES + ("mac_address",))
+    with pytest.raises(KeyError, match="mac_address"):
+        run_engine(batches, SHORT, paths, lambda e: setattr(e, "report_min", BATCHED))

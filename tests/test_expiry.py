@@ -9,7 +9,7 @@ from workers.engine import Engine
 from workers.expiry import Wheel
 from workers.session import Session
 from workers.tcp import ACK, FIN, SYN
-from workers.timeouts import Timeouts
+from contracts.timeouts import Timeouts
 from tests.rows import rows, run_engine
 from tests.test_engine_bulk import TIMEOUTS, build, cut, demo_trace, front_end_batches, packet
 

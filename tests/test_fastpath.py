@@ -139,7 +139,7 @@ def test_qinq_http_session_is_classified_from_its_payload(tmp_path):
     offset they all fell to the slow path, which ships none)."""
     from tests.rows import run_engine
     from tests.test_engine_bulk import front_end_batches
-    from workers.timeouts import Timeouts
+    from contracts.timeouts import Timeouts
     from contracts.record import INDEX
     c, s = b"\x0a\x00\x00\x01", b"\xc0\xa8\x01\x02"
     get = b"GET /x HTTP/1.1\r\nHost: qinq.example\r\n\r\n"

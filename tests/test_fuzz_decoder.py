@@ -31,7 +31,7 @@ from pipeline.frontend.readers import Chunk
 from tests import damage
 from tests.test_slowpath import (LINKTYPE_CHOICES, eth, frag6, gtp, ipv4, ipv6, tcp, udp, udp4,
                                  valid_frames)
-from workers.timeouts import Timeouts
+from contracts.timeouts import Timeouts
 
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus" / "decoder"
 CLASSES = ("frames_ip", "frames_non_ip", "frames_malformed", "frames_unassembled", "frames_dropped")

@@ -22,7 +22,7 @@ import pytest
 from pipeline.frontend.bpf import compile_filter
 from pipeline.frontend.core import FrontEnd
 from pipeline.frontend.readers import open_capture
-from workers.timeouts import Timeouts
+from contracts.timeouts import Timeouts
 from pipeline.frontend.live import CaptureError, LiveCapture, drop_privileges
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ CAPTURE = r'''
 import json, os, pickle, sys, threading, time
 from pipeline.frontend.live import CaptureError, LiveCapture, drop_privileges
 from pipeline.frontend.core import FrontEnd      # everything imported before privileges go
-from workers.timeouts import Timeouts
+from contracts.timeouts import Timeouts
 cfg = json.loads(sys.argv[1])
 caps = [LiveCapture(cfg["ifaces"], ring_mb=4, bpf=cfg.get("bpf"), fanout_group=cfg.get("fanout"))
         for _ in range(cfg.get("captures", 1))]

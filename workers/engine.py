@@ -1,166 +1,64 @@
 """The worker's sans-IO core: keyed event batches and time in, session records out.
 
-`feed(events)` updates sessions from the precomputed columns (no parsing),
-`advance(now)` expires idle and closed sessions and writes interim reports,
-`finish(now)` ends the stream (idle ones as "idle", the rest as "shutdown").
-Records accumulate in `records` (lists in `contracts.record.FIELDS` order) until
-the shell takes them. Time is packet time as given by the caller: offline
-runs are deterministic and the same whatever the number of workers.
+`feed(events)` and `feed_batch(events, cuts)` update sessions from the
+front-end's precomputed columns (no parsing), `advance(now)` expires idle and
+closed sessions and writes interim reports, `finish(now)` (or `finishing`, a
+slice at a time) ends the stream: idle sessions as "idle", the rest as
+"shutdown". `take_records()` hands the records over (lists in
+`contracts.record.NAMES` order). Time is packet time as given by the caller:
+offline runs are deterministic and the same whatever the number of workers.
+
+A batch's rows reach their sessions one of two ways that give the same records
+(tests/test_engine_bulk.py):
+- per packet (`_feed_rows`), the reference: one row at a time, in frame order;
+- the batch path (`_bulk`): rows grouped by session (`groups.Groups`), each
+  session's rows applied at once, for the sessions `plan.stays` admits; the
+  others go per packet, between the batch's advances.
+This module holds the API, the session table's use (`table.SessionTable`), the
+expiry sweep and both paths' session updates; the rules they apply live beside
+it: TCP (`tcp`), which sessions may take the batch path (`plan`), payload
+classification (`inspection`), the record (`records`), timeouts and the idle
+rule (`contracts.timeouts`). docs/design.md ("Engine layout") maps them.
 """
-import socket
-import struct
 from array import array
-from collections import deque
-from itertools import compress, repeat
 
 import numpy as np
 
-from contracts.community_id import community_id_packed, community_ids_ported
-from contracts.record import CLOSED, EVICTED, IDLE, INDEX, INTERIM, SHUTDOWN, TYPE_SESSION
-from contracts.wire import DEPTH_BITS, EVENT, ID_SHIFT, session_id, take_rows
+from contracts.record import CLOSED, EVICTED, IDLE, INTERIM, SHUTDOWN
+from contracts.timeouts import Timeouts
+from contracts.wire import DEPTH_BITS, EVENT, ID_SHIFT, row_struct, session_id, take_rows
 
-from . import classify
+from . import classify, inspection, plan
 from . import tcp as tcpmod
-from .expiry import Wheel
-from .session import PORTED, Session
-from .timeouts import Timeouts
+from .groups import Groups
+from .records import RecordWriter
+from .session import Session
+from .table import SessionTable
 
-_ntop, _AF_INET, _AF_INET6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6
-_SYN, _ACK = tcpmod.SYN, tcpmod.ACK
-_Inspector = classify.Inspector
-_port_class = classify.registry.port_class
-_class_keys = classify.registry.class_keys
-_MIN_DISPATCH = classify.registry.MIN_DISPATCH
+_SYN, _ACK, _CONTROL = tcpmod.SYN, tcpmod.ACK, tcpmod.CONTROL
 _REFUSE_MIN = 8          # first payloads in a call worth a vectorised refusal test
-_I_APP, _I_FAMILY, _I_PATH = INDEX["app"], INDEX["family"], INDEX["proto_path"]
-_I_CCLASS, _I_CTYPE, _I_CFLAGS = INDEX["content_class"], INDEX["content_type"], INDEX["content_flags"]
 _NONE = np.zeros(0, np.intp)
 _ROW_SIZE = EVENT.itemsize
 _COUNTS_SIZE = 12 * 8     # a session's counters (Session.c, array "q") in bytes
-_OCTET = [str(i) for i in range(256)]   # IPv4 address texts are made of these
-_INSPECT_COLUMNS = ("key", "dir", "ploff", "pllen", "proto", "sport", "dport")
-# from an EVENT row's bytes (contracts.wire): fidx, proto, depth, sport, dport, path, parent
-_OPEN_FIELDS = struct.Struct("<8xQ20xBB2xHH48xH8xQ")
+_OPEN_FIELDS = row_struct("fidx", "proto", "depth", "sport", "dport", "path", "parent")   # from the first row's bytes
 _GROUPED_MIN = 64                      # smaller batches: the per-packet path is cheaper
-_REPORTS_MIN = 32                      # fewer records at once: `_report` one by one is cheaper
-_PORTED = sorted(PORTED)                # transports with ports
-_MASK, _HALF = tcpmod.MASK, tcpmod.HALF
-_WINDOW = 1 << 30                       # relative sequence numbers used only inside +-2^30
-_FAR = 1 << 40                          # beyond any relative sequence number
-_SEG = 1 << 44                          # running min/max: one offset step per segment
-_CLASS_FIELDS = ("content_class", "content_type", "content_flags", "app", "family")   # record order
-_CONTROL_ROUNDS = 8                     # a group's control rows per batch taken in vectorised rounds; the rest one by one
-_EV_SYN, _EV_SYNACK, _EV_ACK = tcpmod.EV_SYN_CLIENT, tcpmod.EV_SYNACK_SERVER, tcpmod.EV_ACK_CLIENT
-_HS_DONE, _CLOSED = tcpmod.HS_DONE, tcpmod.CLOSED
+_REPORTS_MIN = 32                      # fewer records at once: `RecordWriter.one` one by one is cheaper
 
 
-def _state_tables():
-    """`tcp`'s two tables as numpy lookups: next handshake state by (state, event), -1 for
-    none; next close state by (close state, direction)."""
-    hs = np.full((4, 3), -1, np.int8)
-    for (a, e), b in tcpmod.HANDSHAKE.items():
-        hs[a, e] = b
-    cl = np.zeros((8, 2), np.int8)
-    for (a, d), b in tcpmod.CLOSE.items():
-        cl[a, d] = b
-    return hs, cl
+class _Touched:
+    """What the batch path's session updates leave for its later steps, per group."""
+    __slots__ = ("control", "before", "data", "inspect")
 
-
-_HS_NEXT, _CLOSE_NEXT = _state_tables()
-_EXT_FIELDS = tuple((INDEX[n], n) for n in _CLASS_FIELDS)
-_UNNAMED = (None,) * (len(_CLASS_FIELDS) + 1) + (False,)     # `_class_columns`' row of a classification naming no app
-
-
-def _extended(ext: dict, rec: list, meta):
-    """A plugin's values in the record (they win over the classifier's); returns the
-    metadata with its extra fields."""
-    for j, name in _EXT_FIELDS:
-        if name in ext:
-            rec[j] = ext[name]
-    if ext.get("extra"):
-        meta = dict(meta, **ext["extra"]) if meta else ext["extra"]
-    return meta
-
-
-def _class_path(cls: dict, path: str) -> str:
-    """A session's proto_path with its classification's application part at the end."""
-    suffix = cls["path_suffix"]
-    if suffix and not path.endswith("." + suffix):      # icmp is already the path's end
-        return path + "." + suffix
-    return path
-
-
-def _class_meta(cls: dict):
-    """A classification's metadata for the record (a new dict where it adds app_guess)."""
-    if cls["guess"]:
-        return dict(cls["meta"], app_guess=True)
-    return cls["meta"] or None
-
-
-def _outlasts(timeout, linger, closing, slack, opened, closed, after) -> bool:
-    """From `Engine._room`'s figures for a group: no advance of the batch can end its
-    session (idle `timeout`) before its last row. A closing session's timeout becomes
-    the linger from its first FIN/RST on, and a gap as long as that splits it."""
-    if not closing:
-        return slack + timeout > 0
-    lt = min(timeout, linger)
-    return opened + timeout > 0 and closed + lt > 0 and after < lt
-
-
-def _ranks(gs):
-    """For rows in grouped order (`gs`: each row's group, non-decreasing): each row's rank
-    inside its group, where each group starts, and its size."""
-    n = len(gs)
-    heads = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])
-    sizes = np.diff(np.r_[heads, n])
-    return np.arange(n) - np.repeat(heads, sizes), heads, sizes
-
-
-def _rounds(rank, limit: int) -> list:
-    """The row indexes of rank 0, then of rank 1, ... up to `limit` ranks, each in row
-    order: a group's k-th row is in round k (the batch path's rounds)."""
-    by_rank = np.argsort(rank, kind="stable")
-    k = min(int(rank.max()) + 1, limit) if len(rank) else 0
-    bounds = np.searchsorted(rank[by_rank], np.arange(k + 1)).tolist()
-    return [by_rank[lo:hi] for lo, hi in zip(bounds, bounds[1:])]
-
-
-def _running_max(tss, gs):
-    """Packet time's running maximum inside each group, for rows in grouped order (`gs`:
-    each row's group, non-decreasing): by ranks, group g's offset by g * n, so the
-    running maximum never crosses groups. Packet time that never steps back inside a
-    group (the common case: captures are in time order) is its own running maximum."""
-    n = len(tss)
-    if n < 2 or bool(((tss[1:] >= tss[:-1]) | (gs[1:] != gs[:-1])).all()):
-        return tss
-    srt = np.argsort(tss, kind="stable")
-    rank = np.empty(n, np.int64)
-    rank[srt] = np.arange(n)
-    off = gs * n
-    return tss[srt][np.maximum.accumulate(rank + off) - off]
-
-
-def round6(x) -> list:
-    """`[round(v, 6) for v in x]` for a float64 array, exactly, without Python's slow
-    correctly-rounded decimal conversion for most values: N = rint(x * 1e6) is the
-    right number of microseconds whenever x * 1e6 lies clearly (by more than its
-    rounding error) inside N +- 0.5, and round() then returns the double nearest to
-    N / 10^6, which IEEE division gives exactly. Ties, huge and odd values take round()."""
-    x = np.asarray(x, np.float64)
-    with np.errstate(all="ignore"):
-        p = x * 1e6
-        n = np.rint(p)
-        good = np.abs(p - n) < 0.5 - np.abs(np.spacing(p))
-        good &= np.abs(p) < 2.0 ** 52
-    out = (n / 1e6).tolist()
-    if not good.all():
-        xs = x.tolist()
-        for j in np.flatnonzero(~good).tolist():
-            out[j] = round(xs[j], 6)
-    return out
+    def __init__(self, ng: int):
+        self.control = [None] * ng      # the session whose TCP control segments `_control` applies
+        self.before = [0.0] * ng        # its last packet time before the batch
+        self.data = []                  # (group, TcpState): TCP data segments to check for retransmissions
+        self.inspect = []               # (group, session): payload rows, the session still being classified
 
 
 class Engine:
+    """One worker's sessions (`max_sessions`: the table's capacity, 0: none)."""
+
     def __init__(self, worker: int = 0, timeouts: Timeouts = Timeouts(), sensor: str = "",
                  proc: int = 0, max_sessions: int = 0, plugins=(), classify: int = classify.BUDGET):
         self.worker = worker
@@ -169,20 +67,20 @@ class Engine:
                                                   timeouts.dns)}
         self.sensor = sensor
         self.proc = proc
-        self.max_sessions = max_sessions
         self.bulk_min = _GROUPED_MIN      # batches this small take the per-packet path
-        self.report_min = _REPORTS_MIN    # fewer records at once: written one by one (`_report`)
+        self.report_min = _REPORTS_MIN    # fewer records at once: written one by one
         self.refuse_min = _REFUSE_MIN     # fewer first payloads at once: each one's Inspector decides
         self.classify = classify          # payload packets inspected per direction, 0: no classification
         self.plugins = list(plugins)
         self.packet_plugins = [p for p in self.plugins if getattr(p, "per_packet", False)]
-        self.table = {}
-        self.wheel = Wheel()
+        self.table = SessionTable(max_sessions)
+        self.wheel = self.table.wheel
         self.paths = {}
         self.records = []
         self._ended = []                  # (place in records, session, reason): written by `_flush`
         self.now = float("-inf")   # packet time may be anything, even negative
         self.stats = {"events": 0, "sessions": 0, "records": 0, "final_records": 0, "evicted": 0}
+        self.writer = RecordWriter(sensor, worker, classify)
 
     # -- input ---------------------------------------------------------------
     def add_paths(self, paths: dict) -> None:
@@ -196,17 +94,17 @@ class Engine:
         if not n:
             return
         self.stats["events"] += n
-        inspect = payload is not None and len(payload) and self.classify
+        inspecting = payload is not None and len(payload) and self.classify
         if self._per_packet(n):
             self._feed_rows(ev, None)
-            if inspect:
-                self._inspect(ev, payload)
+            if inspecting:
+                inspection.inspect(self.table, ev, payload, None, self.classify, self.refuse_min)
         else:
-            rest = self._bulk(ev, float("-inf"), payload if inspect else None)
+            rest = self._bulk(ev, float("-inf"), payload if inspecting else None)
             if len(rest):
                 self._feed_rows(ev, rest)
-                if inspect:
-                    self._inspect(ev, payload, rest)
+                if inspecting:
+                    inspection.inspect(self.table, ev, payload, rest, self.classify, self.refuse_min)
 
     def feed_batch(self, ev, cuts, payload=None) -> None:
         """A front-end batch: its rows cut in segments, `cuts` = [[end row, now], ...]
@@ -225,16 +123,16 @@ class Engine:
             self._flush()
             return
         self.stats["events"] += n
-        inspect = payload is not None and len(payload) and self.classify
-        rest = self._bulk(ev, max(self.now, max(now for _, now in cuts)), payload if inspect else None, cuts)
+        inspecting = payload is not None and len(payload) and self.classify
+        rest = self._bulk(ev, max(self.now, max(now for _, now in cuts)), payload if inspecting else None, cuts)
         bounds = np.searchsorted(rest, [end for end, _ in cuts]).tolist()
         lo = 0
         for (end, now), hi in zip(cuts, bounds):
             if hi > lo:
                 part = rest[lo:hi]
                 self._feed_rows(ev, part)
-                if inspect:
-                    self._inspect(ev, payload, part)
+                if inspecting:
+                    inspection.inspect(self.table, ev, payload, part, self.classify, self.refuse_min)
             self._advance(now)
             lo = hi
         self._flush()
@@ -243,9 +141,9 @@ class Engine:
         """Small batches, per-packet plugins and a table that may overflow inside the
         batch (the evictions then follow packet order) take the per-packet path for the
         whole batch."""
-        return n < self.bulk_min or bool(self.packet_plugins) or bool(
-            self.max_sessions and len(self.table) + n > self.max_sessions)
+        return n < self.bulk_min or bool(self.packet_plugins) or self.table.may_fill(n)
 
+    # -- per packet: the reference -------------------------------------------
     def _feed_rows(self, ev, rows) -> None:
         """The reference path: one packet at a time, in frame order (`rows`: the indexes
         of the rows to apply, None: all). `_bulk` must give the same sessions."""
@@ -283,7 +181,7 @@ class Engine:
                 st = s.tcp
                 if st is None:
                     st = s.tcp = new_tcp()
-                if not pl and not fl & 0x07 and st.hs == hs_done:
+                if not pl and not fl & _CONTROL and st.hs == hs_done:
                     st.flags |= fl          # a pure ACK after the handshake changes nothing else
                 elif tcp_update(st, d, d == s.client_dir, fl, seq, pl, t) and close_expiry:
                     s.timeout = self.timeouts.close_linger
@@ -292,135 +190,73 @@ class Engine:
                 for p in pp:
                     p.on_packet(s, ev[i])
 
-    def _bulk(self, ev, horizon, payload=None, cuts=None):
-        """The batch path: rows grouped by session key with numpy, so Python runs once
-        per session per batch and once per control segment (SYN, FIN, RST, the
-        handshake's last ACK), not once per packet. Counters are summed per group and
-        direction; retransmissions are found by segmented running min/max of sequence
-        numbers. A group is done here only when nothing in the batch can split its
-        session (an idle gap, a SYN after the close), no interim report of it is due
-        up to `horizon` (the batch's last advance), and no advance of the batch can end
-        it before its last row there: its expiry slot is past the horizon, or, with
-        the batch's `cuts`, `_room` shows it row by row (an advance may still refile
-        it, or end a closing session after its last row: its counters are all in by
-        then). The rest is left to `_feed_rows` (returned: their row indexes, in frame
-        order). Both paths give the same sessions, as the differential test checks.
-        With `payload`, the bulk groups' payload rows are inspected here too
-        (`_inspect_groups`), only for sessions not yet classified."""
-        n = len(ev)
-        keys = ev["key"]
-        order = np.argsort(keys, kind="stable")        # stable: frame order inside a group
-        sk = keys[order]
-        brk = np.empty(n, bool)
-        brk[0] = True
-        np.not_equal(sk[1:], sk[:-1], out=brk[1:])
-        starts = np.flatnonzero(brk)
-        ng = len(starts)
-        gs = np.cumsum(brk) - 1                         # group of each sorted row
-        gid = np.empty(n, np.intp)
-        gid[order] = gs
-        first = order[starts]
-        ts = ev["ts"]
-        tss = ts[order]
-        tmax = np.maximum.reduceat(tss, starts)
-        gap = np.empty(n)
-        gap[1:] = tss[1:] - tss[:-1]
-        gap[starts] = -np.inf
-        maxgap = np.maximum.reduceat(gap, starts)
-        fl = ev["tcpflags"]
-        fls = fl[order]
-        flor = np.bitwise_or.reduceat(fls, starts)
-        proto, sport, dport = ev["proto"], ev["sport"], ev["dport"]
-        d = ev["dir"]
-        pl = ev["payload"]
-        lab = gid * 2 + d
-        m2 = 2 * ng
-        haspl = pl != 0
-        sums = np.empty((m2, 6), np.int64)
-        sums[:, 0] = np.bincount(lab, minlength=m2)
-        sums[:, 1] = np.bincount(lab, ev["wirelen"], m2)
-        sums[:, 2] = np.bincount(lab, ev["ncap"], m2)
-        sums[:, 3] = np.bincount(lab, ev["caplen"], m2)
-        sums[:, 4] = np.bincount(lab, haspl, m2)
-        sums[:, 5] = np.bincount(lab, pl, m2)
-        tcppl = haspl & (fl != 0)
-        gtcppl = np.bincount(gid, tcppl, ng)
-        if payload is not None:
-            plrows = ev["pllen"] != 0
-            gins = np.bincount(gid, plrows, ng)
-        else:
-            gins = np.zeros(ng, np.intp)
-        # close and reopen: when the first FIN/RST comes, and whether a SYN (no ACK) follows it
-        ctl = (flor & 0x07) != 0
-        fr_pos = None
-        if ctl.any():
-            pos = np.arange(n)
-            fr = (fls & 0x05) != 0
-            syn = (fls & 0x12) == 0x02
-            fr_ts = np.minimum.reduceat(np.where(fr, tss, np.inf), starts)
-            fr_pos = np.minimum.reduceat(np.where(fr, pos, n), starts)
-            syn_pos = np.maximum.reduceat(np.where(syn, pos, -1), starts)
-            reopen = syn_pos > fr_pos
-            anysyn = syn_pos >= 0
-        else:
-            reopen = anysyn = np.zeros(ng, bool)
-            fr_ts = np.full(ng, np.inf)
-        room = cuts is not None and horizon > float("-inf")
-        # the running maximum of packet time per group: for `_room`, and for `_control` to
-        # file a closing session from its last packet up to the close
-        closers = self.timeouts.close_expiry and bool((flor & 0x05).any())
-        runmax = _running_max(tss, gs) if room or closers else None
-        if room:
-            slack, opened, closed, after, pre = self._room(cuts, self.now, order, starts, gs, runmax, gap, horizon,
-                                                           fr_pos)
-        else:
-            slack = opened = closed = after = pre = None
+    def _open(self, ev, i, k, t, d, fl, first=None) -> Session:
+        """A new session from row i (`first`: that row's bytes, when the caller has them)."""
+        victim = self.table.victim()
+        if victim is not None:
+            self.stats["evicted"] += 1
+            self._end(victim, EVICTED)
+        if first is None:
+            first = ev[i].tobytes()
+        fidx, proto, depth, sport, dport, pid, parent = _OPEN_FIELDS.unpack_from(first)
+        # the first packet's sender is the client, unless it is a SYN-ACK (capture began mid-handshake)
+        client_dir = d if not (fl & _SYN and fl & _ACK) else 1 - d
+        timeout = self.timeouts.idle_for(proto, sport, dport)
+        s = Session(k, session_id(fidx, depth, self.proc), parent, depth, client_dir, t, timeout,
+                    first, self.paths.get(pid, ""))
+        self.table[k] = s
+        self.stats["sessions"] += 1
+        active = self.timeouts.active
+        s.next_report = t + active if active > 0 else float("inf")
+        self.wheel.file(s, min(t + timeout, s.next_report))
+        for p in self.plugins:
+            p.on_start(s)
+        return s
 
+    # -- the batch path --------------------------------------------------------
+    def _bulk(self, ev, horizon, payload=None, cuts=None):
+        """The batch path: the rows grouped by session key with numpy (`Groups`), so Python
+        runs once per session per batch and once per control segment (SYN, FIN, RST, the
+        handshake's last ACK), not once per packet: counters summed per group and
+        direction, TCP control segments in rounds (`tcp.control_many`), retransmissions
+        by running min/max of sequence numbers (`tcp.data_many`), payload rows to the
+        classifier in rounds (`inspection.inspect_groups`). Which groups may take it is
+        `plan.stays`' decision (`horizon`: the batch's last advance; `cuts`: its
+        segments, for `plan.room`). The rest is left to `_feed_rows` (returned: their
+        row indexes, in frame order). Both paths give the same sessions, as
+        tests/test_engine_bulk.py checks."""
+        g = Groups(ev, payload is not None)
+        found = list(map(self.table.get, g.keys.tolist()))
+        c = plan.Candidates(g, found, ev, self.timeouts)
+        r = plan.room(g, cuts, self.now, horizon) if cuts is not None and horizon > float("-inf") else None
+        bulk = plan.stays(g, c, r, horizon, self.timeouts)
+        touched = _Touched(g.n)
+        self._update_known(g, found, np.flatnonzero(bulk & c.known), touched)
+        fresh = np.flatnonzero(bulk & ~c.known)
+        if len(fresh):
+            self._open_groups(ev, g, fresh, c, touched)
+        if g.has_control:
+            self._control(ev, g, ((g.flags_or & tcpmod.CONTROL) != 0) & bulk, touched)
+        if touched.data:
+            self._retransmissions(ev, g, touched.data)
+        if touched.inspect:
+            inspection.inspect_groups(ev, payload, g.order, g.gs, g.payload_rows, touched.inspect, g.n,
+                                      self.classify, self.refuse_min)
+        if bulk.all():
+            return _NONE
+        return np.flatnonzero(~bulk[g.gid])
+
+    def _update_known(self, g, found, kn, touched) -> None:
+        """The batch's rows of the sessions already open in groups `kn`, applied at once:
+        last time, counters, TCP flags; what is left for the later steps in `touched`."""
         new_tcp = tcpmod.TcpState
-        synack = tcpmod.HS_SYNACK
-        linger = self.timeouts.close_linger
-        close_expiry = self.timeouts.close_expiry
-        retx = []
-        look = []
-        sess = [None] * ng
-        before = [0.0] * ng
-        # A group may stay here when no expiry of the batch can touch its session (its
-        # expiry slot is past the horizon), or, failing that, when `_room` shows that
-        # none can end it before its last row and no interim report is due. A closing
-        # group's timeout becomes the linger at the close: it may end after its last
-        # row (at an advance of this batch: its counters are all in by then). A SYN
-        # after the close opens a new session: such a group is left to `_feed_rows`.
-        found = list(map(self.table.get, sk[starts].tolist()))
-        known = np.fromiter([x is not None for x in found], bool, ng)
-        closes = (flor & 0x05) != 0
-        reopens = closes & reopen
-        closes &= close_expiry
-        rest, fresh, fresh_to = self._new_groups(np.flatnonzero(~known), ts[first], proto[first], sport[first],
-                                                 dport[first], closes, reopens, maxgap, fr_ts, horizon, slack,
-                                                 opened, closed, after)
-        rest += np.flatnonzero(known & reopens).tolist()
-        kn = np.flatnonzero(known & ~reopens)
-        kl = kn.tolist()
-        slack, opened, closed, after, pre = (x[kn].tolist() if x is not None else repeat(None)
-                                             for x in (slack, opened, closed, after, pre))
-        for g, s, t, fo, mg, tm, m, tp, asyn, frt, gi, sl, so, sc, ma, pb in zip(
-                kl, [found[g] for g in kl], ts[first[kn]].tolist(), flor[kn].tolist(), maxgap[kn].tolist(),
-                tmax[kn].tolist(), sums.reshape(ng, 12)[kn].tolist(), gtcppl[kn].tolist(), anysyn[kn].tolist(),
-                fr_ts[kn].tolist(), gins[kn].tolist(), slack, opened, closed, after, pre):
-            closing = fo & 0x05 and close_expiry
-            strict = closing and (mg >= linger or int(frt + linger) <= horizon)
-            st = s.tcp
-            tmo = s.timeout
-            if (mg >= tmo or t - s.last >= tmo or s.slot is None
-                    or (st is not None and (st.hs == synack or (asyn and st.close)))
-                    or ((strict or s.slot <= horizon) and not (
-                        sl is not None and s.next_report > horizon and s.last + tmo > pb
-                        and _outlasts(tmo, linger, closing, sl, so, sc, ma)))):
-                rest.append(g)
-                continue
-            if fo & 0x07:
-                sess[g] = s
-                before[g] = s.last
+        inspector = inspection.Inspector         # a session still being classified has one
+        for j, s, tm, m, fo, tp, gi in zip(kn.tolist(), [found[j] for j in kn.tolist()], g.last_ts[kn].tolist(),
+                                          g.counts[kn].tolist(), g.flags_or[kn].tolist(),
+                                          g.tcp_data_n[kn].tolist(), g.payload_n[kn].tolist()):
+            if fo & _CONTROL:
+                touched.control[j] = s
+                touched.before[j] = s.last
             if tm > s.last:
                 s.last = tm
             c = s.c
@@ -441,72 +277,23 @@ class Engine:
                     c[10] += m[10]
                     c[11] += m[11]
             if fo:
+                st = s.tcp
                 if st is None:
                     st = s.tcp = new_tcp()
                 st.flags |= fo
                 if tp:
-                    retx.append((g, st))
+                    touched.data.append((j, st))
             if gi:
                 ins = s.insp
-                if ins is None or ins.__class__ is _Inspector:
-                    look.append((g, s))
-        if fresh:
-            self._open_groups(ev, first, fresh, fresh_to, sk[starts], tmax, sums, flor, gtcppl, gins,
-                              sess, before, retx, look)
-        left = None
-        if rest:
-            left = np.zeros(ng, bool)
-            left[rest] = True
-        if ctl.any():
-            self._control(ev, order, gs, fls, tss, runmax, ctl if left is None else ctl & ~left, sess, before)
-        if retx:
-            self._retransmissions(ev, gid, tcppl, retx, ng)
-        if look:
-            self._inspect_groups(ev, payload, order, gs, plrows, look, ng)
-        if left is None:
-            return _NONE
-        return np.flatnonzero(left[gid])
+                if ins is None or ins.__class__ is inspector:
+                    touched.inspect.append((j, s))
 
-    def _new_groups(self, nw, t0, proto, sport, dport, closing, reopens, maxgap, fr_ts, horizon, slack, opened,
-                    closed, after):
-        """`_bulk`'s decision for the groups `nw` whose session is new, over numpy columns
-        (per group, as `_bulk` has them; `closing`: a FIN or RST with close expiry on).
-        A new session stays on the bulk path unless the batch splits it (an idle gap, a
-        SYN after the close) or it may be due (idle or report) by the horizon and `_room`
-        (`slack`...: None without it) cannot show that no advance ends it before its last
-        row (`_outlasts`). Returns (groups left to `_feed_rows`, groups to open, their
-        idle timeouts)."""
-        if not len(nw):
-            return [], [], []
-        to = self.timeouts.idle_many(proto[nw], sport[nw], dport[nw])
-        active = self.timeouts.active if self.timeouts.active > 0 else np.inf
-        linger = self.timeouts.close_linger
-        t = t0[nw]
-        cl = closing[nw]
-        mg = maxgap[nw]
-        with np.errstate(invalid="ignore"):
-            strict = cl & ((mg >= linger) | (np.trunc(fr_ts[nw] + linger) <= horizon))
-            when = t + np.minimum(to, active)
-            due = strict | ((when < 9e15) & (np.trunc(when) <= horizon))
-        if slack is not None:
-            outlasts = slack[nw] + to > 0
-            if opened is not None:
-                lt = np.minimum(to, linger)
-                outlasts = np.where(cl, (opened[nw] + to > 0) & (closed[nw] + lt > 0) & (after[nw] < lt), outlasts)
-            due &= ~((t + active > horizon) & outlasts)
-        left = reopens[nw] | (mg >= to) | due
-        # the timeouts as the Timeouts' own float objects, not one new float per session
-        by_value = self._timeouts_by_value
-        return nw[left].tolist(), nw[~left].tolist(), [by_value.get(v, v) for v in to[~left].tolist()]
-
-    def _open_groups(self, ev, first, fresh, tos, gkeys, tmax, sums, flor, gtcppl, gins, sess, before, retx,
-                     look) -> None:
-        """`_open` for the bulk groups `fresh` (new sessions whose whole group stays on the
-        bulk path; `tos`: their idle timeouts), in group order, with their counters: the
-        first rows' fields are read as numpy columns, and each session's counters come
-        from its group's sums at once. Adds to `_bulk`'s lists like its loop does."""
-        g = np.asarray(fresh, np.intp)
-        rows = take_rows(ev, first[g])
+    def _open_groups(self, ev, g, fresh, c, touched) -> None:
+        """`_open` for the new sessions of groups `fresh` (whose rows all take the batch
+        path; `c`: the plan's Candidates), in group order, with their counters: the first
+        rows' fields are read as numpy columns, and each session's counters come from its
+        group's sums at once; what is left for the later steps goes in `touched`."""
+        rows = take_rows(ev, g.first[fresh])
         raw = rows.tobytes()
         n = len(fresh)
         d = rows["dir"]
@@ -515,21 +302,23 @@ class Engine:
         sids = ((rows["fidx"] << np.uint64(ID_SHIFT)) | np.uint64(self.proc << DEPTH_BITS)
                 | rows["depth"].astype(np.uint64)).tolist()
         ts = rows["ts"]
-        active = self.timeouts.active
-        nrs = (ts + active).tolist() if active > 0 else [float("inf")] * n
-        whens = np.minimum(ts + np.asarray(tos), ts + active if active > 0 else np.inf)
+        tos = c.timeout[fresh]
+        nrs = c.next_report[fresh]
+        whens = np.minimum(ts + tos, nrs)
+        by_value = self._timeouts_by_value     # the Timeouts' own float objects, not one new float per session
         paths = self.paths
         table = self.table
         plugins = self.plugins
         new_tcp = tcpmod.TcpState
         made = []
-        counts = sums.reshape(-1, 12)[g].tobytes()     # each session's 12 counters, as array("q") takes them
-        for j, gg, k, sid, parent, depth, c, t, to, nr, path, tm, fo, tp, gi in zip(
-                range(n), fresh, gkeys[g].tolist(), sids, rows["parent"].tolist(), rows["depth"].tolist(), cd,
-                ts.tolist(), tos, nrs, rows["path"].tolist(), tmax[g].tolist(),
-                flor[g].tolist(), gtcppl[g].tolist(), gins[g].tolist()):
+        counts = g.counts[fresh].tobytes()     # each session's 12 counters, as array("q") takes them
+        for j, gg, k, sid, parent, depth, cdir, t, to, nr, path, tm, fo, tp, gi in zip(
+                range(n), fresh.tolist(), g.keys[fresh].tolist(), sids, rows["parent"].tolist(),
+                rows["depth"].tolist(), cd, ts.tolist(), tos.tolist(), nrs.tolist(), rows["path"].tolist(),
+                g.last_ts[fresh].tolist(), g.flags_or[fresh].tolist(), g.tcp_data_n[fresh].tolist(),
+                g.payload_n[fresh].tolist()):
             m = counts[j * _COUNTS_SIZE:(j + 1) * _COUNTS_SIZE]
-            s = Session(k, sid, parent, depth, c, t, to, raw[j * _ROW_SIZE:(j + 1) * _ROW_SIZE],
+            s = Session(k, sid, parent, depth, cdir, t, by_value.get(to, to), raw[j * _ROW_SIZE:(j + 1) * _ROW_SIZE],
                         paths.get(path, ""), None if plugins else array("q", m))
             table[k] = s
             s.next_report = nr
@@ -546,374 +335,53 @@ class Engine:
                 st = s.tcp = new_tcp()
                 st.flags = fo
                 if tp:
-                    retx.append((gg, st))
-                if fo & 0x07:
-                    sess[gg] = s
-                    before[gg] = t
+                    touched.data.append((gg, st))
+                if fo & _CONTROL:
+                    touched.control[gg] = s
+                    touched.before[gg] = t
             if gi:
-                look.append((gg, s))
+                touched.inspect.append((gg, s))
         if made:
             self.wheel.file_new(made, whens)
         self.stats["sessions"] += n
 
-    @staticmethod
-    def _room(cuts, clock, order, starts, gs, runmax, gap, horizon, fr_pos):
-        """Per group, what lets a session stay on the bulk path although an expiry in
-        the batch may look at it: packet by packet, an advance at `now` ends it when
-        its last packet so far plus its timeout is <= now. For each row, the margin
-        is (packet time's running maximum up to it) - (the last advance before the
-        group's next row, or the horizon after its last row); the session cannot end
-        while margin + timeout > 0. Returns lists per group: slack (least margin over
-        all rows), opened (over the rows before the first FIN/RST), closed (over the
-        rows from it to the last but one: the linger applies there; the last row may
-        end), after (largest gap between rows after it: one as long as the linger
-        splits the session), pre (the last advance before the group's first row: the
-        session's old last time plus timeout must beat it). Conservative: the old last
-        time is left out of the running maximum, and the linger is assumed from the
-        first FIN/RST on. The advances' times are what `_advance` makes of the cuts'
-        (`clock`: the engine's time before the batch): a running maximum, since a
-        batch's cut times may lie behind the engine's clock (several capture
-        processes, idle ticks)."""
-        n = len(runmax)
-        ends = np.fromiter((e for e, _ in cuts), np.int64, len(cuts))
-        nows = np.maximum.accumulate(np.maximum(np.fromiter((t for _, t in cuts), np.float64, len(cuts)), clock))
-        seg = np.searchsorted(ends, order, side="right")          # segment of each grouped row
-        back = np.where(seg > 0, nows[np.maximum(seg - 1, 0)], -np.inf)   # last advance before it
-        bound = np.empty(n)
-        bound[:-1] = back[1:]
-        last_rows = np.append(starts[1:] - 1, n - 1)
-        bound[last_rows] = horizon
-        margin = runmax - bound
-        slack = np.minimum.reduceat(margin, starts)
-        if fr_pos is None:
-            opened = closed = after = None
-        else:
-            pos = np.arange(n)
-            fin = fr_pos[gs]                                  # each row's group's first FIN/RST
-            inf = np.inf
-            opened = np.minimum.reduceat(np.where(pos < fin, margin, inf), starts)
-            mid = (pos >= fin)
-            mid[last_rows] = False
-            closed = np.minimum.reduceat(np.where(mid, margin, inf), starts)
-            after = np.maximum.reduceat(np.where(pos > fin, gap, -inf), starts)
-        return slack, opened, closed, after, back[starts]
-
-    def _control(self, ev, order, gs, fls, tss, runmax, groups, sess, before) -> None:
-        """The TCP flags' part (handshake, close) of the bulk groups, segment by segment
-        in frame order, over the only rows that can change it: SYN, FIN and RST
-        segments, and after each SYN-ACK the next ACK the other way (the handshake's
-        last). A session that closes is filed at its close-linger deadline, counted
-        from its last packet up to the closing one."""
-        sel = groups[gs]
-        ctl = sel & ((fls & 0x07) != 0)
-        ds = ev["dir"][order]
-        sa = np.flatnonzero(ctl & ((fls & 0x12) == 0x12))
-        if len(sa):
-            # for each SYN-ACK: the first later ACK of its group in the other direction
-            ack = np.flatnonzero(sel & ((fls & 0x12) == 0x10))   # a SYN-ACK itself is no handshake ACK
-            n = len(fls)
-            ka = (gs[ack] * 2 + ds[ack]) * n + ack
-            o = np.argsort(ka)
-            ka, ack = ka[o], ack[o]
-            want = (gs[sa] * 2 + 1 - ds[sa]) * n + sa + 1
-            j = np.searchsorted(ka, want)
-            ok = j < len(ka)
-            j = j[ok]
-            hit = ack[j][ka[j] // n == want[ok] // n]
-            ctl[hit] = True
-        pos = np.flatnonzero(ctl)
-        m = len(pos)
-        if not m:
+    def _control(self, ev, g, groups, touched) -> None:
+        """The TCP flags' part (handshake, close) of the batch path's `groups`:
+        `tcp.control_many` over the only segments that can change it, in frame order. A
+        session that closes is filed at its close-linger deadline, counted from its last
+        packet up to the closing one."""
+        ds = ev["dir"][g.order]
+        pos = np.flatnonzero(tcpmod.control_segments(g.gs, ds, g.flags, groups[g.gs]))
+        if not len(pos):
             return
-        rows = order[pos]
-        o = np.argsort(rows)                             # frame order
-        pos, rows = pos[o], rows[o]
-        g_of = gs[pos]
-        # each group once (u), each control row's rank among its group's, in frame order
-        o = np.argsort(g_of, kind="stable")
-        ranked, heads, sizes = _ranks(g_of[o])
-        rank = np.empty(m, np.intp)
-        rank[o] = ranked
-        u_of = np.empty(m, np.intp)
-        u_of[o] = np.repeat(np.arange(len(heads)), sizes)
-        ug = g_of[o][heads].tolist()
-        ss = [sess[g] for g in ug]
-        sts = [s.tcp for s in ss]                       # made by `_bulk` for every group with flags
-        nu = len(sts)
-        hs = np.fromiter([st.hs for st in sts], np.int8, nu)
-        syn = np.fromiter([st.syn_ts for st in sts], np.float64, nu)
-        rtt = np.fromiter([np.nan if st.rtt is None else st.rtt for st in sts], np.float64, nu)
-        close = np.fromiter([st.close for st in sts], np.int8, nu)
-        cd = np.fromiter([s.client_dir for s in ss], np.int8, nu)
-        dp, fp, tp = ds[pos], fls[pos], tss[pos]
-        fc = dp == cd[u_of]                              # from the client
-        syn_f, ack_f = (fp & _SYN) != 0, (fp & _ACK) != 0
-        hev = np.where(syn_f, np.where(ack_f, np.where(fc, -1, _EV_SYNACK), np.where(fc, _EV_SYN, -1)),
-                       np.where(ack_f & fc, _EV_ACK, -1))   # `tcp.handshake_event`
-        ends, rst = (fp & 0x05) != 0, (fp & 0x04) != 0
-        closers = []                                     # (control row, u): segments that close their session
-        # rounds: the k-th control row of every group at once (`tcp.control` over numpy columns)
-        rounds = _rounds(rank, _CONTROL_ROUNDS)
-        for r in rounds:
-            u = u_of[r]
-            e = hev[r]
-            h = hs[u]
-            nxt = np.where((h != _HS_DONE) & (e >= 0), _HS_NEXT[h, np.maximum(e, 0)], -1)
-            go = nxt >= 0
-            if go.any():
-                w = go & (e == _EV_SYN)
-                syn[u[w]] = tp[r[w]]
-                w = go & (e != _EV_SYN) & (nxt == _HS_DONE)
-                with np.errstate(invalid="ignore"):        # inf - inf: max(0.0, NaN) is 0.0, as fmax
-                    rtt[u[w]] = np.fmax(0.0, tp[r[w]] - syn[u[w]])
-                hs[u[go]] = nxt[go]
-            c = close[u]
-            w = ends[r] & ((c & _CLOSED) == 0)
-            if w.any():
-                nc = np.where(rst[r], c | (3 | _CLOSED), _CLOSE_NEXT[c, dp[r]])
-                close[u[w]] = nc[w]
-                shut = w & ((nc & _CLOSED) != 0)
-                closers += zip(r[shut].tolist(), u[shut].tolist())
-        for st, h, sy, rt, c in zip(sts, hs.tolist(), syn.tolist(), rtt.tolist(), close.tolist()):
-            st.hs, st.close = h, c
-            if sy != st.syn_ts:                          # only new values: each float is an object
-                st.syn_ts = sy
-            if rt == rt and st.rtt is None:
-                st.rtt = rt
-        left = np.flatnonzero(rank >= len(rounds))       # a group's rows past the rounds: one by one
-        if len(left):
-            control = tcpmod.control
-            for j, uu, dd, f, t, c in zip(left.tolist(), *(x[left].tolist() for x in (u_of, dp, fp, tp, fc))):
-                if control(sts[uu], dd, c, f, t):
-                    closers.append((j, uu))
-        if closers and self.timeouts.close_expiry:
+        pos = pos[np.argsort(g.order[pos])]              # frame order
+        g_of = g.gs[pos]
+        has = np.zeros(g.n, bool)
+        has[g_of] = True
+        ug = np.flatnonzero(has).tolist()                # the groups with control segments, each once
+        u_of = (np.cumsum(has) - 1)[g_of]
+        ss = [touched.control[j] for j in ug]
+        closed = tcpmod.control_many([s.tcp for s in ss], np.fromiter([s.client_dir for s in ss], np.int8, len(ss)),
+                                     u_of, ds[pos], g.flags[pos], g.ts[pos])   # every such group has its TcpState
+        if closed and self.timeouts.close_expiry:
             linger = self.timeouts.close_linger
             file = self.wheel.file
-            closers.sort()                               # frame order, as one by one
-            js, us = zip(*closers)
-            # the deadline counts from the session's last packet up to the closing one
-            due = (np.maximum(np.fromiter([before[ug[uu]] for uu in us], np.float64, len(us)),
-                              runmax[pos[list(js)]]) + linger).tolist()
-            for uu, when in zip(us, due):
-                s = ss[uu]
+            us = u_of[closed].tolist()
+            due = (np.maximum(np.fromiter([touched.before[ug[u]] for u in us], np.float64, len(us)),
+                              g.running_max()[pos[closed]]) + linger).tolist()
+            for u, when in zip(us, due):
+                s = ss[u]
                 s.timeout = linger
                 file(s, when)
 
-    def _retransmissions(self, ev, gid, tcppl, retx, ng) -> None:
-        """`tcp.update`'s retransmission rule for the data segments of the groups in
-        `retx` ((group, TcpState) pairs), vectorised: a segment is a retransmission when
-        it lies within [lowest seq, highest end) seen before it in its direction. Serial
-        arithmetic becomes plain integers relative to a reference inside a window of
-        +-2^30; a direction whose numbers leave it takes the per-packet rule."""
-        sts = [None] * ng
-        stored = np.full((ng, 4), -1, np.int64)       # lo0, hi0, lo1, hi1 (-1: none yet)
-        for g, st in retx:
-            sts[g] = st
-            if st.hi0 is not None:
-                stored[g, 0] = st.lo0
-                stored[g, 1] = st.hi0
-            if st.hi1 is not None:
-                stored[g, 2] = st.lo1
-                stored[g, 3] = st.hi1
-        want = np.zeros(ng, bool)
-        want[[g for g, _ in retx]] = True
-        rows = np.flatnonzero(tcppl & want[gid])
-        seg = gid[rows] * 2 + ev["dir"][rows]
-        o = np.argsort(seg, kind="stable")
-        rows = rows[o]
-        seg = seg[o]
-        seq = ev["seq"][rows].astype(np.int64)
-        plen = ev["payload"][rows].astype(np.int64)
-        nr = len(rows)
-        b = np.empty(nr, bool)
-        b[0] = True
-        np.not_equal(seg[1:], seg[:-1], out=b[1:])
-        sst = np.flatnonzero(b)
-        sidx = np.cumsum(b) - 1
-        sg, sd = seg[sst] // 2, seg[sst] % 2
-        lo_st, hi_st = stored[sg, 2 * sd], stored[sg, 2 * sd + 1]
-        has = hi_st >= 0
-        ref = np.where(has, lo_st, seq[sst])
-        rel = (seq - ref[sidx]) & _MASK
-        rel -= (rel >= _HALF) * (1 << 32)
-        endr = rel + plen
-        h = (hi_st - ref) & _MASK
-        h -= (h >= _HALF) * (1 << 32)
-        lo0 = np.where(has, 0, _FAR)                  # the stored range, relative to ref
-        hi0 = np.where(has, h, -_FAR)
-        off = sidx * _SEG
-        incmax = np.maximum.accumulate(endr + off) - off  # running max/min inside each segment
-        incmin = np.minimum.accumulate(rel - off) + off
-        exmax = np.empty(nr, np.int64)
-        exmin = np.empty(nr, np.int64)
-        exmax[1:] = incmax[:-1]
-        exmin[1:] = incmin[:-1]
-        exmax[sst] = -_FAR
-        exmin[sst] = _FAR
-        np.maximum(exmax, hi0[sidx], out=exmax)
-        np.minimum(exmin, lo0[sidx], out=exmin)
-        rt = (rel >= exmin) & (endr <= exmax)
-        count = np.add.reduceat(rt, sst)
-        lowest, highest = np.minimum.reduceat(rel, sst), np.maximum.reduceat(endr, sst)
-        newlo = np.minimum(lowest, lo0)
-        newhi = np.maximum(highest, hi0)
-        ok = ((lowest > -_WINDOW) & (highest < _WINDOW)
-              & (~has | ((hi0 > -_WINDOW) & (hi0 < _WINDOW))))
-        newlo = (newlo + ref) & _MASK
-        newhi = (newhi + ref) & _MASK
-        bounds = np.append(sst, nr).tolist()
-        for j, (g, dd, good, cnt, lo, hi) in enumerate(zip(sg.tolist(), sd.tolist(), ok.tolist(), count.tolist(),
-                                                           newlo.tolist(), newhi.tolist())):
-            st = sts[g]
-            if not good:                    # numbers too far apart for the window: segment by segment
-                for r in rows[bounds[j]:bounds[j + 1]].tolist():
-                    tcpmod.update(st, dd, False, 0, int(ev["seq"][r]), int(ev["payload"][r]), 0.0)
-                continue
-            st.retrans += cnt
-            if dd == 0:
-                st.lo0, st.hi0 = lo, hi
-            else:
-                st.lo1, st.hi1 = lo, hi
-
-    def _inspect(self, ev, payload, rows=None) -> None:
-        """Classification: the rows that carry payload bytes (young sessions only), after
-        the batch's counters, so the hot loop above pays nothing for it. A session whose
-        inspector is done (or that has none to have) is skipped at once. `rows`: the
-        indexes of the rows to look at (None: all), in frame order."""
-        if rows is None:
-            idx = np.flatnonzero(ev["pllen"])
-        else:
-            idx = rows[ev["pllen"][rows] != 0]
-        get = self.table.get
-        self._inspect_rows(ev, payload, idx, [get(k) for k in ev["key"][idx].tolist()])
-
-    def _inspect_groups(self, ev, payload, order, gs, plrows, look, ng) -> None:
-        """`_inspect` for the bulk groups in `look` ((group, session) pairs: sessions
-        still being classified): their payload rows, in frame order inside each group
-        (the sessions are independent, and no advance of the batch can end a bulk
-        group's session before its last row, so this order gives the same results).
-        In rounds: round k takes each group's k-th payload row, only for the sessions
-        still being classified after round k - 1. Most are decided by their first
-        payload, and their later rows then cost nothing here."""
-        live = np.zeros(ng, bool)
-        sess = dict(look)
-        live[list(sess)] = True
-        sel = plrows[order]
-        sel &= live[gs]
-        pos = np.flatnonzero(sel)
-        if not len(pos):
-            return
-        rows, gp = order[pos], gs[pos]                 # grouped, frame order inside a group
-        for part in _rounds(_ranks(gp)[0], len(pos)):
-            part = part[live[gp[part]]]
-            if not len(part):
-                break                                   # no live group has a later row either
-            gk = gp[part]
-            ss = list(map(sess.__getitem__, gk.tolist()))
-            self._inspect_rows(ev, payload, rows[part], ss)
-            live[gk] = [s.insp.__class__ is _Inspector for s in ss]     # still inspecting
-
-    def _inspect_rows(self, ev, payload, idx, sessions) -> None:
-        raw = payload                      # bytes, or a view of the capture file: slices are copied
-        budget = self.classify
-        if self._refuse_first(ev, raw, idx, sessions):      # some sessions decided: the rest only
-            todo = [j for j, s in enumerate(sessions)
-                    if s is not None and (s.insp is None or s.insp.__class__ is _Inspector)]
-            idx, sessions = idx[todo], [sessions[j] for j in todo]
-        cols = [ev[c][idx].tolist() for c in _INSPECT_COLUMNS[1:]]
-        for s, d, o, n, proto, sp, dp in zip(sessions, *cols):
-            if s is None:
-                continue
-            ins = s.insp
-            if ins is not None and ins.__class__ is not _Inspector:
-                continue                            # done (its result) or nothing to inspect (False)
-            fc = d == s.client_dir                  # this row's sender is the client
-            if ins is None:
-                if proto != 6 and proto != 17:
-                    s.insp = False
-                    continue
-                cport, sport = (sp, dp) if fc else (dp, sp)
-                ins = s.insp = _Inspector(proto, cport, sport, budget)
-            want = ins.wants(fc)
-            if want and ins.feed(bytes(raw[o:o + min(want, n)]), fc):
-                s.insp = ins.result()               # the result replaces the inspector
-
-    def _refuse_first(self, ev, raw, idx, sessions) -> bool:
-        """The refusals' shortcut, over numpy columns: a TCP or UDP session of `sessions`
-        without an inspector yet (its first row here, in row order, is its first payload:
-        `idx` holds its rows' indexes, the per-packet path possibly several) whose first
-        payload every protocol it would be shown refuses (classify.refusals, and its port
-        class's `refusable` bits) gets at once the result its Inspector would have come
-        to (classify.unmatched). Python runs once per distinct (port class, first byte,
-        direction), not once per session. Returns whether it decided any."""
-        fresh = [j for j, s in enumerate(sessions) if s is not None and s.insp is None]
-        if len(fresh) < self.refuse_min:
-            return False
-        fresh = np.asarray(fresh, np.intp)
-        r = take_rows(ev, idx[fresh])
-        _, first = np.unique(r["key"], return_index=True)    # each session's first row (one key, one session)
-        if len(first) < len(fresh):
-            first.sort()
-            fresh, r = fresh[first], r[first]
-        proto = r["proto"]
-        ported = (proto == 6) | (proto == 17)
-        if not ported.all():
-            fresh, r, proto = fresh[ported], r[ported], proto[ported]
-        if not len(fresh):
-            return False
-        ss = [sessions[j] for j in fresh.tolist()]
-        fc = r["dir"] == np.fromiter([s.client_dir for s in ss], np.uint8, len(ss))
-        sp, dp = r["sport"], r["dport"]
-        cport, sport = np.where(fc, sp, dp), np.where(fc, dp, sp)
-        no = classify.refusals(raw, r["ploff"], r["pllen"], fc, proto, cport, sport)
-        some = np.flatnonzero(no)
-        if not len(some):
-            return False
-        no, fc, proto, cport, sport = no[some], fc[some], proto[some], cport[some], sport[some]
-        ploff, pllen = r["ploff"][some].astype(np.int64), r["pllen"][some]
-        b = np.full(len(some), 256, np.int64)               # the first byte; 256: too short to dispatch on
-        long = pllen >= _MIN_DISPATCH
-        b[long] = np.frombuffer(raw, np.uint8)[ploff[long]]
-        combo = ((_class_keys(proto, cport, sport) << 9 | b) << 1) | fc     # port class, first byte, direction
-        _, rep, inv = np.unique(combo, return_index=True, return_inverse=True)
-        need_u = np.empty(len(rep), np.int64)
-        res_u = []
-        for k, (j, pr, cp, svp, bj, f) in enumerate(zip(rep.tolist(), proto[rep].tolist(), cport[rep].tolist(),
-                                                        sport[rep].tolist(), b[rep].tolist(), fc[rep].tolist())):
-            pc = _port_class(pr, cp, svp)
-            need_u[k] = need = pc.refusable(None if bj == 256 else bj, f)
-            res_u.append(classify.unmatched(pc) if need > 0 else None)
-        need = need_u[inv]
-        done = np.flatnonzero((need > 0) & ((no & need) == need))
-        if not len(done):
-            return False
-        for j, k in zip(some[done].tolist(), inv[done].tolist()):
-            ss[j].insp = res_u[k]
-        return True
-
-    def _open(self, ev, i, k, t, d, fl, first=None) -> Session:
-        """A new session from row i (`first`: that row's bytes, when the caller has them)."""
-        if self.max_sessions and len(self.table) >= self.max_sessions:
-            victim = self.wheel.oldest()
-            if victim is not None:
-                self.stats["evicted"] += 1
-                self._end(victim, EVICTED)
-        if first is None:
-            first = ev[i].tobytes()
-        fidx, proto, depth, sport, dport, pid, parent = _OPEN_FIELDS.unpack_from(first)
-        # the first packet's sender is the client, unless it is a SYN-ACK (capture began mid-handshake)
-        client_dir = d if not (fl & _SYN and fl & _ACK) else 1 - d
-        timeout = self.timeouts.idle_for(proto, sport, dport)
-        s = Session(k, session_id(fidx, depth, self.proc), parent, depth, client_dir, t, timeout,
-                    first, self.paths.get(pid, ""))
-        self.table[k] = s
-        self.stats["sessions"] += 1
-        active = self.timeouts.active
-        s.next_report = t + active if active > 0 else float("inf")
-        self.wheel.file(s, min(t + timeout, s.next_report))
-        for p in self.plugins:
-            p.on_start(s)
-        return s
+    def _retransmissions(self, ev, g, data) -> None:
+        """`tcp.data_many` for the data segments of the groups in `data` ((group, TcpState)
+        pairs)."""
+        at = np.full(g.n, -1, np.intp)
+        at[[j for j, _ in data]] = np.arange(len(data))
+        rows = np.flatnonzero(g.tcp_data & (at[g.gid] >= 0))
+        tcpmod.data_many([st for _, st in data], at[g.gid[rows]], ev["dir"][rows], ev["seq"][rows],
+                         ev["payload"][rows])
 
     # -- time ----------------------------------------------------------------
     def advance(self, now: float) -> None:
@@ -922,6 +390,9 @@ class Engine:
         self._flush()
 
     def _advance(self, now: float) -> None:
+        """The sweep (Suricata's flow-manager concern): the sessions the wheel has due by
+        `now` end when idle (closed ones as "closed"), or write their interim report;
+        the others are filed again at their next deadline."""
         if now > self.now:
             self.now = now
         now = self.now
@@ -929,8 +400,7 @@ class Engine:
         close_expiry = self.timeouts.close_expiry
         refile = []
         for s in self.wheel.due(now):
-            deadline = s.last + s.timeout
-            if deadline <= now:
+            if now - s.last >= s.timeout:         # `is_idle`, inline: it runs for every due session
                 self._end(s, CLOSED if (s.tcp is not None and s.tcp.closed and close_expiry) else IDLE)
                 continue
             if s.next_report <= now:
@@ -986,218 +456,24 @@ class Engine:
         self.records.append(None)
 
     def _flush(self) -> None:
-        """Write the last records of the sessions ended since the last flush, together."""
+        """Write the last records of the sessions ended since the last flush, together
+        (`RecordWriter.many`), or one by one when they are few."""
         if self._ended:
             ended, self._ended = self._ended, []
-            recs = self.records
-            for (j, _, _), rec in zip(ended, self._report_many([(s, True, why) for _, s, why in ended])):
-                recs[j] = rec
-
-    @staticmethod
-    def _class_of(s, proto, cport, sport) -> dict:
-        """The session's classification: its inspection's result, else its port's guess."""
-        ins = s.insp
-        if ins.__class__ is dict:
-            return ins
-        if ins:
-            return ins.result()
-        if proto in classify.NOPORT:
-            return classify.classify_noport(proto)
-        return classify.guess_by_port(proto, cport, sport)
-
-    def _classified(self, s, rec, proto, cport, sport) -> None:
-        """app, family, content and the protocol path's application part, from the
-        session's inspection (or its port, marked as a guess). Returns the metadata,
-        which go with the plugin fields (dotted names: tls.sni, http.host, ...).
-        `_class_columns` is the same for many records at once."""
-        cls = self._class_of(s, proto, cport, sport)
-        if cls["app"] is None:
-            return None
-        rec[_I_APP] = cls["app"]
-        rec[_I_FAMILY] = cls["family"]
-        rec[_I_CCLASS] = cls["content_class"]
-        rec[_I_CTYPE] = cls["content_type"]
-        rec[_I_CFLAGS] = cls["content_flags"]
-        rec[_I_PATH] = _class_path(cls, rec[_I_PATH])
-        return _class_meta(cls)
-
-    @staticmethod
-    def _class_columns(clss, paths) -> tuple:
-        """`_classified` for many records (`clss`: their classifications, `paths`: their
-        protocol paths), a column at a time: ([content_class, content_type, content_flags,
-        app, family] columns, proto_path column, metadata list). Fields, path and metadata
-        are worked out once per distinct classification (and path): most records share a
-        few (the port guesses), and the columns are then gathered by builtins. A guess's
-        metadata is a new dict per record, as `_class_meta` makes it."""
-        if not clss:
-            return [[] for _ in _CLASS_FIELDS], [], []
-        ids = list(map(id, clss))
-        distinct = dict(zip(ids, clss))
-        row = {}                            # id -> the five fields, the metadata, whether it is a guess
-        for i, c in distinct.items():
-            if c["app"] is None:
-                row[i] = _UNNAMED
+            items = [(s, True, why) for _, s, why in ended]
+            if len(items) < self.report_min:
+                made = [self.writer.one(*it) for it in items]
             else:
-                row[i] = (*map(c.__getitem__, _CLASS_FIELDS), _class_meta(c), bool(c["guess"]))
-        *cols, metas, guesses = map(list, zip(*map(row.__getitem__, ids)))
-        if all(guesses):
-            metas = list(map(dict, metas))
-        elif any(guesses):
-            metas = [dict(m) if g else m for m, g in zip(metas, guesses)]
-        keys = list(zip(ids, paths))
-        path_of = {(i, p): p if row[i] is _UNNAMED else _class_path(distinct[i], p) for i, p in set(keys)}
-        return cols, list(map(path_of.__getitem__, keys)), metas
+                made = self.writer.many(items)
+            recs = self.records
+            for (j, _, _), rec in zip(ended, made):
+                recs[j] = rec
+            self.stats["records"] += len(made)
+            self.stats["final_records"] += len(made)
 
     def _report(self, s: Session, final: bool, reason: str) -> None:
-        self.records.append(self._record(s, final, reason))
-
-    def _record(self, s: Session, final: bool, reason: str) -> list:
-        """One record of the session as it is now (the reference `_report_many` follows)."""
-        s.reports += 1
-        c = s.c
-        u = 6 * s.client_dir
-        dn = 6 - u
-        ipver, proto, lo, lport, hi, hport, vlans = s.endpoints()
-        if s.client_dir == 0:
-            ca, cport, sa, sport = lo, lport, hi, hport
-        else:
-            ca, cport, sa, sport = hi, hport, lo, lport
-        af = _AF_INET if ipver == 4 else _AF_INET6
-        cip, sip = _ntop(af, ca), _ntop(af, sa)
-        st = s.tcp
-        rec = [TYPE_SESSION, final, reason, s.id, s.parent_id or None, self.sensor, self.worker, s.reports,
-               round(s.start, 6), round(s.last, 6), round(s.last - s.start, 6), ipver, proto,
-               cip, cport, sip, sport, list(vlans) if vlans else None, s.path,
-               c[0] + c[6], c[u], c[dn],
-               c[1] + c[7], c[u + 1], c[dn + 1],
-               c[2] + c[8], c[u + 2], c[dn + 2],
-               c[3] + c[9], c[u + 3], c[dn + 3],
-               c[4] + c[10], c[u + 4], c[dn + 4],
-               c[5] + c[11], c[u + 5], c[dn + 5],
-               round(st.rtt, 6) if st is not None and st.rtt is not None else None,
-               st.retrans if st is not None else 0,
-               st.flags if st is not None else 0,
-               None, None, None, None, None, community_id_packed(proto, ca, sa, cport, sport)]
-        meta = self._classified(s, rec, proto, cport, sport) if self.classify else None
-        if s.ext:
-            meta = _extended(s.ext, rec, meta)
-        if meta:
-            rec.append(meta)
+        """A record of the session as it is now, written at once."""
+        self.records.append(self.writer.one(s, final, reason))
         self.stats["records"] += 1
         if final:
             self.stats["final_records"] += 1
-        return rec
-
-    def _report_many(self, items) -> list:
-        """`_report` for (session, final, reason) items at once, in their order (an expiry
-        sweep's records), a column at a time: the first rows' endpoints, the counters,
-        the address texts and the community ids are worked out over numpy columns, the
-        records are zipped from the columns, and Python still asks the classifier once
-        per record. The records are `_report`'s exactly, as `tests/test_engine_report.py`
-        checks."""
-        n = len(items)
-        if n < self.report_min:
-            return [self._record(s, final, reason) for s, final, reason in items]
-        ss = [it[0] for it in items]
-        r = np.frombuffer(b"".join([s.first for s in ss]), EVENT)
-        cd = np.fromiter([s.client_dir for s in ss], np.uint8, n)
-        fwd = r["dir"] == cd                    # the first row's source is the client
-        f2 = fwd[:, None]
-        src = np.empty((n, 2), ">u8")
-        src[:, 0] = r["src_hi"]
-        src[:, 1] = r["src_lo"]
-        dst = np.empty((n, 2), ">u8")
-        dst[:, 0] = r["dst_hi"]
-        dst[:, 1] = r["dst_lo"]
-        ca = np.where(f2, src, dst).astype(">u8")      # 16 bytes each, IPv4 in the first 4
-        sa = np.where(f2, dst, src).astype(">u8")
-        cab, sab = ca.tobytes(), sa.tobytes()
-        sp, dp = r["sport"], r["dport"]
-        cport = np.where(fwd, sp, dp)
-        sport = np.where(fwd, dp, sp)
-        ipver = r["ipver"]
-        proto = r["proto"]
-        c = np.frombuffer(b"".join([s.c for s in ss]), np.int64).reshape(n, 12)
-        lo, hi = c[:, :6], c[:, 6:]
-        client_lo = (cd == 0)[:, None]
-        cnt = np.empty((18, n), np.int64)      # a row per counter field, in record order
-        cnt[0::3] = (lo + hi).T
-        cnt[1::3] = np.where(client_lo, lo, hi).T
-        cnt[2::3] = np.where(client_lo, hi, lo).T
-        v4 = ipver == 4
-        cips, sips = self._texts(ca[:, 0], v4, cab), self._texts(sa[:, 0], v4, sab)
-        # community ids: IPv4 and IPv6 sessions with ports in bulk, the rest one by one
-        cids = [None] * n
-        ported = np.isin(proto, _PORTED)
-        for ver, width in ((4, 4), (6, 16)):
-            sel = np.flatnonzero(ported & (ipver == ver))
-            if len(sel):
-                a = np.frombuffer(cab, np.uint8).reshape(n, 16)[sel, :width].tobytes()
-                b = np.frombuffer(sab, np.uint8).reshape(n, 16)[sel, :width].tobytes()
-                for j, cid in zip(sel.tolist(), community_ids_ported(a, b, width, proto[sel], cport[sel], sport[sel])):
-                    cids[j] = cid
-        protos, cps, sps = proto.tolist(), cport.tolist(), sport.tolist()
-        for j in np.flatnonzero(~ported).tolist():
-            w = 4 if v4[j] else 16
-            o = 16 * j
-            cps[j] = sps[j] = None
-            cids[j] = community_id_packed(protos[j], cab[o:o + w], sab[o:o + w], None, None)
-        vl = [None] * n
-        for j in np.flatnonzero(r["nvlan"]).tolist():
-            v = (int(r["vlan0"][j]), int(r["vlan1"][j]))[:int(r["nvlan"][j])]
-            vl[j] = list(v)
-        start = np.fromiter([s.start for s in ss], np.float64, n)
-        last = np.fromiter([s.last for s in ss], np.float64, n)
-        tcps = [s.tcp for s in ss]
-        timed = [j for j, st in enumerate(tcps) if st is not None and st.rtt is not None]
-        rtts = [None] * n
-        for j, v in zip(timed, round6(np.fromiter([tcps[j].rtt for j in timed], np.float64, len(timed)))):
-            rtts[j] = v
-        for s in ss:                            # each session once in `items` (`_flush`: ended sessions)
-            s.reports += 1
-        finals = [it[1] for it in items]
-        paths = [s.path for s in ss]
-        if self.classify:
-            class_of = self._class_of
-            ccols, paths, metas = self._class_columns(
-                [ins if ins.__class__ is dict else class_of(s, pr, cp, svp)     # done: its result, as _class_of
-                 for s, ins, pr, cp, svp in zip(ss, [s.insp for s in ss], protos, cps, sps)], paths)
-        else:
-            ccols, metas = [repeat(None, n) for _ in _CLASS_FIELDS], None
-        out = list(map(list, zip(
-            repeat(TYPE_SESSION, n), finals, [it[2] for it in items], [s.id for s in ss],
-            [s.parent_id or None for s in ss], repeat(self.sensor, n), repeat(self.worker, n),
-            [s.reports for s in ss], round6(start), round6(last), round6(last - start), ipver.tolist(), protos,
-            cips, cps, sips, sps, vl, paths, *cnt.tolist(), rtts,
-            [st.retrans if st is not None else 0 for st in tcps], [st.flags if st is not None else 0 for st in tcps],
-            *ccols, cids)))
-        if any([s.ext for s in ss]):
-            for s, rec, meta in zip(ss, out, metas or repeat(None)):
-                if s.ext:
-                    meta = _extended(s.ext, rec, meta)
-                if meta:
-                    rec.append(meta)
-        elif metas is not None:                 # each record with metadata gets it at its end
-            deque(map(list.append, compress(out, metas), compress(metas, metas)), 0)
-        stats = self.stats
-        stats["records"] += n
-        stats["final_records"] += finals.count(True)
-        return out
-
-    @staticmethod
-    def _texts(words, v4, raw) -> list:
-        """The addresses' texts. IPv4: dotted decimal from a table of the 256 octets (what
-        inet_ntop writes, at a third of its cost); IPv6: inet_ntop. `words`: each
-        address's first 8 bytes as a big-endian number, `raw`: 16 bytes per address."""
-        n = len(words)
-        j4 = np.flatnonzero(v4)
-        texts4 = [f"{_OCTET[a >> 24]}.{_OCTET[(a >> 16) & 255]}.{_OCTET[(a >> 8) & 255]}.{_OCTET[a & 255]}"
-                  for a in (words[j4] >> 32).tolist()]
-        if len(j4) == n:
-            return texts4
-        out = [None] * n
-        for j, t in zip(j4.tolist(), texts4):
-            out[j] = t
-        for j in np.flatnonzero(~v4).tolist():
-            out[j] = _ntop(_AF_INET6, raw[16 * j:16 * j + 16])
-        return out

@@ -12,14 +12,15 @@ get_session_parent, get_session_protocol_index, ..., get_session_next /
 get_session_previous in the expiry list) under Python names.
 """
 import socket
-import struct
 from array import array
+
+from contracts.wire import row_struct
 
 PORTED = frozenset((6, 17, 33, 132, 136))    # transports whose sessions have ports
 _ZERO12 = array("q", bytes(96))
-# the EVENT fields a record needs, straight from the first row's bytes (see contracts.wire):
-# dir, ipver, proto, nvlan, sport, dport, src_hi, src_lo, dst_hi, dst_lo, vlan0, vlan1
-_ROW = struct.Struct("<34xBBB2xBHH12x8s8s8s8sHH")
+# the EVENT fields a record needs, straight from the first row's bytes (the addresses raw)
+_ROW = row_struct("dir", "ipver", "proto", "nvlan", "sport", "dport", "src_hi", "src_lo", "dst_hi", "dst_lo",
+                  "vlan0", "vlan1", raw=("src_hi", "src_lo", "dst_hi", "dst_lo"))
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 PKT, BYTE, CAP_PKT, CAP_BYTE, DATA_PKT, DATA_BYTE = range(6)
 

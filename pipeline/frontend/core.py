@@ -12,10 +12,13 @@ frames_malformed, frames_unassembled (frames_dropped is for live capture).
 import functools
 import zlib
 from collections import Counter
+from itertools import starmap
+from operator import itemgetter
 
 import numpy as np
 
-from contracts.wire import EVENT, MAX_DEPTH, session_id, take_rows
+from contracts.timeouts import is_idle
+from contracts.wire import EVENT, MAX_DEPTH, row_struct, session_id, take_rows
 from . import slowpath
 from .decoded import IP, NON_IP
 from .fastpath import PAYLOAD_MAX, PathIds, decode_fast
@@ -24,6 +27,17 @@ from .keying import key_one, key_rows, tunnel_scope
 from .tunnels import IP_TUNNELS, SCOPES, UDP_TUNNEL_PORTS
 
 _TUNNEL_PROTOS = frozenset(IP_TUNNELS)
+# The EVENT fields a slow-path row sets, in the order `_row` lists their values (EVENT's
+# order); the others stay 0 (key and dir are `key_rows`' work, ploff and pllen the young
+# rows'). A plain tuple, packed by a struct derived from these names: built by keyword
+# (a namedtuple), a row cost the slow path about a tenth more (docs/benchmarks.md).
+_ROW_FIELDS = ("fidx", "ts", "wirelen", "caplen", "ncap", "ipver", "proto", "depth", "tcpflags", "nvlan",
+               "sport", "dport", "payload", "seq", "ack", "src_hi", "src_lo", "dst_hi", "dst_lo",
+               "vlan0", "vlan1", "path", "ctx", "parent")
+_PACK_ROW = row_struct(*_ROW_FIELDS, whole=True).pack
+# `key_one`'s arguments, from such a row
+_KEY_PARTS = itemgetter(*map(_ROW_FIELDS.index, ("ipver", "proto", "nvlan", "sport", "dport", "src_hi", "src_lo",
+                                                 "dst_hi", "dst_lo", "vlan0", "vlan1", "ctx")))
 
 
 class TunnelParents:
@@ -31,9 +45,9 @@ class TunnelParents:
 
     Session ids are derived from the frame that opens a session, so the
     front-end can name the outer session's id without asking the worker that
-    owns it: it follows the outer session's idle expiry with the same rule and
-    timeouts as the workers (outer sessions are never TCP, so close expiry does
-    not apply). Every packet of a tunnel-capable session (an IP protocol or UDP
+    owns it: it follows the outer session's idle expiry with the workers' own rule
+    and timeouts (`contracts.timeouts`; outer sessions are never TCP, so close
+    expiry does not apply). Every packet of a tunnel-capable session (an IP protocol or UDP
     port of the tunnel registry) takes the slow path, so this table sees all of
     them. Like the workers' sweeps, time is the running maximum of packet time
     as of the previous chunk, so a timestamp going backwards cannot revive an
@@ -49,7 +63,7 @@ class TunnelParents:
 
     def touch(self, key: int, fidx: int, depth: int, ts: float, proto: int, sport: int, dport: int) -> int:
         e = self.table.get(key)
-        if e is None or max(ts, self.swept) - e[1] >= e[2]:
+        if e is None or is_idle(max(ts, self.swept), e[1], e[2]):
             e = self.table[key] = [session_id(fidx, depth, self.proc), ts,
                                    self.timeouts.idle_for(proto, sport, dport)]
         elif ts > e[1]:
@@ -57,7 +71,7 @@ class TunnelParents:
         return e[0]
 
     def expire(self, now: float) -> None:
-        dead = [k for k, e in self.table.items() if now - e[1] >= e[2]]
+        dead = [k for k, e in self.table.items() if is_idle(now, e[1], e[2])]
         for k in dead:
             del self.table[k]
 
@@ -241,7 +255,7 @@ class FrontEnd:
     def _emit(self, fast, out):
         """Key all rows of a chunk at once and cut them by second (`pack` splits by worker)."""
         if out:
-            ev = np.concatenate([fast, np.array(out, dtype=EVENT)]).astype(EVENT, copy=False)
+            ev = np.concatenate([fast, np.frombuffer(b"".join(starmap(_PACK_ROW, out)), EVENT)])
             ev = take_rows(ev, np.argsort(ev["fidx"] * np.uint64(16) + ev["depth"], kind="stable"))
         else:
             ev = fast
@@ -371,24 +385,23 @@ class FrontEnd:
                             layer.vlans if self.vlan_key else ())
 
     def _row(self, layer, frames, ctx, parent, depth):
+        """The EVENT row of one layer: its `_ROW_FIELDS`' values, in that order."""
         src = layer.src.ljust(16, b"\0")
         dst = layer.dst.ljust(16, b"\0")
         vl = layer.vlans
         last = frames[-1]
         wire = sum(f.wirelen for f in frames) if len(frames) > 1 else last.wirelen
         cap = sum(f.caplen for f in frames) if len(frames) > 1 else last.caplen
-        return (0, last.fidx, last.ts, min(wire, 0xFFFFFFFF), min(cap, 0xFFFFFFFF), min(len(frames), 0xFFFF), 0,
+        return (last.fidx, last.ts, min(wire, 0xFFFFFFFF), min(cap, 0xFFFFFFFF), min(len(frames), 0xFFFF),
                 layer.ipver, layer.proto, depth, layer.tcpflags & 0xFF, min(len(vl), 255),
-                layer.sport, layer.dport, min(layer.payload, 0xFFFFFFFF), layer.seq & 0xFFFFFFFF, layer.ack & 0xFFFFFFFF,
-                int.from_bytes(src[:8], "big"), int.from_bytes(src[8:], "big"),
+                layer.sport, layer.dport, min(layer.payload, 0xFFFFFFFF), layer.seq & 0xFFFFFFFF,
+                layer.ack & 0xFFFFFFFF, int.from_bytes(src[:8], "big"), int.from_bytes(src[8:], "big"),
                 int.from_bytes(dst[:8], "big"), int.from_bytes(dst[8:], "big"),
                 vl[0] if len(vl) > 0 else 0, vl[1] if len(vl) > 1 else 0,
-                self.paths.get(layer.path), ctx, parent, 0, 0)
+                self.paths.get(layer.path), ctx, parent)
 
     def _key_of(self, row) -> int:
-        (_, _, _, _, _, _, _, ipver, proto, _, _, nvlan, sport, dport, _, _, _,
-         sh, sl, dh, dl, v0, v1, _, ctx, _, _, _) = row
-        return key_one(ipver, proto, nvlan, sport, dport, sh, sl, dh, dl, v0, v1, ctx, self.seed, self.vlan_key)[0]
+        return key_one(*_KEY_PARTS(row), self.seed, self.vlan_key)[0]
 
     # -- accounting ----------------------------------------------------------
     def _expire(self, out):

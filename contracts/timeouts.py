@@ -1,15 +1,29 @@
-"""Per-class session timeouts (the Suricata `flow-timeout` concern, in one place).
+"""Per-class session timeouts and the idle rule (the Suricata `flow-timeout` concern, in one place).
+
+The workers expire sessions by these rules, and the front-end follows tunnels'
+outer sessions by the same ones to name their ids (`pipeline.frontend.core.
+TunnelParents`): both stages import them from here, so the two can never drift.
 
 Defaults (seconds), chosen like the peers': TCP 300, UDP 60, ICMP/ICMPv6 60,
-other transports 60, DNS (UDP port 53) 15. A TCP session that closed (FIN both
-ways, or RST) ends after the close linger (5 s) of inactivity, so trailing ACKs
-stay inside it. `--idle-timeout S` sets one idle timeout for every class.
-Interim records go out every `active` seconds of a session's life (0: never).
+other transports 60, DNS (UDP port 53) 15. A session is idle once
+`now - last >= timeout` (`is_idle`). A TCP session that closed (FIN both ways,
+or RST) ends after the close linger (5 s) of inactivity, so trailing ACKs stay
+inside it. `--idle-timeout S` sets one idle timeout for every class. Interim
+records go out every `active` seconds of a session's life (0: never).
 """
 from dataclasses import dataclass
 
 TCP, UDP, ICMP, OTHER, DNS = "tcp", "udp", "icmp", "other", "dns"
 DEFAULT_IDLE = {TCP: 300.0, UDP: 60.0, ICMP: 60.0, OTHER: 60.0, DNS: 15.0}
+
+
+def is_idle(now, last, timeout):
+    """The idle rule: a session whose last packet came at `last` is idle at `now`. Plain
+    arithmetic, so it takes numpy columns too (the workers' batch plan). The engine's
+    per-packet loop and expiry sweep write this comparison inline (a call there costs a
+    worker about half a percent); tests/test_tunnel_parents.py holds the engine and the
+    front-end's TunnelParents, which calls it, to the same answers."""
+    return now - last >= timeout
 
 
 @dataclass(frozen=True)

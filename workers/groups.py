@@ -1,0 +1,121 @@
+"""A batch's rows grouped by session: what the batch path knows of each group at once.
+
+A batch's rows sorted by session key with a stable sort are "in grouped order":
+each session's rows together, in frame order inside the group. `Groups` holds
+that order and every per-group figure the batch path needs (counters summed
+per direction, the first FIN/RST, ...), worked out with numpy once per batch.
+Rules applied segment by segment (TCP's control segments, the classifier's
+payload rows) run over grouped rows in rounds (`rounds`).
+"""
+import numpy as np
+
+from .rounds import running_max
+from .tcp import ACK, CONTROL, FIN, RST, SYN
+
+
+class Groups:
+    """The rows of one batch (`ev`, EVENT rows in frame order) grouped by session key.
+    Arrays "per row" are in frame order, "per grouped row" in grouped order, "per group"
+    indexed by group (groups numbered in key order)."""
+    __slots__ = (
+        "n",            # number of groups
+        "order",        # per grouped row: its row
+        "starts",       # per group: where its rows start in grouped order
+        "gs",           # per grouped row: its group
+        "gid",          # per row: its group
+        "first",        # per group: its first row
+        "keys",         # per group: its session key
+        "ts",           # per grouped row: packet time
+        "flags",        # per grouped row: TCP flags
+        "gap",          # per grouped row: time since the group's previous row (-inf at its first)
+        "last_ts",      # per group: the latest packet time
+        "max_gap",      # per group: the longest gap between two of its rows
+        "flags_or",     # per group: its rows' TCP flags ORed
+        "counts",       # per group: 12 counters, as Session.c holds them (6 per canonical direction)
+        "tcp_data",     # per row: a TCP segment with payload (the retransmission rule's rows)
+        "tcp_data_n",   # per group: its rows in tcp_data
+        "payload_rows",  # per row: it carries payload bytes for the classifier (None: no payload sent)
+        "payload_n",    # per group: its rows in payload_rows
+        "has_control",  # any SYN, FIN or RST in the batch
+        "close_ts",     # per group: time of its first FIN or RST (inf: none)
+        "close_pos",    # per group: grouped position of its first FIN or RST (n rows: none); None: no control
+        "reopens",      # per group: a SYN (no ACK) comes after its first FIN or RST
+        "any_syn",      # per group: it has a SYN without ACK
+        "_runmax",
+    )
+
+    def __init__(self, ev, with_payload: bool):
+        n = len(ev)
+        keys = ev["key"]
+        self.order = order = np.argsort(keys, kind="stable")        # stable: frame order inside a group
+        sk = keys[order]
+        brk = np.empty(n, bool)
+        brk[0] = True
+        np.not_equal(sk[1:], sk[:-1], out=brk[1:])
+        self.starts = starts = np.flatnonzero(brk)
+        self.n = ng = len(starts)
+        self.gs = gs = np.cumsum(brk) - 1
+        self.gid = gid = np.empty(n, np.intp)
+        gid[order] = gs
+        self.first = order[starts]
+        self.keys = sk[starts]
+        self.ts = tss = ev["ts"][order]
+        self.last_ts = np.maximum.reduceat(tss, starts)
+        self.gap = gap = np.empty(n)
+        gap[1:] = tss[1:] - tss[:-1]
+        gap[starts] = -np.inf
+        self.max_gap = np.maximum.reduceat(gap, starts)
+        fl = ev["tcpflags"]
+        self.flags = fls = fl[order]
+        self.flags_or = flor = np.bitwise_or.reduceat(fls, starts)
+        self._sums(ev, ng)
+        if with_payload:
+            self.payload_rows = ev["pllen"] != 0
+            self.payload_n = np.bincount(gid, self.payload_rows, ng)
+        else:
+            self.payload_rows = None
+            self.payload_n = np.zeros(ng, np.intp)
+        self.has_control = bool(((flor & CONTROL) != 0).any())
+        self._closes(n, ng)
+        self._runmax = None
+
+    def _sums(self, ev, ng) -> None:
+        """The counters per group and direction (bincount over group * 2 + direction)."""
+        gid = self.gid
+        lab = gid * 2 + ev["dir"]
+        m2 = 2 * ng
+        pl = ev["payload"]
+        haspl = pl != 0
+        sums = np.empty((m2, 6), np.int64)
+        sums[:, 0] = np.bincount(lab, minlength=m2)
+        sums[:, 1] = np.bincount(lab, ev["wirelen"], m2)
+        sums[:, 2] = np.bincount(lab, ev["ncap"], m2)
+        sums[:, 3] = np.bincount(lab, ev["caplen"], m2)
+        sums[:, 4] = np.bincount(lab, haspl, m2)
+        sums[:, 5] = np.bincount(lab, pl, m2)
+        self.counts = sums.reshape(ng, 12)
+        self.tcp_data = haspl & (ev["tcpflags"] != 0)
+        self.tcp_data_n = np.bincount(gid, self.tcp_data, ng)
+
+    def _closes(self, n, ng) -> None:
+        """When each group's first FIN/RST comes, and whether a SYN (no ACK) follows it."""
+        if not self.has_control:
+            self.close_pos = None
+            self.reopens = self.any_syn = np.zeros(ng, bool)
+            self.close_ts = np.full(ng, np.inf)
+            return
+        fls, starts = self.flags, self.starts
+        pos = np.arange(n)
+        fr = (fls & (FIN | RST)) != 0
+        syn = (fls & (SYN | ACK)) == SYN
+        self.close_ts = np.minimum.reduceat(np.where(fr, self.ts, np.inf), starts)
+        self.close_pos = np.minimum.reduceat(np.where(fr, pos, n), starts)
+        syn_pos = np.maximum.reduceat(np.where(syn, pos, -1), starts)
+        self.reopens = syn_pos > self.close_pos
+        self.any_syn = syn_pos >= 0
+
+    def running_max(self):
+        """Per grouped row: packet time's running maximum inside its group (made once)."""
+        if self._runmax is None:
+            self._runmax = running_max(self.ts, self.gs)
+        return self._runmax

@@ -1,0 +1,309 @@
+"""A session's record, built from the schema (`contracts.record`): two builders, one check.
+
+Two builders that must write the same records, side by side here:
+- `RecordWriter.many`: many sessions at once (the sessions a batch ended), a
+  column per field: the first rows' endpoints, the counters, the address texts
+  and the community ids are worked out over numpy columns, each column is
+  filed under its field's name, and the records are zipped from the columns in
+  the schema's order (`contracts.record.NAMES`): a field the schema has and
+  `many` lacks fails at once.
+- `RecordWriter.one`: one session as it is now (an interim report, a sweep that
+  ended few sessions); the plain reference. Its list is written out in the
+  schema's order, one line per group of fields: built as a dict by name, a
+  record cost it 44% more instructions (docs/benchmarks.md), and it writes most
+  records where traffic is light.
+`tests/test_engine_report.py` holds the two to the same records and types, so
+a field added to the schema and to `many` by name but put in the wrong place
+in `one` fails there.
+
+After the fields a record may carry one dict: the classifier's metadata and a
+plugin's `extra` fields. A plugin's values for the classification fields win
+over the classifier's.
+"""
+import socket
+from collections import deque
+from itertools import compress, repeat
+
+import numpy as np
+
+from contracts.community_id import community_id_packed, community_ids_ported
+from contracts.record import INDEX, NAMES, TYPE_SESSION
+from contracts.wire import EVENT
+
+from .inspection import class_of
+from .session import BYTE, CAP_BYTE, CAP_PKT, DATA_BYTE, DATA_PKT, PKT, PORTED
+
+_ntop, _AF_INET, _AF_INET6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6
+# the record's counters by Session.c's index (six per direction), each as the total, the
+# client's (ul_) and the server's (dl_)
+COUNTERS = {PKT: "packet_count", BYTE: "byte_count", CAP_PKT: "cap_packet_count", CAP_BYTE: "cap_byte_count",
+            DATA_PKT: "data_packet_count", DATA_BYTE: "data_byte_count"}
+_COUNTER_FIELDS = [(i, name, "ul_" + name, "dl_" + name) for i, name in COUNTERS.items()]
+CLASS_FIELDS = ("content_class", "content_type", "content_flags", "app", "family")   # from the classification
+_CLASS_AT = tuple((INDEX[n], n) for n in CLASS_FIELDS)    # where they are in a record
+_PATH_AT = INDEX["proto_path"]
+_UNNAMED = (None,) * (len(CLASS_FIELDS) + 1) + (False,)     # `class_columns`' row of a classification naming no app
+_OCTET = [str(i) for i in range(256)]   # IPv4 address texts are made of these
+_PORTED = sorted(PORTED)                # transports with ports
+
+
+class RecordWriter:
+    """Writes the records of one worker's sessions (`sensor`, `worker`: fields of every
+    record; `classify`: 0 when the worker does not classify)."""
+    __slots__ = ("sensor", "worker", "classify")
+
+    def __init__(self, sensor: str, worker: int, classify: int):
+        self.sensor = sensor
+        self.worker = worker
+        self.classify = classify
+
+    def one(self, s, final: bool, reason: str) -> list:
+        """One record of the session as it is now (the reference `many` follows)."""
+        s.reports += 1
+        c = s.c
+        u = 6 * s.client_dir
+        dn = 6 - u
+        ipver, proto, lo, lport, hi, hport, vlans = s.endpoints()
+        if s.client_dir == 0:
+            ca, cport, sa, sport = lo, lport, hi, hport
+        else:
+            ca, cport, sa, sport = hi, hport, lo, lport
+        af = _AF_INET if ipver == 4 else _AF_INET6
+        st = s.tcp
+        rec = [TYPE_SESSION, final, reason, s.id, s.parent_id or None, self.sensor, self.worker, s.reports,
+               round(s.start, 6), round(s.last, 6), round(s.last - s.start, 6), ipver, proto,
+               _ntop(af, ca), cport, _ntop(af, sa), sport, list(vlans) if vlans else None, s.path,
+               c[PKT] + c[6 + PKT], c[u + PKT], c[dn + PKT],                     # packet_count, ul_, dl_
+               c[BYTE] + c[6 + BYTE], c[u + BYTE], c[dn + BYTE],
+               c[CAP_PKT] + c[6 + CAP_PKT], c[u + CAP_PKT], c[dn + CAP_PKT],
+               c[CAP_BYTE] + c[6 + CAP_BYTE], c[u + CAP_BYTE], c[dn + CAP_BYTE],
+               c[DATA_PKT] + c[6 + DATA_PKT], c[u + DATA_PKT], c[dn + DATA_PKT],
+               c[DATA_BYTE] + c[6 + DATA_BYTE], c[u + DATA_BYTE], c[dn + DATA_BYTE],
+               round(st.rtt, 6) if st is not None and st.rtt is not None else None,
+               st.retrans if st is not None else 0,
+               st.flags if st is not None else 0,
+               None, None, None, None, None,                                     # CLASS_FIELDS
+               community_id_packed(proto, ca, sa, cport, sport)]
+        meta = _classified(rec, class_of(s, proto, cport, sport)) if self.classify else None
+        if s.ext:
+            meta = _extended(s.ext, rec, meta)
+        if meta:
+            rec.append(meta)
+        return rec
+
+    def many(self, items) -> list:
+        """`one` for (session, final, reason) items at once, each session once, in their
+        order, a column per field (see the module's docstring)."""
+        n = len(items)
+        ss = [it[0] for it in items]
+        for s in ss:
+            s.reports += 1
+        tcps = [s.tcp for s in ss]
+        cd = np.fromiter([s.client_dir for s in ss], np.uint8, n)
+        cols = {"type": repeat(TYPE_SESSION, n), "final": [it[1] for it in items],
+                "end_reason": [it[2] for it in items], "session_id": [s.id for s in ss],
+                "parent_session_id": [s.parent_id or None for s in ss], "sensor": repeat(self.sensor, n),
+                "worker": repeat(self.worker, n), "report_number": [s.reports for s in ss],
+                "retransmission_count": [st.retrans if st is not None else 0 for st in tcps],
+                "tcp_flags": [st.flags if st is not None else 0 for st in tcps]}
+        _time_columns(cols, ss, tcps)
+        _counter_columns(cols, ss, cd)
+        protos, cports, sports = _endpoint_columns(cols, ss, cd)
+        paths = [s.path for s in ss]
+        if self.classify:
+            classes, cols["proto_path"], metas = class_columns(
+                [ins if ins.__class__ is dict else class_of(s, pr, cp, sp)     # done: its result, as class_of
+                 for s, ins, pr, cp, sp in zip(ss, [s.insp for s in ss], protos, cports, sports)], paths)
+            cols.update(classes)
+        else:
+            cols["proto_path"], metas = paths, None
+            cols.update((name, repeat(None, n)) for name in CLASS_FIELDS)
+        out = list(map(list, zip(*map(cols.__getitem__, NAMES))))
+        if any([s.ext for s in ss]):
+            for s, rec, meta in zip(ss, out, metas or repeat(None)):
+                if s.ext:
+                    meta = _extended(s.ext, rec, meta)
+                if meta:
+                    rec.append(meta)
+        elif metas is not None:                 # each record with metadata gets it at its end
+            deque(map(list.append, compress(out, metas), compress(metas, metas)), 0)
+        return out
+
+
+def _time_columns(cols: dict, ss, tcps) -> None:
+    """start, end, duration and rtt, rounded to the microsecond as `one` rounds them."""
+    n = len(ss)
+    start = np.fromiter([s.start for s in ss], np.float64, n)
+    last = np.fromiter([s.last for s in ss], np.float64, n)
+    cols["start"], cols["end"], cols["duration"] = round6(start), round6(last), round6(last - start)
+    timed = [j for j, st in enumerate(tcps) if st is not None and st.rtt is not None]
+    rtts = [None] * n
+    for j, v in zip(timed, round6(np.fromiter([tcps[j].rtt for j in timed], np.float64, len(timed)))):
+        rtts[j] = v
+    cols["rtt"] = rtts
+
+
+def _counter_columns(cols: dict, ss, cd) -> None:
+    """The counter fields: each session's twelve counters as a row, the client's side
+    picked per session (`cd`: the sessions' client directions)."""
+    n = len(ss)
+    c = np.frombuffer(b"".join([s.c for s in ss]), np.int64).reshape(n, 12)
+    lo, hi = c[:, :6], c[:, 6:]
+    client_lo = (cd == 0)[:, None]
+    totals = (lo + hi).T.tolist()
+    ul = np.where(client_lo, lo, hi).T.tolist()
+    dl = np.where(client_lo, hi, lo).T.tolist()
+    for i, total, up, down in _COUNTER_FIELDS:
+        cols[total], cols[up], cols[down] = totals[i], ul[i], dl[i]
+
+
+def _endpoint_columns(cols: dict, ss, cd):
+    """ip_version, transport, client and server addresses and ports, vlan and
+    community_id, from the sessions' first rows (`cd`: their client directions). Returns
+    the transports and the ports (None where the transport has none) as lists, for the
+    classification."""
+    n = len(ss)
+    r = np.frombuffer(b"".join([s.first for s in ss]), EVENT)
+    fwd = r["dir"] == cd                    # the first row's source is the client
+    f2 = fwd[:, None]
+    src = np.empty((n, 2), ">u8")
+    src[:, 0] = r["src_hi"]
+    src[:, 1] = r["src_lo"]
+    dst = np.empty((n, 2), ">u8")
+    dst[:, 0] = r["dst_hi"]
+    dst[:, 1] = r["dst_lo"]
+    ca = np.where(f2, src, dst).astype(">u8")      # 16 bytes each, IPv4 in the first 4
+    sa = np.where(f2, dst, src).astype(">u8")
+    cab, sab = ca.tobytes(), sa.tobytes()
+    sp, dp = r["sport"], r["dport"]
+    cport = np.where(fwd, sp, dp)
+    sport = np.where(fwd, dp, sp)
+    ipver, proto = r["ipver"], r["proto"]
+    v4 = ipver == 4
+    # community ids: IPv4 and IPv6 sessions with ports in bulk, the rest one by one
+    cids = [None] * n
+    ported = np.isin(proto, _PORTED)
+    for ver, width in ((4, 4), (6, 16)):
+        sel = np.flatnonzero(ported & (ipver == ver))
+        if len(sel):
+            a = np.frombuffer(cab, np.uint8).reshape(n, 16)[sel, :width].tobytes()
+            b = np.frombuffer(sab, np.uint8).reshape(n, 16)[sel, :width].tobytes()
+            for j, cid in zip(sel.tolist(), community_ids_ported(a, b, width, proto[sel], cport[sel], sport[sel])):
+                cids[j] = cid
+    protos, cps, sps = proto.tolist(), cport.tolist(), sport.tolist()
+    for j in np.flatnonzero(~ported).tolist():
+        w = 4 if v4[j] else 16
+        o = 16 * j
+        cps[j] = sps[j] = None
+        cids[j] = community_id_packed(protos[j], cab[o:o + w], sab[o:o + w], None, None)
+    vl = [None] * n
+    for j in np.flatnonzero(r["nvlan"]).tolist():
+        vl[j] = [int(r["vlan0"][j]), int(r["vlan1"][j])][:int(r["nvlan"][j])]
+    cols.update(ip_version=ipver.tolist(), transport=protos, client_ip=address_texts(ca[:, 0], v4, cab),
+                client_port=cps, server_ip=address_texts(sa[:, 0], v4, sab), server_port=sps, vlan=vl,
+                community_id=cids)
+    return protos, cps, sps
+
+
+def _classified(rec: list, cls: dict):
+    """app, family, content and the protocol path's application part of one record, from
+    the session's classification (its inspection's result, or its port's, marked as a
+    guess). Returns the metadata, which go with the plugin fields (dotted names: tls.sni,
+    http.host, ...). `class_columns` is the same for many."""
+    if cls["app"] is None:
+        return None
+    for j, name in _CLASS_AT:
+        rec[j] = cls[name]
+    rec[_PATH_AT] = _class_path(cls, rec[_PATH_AT])
+    return _class_meta(cls)
+
+
+def class_columns(clss, paths) -> tuple:
+    """`_classified` for many records (`clss`: their classifications, `paths`: their
+    protocol paths), a column at a time: ({field: column} for CLASS_FIELDS, proto_path
+    column, metadata list). Fields, path and metadata are worked out once per distinct
+    classification (and path): most records share a few (the port guesses), and the
+    columns are then gathered by builtins. A guess's metadata is a new dict per record,
+    as `_class_meta` makes it."""
+    if not clss:
+        return {name: [] for name in CLASS_FIELDS}, [], []
+    ids = list(map(id, clss))
+    distinct = dict(zip(ids, clss))
+    row = {}                            # id -> the five fields, the metadata, whether it is a guess
+    for i, c in distinct.items():
+        if c["app"] is None:
+            row[i] = _UNNAMED
+        else:
+            row[i] = (*map(c.__getitem__, CLASS_FIELDS), _class_meta(c), bool(c["guess"]))
+    *cols, metas, guesses = map(list, zip(*map(row.__getitem__, ids)))
+    if all(guesses):
+        metas = list(map(dict, metas))
+    elif any(guesses):
+        metas = [dict(m) if g else m for m, g in zip(metas, guesses)]
+    keys = list(zip(ids, paths))
+    path_of = {(i, p): p if row[i] is _UNNAMED else _class_path(distinct[i], p) for i, p in set(keys)}
+    return dict(zip(CLASS_FIELDS, cols)), list(map(path_of.__getitem__, keys)), metas
+
+
+def _class_path(cls: dict, path: str) -> str:
+    """A session's proto_path with its classification's application part at the end."""
+    suffix = cls["path_suffix"]
+    if suffix and not path.endswith("." + suffix):      # icmp is already the path's end
+        return path + "." + suffix
+    return path
+
+
+def _class_meta(cls: dict):
+    """A classification's metadata for the record (a new dict where it adds app_guess)."""
+    if cls["guess"]:
+        return dict(cls["meta"], app_guess=True)
+    return cls["meta"] or None
+
+
+def _extended(ext: dict, rec: list, meta):
+    """A plugin's values in the record (they win over the classifier's); returns the
+    metadata with its extra fields."""
+    for j, name in _CLASS_AT:
+        if name in ext:
+            rec[j] = ext[name]
+    if ext.get("extra"):
+        meta = dict(meta, **ext["extra"]) if meta else ext["extra"]
+    return meta
+
+
+def round6(x) -> list:
+    """`[round(v, 6) for v in x]` for a float64 array, exactly, without Python's slow
+    correctly-rounded decimal conversion for most values: N = rint(x * 1e6) is the
+    right number of microseconds whenever x * 1e6 lies clearly (by more than its
+    rounding error) inside N +- 0.5, and round() then returns the double nearest to
+    N / 10^6, which IEEE division gives exactly. Ties, huge and odd values take round()."""
+    x = np.asarray(x, np.float64)
+    with np.errstate(all="ignore"):
+        p = x * 1e6
+        n = np.rint(p)
+        good = np.abs(p - n) < 0.5 - np.abs(np.spacing(p))
+        good &= np.abs(p) < 2.0 ** 52
+    out = (n / 1e6).tolist()
+    if not good.all():
+        xs = x.tolist()
+        for j in np.flatnonzero(~good).tolist():
+            out[j] = round(xs[j], 6)
+    return out
+
+
+def address_texts(words, v4, raw) -> list:
+    """The addresses' texts. IPv4: dotted decimal from a table of the 256 octets (what
+    inet_ntop writes, at a third of its cost); IPv6: inet_ntop. `words`: each
+    address's first 8 bytes as a big-endian number, `raw`: 16 bytes per address."""
+    n = len(words)
+    j4 = np.flatnonzero(v4)
+    texts4 = [f"{_OCTET[a >> 24]}.{_OCTET[(a >> 16) & 255]}.{_OCTET[(a >> 8) & 255]}.{_OCTET[a & 255]}"
+              for a in (words[j4] >> 32).tolist()]
+    if len(j4) == n:
+        return texts4
+    out = [None] * n
+    for j, t in zip(j4.tolist(), texts4):
+        out[j] = t
+    for j in np.flatnonzero(~v4).tolist():
+        out[j] = _ntop(_AF_INET6, raw[16 * j:16 * j + 16])
+    return out
