@@ -10,7 +10,7 @@ from pipeline.frontend.core import FrontEnd
 from pipeline.frontend.readers import open_capture
 from tests.rows import run_engine
 from tests.test_slowpath import eth, ipv4, ipv6, tcp, udp
-from workers.timeouts import Timeouts
+from contracts.timeouts import Timeouts
 
 CLI4, SRV4 = bytes([172, 16, 0, 5]), bytes([93, 184, 216, 34])
 CLI6 = bytes.fromhex("2001000041379e508000f12ab9c82815")          # a Teredo address

@@ -231,7 +231,7 @@ def test_incomplete_outer_datagram_counts_only_its_outer_layer(tmp_path):
     A complete fragmented one gives its inner packet."""
     from pipeline.frontend.core import FrontEnd
     from pipeline.frontend.readers import open_capture
-    from workers.timeouts import Timeouts
+    from contracts.timeouts import Timeouts
     data = udp(2152, 2152, gtp(5, ipv4(6, tcp(40000, 80, data=b"x" * 100), src=CLI4, dst=SRV4)))
     first = eth(0x0800, ipv4(17, data[:80], src=A4, dst=B4, ident=1, mf=True))     # the inner TCP header whole
     whole = [eth(0x0800, ipv4(17, data[:80], src=A4, dst=B4, ident=2, mf=True)),
