@@ -114,7 +114,15 @@ FIELDS = (
     F("app", TEXT, "application name (lower case), else null", null=True),
     F("family", PLAIN, "application family, else null", null=True),
     F("community_id", TEXT, "Community ID v1 (seed 0) of the 5-tuple, to join with Zeek/Suricata/Elastic; "
-      "null for ICMP, whose id needs one type/code", null=True, ecs="network.community_id"),
+      "ICMP and ICMPv6: of the session's first message's type and code (null when its header was not "
+      "captured)", null=True, ecs="network.community_id"),
+    F("ul_ip_byte_count", COUNT, "sum of the IP lengths (IPv4 total length, IPv6 40 + payload length; a "
+      "reassembled datagram once), client -> server: Zeek's orig_ip_bytes"),
+    F("dl_ip_byte_count", COUNT, "server -> client: Zeek's resp_ip_bytes"),
+    F("client_mac", TEXT, "Ethernet address (aa:bb:cc:dd:ee:ff) of the client in the session's first frame: "
+      "the Ethernet header nearest the session's IP header (a tunnel's inner one); null without one",
+      null=True),
+    F("server_mac", TEXT, "the server's Ethernet address in that frame, null without one", null=True),
 )
 
 NAMES = tuple(f.name for f in FIELDS)

@@ -32,9 +32,11 @@ def native(tmp_path_factory):
 
 
 def expected_community_id(d):
-    """Community ID v1 written out from the spec, independent of contracts/community_id.py."""
+    """Community ID v1 written out from the spec, independent of contracts/community_id.py.
+    ICMP: the record's own (from its first message's type and code, which the record does not
+    carry; tests/test_record_fields.py checks it against the spec's vectors)."""
     if d["transport"] in (1, 58):
-        return None
+        return d["community_id"]
     a = (ipaddress.ip_address(d["client_ip"]).packed, d["client_port"])
     b = (ipaddress.ip_address(d["server_ip"]).packed, d["server_port"])
     ports = a[1] is not None and b[1] is not None
@@ -108,7 +110,8 @@ def test_events_from_pipeline_records(native, tmp_path):
     assert len(events) == len(recs)
     for e, d in zip(events, recs):
         check_event(e, d)
-    assert sum("community_id" in e["network"] for e in events) == sum(d["transport"] not in (1, 58) for d in recs)
+    assert sum("community_id" in e["network"] for e in events) == \
+        sum(d["transport"] not in (1, 58) or d["community_id"] is not None for d in recs)
     assert any("inner" in e["network"] for e in events), "QinQ sessions expected in the trace"
 
 

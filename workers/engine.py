@@ -32,14 +32,14 @@ from . import classify, inspection, plan
 from . import tcp as tcpmod
 from .groups import Groups
 from .records import RecordWriter
-from .session import Session
+from .session import N_COUNTERS, Session
 from .table import SessionTable
 
 _SYN, _ACK, _CONTROL = tcpmod.SYN, tcpmod.ACK, tcpmod.CONTROL
 _REFUSE_MIN = 8          # first payloads in a call worth a vectorised refusal test
 _NONE = np.zeros(0, np.intp)
 _ROW_SIZE = EVENT.itemsize
-_COUNTS_SIZE = 12 * 8     # a session's counters (Session.c, array "q") in bytes
+_COUNTS_SIZE = N_COUNTERS * 8     # a session's counters (Session.c, array "q") in bytes
 _OPEN_FIELDS = row_struct("fidx", "proto", "depth", "sport", "dport", "path", "parent")   # from the first row's bytes
 _GROUPED_MIN = 64                      # smaller batches: the per-packet path is cheaper
 _REPORTS_MIN = 32                      # fewer records at once: `RecordWriter.one` one by one is cheaper
@@ -151,14 +151,14 @@ class Engine:
         idx = range(len(ev)) if rows is None else rows.tolist()
         cols = zip(idx, sub["key"].tolist(), sub["ts"].tolist(), sub["dir"].tolist(), sub["wirelen"].tolist(),
                    sub["caplen"].tolist(), sub["ncap"].tolist(), sub["payload"].tolist(),
-                   sub["tcpflags"].tolist(), sub["seq"].tolist())
+                   sub["tcpflags"].tolist(), sub["seq"].tolist(), sub["iplen"].tolist())
         get = self.table.get
         close_expiry = self.timeouts.close_expiry
         tcp_update = tcpmod.update
         new_tcp = tcpmod.TcpState
         hs_done = tcpmod.HS_DONE
         pp = self.packet_plugins
-        for i, k, t, d, w, cl, nc, pl, fl, seq in cols:
+        for i, k, t, d, w, cl, nc, pl, fl, seq, ipl in cols:
             s = get(k)
             if s is None:
                 s = self._open(ev, i, k, t, d, fl)
@@ -174,6 +174,7 @@ class Engine:
             c[o + 1] += w
             c[o + 2] += nc
             c[o + 3] += cl
+            c[12 + d] += ipl             # IP_BYTE
             if pl:
                 c[o + 4] += 1
                 c[o + 5] += pl
@@ -265,6 +266,7 @@ class Engine:
                 c[1] += m[1]
                 c[2] += m[2]
                 c[3] += m[3]
+                c[12] += m[12]               # IP_BYTE
                 if m[4]:
                     c[4] += m[4]
                     c[5] += m[5]
@@ -273,6 +275,7 @@ class Engine:
                 c[7] += m[7]
                 c[8] += m[8]
                 c[9] += m[9]
+                c[13] += m[13]
                 if m[10]:
                     c[10] += m[10]
                     c[11] += m[11]
@@ -311,7 +314,7 @@ class Engine:
         plugins = self.plugins
         new_tcp = tcpmod.TcpState
         made = []
-        counts = g.counts[fresh].tobytes()     # each session's 12 counters, as array("q") takes them
+        counts = g.counts[fresh].tobytes()     # each session's counters, as array("q") takes them
         for j, gg, k, sid, parent, depth, cdir, t, to, nr, path, tm, fo, tp, gi in zip(
                 range(n), fresh.tolist(), g.keys[fresh].tolist(), sids, rows["parent"].tolist(),
                 rows["depth"].tolist(), cd, ts.tolist(), tos.tolist(), nrs.tolist(), rows["path"].tolist(),

@@ -10,6 +10,7 @@ payload rows) run over grouped rows in rounds (`rounds`).
 import numpy as np
 
 from .rounds import running_max
+from .session import IP_BYTE, N_COUNTERS
 from .tcp import ACK, CONTROL, FIN, RST, SYN
 
 
@@ -31,7 +32,7 @@ class Groups:
         "last_ts",      # per group: the latest packet time
         "max_gap",      # per group: the longest gap between two of its rows
         "flags_or",     # per group: its rows' TCP flags ORed
-        "counts",       # per group: 12 counters, as Session.c holds them (6 per canonical direction)
+        "counts",       # per group: its counters as Session.c holds them (the TCP sequence space left 0)
         "tcp_data",     # per row: a TCP segment with payload (the retransmission rule's rows)
         "tcp_data_n",   # per group: its rows in tcp_data
         "payload_rows",  # per row: it carries payload bytes for the classifier (None: no payload sent)
@@ -80,7 +81,8 @@ class Groups:
         self._runmax = None
 
     def _sums(self, ev, ng) -> None:
-        """The counters per group and direction (bincount over group * 2 + direction)."""
+        """The counters per group and direction (bincount over group * 2 + direction), laid
+        out as Session.c: six per direction, then the IP lengths' sums (IP_BYTE)."""
         gid = self.gid
         lab = gid * 2 + ev["dir"]
         m2 = 2 * ng
@@ -93,7 +95,10 @@ class Groups:
         sums[:, 3] = np.bincount(lab, ev["caplen"], m2)
         sums[:, 4] = np.bincount(lab, haspl, m2)
         sums[:, 5] = np.bincount(lab, pl, m2)
-        self.counts = sums.reshape(ng, 12)
+        counts = np.zeros((ng, N_COUNTERS), np.int64)
+        counts[:, :12] = sums.reshape(ng, 12)
+        counts[:, IP_BYTE:IP_BYTE + 2] = np.bincount(lab, ev["iplen"], m2).reshape(ng, 2)
+        self.counts = counts
         self.tcp_data = haspl & (ev["tcpflags"] != 0)
         self.tcp_data_n = np.bincount(gid, self.tcp_data, ng)
 

@@ -28,10 +28,10 @@ import numpy as np
 
 from contracts.community_id import community_id_packed, community_ids_ported
 from contracts.record import INDEX, NAMES, TYPE_SESSION
-from contracts.wire import EVENT
+from contracts.wire import EVENT, ICMP_SEEN, row_struct
 
 from .inspection import class_of
-from .session import BYTE, CAP_BYTE, CAP_PKT, DATA_BYTE, DATA_PKT, PKT, PORTED
+from .session import BYTE, CAP_BYTE, CAP_PKT, DATA_BYTE, DATA_PKT, IP_BYTE, N_COUNTERS, PKT, PORTED
 
 _ntop, _AF_INET, _AF_INET6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6
 # the record's counters by Session.c's index (six per direction), each as the total, the
@@ -45,6 +45,22 @@ _PATH_AT = INDEX["proto_path"]
 _UNNAMED = (None,) * (len(CLASS_FIELDS) + 1) + (False,)     # `class_columns`' row of a classification naming no app
 _OCTET = [str(i) for i in range(256)]   # IPv4 address texts are made of these
 _PORTED = sorted(PORTED)                # transports with ports
+_ICMPS = (1, 58)
+# the first row's fields `one` needs besides the endpoints: its direction, its ICMP type and
+# code (in seq), its Ethernet addresses
+_FIRST = row_struct("dir", "seq", "smac", "dmac")
+
+
+def mac_text(v: int):
+    """A 48-bit Ethernet address as aa:bb:cc:dd:ee:ff; 0 (none) as None."""
+    return v.to_bytes(6, "big").hex(":") if v else None
+
+
+def icmp_type_code(proto: int, seq: int) -> tuple:
+    """(type, code) of an ICMP or ICMPv6 row from its `seq` (wire.ICMP_SEEN), else (None, None)."""
+    if seq & ICMP_SEEN and (proto == 1 or proto == 58):
+        return (seq >> 8) & 0xFF, seq & 0xFF
+    return None, None
 
 
 class RecordWriter:
@@ -69,6 +85,12 @@ class RecordWriter:
         else:
             ca, cport, sa, sport = hi, hport, lo, lport
         af = _AF_INET if ipver == 4 else _AF_INET6
+        d0, seq0, m0, m1 = _FIRST.unpack_from(s.first)
+        fwd = d0 == s.client_dir                # the first row's source is the client
+        if proto == 1 or proto == 58:           # one-way ICMP hashes the first message's sender first
+            cid = community_id_packed(proto, *((ca, sa) if fwd else (sa, ca)), None, None, *icmp_type_code(proto, seq0))
+        else:
+            cid = community_id_packed(proto, ca, sa, cport, sport)
         st = s.tcp
         rec = [TYPE_SESSION, final, reason, s.id, s.parent_id or None, self.sensor, self.worker, s.reports,
                round(s.start, 6), round(s.last, 6), round(s.last - s.start, 6), ipver, proto,
@@ -83,7 +105,9 @@ class RecordWriter:
                st.retrans if st is not None else 0,
                st.flags if st is not None else 0,
                None, None, None, None, None,                                     # CLASS_FIELDS
-               community_id_packed(proto, ca, sa, cport, sport)]
+               cid,
+               c[IP_BYTE + s.client_dir], c[IP_BYTE + 1 - s.client_dir],          # ul_, dl_ip_byte_count
+               mac_text(m0 if fwd else m1), mac_text(m1 if fwd else m0)]          # client_mac, server_mac
         meta = _classified(rec, class_of(s, proto, cport, sport)) if self.classify else None
         if s.ext:
             meta = _extended(s.ext, rec, meta)
@@ -147,19 +171,22 @@ def _counter_columns(cols: dict, ss, cd) -> None:
     """The counter fields: each session's twelve counters as a row, the client's side
     picked per session (`cd`: the sessions' client directions)."""
     n = len(ss)
-    c = np.frombuffer(b"".join([s.c for s in ss]), np.int64).reshape(n, 12)
-    lo, hi = c[:, :6], c[:, 6:]
+    c = np.frombuffer(b"".join([s.c for s in ss]), np.int64).reshape(n, N_COUNTERS)
+    lo, hi = c[:, :6], c[:, 6:12]
     client_lo = (cd == 0)[:, None]
     totals = (lo + hi).T.tolist()
     ul = np.where(client_lo, lo, hi).T.tolist()
     dl = np.where(client_lo, hi, lo).T.tolist()
     for i, total, up, down in _COUNTER_FIELDS:
         cols[total], cols[up], cols[down] = totals[i], ul[i], dl[i]
+    ip = c[:, IP_BYTE:IP_BYTE + 2]
+    cols["ul_ip_byte_count"] = np.where(cd == 0, ip[:, 0], ip[:, 1]).tolist()
+    cols["dl_ip_byte_count"] = np.where(cd == 0, ip[:, 1], ip[:, 0]).tolist()
 
 
 def _endpoint_columns(cols: dict, ss, cd):
-    """ip_version, transport, client and server addresses and ports, vlan and
-    community_id, from the sessions' first rows (`cd`: their client directions). Returns
+    """ip_version, transport, client and server addresses and ports, vlan,
+    community_id and the Ethernet addresses, from the sessions' first rows (`cd`: their client directions). Returns
     the transports and the ports (None where the transport has none) as lists, for the
     classification."""
     n = len(ss)
@@ -195,13 +222,24 @@ def _endpoint_columns(cols: dict, ss, cd):
         w = 4 if v4[j] else 16
         o = 16 * j
         cps[j] = sps[j] = None
-        cids[j] = community_id_packed(protos[j], cab[o:o + w], sab[o:o + w], None, None)
+        a, b = cab[o:o + w], sab[o:o + w]
+        if protos[j] in _ICMPS:
+            if not fwd[j]:
+                a, b = b, a
+            cids[j] = community_id_packed(protos[j], a, b, None, None, *icmp_type_code(protos[j], int(r["seq"][j])))
+        else:
+            cids[j] = community_id_packed(protos[j], a, b, None, None)
     vl = [None] * n
     for j in np.flatnonzero(r["nvlan"]).tolist():
         vl[j] = [int(r["vlan0"][j]), int(r["vlan1"][j])][:int(r["nvlan"][j])]
+    macs = {0: None}
+    cm, sm = np.where(fwd, r["smac"], r["dmac"]).tolist(), np.where(fwd, r["dmac"], r["smac"]).tolist()
+    for v in set(cm).union(sm):        # a few distinct addresses (gateways) in many records
+        macs[v] = mac_text(v)
     cols.update(ip_version=ipver.tolist(), transport=protos, client_ip=address_texts(ca[:, 0], v4, cab),
                 client_port=cps, server_ip=address_texts(sa[:, 0], v4, sab), server_port=sps, vlan=vl,
-                community_id=cids)
+                community_id=cids, client_mac=list(map(macs.__getitem__, cm)),
+                server_mac=list(map(macs.__getitem__, sm)))
     return protos, cps, sps
 
 

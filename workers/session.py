@@ -2,9 +2,10 @@
 
 Counters live in one flat list indexed by the canonical direction (0: packets
 from the lower endpoint, 1: from the higher), six per direction: packets,
-bytes, captured frames, captured bytes, data packets, data bytes. The client
-(initiator) is one of the two directions, so upload/download are a view,
-never a second set of counters. TCP state and plugin data are created only
+bytes, captured frames, captured bytes, data packets, data bytes; then, per
+direction, the IP lengths' sum (IP_BYTE + d) and the TCP sequence space its
+data covered (SEQ_BYTE + d). The client (initiator) is one of the two
+directions, so upload/download are a view, never a second set of counters. TCP state and plugin data are created only
 when needed.
 
 The properties below are MMT's session accessors (get_session_id,
@@ -17,12 +18,14 @@ from array import array
 from contracts.wire import row_struct
 
 PORTED = frozenset((6, 17, 33, 132, 136))    # transports whose sessions have ports
-_ZERO12 = array("q", bytes(96))
+PKT, BYTE, CAP_PKT, CAP_BYTE, DATA_PKT, DATA_BYTE = range(6)
+IP_BYTE, SEQ_BYTE = 12, 14          # + canonical direction
+N_COUNTERS = 16
+_ZEROS = array("q", bytes(8 * N_COUNTERS))
 # the EVENT fields a record needs, straight from the first row's bytes (the addresses raw)
 _ROW = row_struct("dir", "ipver", "proto", "nvlan", "sport", "dport", "src_hi", "src_lo", "dst_hi", "dst_lo",
                   "vlan0", "vlan1", raw=("src_hi", "src_lo", "dst_hi", "dst_lo"))
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
-PKT, BYTE, CAP_PKT, CAP_BYTE, DATA_PKT, DATA_BYTE = range(6)
 
 
 class Session:
@@ -40,7 +43,7 @@ class Session:
         self.start = ts
         self.last = ts
         self.timeout = timeout
-        self.c = array("q", _ZERO12) if c is None else c   # `c`: counters already summed (the bulk path)
+        self.c = array("q", _ZEROS) if c is None else c   # `c`: counters already summed (the bulk path)
         self.tcp = None
         self.first = first          # the opening EVENT row, raw
         self.path = path
@@ -180,6 +183,8 @@ class Session:
     data_byte_count = property(lambda s: s._total(DATA_BYTE))
     ul_data_byte_count = property(lambda s: s._ul(DATA_BYTE))
     dl_data_byte_count = property(lambda s: s._dl(DATA_BYTE))
+    ul_ip_byte_count = property(lambda s: s.c[IP_BYTE + s.client_dir])
+    dl_ip_byte_count = property(lambda s: s.c[IP_BYTE + 1 - s.client_dir])
 
     # -- time, TCP ---------------------------------------------------------------
     @property

@@ -1,0 +1,118 @@
+"""The per-session observations of the record, on traces built here frame by frame, with
+the expected values worked out by hand from the frames (not from the code under test).
+
+Each trace is read by the front-end and fed to the worker's engine twice: packet by
+packet and through the batch path (tests/test_engine_bulk.py compares the two on random
+rows and on every shared capture; here both must also give the values expected)."""
+import struct
+
+import pytest
+
+from contracts.record import as_dict
+from contracts.timeouts import Timeouts
+from pipeline import tracegen as tg
+from tests.rows import run_engine
+from tests.test_engine_bulk import BULK, PER_PACKET, front_end_batches
+
+MAC_C, MAC_S = bytes.fromhex("02000000000c"), bytes.fromhex("02000000000d")
+C4, S4 = tg.ip("10.9.0.1"), tg.ip("10.9.0.2")
+T0 = 1_700_000_000.0
+TCP, UDP = 6, 17
+
+
+def run(tmp_path, frames, timeouts=Timeouts(), linktype=1, chunk=4096):
+    """Final and interim records (dicts, by report order) of `frames` [(ts, frame)], per
+    engine path; the two paths must agree."""
+    p = tmp_path / "t.pcap"
+    tg.write_pcap(str(p), frames)
+    if linktype != 1:                       # the header's link type field
+        raw = bytearray(p.read_bytes())
+        raw[20:24] = struct.pack("<I", linktype)
+        p.write_bytes(bytes(raw))
+    batches, paths = front_end_batches(p, chunk, timeouts)
+    out = []
+    for bulk_min in (PER_PACKET, BULK):
+        recs, _ = run_engine(batches, timeouts, paths, lambda e, b=bulk_min: setattr(e, "bulk_min", b))
+        out.append(sorted((as_dict(r) for r in recs), key=lambda d: (d["session_id"], d["report_number"])))
+    assert out[0] == out[1]
+    return out[0]
+
+
+def eth(src_mac, dst_mac, ipkt):
+    return tg.ether(src_mac, dst_mac, 0x0800 if ipkt[0] >> 4 == 4 else 0x86DD, ipkt)
+
+
+def udp4(up, data, sport=40000, dport=5000):
+    (a, ma), (b, mb) = ((C4, MAC_C), (S4, MAC_S)) if up else ((S4, MAC_S), (C4, MAC_C))
+    sp, dp = (sport, dport) if up else (dport, sport)
+    return eth(ma, mb, tg.ipv4(a, b, UDP, tg.udp(a, b, sp, dp, data), 1, 64))
+
+
+def tcp4(up, flags, seq, ack=0, data=b"", sport=40000, dport=80):
+    (a, ma), (b, mb) = ((C4, MAC_C), (S4, MAC_S)) if up else ((S4, MAC_S), (C4, MAC_C))
+    sp, dp = (sport, dport) if up else (dport, sport)
+    return eth(ma, mb, tg.ipv4(a, b, TCP, tg.tcp(a, b, sp, dp, seq, ack, flags, data), 1, 64))
+
+
+# -- IP bytes, Ethernet addresses, the ICMP Community ID -----------------------------------
+
+def test_ip_bytes_are_the_ip_lengths_per_direction(tmp_path):
+    """ul/dl_ip_byte_count: the IP lengths (20 + 8 + payload for these UDP datagrams),
+    not the frames' (Ethernet pads the small ones to 60 bytes)."""
+    sizes = [(True, 5), (False, 300), (True, 1), (False, 0), (True, 1000)]
+    (rec,) = run(tmp_path, [(T0 + i, udp4(up, b"x" * n)) for i, (up, n) in enumerate(sizes)])
+    assert rec["ul_ip_byte_count"] == (28 + 5) + (28 + 1) + (28 + 1000)
+    assert rec["dl_ip_byte_count"] == (28 + 300) + 28
+    assert rec["ul_byte_count"] == 60 + 60 + (14 + 28 + 1000)        # the frames: the padded ones 60
+
+
+def test_fragmented_datagram_counts_its_whole_length_once(tmp_path):
+    """Three fragments of one 1,208-byte UDP datagram (20 + 8 + 1,180): one packet, its IP
+    length once, where its frames' IP headers sum to 1,248."""
+    payload = tg.udp(C4, S4, 40000, 5000, b"f" * 1180)
+    parts = [(0, payload[:600], True), (600, payload[600:1184], True), (1184, payload[1184:], False)]
+    frames = [(T0 + i / 10, eth(MAC_C, MAC_S, tg.ipv4(C4, S4, UDP, chunk, 77, 64, offset=off, more=more)))
+              for i, (off, chunk, more) in enumerate(parts)]
+    (rec,) = run(tmp_path, frames)
+    assert (rec["ul_packet_count"], rec["ul_cap_packet_count"]) == (1, 3)
+    assert rec["ul_ip_byte_count"] == 20 + len(payload) == 1208
+
+
+def test_macs_are_the_first_frames_oriented_client_to_server(tmp_path):
+    """The client's address is the source of the first frame, unless that frame is a SYN-ACK
+    (the capture began mid-handshake): then the client is its receiver."""
+    (rec,) = run(tmp_path, [(T0, udp4(True, b"q")), (T0 + 1, udp4(False, b"r"))])
+    assert (rec["client_mac"], rec["server_mac"]) == ("02:00:00:00:00:0c", "02:00:00:00:00:0d")
+    (rec,) = run(tmp_path, [(T0, tcp4(False, 0x12, 500, 101)), (T0 + 0.1, tcp4(True, 0x10, 101, 501))])
+    assert rec["client_ip"] == "10.9.0.1"
+    assert (rec["client_mac"], rec["server_mac"]) == ("02:00:00:00:00:0c", "02:00:00:00:00:0d")
+
+
+def test_no_macs_without_ethernet(tmp_path):
+    """A capture of bare IP (link type 101) has no Ethernet header: the MACs are null."""
+    frames = [(T0, tg.ipv4(C4, S4, UDP, tg.udp(C4, S4, 1, 2, b"z"), 1, 64))]
+    (rec,) = run(tmp_path, frames, linktype=101)
+    assert rec["client_mac"] is None and rec["server_mac"] is None and rec["ul_ip_byte_count"] == 29
+
+
+def test_icmp_community_id_from_the_first_message(tmp_path):
+    """pycommunityid's test_icmp vector: 192.168.0.89 -> 192.168.0.1 echo request (type 8,
+    code 0) is 1:X0snYXpgwiv9TZtqg64sgzUn6Dk=, and its reply has the same id."""
+    a, b = tg.ip("192.168.0.89"), tg.ip("192.168.0.1")
+    frames = [(T0, eth(MAC_C, MAC_S, tg.ipv4(a, b, 1, tg.icmp_echo(a, b, False, 7, 1, b"p" * 8), 1, 64))),
+              (T0 + 0.5, eth(MAC_S, MAC_C, tg.ipv4(b, a, 1, tg.icmp_echo(b, a, True, 7, 1, b"p" * 8), 1, 64)))]
+    (rec,) = run(tmp_path, frames)
+    assert rec["community_id"] == "1:X0snYXpgwiv9TZtqg64sgzUn6Dk="
+    (rec,) = run(tmp_path, frames[1:])                  # the reply alone: its own message, the same id
+    assert rec["community_id"] == "1:X0snYXpgwiv9TZtqg64sgzUn6Dk="
+
+
+def test_icmpv6_one_way_message_is_hashed_from_its_sender(tmp_path):
+    """The spec's icmp6.pcap: a destination unreachable (type 1, code 4) from
+    3ffe:501:410:0:2c0:dfff:fe47:33e to 3ffe:507:0:1:200:86ff:fe05:80da is
+    1:hLZd0XGWojozrvxqE0dWB1iM6R0= (one-way: the endpoints are not ordered)."""
+    a, b = tg.ip("3ffe:501:410:0:2c0:dfff:fe47:33e"), tg.ip("3ffe:507:0:1:200:86ff:fe05:80da")
+    msg = struct.pack("!BBHI", 1, 4, 0, 0) + bytes(48)
+    (rec,) = run(tmp_path, [(T0, eth(MAC_C, MAC_S, tg.ipv6(a, b, 58, msg, 64)))])
+    assert rec["community_id"] == "1:hLZd0XGWojozrvxqE0dWB1iM6R0="
+    assert rec["ul_ip_byte_count"] == 40 + len(msg)
