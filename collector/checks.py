@@ -13,7 +13,7 @@ import math
 import msgpack
 
 from contracts.link import MAX_MESSAGE
-from contracts.record import FIELDS, INDEX, NAMES
+from contracts.record import FIELDS, INDEX, NAMES, Kind
 
 MAX_RECORDS = 65536             # records in one batch
 _N = len(NAMES)
@@ -75,6 +75,9 @@ def _test(kind):
         return _is_ip
     if name == "vlans":
         return lambda v: isinstance(v, list) and len(v) <= 8 and all(_is_int(x) and 0 <= x <= 4095 for x in v)
+    if name == "vlan_stacks":
+        vlans = _test(Kind("vlans"))
+        return lambda v: isinstance(v, list) and len(v) <= 64 and all(vlans(x) for x in v)
     if name == "ids":
         return lambda v: isinstance(v, list) and len(v) <= 4096 and all(_is_int(x) and 0 <= x < 1 << 64 for x in v)
     if name == "plain":

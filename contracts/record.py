@@ -27,8 +27,9 @@ U64 = (1 << 64) - 1
 class Kind:
     """What a field's values are. `name` is one of: text, bool, enum (one of `values`),
     int (an integer in [lo, hi]), time (finite epoch seconds), seconds (finite, >= 0),
-    ip (an address text), vlans (a list of 802.1Q ids, outermost first), ids (a list
-    of session ids), plain (any JSON value: maps keyed by strings, lists, scalars)."""
+    ip (an address text), vlans (a list of 802.1Q ids, outermost first), vlan_stacks (a
+    list of such lists), ids (a list of session ids), plain (any JSON value: maps keyed by
+    strings, lists, scalars)."""
     name: str
     lo: int = 0
     hi: int = U64
@@ -46,6 +47,7 @@ TIME = Kind("time")
 SECONDS = Kind("seconds")
 IP = Kind("ip")
 VLANS = Kind("vlans")
+VLAN_STACKS = Kind("vlan_stacks")
 IDS = Kind("ids")
 PLAIN = Kind("plain")
 
@@ -123,6 +125,11 @@ FIELDS = (
       "the Ethernet header nearest the session's IP header (a tunnel's inner one); null without one",
       null=True),
     F("server_mac", TEXT, "the server's Ethernet address in that frame, null without one", null=True),
+    F("tunnel_parents", IDS, "every outer session that carried the session's packets, parent_session_id "
+      "first, then in the order they first did (Zeek's tunnel_parents); null at the top level", null=True),
+    F("vlan_stacks", VLAN_STACKS, "the distinct 802.1Q stacks of the session's packets (each outermost "
+      "first), vlan's first, when there were several (--no-vlan-key: a tap that tags each direction "
+      "differently); else null", null=True),
 )
 
 NAMES = tuple(f.name for f in FIELDS)

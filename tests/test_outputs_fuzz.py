@@ -69,6 +69,8 @@ def values_of(kind):
         return ADDRESS
     if name == "vlans":
         return st.lists(st.integers(0, 4095), max_size=8)
+    if name == "vlan_stacks":
+        return st.lists(st.lists(st.integers(0, 4095), max_size=8), max_size=8)
     if name == "ids":
         return st.lists(st.integers(0, U64), max_size=8)
     if name == "plain":

@@ -12,7 +12,9 @@ from contracts.record import as_dict
 from contracts.timeouts import Timeouts
 from pipeline import tracegen as tg
 from tests.rows import run_engine
-from tests.test_engine_bulk import BULK, PER_PACKET, front_end_batches
+from pipeline.frontend.core import FrontEnd
+from pipeline.frontend.readers import open_capture
+from tests.test_engine_bulk import BULK, PER_PACKET
 
 MAC_C, MAC_S = bytes.fromhex("02000000000c"), bytes.fromhex("02000000000d")
 C4, S4 = tg.ip("10.9.0.1"), tg.ip("10.9.0.2")
@@ -20,21 +22,26 @@ T0 = 1_700_000_000.0
 TCP, UDP = 6, 17
 
 
-def run(tmp_path, frames, timeouts=Timeouts(), linktype=1, chunk=4096):
-    """Final and interim records (dicts, by report order) of `frames` [(ts, frame)], per
-    engine path; the two paths must agree."""
+def run(tmp_path, frames, timeouts=Timeouts(), linktype=1, chunk=4096, vlan_key=True):
+    """Final and interim records (dicts, by session and report number) of `frames` [(ts,
+    frame)]: read in one batch and in batches of 7 rows, each packet by packet and through
+    the batch path; all four must agree."""
     p = tmp_path / "t.pcap"
     tg.write_pcap(str(p), frames)
     if linktype != 1:                       # the header's link type field
         raw = bytearray(p.read_bytes())
         raw[20:24] = struct.pack("<I", linktype)
         p.write_bytes(bytes(raw))
-    batches, paths = front_end_batches(p, chunk, timeouts)
     out = []
-    for bulk_min in (PER_PACKET, BULK):
-        recs, _ = run_engine(batches, timeouts, paths, lambda e, b=bulk_min: setattr(e, "bulk_min", b))
-        out.append(sorted((as_dict(r) for r in recs), key=lambda d: (d["session_id"], d["report_number"])))
-    assert out[0] == out[1]
+    for size in (chunk, 7):                 # one batch, and many (sessions known from earlier batches)
+        fe = FrontEnd(1, timeouts, vlan_key=vlan_key)
+        batches = [fe.pack(fe.process(c))[0] for c in open_capture(str(p)).chunks(size)]
+        paths = {v: k for k, v in fe.paths.ids.items()}
+        for bulk_min in (PER_PACKET, BULK):
+            recs, _ = run_engine(batches, timeouts, paths, lambda e, b=bulk_min: setattr(e, "bulk_min", b),
+                                 vlan_key=vlan_key)
+            out.append(sorted((as_dict(r) for r in recs), key=lambda d: (d["session_id"], d["report_number"])))
+    assert all(o == out[0] for o in out)
     return out[0]
 
 
@@ -116,3 +123,41 @@ def test_icmpv6_one_way_message_is_hashed_from_its_sender(tmp_path):
     (rec,) = run(tmp_path, [(T0, eth(MAC_C, MAC_S, tg.ipv6(a, b, 58, msg, 64)))])
     assert rec["community_id"] == "1:hLZd0XGWojozrvxqE0dWB1iM6R0="
     assert rec["ul_ip_byte_count"] == 40 + len(msg)
+
+
+# -- tunnel parents, VLAN stacks ------------------------------------------------------------
+
+def test_tunnel_parents_every_outer_session_in_order(tmp_path):
+    """A GTP-U inner session whose uplink rides one outer flow (port 5906 -> 2152) and whose
+    downlink another (2152 -> 2152), then a third (after the gateway moved the uplink to
+    port 5907): tunnel_parents lists the three outer sessions, each opened by its flow's
+    first frame (session id = frame number << 8), in that order."""
+    A, B = tg.ip("192.0.2.1"), tg.ip("192.0.2.2")
+
+    def frame(up, port, k):
+        inner = tg.ipv4(*((C4, S4) if up else (S4, C4)), UDP,
+                        tg.udp(*((C4, S4, 40000, 53) if up else (S4, C4, 53, 40000)), b"i" * k), 1, 64)
+        src, dst, sp, dp = (A, B, port, 2152) if up else (B, A, 2152, 2152)
+        return eth(MAC_C, MAC_S, tg.ipv4(src, dst, UDP, tg.udp(src, dst, sp, dp, tg.gtpu(7, inner)), 1, 64))
+    frames = [(T0 + i / 10, frame(i % 2 == 0, 5906 if i < 60 else 5907, i)) for i in range(100)]
+    recs = run(tmp_path, frames)
+    (inner,) = [r for r in recs if r["parent_session_id"] is not None]
+    assert inner["tunnel_parents"] == [1 << 8, 2 << 8, 61 << 8]
+    assert inner["parent_session_id"] == 1 << 8 and (inner["ul_packet_count"], inner["dl_packet_count"]) == (50, 50)
+    assert all(r["tunnel_parents"] is None for r in recs if r["parent_session_id"] is None)
+
+
+def test_vlan_stacks_of_a_tap_that_tags_each_direction(tmp_path):
+    """--no-vlan-key: the uplink tagged 10, the downlink 20, and after a while untagged
+    downlink frames: one session, vlan the first packet's, vlan_stacks every stack in the
+    order first seen. With the VLAN ids in the key: three sessions, no vlan_stacks."""
+    def frame(i):
+        up = i % 2 == 0
+        f = udp4(up, b"v" * 20)
+        tags = (10,) if up else ((20,) if i < 50 else ())
+        return f[:12] + b"".join(struct.pack("!HH", 0x8100, v) for v in tags) + f[12:]
+    frames = [(T0 + i / 10, frame(i)) for i in range(80)]
+    (rec,) = run(tmp_path, frames, vlan_key=False)
+    assert rec["vlan"] == [10] and rec["vlan_stacks"] == [[10], [20], []]
+    recs = run(tmp_path, frames)
+    assert len(recs) == 3 and all(r["vlan_stacks"] is None for r in recs)

@@ -21,6 +21,7 @@ classification (`inspection`), the record (`records`), timeouts and the idle
 rule (`contracts.timeouts`). docs/design.md ("Engine layout") maps them.
 """
 from array import array
+from itertools import repeat
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from contracts.wire import DEPTH_BITS, EVENT, ID_SHIFT, row_struct, session_id, 
 
 from . import classify, inspection, plan
 from . import tcp as tcpmod
-from .groups import Groups
+from .groups import Groups, observed_rows, stack_ids, stack_of
 from .records import RecordWriter
 from .session import N_COUNTERS, Session
 from .table import SessionTable
@@ -41,6 +42,7 @@ _NONE = np.zeros(0, np.intp)
 _ROW_SIZE = EVENT.itemsize
 _COUNTS_SIZE = N_COUNTERS * 8     # a session's counters (Session.c, array "q") in bytes
 _OPEN_FIELDS = row_struct("fidx", "proto", "depth", "sport", "dport", "path", "parent")   # from the first row's bytes
+_OBSERVED = row_struct("nvlan", "vlan0", "vlan1", "parent")        # what `Session.observe` is shown of a row
 _GROUPED_MIN = 64                      # smaller batches: the per-packet path is cheaper
 _REPORTS_MIN = 32                      # fewer records at once: `RecordWriter.one` one by one is cheaper
 
@@ -57,11 +59,14 @@ class _Touched:
 
 
 class Engine:
-    """One worker's sessions (`max_sessions`: the table's capacity, 0: none)."""
+    """One worker's sessions (`max_sessions`: the table's capacity, 0: none; `vlan_key`: the
+    front-end keys sessions by their VLAN ids, so a session's rows all carry the same ones)."""
 
     def __init__(self, worker: int = 0, timeouts: Timeouts = Timeouts(), sensor: str = "",
-                 proc: int = 0, max_sessions: int = 0, plugins=(), classify: int = classify.BUDGET):
+                 proc: int = 0, max_sessions: int = 0, plugins=(), classify: int = classify.BUDGET,
+                 vlan_key: bool = True):
         self.worker = worker
+        self.watch_vlans = not vlan_key   # --no-vlan-key: a session's rows may carry several VLAN stacks
         self.timeouts = timeouts
         self._timeouts_by_value = {v: v for v in (timeouts.tcp, timeouts.udp, timeouts.icmp, timeouts.other,
                                                   timeouts.dns)}
@@ -149,16 +154,19 @@ class Engine:
         of the rows to apply, None: all). `_bulk` must give the same sessions."""
         sub = ev if rows is None else take_rows(ev, rows)
         idx = range(len(ev)) if rows is None else rows.tolist()
+        obs = observed_rows(sub, self.watch_vlans)
         cols = zip(idx, sub["key"].tolist(), sub["ts"].tolist(), sub["dir"].tolist(), sub["wirelen"].tolist(),
                    sub["caplen"].tolist(), sub["ncap"].tolist(), sub["payload"].tolist(),
-                   sub["tcpflags"].tolist(), sub["seq"].tolist(), sub["iplen"].tolist())
+                   sub["tcpflags"].tolist(), sub["seq"].tolist(), sub["iplen"].tolist(),
+                   repeat(False) if obs is None else obs.tolist())
         get = self.table.get
         close_expiry = self.timeouts.close_expiry
         tcp_update = tcpmod.update
         new_tcp = tcpmod.TcpState
         hs_done = tcpmod.HS_DONE
         pp = self.packet_plugins
-        for i, k, t, d, w, cl, nc, pl, fl, seq, ipl in cols:
+        watch = self.watch_vlans
+        for i, k, t, d, w, cl, nc, pl, fl, seq, ipl, ob in cols:
             s = get(k)
             if s is None:
                 s = self._open(ev, i, k, t, d, fl)
@@ -166,6 +174,9 @@ class Engine:
                                              and s.tcp is not None and s.tcp.closed):
                 self._end(s, CLOSED if (s.tcp is not None and s.tcp.closed and close_expiry) else IDLE)
                 s = self._open(ev, i, k, t, d, fl)
+            if ob:                          # an outer session or VLAN stack the session may not have seen
+                nv, v0, v1, par = _OBSERVED.unpack_from(ev.data, i * _ROW_SIZE)
+                s.observe(par, (v0, v1)[:nv] if watch else None)
             if t > s.last:
                 s.last = t
             c = s.c
@@ -236,6 +247,9 @@ class Engine:
         fresh = np.flatnonzero(bulk & ~c.known)
         if len(fresh):
             self._open_groups(ev, g, fresh, c, touched)
+        seen = g.observed(ev, self.watch_vlans)
+        if seen is not None:
+            self._observe_groups(ev, g, found, bulk, seen)
         if g.has_control:
             self._control(ev, g, ((g.flags_or & tcpmod.CONTROL) != 0) & bulk, touched)
         if touched.data:
@@ -347,6 +361,29 @@ class Engine:
         if made:
             self.wheel.file_new(made, whens)
         self.stats["sessions"] += n
+
+    def _observe_groups(self, ev, g, found, bulk, seen) -> None:
+        """`Session.observe` for the batch path's groups that carry an outer session (or,
+        watched, a VLAN stack) their session may not have seen: a group whose rows vary,
+        a known session's group whose first row differs from the session's first; each
+        value once, in the order of its first row."""
+        mixed, parent, stack = seen
+        watch = self.watch_vlans
+        get = self.table.get
+        todo = bulk & (mixed | (parent != 0) | watch)
+        parents, stacks = ev["parent"], stack_ids(ev) if watch else None
+        for j, mx, p, sk in zip(np.flatnonzero(todo).tolist(), mixed[todo].tolist(), parent[todo].tolist(),
+                                repeat(None) if stack is None else stack[todo].tolist()):
+            s = found[j] or get(int(g.keys[j]))
+            if not mx:
+                if found[j] is not None:        # a new session's only values are its first row's
+                    s.observe(p, None if sk is None else stack_of(sk))
+                continue
+            for q in g.distinct(parents, j):
+                s.observe(q, None)
+            if watch:
+                for q in g.distinct(stacks, j):
+                    s.observe(0, stack_of(q))
 
     def _control(self, ev, g, groups, touched) -> None:
         """The TCP flags' part (handshake, close) of the batch path's `groups`:

@@ -14,6 +14,43 @@ from .session import IP_BYTE, N_COUNTERS
 from .tcp import ACK, CONTROL, FIN, RST, SYN
 
 
+def stack_ids(ev):
+    """Each row's VLAN stack as one number (count, then the first two ids)."""
+    return (ev["nvlan"].astype(np.int64) << 24) | (ev["vlan0"].astype(np.int64) << 12) | ev["vlan1"]
+
+
+def stack_of(sid: int) -> tuple:
+    """A `stack_ids` number as the tuple of VLAN ids, outermost first."""
+    return ((sid >> 12) & 0xFFF, sid & 0xFFF)[:sid >> 24]
+
+
+def observed_rows(ev, vlans: bool):
+    """Per row (frame order), whether the per-packet path shows it to `Session.observe`: the
+    first row of each session key and every row whose parent (or, with `vlans`, VLAN
+    stack) differs from the previous row of its key, where there is anything to observe;
+    None when nothing is (no parents, VLANs in the key). A session's later rows repeat what
+    it has seen, and a session opened inside the batch starts from its own first row."""
+    par = ev["parent"]
+    if not vlans and not par.any():
+        return None
+    keys = ev["key"]
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    change = np.empty(len(ev), bool)
+    change[0] = True
+    np.not_equal(sk[1:], sk[:-1], out=change[1:])
+    gp = par[order]
+    change[1:] |= gp[1:] != gp[:-1]
+    if vlans:
+        gs = stack_ids(ev)[order]
+        change[1:] |= gs[1:] != gs[:-1]
+    else:
+        change &= gp != 0
+    out = np.empty(len(ev), bool)
+    out[order] = change
+    return out
+
+
 class Groups:
     """The rows of one batch (`ev`, EVENT rows in frame order) grouped by session key.
     Arrays "per row" are in frame order, "per grouped row" in grouped order, "per group"
@@ -118,6 +155,31 @@ class Groups:
         syn_pos = np.maximum.reduceat(np.where(syn, pos, -1), starts)
         self.reopens = syn_pos > self.close_pos
         self.any_syn = syn_pos >= 0
+
+    def observed(self, ev, vlans: bool):
+        """Per group, what the rows carried beyond one value each: whether its outer
+        sessions (EVENT parent) or, with `vlans`, its VLAN stacks vary inside the group,
+        and its first row's parent and stack. None when no row has a parent and VLAN
+        stacks are not watched (`vlans` False: they are in the key, so one per session)."""
+        par = ev["parent"]
+        if not vlans and not par.any():
+            return None
+        starts = self.starts
+        gp = par[self.order]
+        mixed = np.minimum.reduceat(gp, starts) != np.maximum.reduceat(gp, starts)
+        stack = None
+        if vlans:
+            gsk = stack_ids(ev)[self.order]
+            mixed |= np.minimum.reduceat(gsk, starts) != np.maximum.reduceat(gsk, starts)
+            stack = gsk[starts]
+        return mixed, gp[starts], stack
+
+    def distinct(self, col, j: int) -> list:
+        """Group j's distinct values of `col` (a column per row, frame order), in the order
+        of their first row."""
+        rows = self.order[self.starts[j]:self.starts[j + 1] if j + 1 < self.n else len(self.order)]
+        u, at = np.unique(col[rows], return_index=True)
+        return u[np.argsort(at)].tolist()
 
     def running_max(self):
         """Per grouped row: packet time's running maximum inside its group (made once)."""

@@ -107,7 +107,8 @@ class RecordWriter:
                None, None, None, None, None,                                     # CLASS_FIELDS
                cid,
                c[IP_BYTE + s.client_dir], c[IP_BYTE + 1 - s.client_dir],          # ul_, dl_ip_byte_count
-               mac_text(m0 if fwd else m1), mac_text(m1 if fwd else m0)]          # client_mac, server_mac
+               mac_text(m0 if fwd else m1), mac_text(m1 if fwd else m0),          # client_mac, server_mac
+               s.tunnel_parents, s.vlan_stacks]
         meta = _classified(rec, class_of(s, proto, cport, sport)) if self.classify else None
         if s.ext:
             meta = _extended(s.ext, rec, meta)
@@ -129,7 +130,9 @@ class RecordWriter:
                 "parent_session_id": [s.parent_id or None for s in ss], "sensor": repeat(self.sensor, n),
                 "worker": repeat(self.worker, n), "report_number": [s.reports for s in ss],
                 "retransmission_count": [st.retrans if st is not None else 0 for st in tcps],
-                "tcp_flags": [st.flags if st is not None else 0 for st in tcps]}
+                "tcp_flags": [st.flags if st is not None else 0 for st in tcps],
+                "tunnel_parents": [s.tunnel_parents if s.parent_id else None for s in ss],
+                "vlan_stacks": [s.vlan_stacks if s.ext else None for s in ss]}
         _time_columns(cols, ss, tcps)
         _counter_columns(cols, ss, cd)
         protos, cports, sports = _endpoint_columns(cols, ss, cd)

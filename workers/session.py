@@ -25,6 +25,7 @@ _ZEROS = array("q", bytes(8 * N_COUNTERS))
 # the EVENT fields a record needs, straight from the first row's bytes (the addresses raw)
 _ROW = row_struct("dir", "ipver", "proto", "nvlan", "sport", "dport", "src_hi", "src_lo", "dst_hi", "dst_lo",
                   "vlan0", "vlan1", raw=("src_hi", "src_lo", "dst_hi", "dst_lo"))
+_STACK = row_struct("nvlan", "vlan0", "vlan1")
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 
 
@@ -77,6 +78,45 @@ class Session:
         if d == 0:
             return ipver, proto, src, sport, dst, dport, vlans
         return ipver, proto, dst, dport, src, sport, vlans
+
+    # -- what the rows carried beside the first one's: outer sessions, VLAN stacks --------
+    def observe(self, parent: int, stack) -> None:
+        """Note a row's outer session and (`stack`: its VLAN ids as a tuple, outermost first;
+        None: not watched) VLAN stack when the session has not seen them yet. Kept in `ext`,
+        only by the sessions that have more than the first row's."""
+        if parent and parent != self.parent_id:
+            more = self._get("parents")
+            if more is None:
+                self._set("parents", [parent])
+            elif parent not in more:
+                more.append(parent)
+        if stack is not None:
+            nv, v0, v1 = _STACK.unpack_from(self.first)
+            if stack != (v0, v1)[:nv]:
+                more = self._get("vlans")
+                if more is None:
+                    self._set("vlans", [stack])
+                elif stack not in more:
+                    more.append(stack)
+
+    @property
+    def tunnel_parents(self):
+        """Every outer session that carried the session's packets, the first row's first (Zeek's
+        tunnel_parents); None at the top level."""
+        if not self.parent_id:
+            return None
+        more = self._get("parents")
+        return [self.parent_id, *more] if more else [self.parent_id]
+
+    @property
+    def vlan_stacks(self):
+        """The distinct VLAN stacks of the session's packets, the first row's first, when they
+        were more than one (--no-vlan-key); else None."""
+        more = self._get("vlans")
+        if not more:
+            return None
+        nv, v0, v1 = _STACK.unpack_from(self.first)
+        return [list((v0, v1)[:nv]), *map(list, more)]
 
     def _get(self, name):
         return self.ext.get(name) if self.ext else None
