@@ -20,6 +20,8 @@ INTERIM = "active"             # the end_reason of an interim (non-final) report
 REASONS = END_REASONS + (INTERIM,)
 IDLE, CLOSED, SHUTDOWN, EVICTED = END_REASONS
 TYPE_SESSION = "session"
+# Zeek's conn_state values (base/protocols/conn/main.zeek)
+CONN_STATES = ("S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR", "OTH")
 U64 = (1 << 64) - 1
 
 
@@ -118,6 +120,20 @@ FIELDS = (
     F("community_id", TEXT, "Community ID v1 (seed 0) of the 5-tuple, to join with Zeek/Suricata/Elastic; "
       "ICMP and ICMPv6: of the session's first message's type and code (null when its header was not "
       "captured)", null=True, ecs="network.community_id"),
+    F("conn_state", enum(*CONN_STATES), "Zeek's conn_state: TCP's from its history as Zeek's endpoint states "
+      "read it (S0 attempt, REJ rejected, S1 established, SF closed both ways, S2/S3 closed by the client/"
+      "server only, RSTO/RSTR reset by the client/server, RSTOS0/RSTRH reset without a handshake, SH/SHR a "
+      "FIN from one side only, OTH the rest); UDP: SF both sides sent, S0 the client only; others OTH"),
+    F("history", TEXT, "Zeek's history, each side's first segment of a kind in order, upper case the client: "
+      "TCP S (SYN), H (SYN-ACK), A (pure ACK), D (data), F (FIN), R (RST), I (FIN+RST), Q (SYN with FIN or "
+      "RST), T (a retransmission: the 1st, 10th, 100th, ... of a side); a leading ^ when the client is the "
+      "first packet's receiver (it was a SYN-ACK); UDP D and d (each side's first packet); null for others "
+      "(and for TCP without a flag seen)", null=True),
+    F("ul_seq_byte_count", COUNT, "TCP: the sequence space the client's data covered (a retransmission once, "
+      "a gap counted: Zeek's orig_bytes); other transports: the client's payload bytes"),
+    F("dl_seq_byte_count", COUNT, "the same, server -> client (Zeek's resp_bytes)"),
+    F("missed_bytes", COUNT, "TCP: the bytes sequence numbers jumped over past what each side had sent, once "
+      "the handshake was answered (Zeek's missed_bytes: content gaps, e.g. capture loss); 0 otherwise"),
     F("ul_ip_byte_count", COUNT, "sum of the IP lengths (IPv4 total length, IPv6 40 + payload length; a "
       "reassembled datagram once), client -> server: Zeek's orig_ip_bytes"),
     F("dl_ip_byte_count", COUNT, "server -> client: Zeek's resp_ip_bytes"),

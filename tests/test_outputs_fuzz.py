@@ -109,7 +109,7 @@ def sample(**values):
     base = dict(type="session", final=True, end_reason="idle", session_id=256, sensor="s", worker=0,
                 report_number=1, start=1.7e9, end=1.7e9, duration=0.0, ip_version=4, transport=17,
                 client_ip="10.0.0.1", server_ip="10.0.0.2", proto_path="eth.ipv4.udp", retransmission_count=0,
-                tcp_flags=0)
+                tcp_flags=0, conn_state="SF")
     base.update(values)
     for n, f in zip(NAMES, FIELDS):
         r[INDEX[n]] = base.get(n, None if f.null else 0)

@@ -14,7 +14,8 @@ from pipeline import tracegen as tg
 from tests.rows import run_engine
 from pipeline.frontend.core import FrontEnd
 from pipeline.frontend.readers import open_capture
-from tests.test_engine_bulk import BULK, PER_PACKET
+from tests.shared import PCAPS, needs_shared
+from tests.test_engine_bulk import BULK, PER_PACKET, front_end_batches
 
 MAC_C, MAC_S = bytes.fromhex("02000000000c"), bytes.fromhex("02000000000d")
 C4, S4 = tg.ip("10.9.0.1"), tg.ip("10.9.0.2")
@@ -161,3 +162,125 @@ def test_vlan_stacks_of_a_tap_that_tags_each_direction(tmp_path):
     assert rec["vlan"] == [10] and rec["vlan_stacks"] == [[10], [20], []]
     recs = run(tmp_path, frames)
     assert len(recs) == 3 and all(r["vlan_stacks"] is None for r in recs)
+
+
+# -- Zeek's conn_state, history, sequence space, missed bytes --------------------------------
+
+SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
+
+
+def tcp_frames(segments, t0=T0, step=0.01, **kw):
+    """(ts, frame) of TCP segments [(up, flags, seq, ack, payload bytes)]."""
+    return [(t0 + i * step, tcp4(up, fl, seq, ack, b"p" * n, **kw)) for i, (up, fl, seq, ack, n) in enumerate(segments)]
+
+
+HANDSHAKE = [(True, SYN, 100, 0, 0), (False, SYN | ACK, 900, 101, 0), (True, ACK, 101, 901, 0)]
+
+
+def test_a_whole_connection(tmp_path):
+    """Handshake, 300 bytes up in three segments, one of them sent again, 1000 bytes down, a
+    FIN each way: ShADadTFf, SF; 300 and 1000 bytes of sequence space (the retransmission
+    once); IP bytes 40 per empty segment, 40 + n per data segment."""
+    segs = HANDSHAKE + [(True, ACK | PSH, 101, 901, 100), (True, ACK | PSH, 201, 901, 100),
+                        (False, ACK, 901, 301, 0), (True, ACK | PSH, 101, 901, 100), (True, ACK | PSH, 301, 901, 100),
+                        (False, ACK | PSH, 901, 401, 1000), (True, FIN | ACK, 401, 1901, 0),
+                        (False, FIN | ACK, 1901, 402, 0), (True, ACK, 402, 1902, 0)]
+    (rec,) = run(tmp_path, tcp_frames(segs))
+    assert (rec["history"], rec["conn_state"]) == ("ShADaTdFf", "SF")
+    assert (rec["ul_seq_byte_count"], rec["dl_seq_byte_count"], rec["missed_bytes"]) == (300, 1000, 0)
+    assert (rec["ul_data_byte_count"], rec["retransmission_count"]) == (400, 1)
+    assert (rec["ul_ip_byte_count"], rec["dl_ip_byte_count"]) == (40 * 8 + 400, 40 * 4 + 1000)
+
+
+def test_content_gap_is_missed_and_in_the_sequence_space(tmp_path):
+    """The capture lost 500 bytes of the download: missed_bytes 500, resp_bytes counts them
+    (Zeek's sequence space), the payload counters do not."""
+    segs = HANDSHAKE + [(False, ACK | PSH, 901, 101, 500), (False, ACK | PSH, 1901, 101, 500), (True, ACK, 101, 2401, 0)]
+    (rec,) = run(tmp_path, tcp_frames(segs))
+    assert (rec["dl_seq_byte_count"], rec["dl_data_byte_count"], rec["missed_bytes"]) == (1500, 1000, 500)
+    assert (rec["history"], rec["conn_state"]) == ("ShAd", "S1")
+
+
+@pytest.mark.parametrize("segs,history,state", [
+    ([(True, SYN, 1, 0, 0)] * 3, "S", "S0"),                                              # unanswered, retried
+    ([(True, SYN, 1, 0, 0), (False, RST | ACK, 0, 2, 0)], "Sr", "REJ"),
+    (HANDSHAKE + [(True, RST, 101, 0, 0)], "ShAR", "RSTO"),
+    (HANDSHAKE + [(False, RST, 901, 0, 0)], "ShAr", "RSTR"),
+    ([(True, SYN, 1, 0, 0), (True, RST, 2, 0, 0)], "SR", "RSTOS0"),
+    ([(False, SYN | ACK, 900, 101, 0), (True, ACK, 101, 901, 0), (True, ACK | PSH, 101, 901, 10)], "^hAD", "S1"),
+    (HANDSHAKE + [(True, FIN | ACK, 101, 901, 0)], "ShAF", "S2"),
+    (HANDSHAKE + [(False, FIN | ACK, 901, 101, 0)], "ShAf", "S3"),
+    ([(True, ACK | PSH, 5, 9, 10), (False, ACK | PSH, 9, 15, 10)], "Dd", "OTH"),          # midstream
+    ([(True, SYN | FIN, 1, 0, 0)], "Q", "SH"),
+])
+def test_conn_states(tmp_path, segs, history, state):
+    (rec,) = run(tmp_path, tcp_frames(segs, step=0.5))
+    assert (rec["history"], rec["conn_state"]) == (history, state)
+
+
+def test_udp_icmp_and_other_transports(tmp_path):
+    """UDP: D and d for each side's first packet, SF when both sent, S0 the client only, the
+    payload as sequence bytes; ICMP and others: OTH and no history."""
+    (rec,) = run(tmp_path, [(T0, udp4(True, b"q" * 30)), (T0 + 1, udp4(False, b"r" * 70))])
+    assert (rec["history"], rec["conn_state"], rec["ul_seq_byte_count"], rec["dl_seq_byte_count"]) == \
+        ("Dd", "SF", 30, 70)
+    (rec,) = run(tmp_path, [(T0, udp4(True, b"q"))])
+    assert (rec["history"], rec["conn_state"], rec["missed_bytes"]) == ("D", "S0", 0)
+    a, b = tg.ip("10.1.1.1"), tg.ip("10.1.1.2")
+    (rec,) = run(tmp_path, [(T0, eth(MAC_C, MAC_S, tg.ipv4(a, b, 1, tg.icmp_echo(a, b, False, 1, 1, b"x" * 56), 1, 64)))])
+    assert (rec["history"], rec["conn_state"], rec["ul_seq_byte_count"]) == (None, "OTH", 56)
+    (rec,) = run(tmp_path, [(T0, eth(MAC_C, MAC_S, tg.ipv4(a, b, 132, b"s" * 28, 1, 64)))])
+    assert (rec["history"], rec["conn_state"]) == (None, "OTH")
+
+
+def test_many_retransmissions_add_t_at_1_10_100(tmp_path):
+    """One side sends the same segment 120 times: T at its 1st, 10th and 100th repeat."""
+    segs = HANDSHAKE + [(True, ACK | PSH, 101, 901, 10)] * 121
+    (rec,) = run(tmp_path, tcp_frames(segs, step=0.001))
+    assert rec["history"] == "ShADTTT" and rec["retransmission_count"] == 120
+
+
+# -- where Zeek starts a new connection (close expiry on) ----------------------------------------
+
+def test_a_syn_with_a_new_isn_starts_a_new_session(tmp_path):
+    """The tuple reused without a close: a SYN whose sequence number is not the opening
+    SYN's is a new connection (Zeek's connection reuse); the same SYN again is not. With
+    --no-close-expiry (NFStream's model) it stays one session."""
+    segs = HANDSHAKE + [(True, ACK | PSH, 101, 901, 10), (True, SYN, 100, 0, 0),      # retransmitted: the same
+                        (True, SYN, 5000, 0, 0), (False, SYN | ACK, 7000, 5001, 0), (True, ACK, 5001, 7001, 0)]
+    recs = run(tmp_path, tcp_frames(segs))
+    assert [(r["ul_packet_count"], r["dl_packet_count"], r["end_reason"], r["history"]) for r in recs] == \
+        [(4, 1, "closed", "ShAD"), (2, 1, "shutdown", "ShA")]
+    no_close = Timeouts.make(close_expiry=False)
+    assert [(r["ul_packet_count"], r["dl_packet_count"]) for r in run(tmp_path, tcp_frames(segs), no_close)] == [(6, 2)]
+
+
+def test_a_fin_to_a_silent_peer_closes(tmp_path):
+    """A FIN from one side while the other has sent nothing closes the session (Zeek: a
+    close against an inactive peer): its trailing ACK stays inside, a RST 10 s later is a
+    new session. Without close expiry: one session."""
+    frames = tcp_frames([(False, FIN | ACK, 900, 101, 0), (True, ACK, 101, 901, 0)]) + \
+        tcp_frames([(True, RST | ACK, 101, 901, 0)], t0=T0 + 10)
+    recs = run(tmp_path, frames)
+    assert [(r["client_port"], r["ul_packet_count"], r["dl_packet_count"], r["history"], r["conn_state"],
+             r["end_reason"]) for r in recs] == [(80, 1, 1, "Fa", "SH", "closed"), (40000, 1, 0, "R", "OTH", "shutdown")]
+    assert len(run(tmp_path, frames, Timeouts.make(close_expiry=False))) == 1
+
+
+@needs_shared
+def test_teredo_capture_splits_where_zeek_does():
+    """Zeek's Teredo.pcap: HTTP connections on ports 1576-1578 closed by FINs against a silent
+    peer and reset seconds later. Zeek's conn.log (its btest baseline) has three connections
+    on 1576 (1+1, 1, 1 packets), three on 1577 (1+1, 1+1, 1) and two on 1578 (6+4, 1)."""
+    path = PCAPS / "zeek" / "tunnels__Teredo.pcap"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    batches, paths = front_end_batches(path, 4096, Timeouts())
+    for bulk_min in (PER_PACKET, BULK):
+        recs, _ = run_engine(batches, Timeouts(), paths, lambda e, b=bulk_min: setattr(e, "bulk_min", b))
+        got = {}
+        for r in map(as_dict, recs):
+            port = {r["client_port"], r["server_port"]} & {1576, 1577, 1578}
+            if r["transport"] == 6 and port:
+                got.setdefault(port.pop(), []).append(r["packet_count"])
+        assert {p: sorted(v) for p, v in got.items()} == {1576: [1, 1, 2], 1577: [1, 2, 2], 1578: [1, 10]}

@@ -49,13 +49,14 @@ _REPORTS_MIN = 32                      # fewer records at once: `RecordWriter.on
 
 class _Touched:
     """What the batch path's session updates leave for its later steps, per group."""
-    __slots__ = ("control", "before", "data", "inspect")
+    __slots__ = ("control", "before", "data", "inspect", "history")
 
     def __init__(self, ng: int):
         self.control = [None] * ng      # the session whose TCP control segments `_control` applies
         self.before = [0.0] * ng        # its last packet time before the batch
-        self.data = []                  # (group, TcpState): TCP data segments to check for retransmissions
+        self.data = []                  # (group, session): TCP data segments to check for retransmissions
         self.inspect = []               # (group, session): payload rows, the session still being classified
+        self.history = []               # (group, TcpState): rows that may add history letters
 
 
 class Engine:
@@ -155,24 +156,28 @@ class Engine:
         sub = ev if rows is None else take_rows(ev, rows)
         idx = range(len(ev)) if rows is None else rows.tolist()
         obs = observed_rows(sub, self.watch_vlans)
-        cols = zip(idx, sub["key"].tolist(), sub["ts"].tolist(), sub["dir"].tolist(), sub["wirelen"].tolist(),
-                   sub["caplen"].tolist(), sub["ncap"].tolist(), sub["payload"].tolist(),
-                   sub["tcpflags"].tolist(), sub["seq"].tolist(), sub["iplen"].tolist(),
+        fls, pls, dirs = sub["tcpflags"], sub["payload"], sub["dir"]
+        cols = zip(idx, sub["key"].tolist(), sub["ts"].tolist(), dirs.tolist(), sub["wirelen"].tolist(),
+                   sub["caplen"].tolist(), sub["ncap"].tolist(), pls.tolist(), fls.tolist(), sub["seq"].tolist(),
+                   sub["iplen"].tolist(), tcpmod.entries(fls, pls, dirs).tolist(),
                    repeat(False) if obs is None else obs.tolist())
         get = self.table.get
         close_expiry = self.timeouts.close_expiry
-        tcp_update = tcpmod.update
+        tcp_data, tcp_control, note, entry_bit, t_entry = (tcpmod.data, tcpmod.control, tcpmod.note,
+                                                           tcpmod.ENTRY_BIT, tcpmod.T_ENTRY)
         new_tcp = tcpmod.TcpState
         hs_done = tcpmod.HS_DONE
         pp = self.packet_plugins
         watch = self.watch_vlans
-        for i, k, t, d, w, cl, nc, pl, fl, seq, ipl, ob in cols:
+        for i, k, t, d, w, cl, nc, pl, fl, seq, ipl, lx, ob in cols:
             s = get(k)
             if s is None:
                 s = self._open(ev, i, k, t, d, fl)
-            elif t - s.last >= s.timeout or (fl & _SYN and not fl & _ACK and close_expiry
-                                             and s.tcp is not None and s.tcp.closed):
+            elif t - s.last >= s.timeout:
                 self._end(s, CLOSED if (s.tcp is not None and s.tcp.closed and close_expiry) else IDLE)
+                s = self._open(ev, i, k, t, d, fl)
+            elif fl & _SYN and not fl & _ACK and close_expiry and tcpmod.reuses(s.tcp, s.first, seq):
+                self._end(s, CLOSED)            # a new connection on the tuple (Zeek's connection reuse)
                 s = self._open(ev, i, k, t, d, fl)
             if ob:                          # an outer session or VLAN stack the session may not have seen
                 nv, v0, v1, par = _OBSERVED.unpack_from(ev.data, i * _ROW_SIZE)
@@ -193,11 +198,20 @@ class Engine:
                 st = s.tcp
                 if st is None:
                     st = s.tcp = new_tcp()
+                if lx and not st.hist & entry_bit[lx]:
+                    note(st, lx)            # the first of its kind in its direction: a history letter
                 if not pl and not fl & _CONTROL and st.hs == hs_done:
                     st.flags |= fl          # a pure ACK after the handshake changes nothing else
-                elif tcp_update(st, d, d == s.client_dir, fl, seq, pl, t) and close_expiry:
-                    s.timeout = self.timeouts.close_linger
-                    self.wheel.file(s, s.last + s.timeout)
+                else:
+                    if pl:
+                        a = tcp_data(st, d, seq, pl)
+                        if a > 0:
+                            c[14 + d] += a  # SEQ_BYTE
+                        elif a:
+                            note(st, t_entry[d])
+                    if tcp_control(st, d, d == s.client_dir, fl, t, close_expiry and not c[6 - o]) and close_expiry:
+                        s.timeout = self.timeouts.close_linger
+                        self.wheel.file(s, s.last + s.timeout)
             if pp:
                 for p in pp:
                     p.on_packet(s, ev[i])
@@ -243,17 +257,19 @@ class Engine:
         r = plan.room(g, cuts, self.now, horizon) if cuts is not None and horizon > float("-inf") else None
         bulk = plan.stays(g, c, r, horizon, self.timeouts)
         touched = _Touched(g.n)
-        self._update_known(g, found, np.flatnonzero(bulk & c.known), touched)
+        entries, kinds = g.letters(ev)
+        self._update_known(g, found, np.flatnonzero(bulk & c.known), touched, kinds)
         fresh = np.flatnonzero(bulk & ~c.known)
         if len(fresh):
-            self._open_groups(ev, g, fresh, c, touched)
+            self._open_groups(ev, g, fresh, c, touched, kinds)
         seen = g.observed(ev, self.watch_vlans)
         if seen is not None:
             self._observe_groups(ev, g, found, bulk, seen)
         if g.has_control:
             self._control(ev, g, ((g.flags_or & tcpmod.CONTROL) != 0) & bulk, touched)
-        if touched.data:
-            self._retransmissions(ev, g, touched.data)
+        scaled = self._retransmissions(ev, g, touched.data) if touched.data else _NONE
+        if touched.history or len(scaled):
+            self._history(ev, g, touched, entries, scaled)
         if touched.inspect:
             inspection.inspect_groups(ev, payload, g.order, g.gs, g.payload_rows, touched.inspect, g.n,
                                       self.classify, self.refuse_min)
@@ -261,14 +277,16 @@ class Engine:
             return _NONE
         return np.flatnonzero(~bulk[g.gid])
 
-    def _update_known(self, g, found, kn, touched) -> None:
+    def _update_known(self, g, found, kn, touched, kinds) -> None:
         """The batch's rows of the sessions already open in groups `kn`, applied at once:
-        last time, counters, TCP flags; what is left for the later steps in `touched`."""
+        last time, counters, TCP flags; what is left for the later steps in `touched`
+        (`kinds`: per group, the history kinds its rows bring, None: no TCP rows)."""
         new_tcp = tcpmod.TcpState
         inspector = inspection.Inspector         # a session still being classified has one
-        for j, s, tm, m, fo, tp, gi in zip(kn.tolist(), [found[j] for j in kn.tolist()], g.last_ts[kn].tolist(),
-                                          g.counts[kn].tolist(), g.flags_or[kn].tolist(),
-                                          g.tcp_data_n[kn].tolist(), g.payload_n[kn].tolist()):
+        for j, s, tm, m, fo, tp, gi, kd in zip(kn.tolist(), [found[j] for j in kn.tolist()], g.last_ts[kn].tolist(),
+                                              g.counts[kn].tolist(), g.flags_or[kn].tolist(),
+                                              g.tcp_data_n[kn].tolist(), g.payload_n[kn].tolist(),
+                                              repeat(0) if kinds is None else kinds[kn].tolist()):
             if fo & _CONTROL:
                 touched.control[j] = s
                 touched.before[j] = s.last
@@ -299,13 +317,15 @@ class Engine:
                     st = s.tcp = new_tcp()
                 st.flags |= fo
                 if tp:
-                    touched.data.append((j, st))
+                    touched.data.append((j, s))
+                if kd & st.hist != kd:      # a kind of letter the session has not seen
+                    touched.history.append((j, st))
             if gi:
                 ins = s.insp
                 if ins is None or ins.__class__ is inspector:
                     touched.inspect.append((j, s))
 
-    def _open_groups(self, ev, g, fresh, c, touched) -> None:
+    def _open_groups(self, ev, g, fresh, c, touched, kinds) -> None:
         """`_open` for the new sessions of groups `fresh` (whose rows all take the batch
         path; `c`: the plan's Candidates), in group order, with their counters: the first
         rows' fields are read as numpy columns, and each session's counters come from its
@@ -329,11 +349,11 @@ class Engine:
         new_tcp = tcpmod.TcpState
         made = []
         counts = g.counts[fresh].tobytes()     # each session's counters, as array("q") takes them
-        for j, gg, k, sid, parent, depth, cdir, t, to, nr, path, tm, fo, tp, gi in zip(
+        for j, gg, k, sid, parent, depth, cdir, t, to, nr, path, tm, fo, tp, gi, kd in zip(
                 range(n), fresh.tolist(), g.keys[fresh].tolist(), sids, rows["parent"].tolist(),
                 rows["depth"].tolist(), cd, ts.tolist(), tos.tolist(), nrs.tolist(), rows["path"].tolist(),
                 g.last_ts[fresh].tolist(), g.flags_or[fresh].tolist(), g.tcp_data_n[fresh].tolist(),
-                g.payload_n[fresh].tolist()):
+                g.payload_n[fresh].tolist(), repeat(0) if kinds is None else kinds[fresh].tolist()):
             m = counts[j * _COUNTS_SIZE:(j + 1) * _COUNTS_SIZE]
             s = Session(k, sid, parent, depth, cdir, t, by_value.get(to, to), raw[j * _ROW_SIZE:(j + 1) * _ROW_SIZE],
                         paths.get(path, ""), None if plugins else array("q", m))
@@ -352,7 +372,9 @@ class Engine:
                 st = s.tcp = new_tcp()
                 st.flags = fo
                 if tp:
-                    touched.data.append((gg, st))
+                    touched.data.append((gg, s))
+                if kd:
+                    touched.history.append((gg, st))
                 if fo & _CONTROL:
                     touched.control[gg] = s
                     touched.before[gg] = t
@@ -401,8 +423,9 @@ class Engine:
         ug = np.flatnonzero(has).tolist()                # the groups with control segments, each once
         u_of = (np.cumsum(has) - 1)[g_of]
         ss = [touched.control[j] for j in ug]
+        silent = self._peer_silent(g, ds, pos, ss, u_of) if self.timeouts.close_expiry else None
         closed = tcpmod.control_many([s.tcp for s in ss], np.fromiter([s.client_dir for s in ss], np.int8, len(ss)),
-                                     u_of, ds[pos], g.flags[pos], g.ts[pos])   # every such group has its TcpState
+                                     u_of, ds[pos], g.flags[pos], g.ts[pos], silent)   # each has its TcpState
         if closed and self.timeouts.close_expiry:
             linger = self.timeouts.close_linger
             file = self.wheel.file
@@ -414,14 +437,64 @@ class Engine:
                 s.timeout = linger
                 file(s, when)
 
-    def _retransmissions(self, ev, g, data) -> None:
-        """`tcp.data_many` for the data segments of the groups in `data` ((group, TcpState)
-        pairs)."""
+    @staticmethod
+    def _peer_silent(g, ds, pos, ss, u_of):
+        """For the control segments at grouped positions `pos` (of sessions `ss`, `u_of`):
+        a FIN whose peer had sent nothing before it, in the batch or before it (`tcp.control`'s
+        peer_silent); None when there is no FIN."""
+        fin = (g.flags[pos] & (tcpmod.FIN | tcpmod.RST)) == tcpmod.FIN
+        if not fin.any():
+            return None
+        n = len(ds)
+        at = np.arange(n)
+        first = [np.minimum.reduceat(np.where(ds == d, at, n), g.starts) for d in (0, 1)]   # per group
+        out = np.zeros(len(pos), bool)
+        for k in np.flatnonzero(fin).tolist():
+            p, peer = int(pos[k]), 1 - int(ds[pos[k]])
+            j = int(g.gs[p])
+            s = ss[u_of[k]]
+            out[k] = first[peer][j] > p and s.c[6 * peer] == g.counts[j, 6 * peer]
+        return out
+
+    def _retransmissions(self, ev, g, data):
+        """`tcp.data_many` for the data segments of the groups in `data` ((group, session)
+        pairs): retransmissions, each direction's sequence space (SEQ_BYTE). Returns the rows
+        that add the history's T, ascending."""
         at = np.full(g.n, -1, np.intp)
         at[[j for j, _ in data]] = np.arange(len(data))
         rows = np.flatnonzero(g.tcp_data & (at[g.gid] >= 0))
-        tcpmod.data_many([st for _, st in data], at[g.gid[rows]], ev["dir"][rows], ev["seq"][rows],
-                         ev["payload"][rows])
+        added, scaled = tcpmod.data_many([s.tcp for _, s in data], at[g.gid[rows]], ev["dir"][rows],
+                                         ev["seq"][rows], ev["payload"][rows])
+        for (_, s), (a0, a1) in zip(data, added.tolist()):
+            c = s.c
+            c[14] += a0                 # SEQ_BYTE
+            c[15] += a1
+        return rows[scaled]
+
+    def _history(self, ev, g, touched, entries, scaled) -> None:
+        """The history letters of the batch path's groups in `touched.history` and of those
+        with rows in `scaled` (a retransmission's T), in frame order, a row's letter before
+        its T: `tcp.note_many` keeps the first of each kind a session has not seen."""
+        pairs = touched.history
+        if len(scaled):
+            have = {j for j, _ in pairs}
+            more = {j for j in g.gid[scaled].tolist() if j not in have}
+            if more:
+                pairs = pairs + [(j, s.tcp) for j, s in touched.data if j in more]
+        pairs.sort(key=lambda p: p[0])
+        at = np.full(g.n, -1, np.intp)
+        at[[j for j, _ in pairs]] = np.arange(len(pairs))
+        n = len(g.order)
+        where = np.empty(n, np.intp)                     # each row's place in grouped order
+        where[g.order] = np.arange(n)
+        mine = at[g.gs] >= 0
+        ge = entries[g.order]
+        pos = np.flatnonzero(mine & (ge != 0))
+        tpos = where[scaled]
+        key = np.concatenate([pos * 2, tpos * 2 + 1])
+        e = np.concatenate([ge[pos], np.asarray(tcpmod.T_ENTRY, np.int64)[ev["dir"][scaled]]])
+        o = np.argsort(key, kind="stable")
+        tcpmod.note_many([st for _, st in pairs], at[g.gs[key[o] >> 1]], e[o])
 
     # -- time ----------------------------------------------------------------
     def advance(self, now: float) -> None:

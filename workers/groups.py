@@ -11,7 +11,7 @@ import numpy as np
 
 from .rounds import running_max
 from .session import IP_BYTE, N_COUNTERS
-from .tcp import ACK, CONTROL, FIN, RST, SYN
+from .tcp import ACK, CONTROL, ENTRY_BITS, FIN, RST, SYN, entries
 
 
 def stack_ids(ev):
@@ -155,6 +155,14 @@ class Groups:
         syn_pos = np.maximum.reduceat(np.where(syn, pos, -1), starts)
         self.reopens = syn_pos > self.close_pos
         self.any_syn = syn_pos >= 0
+
+    def letters(self, ev):
+        """Per row (frame order) its history entry (`tcp.entries`), and per group the OR of
+        the kinds they bring; (None, None) when the batch has no TCP flags."""
+        if not self.flags_or.any():
+            return None, None
+        e = entries(ev["tcpflags"], ev["payload"], ev["dir"])
+        return e, np.bitwise_or.reduceat(ENTRY_BITS[e][self.order], self.starts)
 
     def observed(self, ev, vlans: bool):
         """Per group, what the rows carried beyond one value each: whether its outer

@@ -20,6 +20,7 @@ After the fields a record may carry one dict: the classifier's metadata and a
 plugin's `extra` fields. A plugin's values for the classification fields win
 over the classifier's.
 """
+import functools
 import socket
 from collections import deque
 from itertools import compress, repeat
@@ -31,7 +32,8 @@ from contracts.record import INDEX, NAMES, TYPE_SESSION
 from contracts.wire import EVENT, ICMP_SEEN, row_struct
 
 from .inspection import class_of
-from .session import BYTE, CAP_BYTE, CAP_PKT, DATA_BYTE, DATA_PKT, IP_BYTE, N_COUNTERS, PKT, PORTED
+from .session import BYTE, CAP_BYTE, CAP_PKT, DATA_BYTE, DATA_PKT, IP_BYTE, N_COUNTERS, PKT, PORTED, SEQ_BYTE
+from .tcp import conn_state, history_text
 
 _ntop, _AF_INET, _AF_INET6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6
 # the record's counters by Session.c's index (six per direction), each as the total, the
@@ -54,6 +56,37 @@ _FIRST = row_struct("dir", "seq", "smac", "dmac")
 def mac_text(v: int):
     """A 48-bit Ethernet address as aa:bb:cc:dd:ee:ff; 0 (none) as None."""
     return v.to_bytes(6, "big").hex(":") if v else None
+
+
+@functools.lru_cache(maxsize=8192)
+def tcp_history(order: int, client_dir: int, flipped: bool) -> tuple:
+    """(history, conn_state, whether content gaps count) of a TCP session from its history's
+    letters (`TcpState.hist >> 16`): the client's in upper case, ^ first when the client is
+    the first packet's receiver. Gaps count once the responder answered the handshake and
+    the originator acknowledged (Zeek reports them between established endpoints only).
+    Few distinct histories: cached."""
+    text = history_text(order << 16)
+    if client_dir:
+        text = text.swapcase()
+    if flipped:
+        text = "^" + text
+    return text or None, conn_state(text), "h" in text and ("A" in text or "D" in text)
+
+
+# Zeek's UDP history and conn_state by (client sent, server sent)
+_UDP = {(True, True): ("Dd", "SF"), (True, False): ("D", "S0"), (False, True): ("d", "SHR"),
+        (False, False): (None, "OTH")}
+_OTHER = (None, "OTH")
+
+
+def zeek_fields(proto: int, st, client_dir: int, flipped: bool, ul_pkts: int, dl_pkts: int) -> tuple:
+    """(history, conn_state, missed_bytes) of a session (`st`: its TcpState or None)."""
+    if proto == 6:
+        hist, state, counted = tcp_history(st.hist >> 16 if st is not None else 0, client_dir, flipped)
+        return hist, state, st.gap if counted and st is not None else 0
+    if proto == 17:
+        return (*_UDP[ul_pkts > 0, dl_pkts > 0], 0)
+    return (*_OTHER, 0)
 
 
 def icmp_type_code(proto: int, seq: int) -> tuple:
@@ -92,6 +125,12 @@ class RecordWriter:
         else:
             cid = community_id_packed(proto, ca, sa, cport, sport)
         st = s.tcp
+        cd = s.client_dir
+        if proto == 6:
+            ul_seq, dl_seq = c[SEQ_BYTE + cd], c[SEQ_BYTE + 1 - cd]
+        else:
+            ul_seq, dl_seq = c[u + DATA_BYTE], c[dn + DATA_BYTE]
+        hist, state, missed = zeek_fields(proto, st, cd, not fwd, c[u + PKT], c[dn + PKT])
         rec = [TYPE_SESSION, final, reason, s.id, s.parent_id or None, self.sensor, self.worker, s.reports,
                round(s.start, 6), round(s.last, 6), round(s.last - s.start, 6), ipver, proto,
                _ntop(af, ca), cport, _ntop(af, sa), sport, list(vlans) if vlans else None, s.path,
@@ -106,7 +145,8 @@ class RecordWriter:
                st.flags if st is not None else 0,
                None, None, None, None, None,                                     # CLASS_FIELDS
                cid,
-               c[IP_BYTE + s.client_dir], c[IP_BYTE + 1 - s.client_dir],          # ul_, dl_ip_byte_count
+               state, hist, ul_seq, dl_seq, missed,
+               c[IP_BYTE + cd], c[IP_BYTE + 1 - cd],                              # ul_, dl_ip_byte_count
                mac_text(m0 if fwd else m1), mac_text(m1 if fwd else m0),          # client_mac, server_mac
                s.tunnel_parents, s.vlan_stacks]
         meta = _classified(rec, class_of(s, proto, cport, sport)) if self.classify else None
@@ -134,8 +174,9 @@ class RecordWriter:
                 "tunnel_parents": [s.tunnel_parents if s.parent_id else None for s in ss],
                 "vlan_stacks": [s.vlan_stacks if s.ext else None for s in ss]}
         _time_columns(cols, ss, tcps)
-        _counter_columns(cols, ss, cd)
-        protos, cports, sports = _endpoint_columns(cols, ss, cd)
+        counters = _counter_columns(cols, ss, cd)
+        protos, cports, sports, fwd = _endpoint_columns(cols, ss, cd)
+        _zeek_columns(cols, tcps, counters, cd, protos, fwd)
         paths = [s.path for s in ss]
         if self.classify:
             classes, cols["proto_path"], metas = class_columns(
@@ -170,9 +211,9 @@ def _time_columns(cols: dict, ss, tcps) -> None:
     cols["rtt"] = rtts
 
 
-def _counter_columns(cols: dict, ss, cd) -> None:
-    """The counter fields: each session's twelve counters as a row, the client's side
-    picked per session (`cd`: the sessions' client directions)."""
+def _counter_columns(cols: dict, ss, cd):
+    """The counter fields: each session's counters as a row, the client's side picked per
+    session (`cd`: the sessions' client directions). Returns the counters (n, N_COUNTERS)."""
     n = len(ss)
     c = np.frombuffer(b"".join([s.c for s in ss]), np.int64).reshape(n, N_COUNTERS)
     lo, hi = c[:, :6], c[:, 6:12]
@@ -185,6 +226,21 @@ def _counter_columns(cols: dict, ss, cd) -> None:
     ip = c[:, IP_BYTE:IP_BYTE + 2]
     cols["ul_ip_byte_count"] = np.where(cd == 0, ip[:, 0], ip[:, 1]).tolist()
     cols["dl_ip_byte_count"] = np.where(cd == 0, ip[:, 1], ip[:, 0]).tolist()
+    return c
+
+
+def _zeek_columns(cols: dict, tcps, c, cd, protos, fwd) -> None:
+    """conn_state, history, missed_bytes and the sequence space (`c`: the counters, `fwd`:
+    the first row's source is the client): TCP's from its state, the others' from the
+    counters."""
+    is_tcp = np.array(protos) == 6
+    lo_first = (cd == 0)
+    seq = np.where(is_tcp[:, None], c[:, SEQ_BYTE:SEQ_BYTE + 2], c[:, [DATA_BYTE, 6 + DATA_BYTE]])
+    cols["ul_seq_byte_count"] = np.where(lo_first, seq[:, 0], seq[:, 1]).tolist()
+    cols["dl_seq_byte_count"] = np.where(lo_first, seq[:, 1], seq[:, 0]).tolist()
+    made = list(map(zeek_fields, protos, tcps, cd.tolist(), (~fwd).tolist(), cols["ul_packet_count"],
+                    cols["dl_packet_count"]))
+    cols["history"], cols["conn_state"], cols["missed_bytes"] = (list(x) for x in zip(*made)) if made else ([], [], [])
 
 
 def _endpoint_columns(cols: dict, ss, cd):
@@ -243,7 +299,7 @@ def _endpoint_columns(cols: dict, ss, cd):
                 client_port=cps, server_ip=address_texts(sa[:, 0], v4, sab), server_port=sps, vlan=vl,
                 community_id=cids, client_mac=list(map(macs.__getitem__, cm)),
                 server_mac=list(map(macs.__getitem__, sm)))
-    return protos, cps, sps
+    return protos, cps, sps, fwd
 
 
 def _classified(rec: list, cls: dict):
