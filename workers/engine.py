@@ -83,6 +83,7 @@ class Engine:
         self.wheel = self.table.wheel
         self.paths = {}
         self.records = []
+        self.reports_due = set()          # sessions whose interim report waits for their next packet
         self._ended = []                  # (place in records, session, reason): written by `_flush`
         self.now = float("-inf")   # packet time may be anything, even negative
         self.stats = {"events": 0, "sessions": 0, "records": 0, "final_records": 0, "evicted": 0}
@@ -169,6 +170,7 @@ class Engine:
         hs_done = tcpmod.HS_DONE
         pp = self.packet_plugins
         watch = self.watch_vlans
+        due = self.reports_due
         for i, k, t, d, w, cl, nc, pl, fl, seq, ipl, lx, ob in cols:
             s = get(k)
             if s is None:
@@ -179,6 +181,9 @@ class Engine:
             elif fl & _SYN and not fl & _ACK and close_expiry and tcpmod.reuses(s.tcp, s.first, seq):
                 self._end(s, CLOSED)            # a new connection on the tuple (Zeek's connection reuse)
                 s = self._open(ev, i, k, t, d, fl)
+            elif due and s in due:          # the session goes on: its interim report, as it was when due
+                due.discard(s)
+                self._report(s, False, INTERIM)
             if ob:                          # an outer session or VLAN stack the session may not have seen
                 nv, v0, v1, par = _OBSERVED.unpack_from(ev.data, i * _ROW_SIZE)
                 s.observe(par, (v0, v1)[:nv] if watch else None)
@@ -253,7 +258,7 @@ class Engine:
         tests/test_engine_bulk.py checks."""
         g = Groups(ev, payload is not None)
         found = list(map(self.table.get, g.keys.tolist()))
-        c = plan.Candidates(g, found, ev, self.timeouts)
+        c = plan.Candidates(g, found, ev, self.timeouts, self.reports_due)
         r = plan.room(g, cuts, self.now, horizon) if cuts is not None and horizon > float("-inf") else None
         bulk = plan.stays(g, c, r, horizon, self.timeouts)
         touched = _Touched(g.n)
@@ -517,7 +522,10 @@ class Engine:
                 self._end(s, CLOSED if (s.tcp is not None and s.tcp.closed and close_expiry) else IDLE)
                 continue
             if s.next_report <= now:
-                self._report(s, False, INTERIM)      # now: the session goes on changing
+                # the interim report waits for the session's next packet (`_feed_rows` writes it with
+                # the counters as they are now): a session that ends first has its final record
+                # only, which would have said the same
+                self.reports_due.add(s)
                 # the next report is the first multiple of `active` after now (no loop:
                 # a long-idle clock jump must not cost one step per period)
                 s.next_report += active * (int((now - s.next_report) // active) + 1)
@@ -561,6 +569,7 @@ class Engine:
         later, with the others of the batch (`_flush`), in its place among the records:
         an ended session changes no more."""
         s.ended = True
+        self.reports_due.discard(s)                 # its final record says it all
         if self.table.get(s.key) is s:
             del self.table[s.key]
         for p in self.plugins:

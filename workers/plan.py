@@ -8,7 +8,7 @@ group of rows (one session, `groups.Groups`) stays on it unless
   that reuses its tuple (close expiry on: `tcp.reuses`);
 - its session is in a state the batch path does not follow: a handshake
   waiting for the client's ACK, a SYN after a FIN/RST seen earlier, not filed
-  in the expiry wheel;
+  in the expiry wheel, an interim report waiting for its next packet;
 - an expiry of the batch may look at it (its wheel slot, or a FIN/RST, falls
   inside the batch's time) and `Room` cannot show that no advance ends it before
   its last row there, or an interim report falls due inside the batch.
@@ -105,8 +105,9 @@ class Candidates:
         "reused",       # a SYN of the group starts a new connection on the session's tuple (`tcp.reuses`)
     )
 
-    def __init__(self, g, found: list, ev, timeouts):
-        """`found`: per group, its session in the table or None."""
+    def __init__(self, g, found: list, ev, timeouts, reports_due=()):
+        """`found`: per group, its session in the table or None; `reports_due`: the sessions
+        whose interim report waits for their next packet."""
         n = g.n
         self.known = known = np.fromiter([s is not None for s in found], bool, n)
         self.first_ts = t0 = ev["ts"][g.first]
@@ -127,6 +128,8 @@ class Candidates:
             self.next_report[kn] = np.fromiter([s.next_report for s in ks], np.float64, m)
             awaits_ack, fin_seen = waiting([s.tcp for s in ks])
             self.held[kn] = np.isnan(slot) | awaits_ack | (g.any_syn[kn] & fin_seen)
+            if reports_due:
+                self.held[kn] |= np.fromiter([s in reports_due for s in ks], bool, m)
         nw = np.flatnonzero(~known)
         if len(nw):
             first = g.first[nw]
