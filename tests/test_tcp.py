@@ -79,7 +79,8 @@ LATE_CLOSE = [(2, 0, SYN, float(i), True) for i in range(12)] + [
 
 
 def _fields(s):
-    return (s.hs, s.syn_ts, s.rtt, s.close, s.flags, s.lo0, s.hi0, s.lo1, s.hi1, s.retrans, s.rt1, s.gap, s.hist)
+    return (s.hs, s.syn_ts, s.rtt, s.close, s.flags, s.lo0, s.hi0, s.lo1, s.hi1, s.retrans, s.rt1, s.gap, s.hist,
+            s.banked, tcp.seq_bytes(s, 0), tcp.seq_bytes(s, 1))
 
 
 def _states(prefixes, client_dirs):
@@ -169,20 +170,15 @@ def test_data_many_is_data_one_by_one(prefixes, segments, start):
         ref.append(s)
     got = copy.deepcopy(ref)
     rows = []
-    added = np.zeros((4, 2), np.int64)
     scaled = []
     for u, d, step, n in segments:
         q = seq[(u, d)] = (seq.get((u, d), start) + step) & tcp.MASK
-        r = tcp.data(ref[u], d, q, n)
-        if r == tcp.SCALED:
+        if tcp.data(ref[u], d, q, n):
             scaled.append(len(rows))
-        else:
-            added[u, d] += r
         rows.append((u, d, q, n))
     if rows:
         u, d, q, n = (np.array(c, dt) for c, dt in zip(zip(*rows), (np.intp, np.uint8, np.uint32, np.uint32)))
-        got_added, got_scaled = tcp.data_many(got, u, d, q, n)
-        assert got_added.tolist() == added.tolist() and got_scaled.tolist() == scaled
+        assert tcp.data_many(got, u, d, q, n).tolist() == scaled
     assert [_fields(s) for s in got] == [_fields(s) for s in ref]
 
 
@@ -196,21 +192,29 @@ def test_the_state_tables_are_the_rules():
 # -- sequence space, gaps, history, conn_state -------------------------------------------------
 
 def test_sequence_space_gaps_and_scaled_retransmissions():
-    """What each data segment adds to its direction's sequence space, worked out by hand:
-    new bytes and jumped gaps count, retransmissions add nothing (T at a direction's 1st
-    and 10th), bytes before the lowest seq count."""
+    """Each direction's sequence space, worked out by hand: new bytes and jumped gaps count,
+    retransmissions add nothing (T at a direction's 1st and 10th), bytes before the lowest
+    seq count; across the 2^32 wrap and past 2 GiB a side (the range starts again: what
+    left it is banked) the sum goes on."""
     s = TcpState()
-    assert tcp.data(s, 0, 1000, 100) == 100
-    assert tcp.data(s, 0, 1100, 100) == 100
-    assert tcp.data(s, 0, 1000, 100) == tcp.SCALED                   # the 1st retransmission
-    assert [tcp.data(s, 0, 1050, 50) for _ in range(9)] == [0] * 8 + [tcp.SCALED]   # the 10th
-    assert tcp.data(s, 1, 7, 10) == 10 and tcp.data(s, 1, 7, 10) == tcp.SCALED      # direction 1: its own 1st
-    assert (s.retrans, s.rt1) == (11, 1)
-    assert tcp.data(s, 0, 1300, 100) == 200 and s.gap == 100          # 1200-1300 never seen
-    assert tcp.data(s, 0, 900, 50) == 100 and s.gap == 100            # 900-1000: before the lowest seq
-    assert (s.lo0, s.hi0) == (900, 1400)
+    assert not tcp.data(s, 0, 1000, 100) and not tcp.data(s, 0, 1100, 100)
+    assert tcp.seq_bytes(s, 0) == 200
+    assert tcp.data(s, 0, 1000, 100)                                  # the 1st retransmission
+    assert [tcp.data(s, 0, 1050, 50) for _ in range(9)] == [False] * 8 + [True]   # the 10th
+    assert not tcp.data(s, 1, 7, 10) and tcp.data(s, 1, 7, 10)        # direction 1: its own 1st
+    assert (s.retrans, s.rt1, tcp.seq_bytes(s, 0), tcp.seq_bytes(s, 1)) == (11, 1, 200, 10)
+    tcp.data(s, 0, 1300, 100)
+    assert (tcp.seq_bytes(s, 0), s.gap) == (400, 100)                 # 1200-1300 never seen
+    tcp.data(s, 0, 900, 50)
+    assert (tcp.seq_bytes(s, 0), s.gap, s.lo0, s.hi0) == (500, 100, 900, 1400)   # 900-1000: before the lowest
     w = TcpState()                                                    # across the 2^32 wrap
-    assert tcp.data(w, 0, 0xFFFFFF00, 0x100) == 0x100 and tcp.data(w, 0, 0x40, 0x10) == 0x50 and w.gap == 0x40
+    tcp.data(w, 0, 0xFFFFFF00, 0x100)
+    tcp.data(w, 0, 0x40, 0x10)
+    assert (tcp.seq_bytes(w, 0), w.gap) == (0x150, 0x40)
+    big = TcpState()                                                  # 3 GiB one way, 64 KiB segments
+    for k in range(3 << 14):
+        tcp.data(big, 1, (5 + (k << 16)) & tcp.MASK, 1 << 16)
+    assert (tcp.seq_bytes(big, 1), big.retrans, big.gap) == (3 << 30, 0, 0)
 
 
 def test_history_of_a_whole_connection():

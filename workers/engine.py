@@ -49,14 +49,15 @@ _REPORTS_MIN = 32                      # fewer records at once: `RecordWriter.on
 
 class _Touched:
     """What the batch path's session updates leave for its later steps, per group."""
-    __slots__ = ("control", "before", "data", "inspect", "history")
+    __slots__ = ("control", "before", "data", "inspect", "history", "history_states")
 
     def __init__(self, ng: int):
         self.control = [None] * ng      # the session whose TCP control segments `_control` applies
         self.before = [0.0] * ng        # its last packet time before the batch
         self.data = []                  # (group, session): TCP data segments to check for retransmissions
         self.inspect = []               # (group, session): payload rows, the session still being classified
-        self.history = []               # (group, TcpState): rows that may add history letters
+        self.history = []               # groups whose rows may add history letters, ascending
+        self.history_states = []        # their TcpStates
 
 
 class Engine:
@@ -208,12 +209,8 @@ class Engine:
                 if not pl and not fl & _CONTROL and st.hs == hs_done:
                     st.flags |= fl          # a pure ACK after the handshake changes nothing else
                 else:
-                    if pl:
-                        a = tcp_data(st, d, seq, pl)
-                        if a > 0:
-                            c[14 + d] += a  # SEQ_BYTE
-                        elif a:
-                            note(st, t_entry[d])
+                    if pl and tcp_data(st, d, seq, pl):
+                        note(st, t_entry[d])    # a retransmission: the 1st, 10th, ... of its direction
                     if tcp_control(st, d, d == s.client_dir, fl, t, close_expiry and not c[6 - o]) and close_expiry:
                         s.timeout = self.timeouts.close_linger
                         self.wheel.file(s, s.last + s.timeout)
@@ -262,7 +259,7 @@ class Engine:
         r = plan.room(g, cuts, self.now, horizon) if cuts is not None and horizon > float("-inf") else None
         bulk = plan.stays(g, c, r, horizon, self.timeouts)
         touched = _Touched(g.n)
-        entries, kinds = g.letters(ev)
+        kinds = g.kinds(ev)
         self._update_known(g, found, np.flatnonzero(bulk & c.known), touched, kinds)
         fresh = np.flatnonzero(bulk & ~c.known)
         if len(fresh):
@@ -274,7 +271,7 @@ class Engine:
             self._control(ev, g, ((g.flags_or & tcpmod.CONTROL) != 0) & bulk, touched)
         scaled = self._retransmissions(ev, g, touched.data) if touched.data else _NONE
         if touched.history or len(scaled):
-            self._history(ev, g, touched, entries, scaled)
+            self._history(ev, g, touched, scaled)
         if touched.inspect:
             inspection.inspect_groups(ev, payload, g.order, g.gs, g.payload_rows, touched.inspect, g.n,
                                       self.classify, self.refuse_min)
@@ -324,7 +321,8 @@ class Engine:
                 if tp:
                     touched.data.append((j, s))
                 if kd & st.hist != kd:      # a kind of letter the session has not seen
-                    touched.history.append((j, st))
+                    touched.history.append(j)
+                    touched.history_states.append(st)
             if gi:
                 ins = s.insp
                 if ins is None or ins.__class__ is inspector:
@@ -379,7 +377,8 @@ class Engine:
                 if tp:
                     touched.data.append((gg, s))
                 if kd:
-                    touched.history.append((gg, st))
+                    touched.history.append(gg)
+                    touched.history_states.append(st)
                 if fo & _CONTROL:
                     touched.control[gg] = s
                     touched.before[gg] = t
@@ -417,7 +416,7 @@ class Engine:
         `tcp.control_many` over the only segments that can change it, in frame order. A
         session that closes is filed at its close-linger deadline, counted from its last
         packet up to the closing one."""
-        ds = ev["dir"][g.order]
+        ds = g.dirs
         pos = np.flatnonzero(tcpmod.control_segments(g.gs, ds, g.flags, groups[g.gs]))
         if not len(pos):
             return
@@ -452,54 +451,66 @@ class Engine:
             return None
         n = len(ds)
         at = np.arange(n)
-        first = [np.minimum.reduceat(np.where(ds == d, at, n), g.starts) for d in (0, 1)]   # per group
-        out = np.zeros(len(pos), bool)
-        for k in np.flatnonzero(fin).tolist():
-            p, peer = int(pos[k]), 1 - int(ds[pos[k]])
-            j = int(g.gs[p])
-            s = ss[u_of[k]]
-            out[k] = first[peer][j] > p and s.c[6 * peer] == g.counts[j, 6 * peer]
+        first = np.stack([np.minimum.reduceat(np.where(ds == d, at, n), g.starts) for d in (0, 1)])   # per group
+        peer = 1 - ds[pos].astype(np.intp)
+        gj = g.gs[pos]
+        out = fin & (first[peer, gj] > pos)          # the peer sent nothing in the batch before it
+        ks = np.flatnonzero(out)
+        if len(ks):                                  # nor before the batch (its counters less the batch's)
+            out[ks] = np.fromiter([ss[u].c[6 * q] for u, q in zip(u_of[ks].tolist(), peer[ks].tolist())],
+                                  np.int64, len(ks)) == g.counts[gj[ks], 6 * peer[ks]]
         return out
 
     def _retransmissions(self, ev, g, data):
         """`tcp.data_many` for the data segments of the groups in `data` ((group, session)
-        pairs): retransmissions, each direction's sequence space (SEQ_BYTE). Returns the rows
-        that add the history's T, ascending."""
+        pairs). Returns the rows that add the history's T, ascending."""
         at = np.full(g.n, -1, np.intp)
         at[[j for j, _ in data]] = np.arange(len(data))
         rows = np.flatnonzero(g.tcp_data & (at[g.gid] >= 0))
-        added, scaled = tcpmod.data_many([s.tcp for _, s in data], at[g.gid[rows]], ev["dir"][rows],
-                                         ev["seq"][rows], ev["payload"][rows])
-        for (_, s), (a0, a1) in zip(data, added.tolist()):
-            c = s.c
-            c[14] += a0                 # SEQ_BYTE
-            c[15] += a1
+        scaled = tcpmod.data_many([s.tcp for _, s in data], at[g.gid[rows]], ev["dir"][rows], ev["seq"][rows],
+                                  ev["payload"][rows])
         return rows[scaled]
 
-    def _history(self, ev, g, touched, entries, scaled) -> None:
-        """The history letters of the batch path's groups in `touched.history` and of those
-        with rows in `scaled` (a retransmission's T), in frame order, a row's letter before
-        its T: `tcp.note_many` keeps the first of each kind a session has not seen."""
-        pairs = touched.history
+    def _history(self, ev, g, touched, scaled) -> None:
+        """The history letters of the batch path's groups in `touched.history` (those that
+        may gain a kind) and of those with rows in `scaled` (a retransmission's T), in frame
+        order, a row's letter before its T: `tcp.note_many` keeps the first of each kind a
+        session has not seen. Only these groups' rows are looked at."""
+        js, states = touched.history, touched.history_states
         if len(scaled):
-            have = {j for j, _ in pairs}
+            have = set(js)
             more = {j for j in g.gid[scaled].tolist() if j not in have}
             if more:
-                pairs = pairs + [(j, s.tcp) for j, s in touched.data if j in more]
-        pairs.sort(key=lambda p: p[0])
+                js, states = js[:], states[:]
+                for j, s in touched.data:
+                    if j in more:
+                        js.append(j)
+                        states.append(s.tcp)
+        ja = np.array(js, np.intp)
+        by_group = np.argsort(ja, kind="stable")        # known sessions' groups, then new ones': merged
         at = np.full(g.n, -1, np.intp)
-        at[[j for j, _ in pairs]] = np.arange(len(pairs))
+        at[ja[by_group]] = np.arange(len(ja))
+        states = [states[i] for i in by_group.tolist()]
         n = len(g.order)
         where = np.empty(n, np.intp)                     # each row's place in grouped order
         where[g.order] = np.arange(n)
-        mine = at[g.gs] >= 0
-        ge = entries[g.order]
-        pos = np.flatnonzero(mine & (ge != 0))
+        chosen = np.zeros(g.n, bool)
+        chosen[ja] = True
+        mine = np.flatnonzero(np.repeat(chosen, np.diff(np.append(g.starts, n))))   # their rows, grouped
+        data = g.tcp_data[g.order[mine]]
+        ge = tcpmod.entries(g.flags[mine], data, g.dirs[mine])
+        kind = tcpmod.ENTRY_KIND[ge]                      # its kind's bit position, -1: none
+        has = kind >= 0
+        sel, kind = mine[has], kind[has]
+        first = np.full(g.n * 16, n, np.intp)            # each group's first row of each kind
+        np.minimum.at(first, g.gs[sel] * 16 + kind, sel)
+        pos = first[first < n]
         tpos = where[scaled]
         key = np.concatenate([pos * 2, tpos * 2 + 1])
-        e = np.concatenate([ge[pos], np.asarray(tcpmod.T_ENTRY, np.int64)[ev["dir"][scaled]]])
+        e = np.concatenate([tcpmod.entries(g.flags[pos], g.tcp_data[g.order[pos]], g.dirs[pos]),
+                            np.asarray(tcpmod.T_ENTRY, np.int64)[ev["dir"][scaled]]])
         o = np.argsort(key, kind="stable")
-        tcpmod.note_many([st for _, st in pairs], at[g.gs[key[o] >> 1]], e[o])
+        tcpmod.note_many(states, at[g.gs[key[o] >> 1]], e[o], distinct=True)
 
     # -- time ----------------------------------------------------------------
     def advance(self, now: float) -> None:

@@ -10,8 +10,8 @@ payload rows) run over grouped rows in rounds (`rounds`).
 import numpy as np
 
 from .rounds import running_max
-from .session import IP_BYTE, N_COUNTERS
-from .tcp import ACK, CONTROL, ENTRY_BITS, FIN, RST, SYN, entries
+from .session import DATA_PKT, IP_BYTE, N_COUNTERS
+from .tcp import ACK, CONTROL, FIN, KINDS_POSSIBLE, RST, SYN
 
 
 def stack_ids(ev):
@@ -69,7 +69,7 @@ class Groups:
         "last_ts",      # per group: the latest packet time
         "max_gap",      # per group: the longest gap between two of its rows
         "flags_or",     # per group: its rows' TCP flags ORed
-        "counts",       # per group: its counters as Session.c holds them (the TCP sequence space left 0)
+        "counts",       # per group: its counters, as Session.c holds them
         "tcp_data",     # per row: a TCP segment with payload (the retransmission rule's rows)
         "tcp_data_n",   # per group: its rows in tcp_data
         "payload_rows",  # per row: it carries payload bytes for the classifier (None: no payload sent)
@@ -80,6 +80,8 @@ class Groups:
         "reopens",      # per group: a SYN (no ACK) comes after its first FIN or RST
         "any_syn",      # per group: it has a SYN without ACK
         "_runmax",
+        "_dirs",
+        "_ev",
     )
 
     def __init__(self, ev, with_payload: bool):
@@ -116,6 +118,8 @@ class Groups:
         self.has_control = bool(((flor & CONTROL) != 0).any())
         self._closes(n, ng)
         self._runmax = None
+        self._dirs = None
+        self._ev = ev
 
     def _sums(self, ev, ng) -> None:
         """The counters per group and direction (bincount over group * 2 + direction), laid
@@ -156,13 +160,18 @@ class Groups:
         self.reopens = syn_pos > self.close_pos
         self.any_syn = syn_pos >= 0
 
-    def letters(self, ev):
-        """Per row (frame order) its history entry (`tcp.entries`), and per group the OR of
-        the kinds they bring; (None, None) when the batch has no TCP flags."""
+    def kinds(self, ev):
+        """Per group, the history kinds its rows may bring (a superset, from each direction's
+        flags ORed and whether it has data: `tcp.KINDS_POSSIBLE`), so that the rows themselves
+        are looked at only for sessions that may gain one; None when no row has TCP flags."""
         if not self.flags_or.any():
-            return None, None
-        e = entries(ev["tcpflags"], ev["payload"], ev["dir"])
-        return e, np.bitwise_or.reduceat(ENTRY_BITS[e][self.order], self.starts)
+            return None
+        up = self.dirs != 0
+        out = 0
+        for d, rows in ((0, ~up), (1, up)):
+            f = np.bitwise_or.reduceat(np.where(rows, self.flags, 0), self.starts).astype(np.intp)
+            out = out | KINDS_POSSIBLE[f | (self.counts[:, 6 * d + DATA_PKT] > 0) << 8] << 8 * d
+        return out
 
     def observed(self, ev, vlans: bool):
         """Per group, what the rows carried beyond one value each: whether its outer
@@ -188,6 +197,13 @@ class Groups:
         rows = self.order[self.starts[j]:self.starts[j + 1] if j + 1 < self.n else len(self.order)]
         u, at = np.unique(col[rows], return_index=True)
         return u[np.argsort(at)].tolist()
+
+    @property
+    def dirs(self):
+        """Per grouped row: its direction (made once)."""
+        if self._dirs is None:
+            self._dirs = self._ev["dir"][self.order]
+        return self._dirs
 
     def running_max(self):
         """Per grouped row: packet time's running maximum inside its group (made once)."""

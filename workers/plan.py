@@ -116,7 +116,7 @@ class Candidates:
         self.slot = np.empty(n)
         self.next_report = np.empty(n)
         self.held = np.zeros(n, bool)
-        self.reused = _reused(g, found, ev) if timeouts.close_expiry and g.any_syn.any() else None
+        self.reused = _reused(g, found, known, ev) if timeouts.close_expiry and g.any_syn.any() else None
         kn = np.flatnonzero(known)
         if len(kn):
             ks = [found[j] for j in kn.tolist()]
@@ -143,7 +143,7 @@ class Candidates:
             self.slot[nw] = np.where(when < _FAR, np.trunc(when), np.inf)
 
 
-def _reused(g, found, ev):
+def _reused(g, found, known, ev):
     """Per group: a SYN without ACK in it starts a new connection on its session's tuple
     (`tcp.reuses` before a close; after one, `Candidates.held` and `Groups.reopens` hold the
     group back already): not the session's opening SYN again, nor the SYN of the SYN-ACK it
@@ -152,14 +152,14 @@ def _reused(g, found, ev):
     syn = np.flatnonzero(((g.flags & (SYN | ACK)) == SYN) & g.any_syn[g.gs])
     gj = g.gs[syn]
     fl, fseq, fack = (ev[name][g.first].astype(np.int64) for name in ("tcpflags", "seq", "ack"))
-    kn = [j for j in np.unique(gj).tolist() if found[j] is not None]
+    kn = np.unique(gj[known[gj]]).tolist()
     if kn:
         r = np.frombuffer(b"".join([found[j].first for j in kn]), ev.dtype)
         fl[kn], fseq[kn], fack[kn] = r["tcpflags"], r["seq"], r["ack"]
     seq = ev["seq"][g.order[syn]].astype(np.int64)
     kind = fl[gj] & (SYN | ACK)
     again = ((kind == SYN) & (seq == fseq[gj])) | ((kind == SYN | ACK) & (seq == (fack[gj] - 1) & 0xFFFFFFFF))
-    opener = (syn == g.starts[gj]) & np.fromiter([found[j] is None for j in gj.tolist()], bool, len(gj))
+    opener = (syn == g.starts[gj]) & ~known[gj]
     out = np.zeros(g.n, bool)
     out[gj[~again & ~opener]] = True
     return out

@@ -32,8 +32,8 @@ from contracts.record import INDEX, NAMES, TYPE_SESSION
 from contracts.wire import EVENT, ICMP_SEEN, row_struct
 
 from .inspection import class_of
-from .session import BYTE, CAP_BYTE, CAP_PKT, DATA_BYTE, DATA_PKT, IP_BYTE, N_COUNTERS, PKT, PORTED, SEQ_BYTE
-from .tcp import conn_state, history_text
+from .session import BYTE, CAP_BYTE, CAP_PKT, DATA_BYTE, DATA_PKT, IP_BYTE, N_COUNTERS, PKT, PORTED
+from .tcp import conn_state, history_text, seq_bytes
 
 _ntop, _AF_INET, _AF_INET6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6
 # the record's counters by Session.c's index (six per direction), each as the total, the
@@ -77,6 +77,9 @@ def tcp_history(order: int, client_dir: int, flipped: bool) -> tuple:
 _UDP = {(True, True): ("Dd", "SF"), (True, False): ("D", "S0"), (False, True): ("d", "SHR"),
         (False, False): (None, "OTH")}
 _OTHER = (None, "OTH")
+# _UDP by (client sent) * 2 + (server sent), for numpy
+_UDP_HISTORY = np.array([_UDP[bool(k & 2), bool(k & 1)][0] for k in range(4)], object)
+_UDP_STATE = np.array([_UDP[bool(k & 2), bool(k & 1)][1] for k in range(4)], object)
 
 
 def zeek_fields(proto: int, st, client_dir: int, flipped: bool, ul_pkts: int, dl_pkts: int) -> tuple:
@@ -127,7 +130,7 @@ class RecordWriter:
         st = s.tcp
         cd = s.client_dir
         if proto == 6:
-            ul_seq, dl_seq = c[SEQ_BYTE + cd], c[SEQ_BYTE + 1 - cd]
+            ul_seq, dl_seq = seq_bytes(st, cd), seq_bytes(st, 1 - cd)
         else:
             ul_seq, dl_seq = c[u + DATA_BYTE], c[dn + DATA_BYTE]
         hist, state, missed = zeek_fields(proto, st, cd, not fwd, c[u + PKT], c[dn + PKT])
@@ -175,8 +178,8 @@ class RecordWriter:
                 "vlan_stacks": [s.vlan_stacks if s.ext else None for s in ss]}
         _time_columns(cols, ss, tcps)
         counters = _counter_columns(cols, ss, cd)
-        protos, cports, sports, fwd = _endpoint_columns(cols, ss, cd)
-        _zeek_columns(cols, tcps, counters, cd, protos, fwd)
+        protos, cports, sports, fwd, proto = _endpoint_columns(cols, ss, cd)
+        _zeek_columns(cols, tcps, counters, cd, proto, fwd)
         paths = [s.path for s in ss]
         if self.classify:
             classes, cols["proto_path"], metas = class_columns(
@@ -229,18 +232,32 @@ def _counter_columns(cols: dict, ss, cd):
     return c
 
 
-def _zeek_columns(cols: dict, tcps, c, cd, protos, fwd) -> None:
-    """conn_state, history, missed_bytes and the sequence space (`c`: the counters, `fwd`:
-    the first row's source is the client): TCP's from its state, the others' from the
-    counters."""
-    is_tcp = np.array(protos) == 6
-    lo_first = (cd == 0)
-    seq = np.where(is_tcp[:, None], c[:, SEQ_BYTE:SEQ_BYTE + 2], c[:, [DATA_BYTE, 6 + DATA_BYTE]])
-    cols["ul_seq_byte_count"] = np.where(lo_first, seq[:, 0], seq[:, 1]).tolist()
-    cols["dl_seq_byte_count"] = np.where(lo_first, seq[:, 1], seq[:, 0]).tolist()
-    made = list(map(zeek_fields, protos, tcps, cd.tolist(), (~fwd).tolist(), cols["ul_packet_count"],
-                    cols["dl_packet_count"]))
-    cols["history"], cols["conn_state"], cols["missed_bytes"] = (list(x) for x in zip(*made)) if made else ([], [], [])
+def _zeek_columns(cols: dict, tcps, c, cd, proto, fwd) -> None:
+    """conn_state, history, missed_bytes and the sequence space (`c`: the counters, `proto`:
+    the transports, `fwd`: the first row's source is the client): TCP's from its state, the
+    others' from the counters."""
+    n = len(tcps)
+    ul_seq, dl_seq = cols["ul_data_byte_count"][:], cols["dl_data_byte_count"][:]   # other transports: payload
+    # by who sent (UDP: _UDP's table; others: OTH, no history), as numpy lookups
+    sent = (c[:, PKT] > 0) + 2 * (c[:, 6 + PKT] > 0)                    # canonical directions
+    code = np.where(cd == 0, (sent & 1) * 2 + (sent >> 1), (sent >> 1) * 2 + (sent & 1))
+    udp = proto == 17
+    hist = np.where(udp, _UDP_HISTORY[code], None).tolist()
+    state = np.where(udp, _UDP_STATE[code], "OTH").tolist()
+    missed = [0] * n
+    j = np.flatnonzero(proto == 6).tolist()
+    if j:
+        for i, st, d, flip in zip(j, [tcps[i] for i in j], cd[j].tolist(), (~fwd[j]).tolist()):
+            if st is None:
+                hist[i], state[i], _ = tcp_history(0, d, flip)
+                ul_seq[i] = dl_seq[i] = 0
+                continue
+            hist[i], state[i], counted = tcp_history(st.hist >> 16, d, flip)
+            if counted:
+                missed[i] = st.gap
+            ul_seq[i], dl_seq[i] = seq_bytes(st, d), seq_bytes(st, 1 - d)
+    cols["ul_seq_byte_count"], cols["dl_seq_byte_count"] = ul_seq, dl_seq
+    cols["history"], cols["conn_state"], cols["missed_bytes"] = hist, state, missed
 
 
 def _endpoint_columns(cols: dict, ss, cd):
@@ -299,7 +316,7 @@ def _endpoint_columns(cols: dict, ss, cd):
                 client_port=cps, server_ip=address_texts(sa[:, 0], v4, sab), server_port=sps, vlan=vl,
                 community_id=cids, client_mac=list(map(macs.__getitem__, cm)),
                 server_mac=list(map(macs.__getitem__, sm)))
-    return protos, cps, sps, fwd
+    return protos, cps, sps, fwd, proto
 
 
 def _classified(rec: list, cls: dict):

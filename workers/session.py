@@ -3,9 +3,9 @@
 Counters live in one flat list indexed by the canonical direction (0: packets
 from the lower endpoint, 1: from the higher), six per direction: packets,
 bytes, captured frames, captured bytes, data packets, data bytes; then, per
-direction, the IP lengths' sum (IP_BYTE + d) and the TCP sequence space its
-data covered (SEQ_BYTE + d). The client (initiator) is one of the two
-directions, so upload/download are a view, never a second set of counters. TCP state and plugin data are created only
+direction, the IP lengths' sum (IP_BYTE + d). The client (initiator) is one of
+the two directions, so upload/download are a view, never a second set of
+counters. TCP state and plugin data are created only
 when needed.
 
 The properties below are MMT's session accessors (get_session_id,
@@ -19,8 +19,8 @@ from contracts.wire import row_struct
 
 PORTED = frozenset((6, 17, 33, 132, 136))    # transports whose sessions have ports
 PKT, BYTE, CAP_PKT, CAP_BYTE, DATA_PKT, DATA_BYTE = range(6)
-IP_BYTE, SEQ_BYTE = 12, 14          # + canonical direction
-N_COUNTERS = 16
+IP_BYTE = 12                        # + canonical direction
+N_COUNTERS = 14
 _ZEROS = array("q", bytes(8 * N_COUNTERS))
 # the EVENT fields a record needs, straight from the first row's bytes (the addresses raw)
 _ROW = row_struct("dir", "ipver", "proto", "nvlan", "sport", "dport", "src_hi", "src_lo", "dst_hi", "dst_lo",

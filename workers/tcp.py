@@ -15,14 +15,14 @@ Rules (the whole state machine is the two tables below):
   Reordered segments that fill a gap count too: tracking holes is not worth
   its memory here.
 - Sequence space (Zeek's orig_bytes/resp_bytes): each direction's data covered
-  [lowest seq, highest end); every segment that moves an end adds what it moved
-  it by (so a retransmission adds nothing and a gap counts), and a jump past the
-  highest end is a content gap (`gap`, Zeek's missed_bytes). Moves of the lowest
-  seq of 2^30 or more are the serial window wrapping (a direction past 2 GiB),
-  not data, and add nothing.
+  [lowest seq, highest end), the range the retransmission rule keeps (so a
+  retransmission adds nothing and a gap counts: `seq_bytes`), and a jump past the
+  highest end is a content gap (`gap`, Zeek's missed_bytes). Past 2 GiB a side the
+  serial arithmetic starts the range again at the newest segment: what left it is
+  banked (`banked`), so the sum goes on.
 - History: Zeek's letters (`letter`), each direction's first of a kind, in
   order, kept compact in `hist`; a retransmission adds T at its direction's 1st,
-  10th, 100th, ... (`data`'s SCALED). `history_text` and `conn_state` read it.
+  10th, 100th, ... (`data` returns True). `history_text` and `conn_state` read it.
 
 Two forms of the same rules: `update` (`control` + `data`) takes one segment, the
 per-packet path's and the reference; `control_many` and `data_many` take a batch's
@@ -67,7 +67,7 @@ CLOSE = {
 
 class TcpState:
     __slots__ = ("hs", "syn_ts", "rtt", "close", "lo0", "hi0", "lo1", "hi1", "retrans", "flags",
-                 "rt1", "gap", "hist")
+                 "rt1", "gap", "hist", "banked")
 
     def __init__(self):
         self.hs = HS_NONE
@@ -80,6 +80,7 @@ class TcpState:
         self.rt1 = 0            # of `retrans`, those of direction 1 (the history's T is per direction)
         self.gap = 0            # bytes jumped over past a direction's highest end (Zeek's missed_bytes)
         self.hist = 0           # the history: (letters, 5 bits each, the latest lowest) << 16 | the kinds seen
+        self.banked = None      # [direction 0, 1]: sequence space the range dropped when it wrapped (> 2 GiB)
 
     @property
     def closed(self) -> bool:
@@ -104,7 +105,7 @@ def update(st: TcpState, d: int, from_client: bool, flags: int, seq: int, payloa
     e = entry(flags, payload, d)
     if e and not st.hist & ENTRY_BIT[e]:
         note(st, e)
-    if payload and data(st, d, seq, payload) == SCALED:
+    if payload and data(st, d, seq, payload):
         note(st, T_ENTRY[d])
     return control(st, d, from_client, flags, ts, peer_silent)
 
@@ -136,18 +137,15 @@ def control(st: TcpState, d: int, from_client: bool, flags: int, ts: float, peer
 
 
 _FIRST_TCP = row_struct("tcpflags", "seq", "ack")     # of a session's first row, for `reuses`
-SCALED = -1                     # `data`: a retransmission that adds the history's T
 _POW10 = frozenset(10 ** k for k in range(20))
 _POW10_LIST = sorted(_POW10)
 _NONE = np.zeros(0, np.intp)
-_WRAP = 1 << 30                 # a move of the lowest seq this large is the serial window wrapping
 
 
-def data(st: TcpState, d: int, seq: int, payload: int) -> int:
+def data(st: TcpState, d: int, seq: int, payload: int) -> bool:
     """The data part of `update`, for a segment carrying `payload` bytes (independent of the
-    flags: the worker may apply it in bulk). Returns the bytes it adds to its direction's
-    sequence space (>= 0), or SCALED: a retransmission that is its direction's 1st, 10th,
-    100th, ... (the history's T)."""
+    flags: the worker may apply it in bulk). Returns True for a retransmission that is its
+    direction's 1st, 10th, 100th, ... (the history's T)."""
     end = (seq + payload) & MASK
     if d == 0:
         lo, hi = st.lo0, st.hi0
@@ -155,32 +153,43 @@ def data(st: TcpState, d: int, seq: int, payload: int) -> int:
         lo, hi = st.lo1, st.hi1
     if hi is None:
         lo, hi = seq, end
-        added = payload
     elif ((seq - lo) & MASK) < HALF and ((hi - end) & MASK) < HALF:
         st.retrans += 1
         if d:
             st.rt1 += 1
-            return SCALED if st.rt1 in _POW10 else 0
-        return SCALED if st.retrans - st.rt1 in _POW10 else 0
+            return st.rt1 in _POW10
+        return st.retrans - st.rt1 in _POW10
     else:
-        added = 0
+        span = (hi - lo) & MASK
         ahead = (end - hi) & MASK
         if ahead < HALF:
             jump = (seq - hi) & MASK
             if 0 < jump < HALF:
                 st.gap += jump
-            added = ahead
             hi = end
-        behind = (lo - seq) & MASK
-        if behind < HALF:
-            if behind < _WRAP:
-                added += behind
+        else:
+            ahead = 0
+        if ((lo - seq) & MASK) < HALF:
             lo = seq
+        lost = span + ahead - ((hi - lo) & MASK)
+        if lost > 0:                # the range shrank: the serial window wrapped past 2 GiB
+            if st.banked is None:
+                st.banked = [0, 0]
+            st.banked[d] += lost
     if d == 0:
         st.lo0, st.hi0 = lo, hi
     else:
         st.lo1, st.hi1 = lo, hi
-    return added
+    return False
+
+
+def seq_bytes(st, d: int) -> int:
+    """The sequence space direction d's data covered (Zeek's orig_bytes or resp_bytes)."""
+    if st is None:
+        return 0
+    lo, hi = (st.lo0, st.hi0) if d == 0 else (st.lo1, st.hi1)
+    span = 0 if hi is None else (hi - lo) & MASK
+    return span + st.banked[d] if st.banked is not None else span
 
 
 # -- the same rules over numpy columns: many sessions' segments at once -----------------
@@ -293,16 +302,14 @@ def data_many(states, session, dirs, seqs, lens):
     """`data` for the data segments of many sessions (`session[i]`: segment i's index into
     `states`; segments in frame order): a segment is a retransmission when it lies within
     [lowest seq, highest end) seen before it in its direction, found for all at once by a
-    running min/max per session and direction; what it adds to its direction's sequence
-    space and the gap it jumps are its distances to those. Serial arithmetic becomes plain
-    integers relative to a reference inside a window of +-2^30; a direction whose numbers
-    leave it goes through `data` segment by segment. Returns (the bytes added per state
-    and direction, an (n, 2) array; the indexes of the segments `data` returns SCALED
-    for, ascending)."""
+    running min/max per session and direction; the gap a segment jumps is its distance
+    past that max. Serial arithmetic becomes plain integers relative to a reference
+    inside a window of +-2^30 (where a range cannot wrap); a direction whose numbers leave
+    it goes through `data` segment by segment. Returns the indexes of the segments `data`
+    returns True for (the history's T), ascending."""
     nr = len(session)
-    added = np.zeros((len(states), 2), np.int64)
     if not nr:
-        return added, _NONE
+        return _NONE
     stored = np.full((len(states), 4), -1, np.int64)       # lo0, hi0, lo1, hi1 (-1: none yet)
     for u, st in enumerate(states):
         if st.hi0 is not None:
@@ -345,52 +352,44 @@ def data_many(states, session, dirs, seqs, lens):
     np.minimum(exmin, lo0[sidx], out=exmin)
     rt = (rel >= exmin) & (endr <= exmax)
     count = np.add.reduceat(rt, sst)
-    # what each segment adds (`data`'s ahead and behind), and the gap it jumps
-    first = exmax <= -_FAR                          # nothing seen before it in its direction
-    moves = ~rt & ~first
-    ahead, behind, jump = endr - exmax, exmin - rel, rel - exmax
-    add = np.where(first, plen, 0)
-    add += np.where(moves & (ahead >= 0), ahead, 0)
-    add += np.where(moves & (behind >= 0) & (behind < _WRAP), behind, 0)
-    adds = np.add.reduceat(add, sst)
-    gaps = np.add.reduceat(np.where(moves & (jump > 0), jump, 0), sst)
+    # the gap each segment jumps past the highest end before it (none for the first)
+    first = exmax <= -_FAR
+    jump = rel - exmax
+    gaps = np.add.reduceat(np.where(first | (jump <= 0), 0, jump), sst)
     lowest, highest = np.minimum.reduceat(rel, sst), np.maximum.reduceat(endr, sst)
     newlo = (np.minimum(lowest, lo0) + ref) & MASK
     newhi = (np.maximum(highest, hi0) + ref) & MASK
     ok = ((lowest > -_WINDOW) & (highest < _WINDOW)
           & (~has | ((hi0 > -_WINDOW) & (hi0 < _WINDOW))))
     scaled = []
-    if rt.any():                                    # each direction's n-th retransmission: T at 1, 10, 100, ...
+    rts = np.flatnonzero(rt)
+    if len(rts):                                    # each direction's n-th retransmission: T at 1, 10, 100, ...
+        run = sidx[rts]
         before = np.fromiter([states[u].rt1 if d else states[u].retrans - states[u].rt1
-                              for u, d in zip(su.tolist(), sd.tolist())], np.int64, len(sst))
-        cs = np.cumsum(rt)
-        nth = cs - (cs[sst] - rt[sst])[sidx] + before[sidx]
-        hit = rt & np.isin(nth, _POW10_LIST) & ok[sidx]
-        scaled = o[hit].tolist()
+                              for u, d in zip(su[run].tolist(), sd[run].tolist())], np.int64, len(rts))
+        nth = before + ranks(run)[0] + 1
+        scaled = o[rts[np.isin(nth, _POW10_LIST) & ok[run]]].tolist()
     bounds = np.append(sst, nr).tolist()
-    for j, (u, d, good, cnt, lo, hi, a, gp) in enumerate(zip(su.tolist(), sd.tolist(), ok.tolist(), count.tolist(),
-                                                             newlo.tolist(), newhi.tolist(), adds.tolist(),
-                                                             gaps.tolist())):
+    for j, (u, d, good, cnt, lo, hi, gp) in enumerate(zip(su.tolist(), sd.tolist(), ok.tolist(), count.tolist(),
+                                                          newlo.tolist(), newhi.tolist(), gaps.tolist())):
         st = states[u]
         if not good:                    # numbers too far apart for the window: segment by segment
             for i in o[bounds[j]:bounds[j + 1]].tolist():
-                r = data(st, d, int(seqs[i]), int(lens[i]))
-                if r == SCALED:
+                if data(st, d, int(seqs[i]), int(lens[i])):
                     scaled.append(i)
-                else:
-                    added[u, d] += r
             continue
-        st.retrans += cnt
         if d == 0:
             st.lo0, st.hi0 = lo, hi
         else:
-            st.rt1 += cnt
             st.lo1, st.hi1 = lo, hi
+        if cnt:
+            st.retrans += cnt
+            if d:
+                st.rt1 += cnt
         if gp:
             st.gap += gp
-        added[u, d] += a
     scaled.sort()
-    return added, np.array(scaled, np.intp)
+    return np.array(scaled, np.intp)
 
 
 def reuses(st, first: bytes, seq: int) -> bool:
@@ -458,30 +457,39 @@ def letter(flags: int, payload: int) -> int:
     return L_A if flags & ACK else 0
 
 
-def _letter_index(flags, payload):
-    """`letter`'s inputs folded into 6 bits (SYN, FIN, RST, ACK, payload, any flag)."""
-    return (flags & 7) | ((flags & ACK) >> 1) | ((payload > 0) << 4) | ((flags != 0) << 5)
-
-
-def _letter_of_index(i: int) -> int:
-    """`letter` of segments whose `_letter_index` is i (a flag other than those four: PSH)."""
-    flags = (i & 7) | (ACK if i & 8 else 0) or (0x08 if i & 32 else 0)
-    return letter(flags, i >> 4 & 1)
-
-
-_LETTER_OF = np.array([_letter_of_index(i) for i in range(64)], np.int64)
-
-
 def entry(flags: int, payload: int, d: int) -> int:
     """The history entry of one segment (0: none)."""
     e = letter(flags, payload)
     return e | d << 4 if e else 0
 
 
+_ENTRY_OF = np.array([entry(i & 255, i >> 8 & 1, i >> 9) for i in range(1024)], np.int64)   # (flags, payload, d)
+
+
 def entries(flags, payload, dirs):
-    """`entry` over numpy columns."""
-    e = _LETTER_OF[_letter_index(flags.astype(np.int64), payload.astype(np.int64))]
-    return np.where(e != 0, e | (dirs.astype(np.int64) << 4), 0)
+    """`entry` over numpy columns: a lookup by flags byte, payload or not, direction."""
+    i = flags.astype(np.uint16)
+    i |= (payload != 0).astype(np.uint16) << 8
+    i |= dirs.astype(np.uint16) << 9
+    return _ENTRY_OF[i]
+
+
+def _kinds_possible(i: int) -> int:
+    """The kinds segments of one direction may bring (as direction 0's bits) whose flags OR
+    to i & 0xFF, some of them carrying payload when i & 0x100: a superset of what they
+    bring."""
+    f, data = i & 0xFF, i >> 8
+    k = 0
+    for flags in range(256):
+        if flags & f == flags:                      # any segment's flags are a subset of the OR
+            for p in (0, 1):
+                if p <= data:
+                    e = letter(flags, p)
+                    k |= _KIND.get(e, 0)
+    return k
+
+
+KINDS_POSSIBLE = np.array([_kinds_possible(i) for i in range(512)], np.int64)   # by (flags OR, any data)
 
 
 def note(st: TcpState, e: int) -> None:
@@ -492,25 +500,31 @@ def note(st: TcpState, e: int) -> None:
 
 
 ENTRY_BITS = np.array(ENTRY_BIT, np.int64)
+ENTRY_KIND = np.array([b.bit_length() - 1 for b in ENTRY_BIT], np.int64)     # its bit's position, -1: none
 _PACKED = 12                    # entries packed in an int64 at once (60 bits)
+_NEW = 9                        # entries of an empty history made whole in an int64 (45 bits, then 16 of kinds)
 
 
-def note_many(states, u, e) -> None:
+def note_many(states, u, e, distinct: bool = False) -> None:
     """`note` for events of many sessions: `u` each event's index into `states`, `e` its
     entry, the events grouped by state, in order inside a state. An event whose kind its
     state has, or that an earlier event of the state brings, adds nothing (as the
-    per-packet path's check before `note`); T always adds."""
+    per-packet path's check before `note`); T always adds. `distinct`: no two events of a
+    state bring the same kind (the caller kept each kind's first)."""
     n = len(u)
     if not n:
         return
-    seen = np.fromiter([st.hist & _KINDS for st in states], np.int64, len(states))
+    hs = [st.hist for st in states]
+    # the kinds each state has seen, and bit 20 where its history has letters (not empty)
+    seen = np.fromiter([(h & _KINDS) | (h > _KINDS) << 20 for h in hs], np.int64, len(states))
     bit = ENTRY_BITS[e]
     keep = bit == 0
     kinds = np.flatnonzero(~keep)
     if len(kinds):
-        _, at = np.unique(u[kinds] * 65536 + bit[kinds], return_index=True)
-        firsts = kinds[at]
-        keep[firsts[(seen[u[firsts]] & bit[firsts]) == 0]] = True
+        if not distinct:
+            _, at = np.unique(u[kinds] * 65536 + bit[kinds], return_index=True)
+            kinds = kinds[at]
+        keep[kinds[(seen[u[kinds]] & bit[kinds]) == 0]] = True
     ku, ke, kb = u[keep], e[keep], bit[keep]
     if not len(ku):
         return
@@ -520,15 +534,23 @@ def note_many(states, u, e) -> None:
     shift = 5 * np.minimum(np.repeat(sizes, sizes) - 1 - rank, _PACKED)
     packed = np.add.reduceat(np.where(rank >= np.repeat(sizes, sizes) - _PACKED, ke << shift, 0), heads)
     bits = np.bitwise_or.reduceat(kb, heads)
-    for j, (uu, k, p, b) in enumerate(zip(ku[heads].tolist(), sizes.tolist(), packed.tolist(), bits.tolist())):
-        st = states[uu]
-        h = st.hist
+    hu = ku[heads]
+    new = (seen[hu] == 0) & (sizes <= _NEW)           # an empty history
+    if new.any():                                      # takes the entries as they are: one int64 each
+        for st, v in zip([states[uu] for uu in hu[new].tolist()], ((packed[new] << 16) | bits[new]).tolist()):
+            st.hist = v
+        if new.all():
+            return
+    old = ~new
+    for j, uu, k, p, b in zip(np.flatnonzero(old).tolist(), hu[old].tolist(), sizes[old].tolist(),
+                              packed[old].tolist(), bits[old].tolist()):
+        h = hs[uu]
         order = h >> 16
         if k > _PACKED:                 # the ones the int64 does not hold, one by one
             for x in ke[heads[j]:heads[j] + k - _PACKED].tolist():
                 order = order << 5 | x
             k = _PACKED
-        st.hist = (((order << (5 * k)) | p) << 16) | (h & _KINDS) | b
+        states[uu].hist = (((order << (5 * k)) | p) << 16) | (h & _KINDS) | b
 
 
 def history_text(hist: int) -> str:
