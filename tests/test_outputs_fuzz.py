@@ -32,6 +32,7 @@ from collector.outputs.kafka import message_key
 from collector.outputs.jsonl import as_json
 from collector.sink import Sink
 from contracts.record import FIELDS, INDEX, N_WIRE, NAMES
+from tests import ecs_schema
 
 # examples per run; a long hunt: PIPELINE_FUZZ_EXAMPLES=20000 pytest tests/test_outputs_fuzz.py
 EXAMPLES = int(os.environ.get("PIPELINE_FUZZ_EXAMPLES", "300"))
@@ -194,6 +195,7 @@ def test_every_output_writes_every_checked_record(outputs, records):
         assert ISO.fullmatch(e["@timestamp"]) and ISO.fullmatch(e["event"]["start"])
         assert -(1 << 63) <= e["event"]["duration"] < 1 << 63
         assert e["pipeline"]["session_id"] in {r[INDEX["session_id"]] for r in records}
+        assert not ecs_schema.problems(e), ecs_schema.problems(e)
 
     header = len(next(csv.reader(io.StringIO(open(files["csv"].name).readline()))))
     rows = list(csv.reader(io.StringIO(files["csv"].read().decode())))
