@@ -49,6 +49,8 @@ _N = len(NAMES)
 # (client local, server local) -> ECS network.direction
 DIRECTION = {(True, True): "internal", (True, False): "outbound", (False, True): "inbound",
              (False, False): "external"}
+# the same as DIRECTION[client][server], None (unknown) where either is
+_DIRECTION = {c: {s: DIRECTION.get((c, s)) for s in (True, False, None)} for c in (True, False, None)}
 assert COLLECTOR_NAMES == ("event_id", "local_orig", "local_resp", "direction",
                            *(f"client_{g}" for g in GEO_FIELDS), *(f"server_{g}" for g in GEO_FIELDS)), \
     "Enricher.apply writes the collector fields in this order"
@@ -176,14 +178,14 @@ class Enricher:
         self.side = lru_cache(cache)(self._side) if (self.local or self.geo) else None
 
     def _side(self, ip) -> tuple:
-        """(local, country, city, geo, asn, as_org) of one address."""
+        """(local, (country, city, geo, asn, as_org)) of one address."""
         local = None
         if self.local is not None:
             try:
                 local = ip in self.local
             except (ValueError, TypeError, AttributeError):    # not an address: unknown
                 local = None
-        return (local,) + (self.geo(ip) if self.geo is not None and isinstance(ip, str) else NOTHING)
+        return local, (self.geo(ip) if self.geo is not None and isinstance(ip, str) else NOTHING)
 
     def apply(self, records) -> None:
         """The collector fields into each wire record (after its worker fields); records
@@ -205,11 +207,11 @@ class Enricher:
             for r, eid in zip(records, ids):
                 r[w:w] = (eid,) + nulls
             return
-        direction = DIRECTION.get
+        direction = _DIRECTION
         for r, eid in zip(records, ids):
-            c = side(r[_CIP])
-            s = side(r[_SIP])
-            r[w:w] = (eid, c[0], s[0], direction((c[0], s[0])), *c[1:], *s[1:])
+            cl, cg = side(r[_CIP])
+            sl, sg = side(r[_SIP])
+            r[w:w] = (eid, cl, sl, direction[cl][sl]) + cg + sg
 
     def close(self) -> None:
         if self.geo is not None:

@@ -39,10 +39,10 @@ class Sink:
 
     def write(self, records) -> None:
         """Records as workers send them (lists: the collector's fields are put into them,
-        in place; other sequences are copied first). Raises OSError naming the output
-        that failed."""
-        if set(map(type, records)) - {list}:
-            records = [r if type(r) is list else list(r) for r in records]
+        in place; other sequences, and a list given twice, are copied first). Raises
+        OSError naming the output that failed."""
+        if set(map(type, records)) - {list} or len(set(map(id, records))) != len(records):
+            records = [list(r) for r in records]
         self.enricher.apply(records)
         self.merger.add(records)
         for o in self.outs:

@@ -331,3 +331,15 @@ def test_standalone_collector_enriches_what_remote_sensors_send(tmp_path):
                                                   "--geoip-db", ASN], capture_output=True, text=True,
                          cwd=runner.ROOT, timeout=60)
     assert bad.returncode == 2 and "give it as --asn-db" in bad.stderr and len(bad.stderr.splitlines()) == 1
+
+
+def test_a_record_given_twice_in_a_batch_is_enriched_once(tmp_path):
+    """The collector fields go into the records in place: the same list twice in one batch
+    (an embedder's) must not get them twice."""
+    out = tmp_path / "s.jsonl"
+    r = wire_record()
+    sink = Sink([f"jsonl:{out}"], aggregate_interval=0)
+    sink.write([r, r])
+    sink.close()
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 2 and lines[0] == lines[1] and list(lines[0]) == list(NAMES)
