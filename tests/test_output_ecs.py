@@ -232,6 +232,9 @@ def test_application_metadata_in_ecs_fields(tmp_path):
     assert not ecs_schema.problems(e)
     e = one(tmp_path, record(app="http") + [{"http.host": "[2001:db8::1]:81", "http.uri": "*"}])
     assert e["url"] == {"domain": "2001:db8::1", "port": 81, "original": "*"}
+    for host in ("example.com:²", "example.com:0", "example.com:65536", "example.com:0000080000"):
+        e = one(tmp_path, record(app="http") + [{"http.host": host}])     # no port ECS can take
+        assert e["url"] == {"domain": "example.com"}, host
 
     # a port guess names no protocol; values of the wrong type are left out of ECS
     e = one(tmp_path, record(app="tls") + [{"app_guess": True, "tls.sni": 7, "http.status": "200",

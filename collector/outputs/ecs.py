@@ -85,7 +85,8 @@ _DIRECT = [(i, tuple(f.ecs.split(".")), _time if f.kind is TIME else _ip if f.ki
            for i, f in enumerate(FIELDS) if f.ecs]
 _UNTIMED = [d for d in _DIRECT if d[2] is not _time]
 # the 64-bit counters ECS takes as longs (signed): one beyond 2^63 - 1 is written as that, and counted
-_LONGS = [(i, path) for i, path, _ in _DIRECT if FIELDS[i].kind.name == "int" and FIELDS[i].kind.hi > limits.I64_MAX]
+_LONGS = [(i, path) for i, path, _ in _DIRECT
+          if FIELDS[i].kind.name == "int" and FIELDS[i].kind.hi > limits.I64_MAX]
 _longs = itemgetter(*(i for i, _ in _LONGS))
 
 
@@ -121,7 +122,8 @@ def _host_port(host: str) -> tuple:
         name, _, port = host.partition(":")
     else:
         name, port = host, ""
-    return name, (int(port) if port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536 else None)
+    return name, (int(port) if port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536
+                  else None)
 
 
 def _application(out: dict, d: dict) -> bool:
