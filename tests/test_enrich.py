@@ -284,9 +284,12 @@ def check_enriched(recs, pairs):
 def test_pipeline_start_enriches_with_flags_and_config_file(tmp_path):
     pairs = flows_pcap(tmp_path / "f.pcap")
     p, recs, _ = runner.run([tmp_path / "f.pcap"], tmp_path / "flags", "--local-nets", "10.0.0.0/8",
-                            "--geoip-db", CITY, "--asn-db", ASN)
+                            "--geoip-db", CITY, "--asn-db", ASN, "--output", f"zeek:{tmp_path}/zeek?format=json")
     assert p.returncode == 0, p.stderr
     check_enriched(recs, pairs)
+    conn = [json.loads(x) for x in (tmp_path / "zeek" / "conn.log").read_text().splitlines()]
+    assert sorted((c["id.orig_h"], c["local_orig"], c["local_resp"]) for c in conn) == \
+        sorted((a, a.startswith("10."), b.startswith("10.")) for a, b in pairs)     # Zeek's Site::local_nets
     conf = tmp_path / "p.toml"
     conf.write_text(f'[sensor]\nlocal-nets = ["10.0.0.0/8"]\ngeoip-db = "{CITY}"\n')
     env_before = os.environ.get("PIPELINE_ASN_DB")
