@@ -126,19 +126,12 @@ def _host_port(host: str) -> tuple:
                   else None)
 
 
-def _application(out: dict, d: dict) -> bool:
-    """The classifiers' metadata (docs/classification.md) into ECS's own fields; True when
-    the application was identified (not guessed from a port): then `network.protocol`."""
-    hosts = []
-    app = _text(d, "app")
-    identified = app is not None and not d.get("app_guess")
-    if identified:
-        out["network"]["protocol"] = app.lower()
+def _tls(out: dict, d: dict):
+    """tls.*; the server name it gives, or None."""
     tls = {}
     sni = _text(d, "tls.sni") or _text(d, "quic.sni")
     if sni:
         tls["client"] = {"server_name": sni}
-        hosts.append(sni)
     ja3 = _text(d, "tls.ja3")
     if ja3:
         tls.setdefault("client", {})["ja3"] = ja3
@@ -150,12 +143,16 @@ def _application(out: dict, d: dict) -> bool:
         tls["next_protocol"] = alpn.lower()
     if tls:
         out["tls"] = tls
+    return sni
+
+
+def _dns(out: dict, d: dict):
+    """dns.* from the first DNS-like classifier with a query; the name asked, or None."""
     for prefix in DNS_PREFIXES:
         query = _text(d, prefix + ".query")
         if query is None:
             continue
         dns = out["dns"] = {"question": {"name": query}, "type": "query"}
-        hosts.append(query)
         qtype = _text(d, prefix + ".qtype")
         if qtype:
             dns["question"]["type"] = qtype
@@ -164,14 +161,17 @@ def _application(out: dict, d: dict) -> bool:
             dns["response_code"] = rcode
             dns["type"] = "answer"
         answers = d.get(prefix + ".answers")
-        if isinstance(answers, list):
-            data = [a for a in answers if isinstance(a, str) and a]
-            if data:
-                dns["answers"] = [{"data": a} for a in data]
-                ips = [a for a in data if is_ip(a) and "%" not in a]
-                if ips:
-                    dns["resolved_ip"] = ips
-        break
+        data = [a for a in answers if isinstance(a, str) and a] if isinstance(answers, list) else []
+        if data:
+            dns["answers"] = [{"data": a} for a in data]
+            ips = [a for a in data if is_ip(a) and "%" not in a]
+            if ips:
+                dns["resolved_ip"] = ips
+        return query
+    return None
+
+
+def _http(out: dict, d: dict) -> None:
     http = {}
     method = _text(d, "http.method")
     if method:
@@ -181,13 +181,19 @@ def _application(out: dict, d: dict) -> bool:
         http["response"] = {"status_code": status}
     if http:
         out["http"] = http
+    agent = _text(d, "http.user_agent")
+    if agent:
+        out["user_agent"] = {"original": agent}
+
+
+def _url(out: dict, d: dict):
+    """url.* from HTTP's Host and request target; the host's domain, or None."""
     url = {}
     host = _text(d, "http.host")
     if host:
         domain, port = _host_port(host)
         if domain:
             url["domain"] = domain
-            hosts.append(domain)
         if port is not None:
             url["port"] = port
     uri = _text(d, "http.uri")
@@ -203,16 +209,27 @@ def _application(out: dict, d: dict) -> bool:
                 url["query"] = parts.query
     if url:
         out["url"] = url
-    agent = _text(d, "http.user_agent")
-    if agent:
-        out["user_agent"] = {"original": agent}
-    domain = sni or url.get("domain")        # the server's name (not a DNS query's: that is another host)
+    return url.get("domain")
+
+
+def _application(out: dict, d: dict) -> bool:
+    """The classifiers' metadata (docs/classification.md) into ECS's own fields; True when
+    the application was identified (not guessed from a port): then `network.protocol`."""
+    app = _text(d, "app")
+    identified = app is not None and not d.get("app_guess")
+    if identified:
+        out["network"]["protocol"] = app.lower()
+    sni = _tls(out, d)
+    query = _dns(out, d)
+    _http(out, d)
+    web = _url(out, d)
+    domain = sni or web        # the server's name (not a DNS query's: that is another host)
     if domain:
         out["destination"]["domain"] = domain
+    hosts = [h for h in (sni, query, web) if h]
     if hosts:
         out["related"]["hosts"] = list(dict.fromkeys(hosts))
     return identified
-
 
 
 def as_ecs(r, careful=None) -> dict:
