@@ -101,7 +101,8 @@ FIELDS = (
     F("duration", SECONDS, "end - start, seconds"),
     F("ip_version", enum(4, 6), "4 or 6"),
     F("transport", BYTE, "IP protocol number of the session's transport"),
-    F("client_ip", IP, "initiator: the first packet's sender, corrected by SYN/SYN-ACK", ecs="source.ip"),
+    F("client_ip", IP, "initiator: the first packet's sender, corrected by SYN/SYN-ACK and by well-known "
+      "service ports (Zeek's rule: docs/design.md)", ecs="source.ip"),
     F("client_port", PORT, "initiator's port, null where the transport has none", null=True, ecs="source.port"),
     F("server_ip", IP, "responder", ecs="destination.ip"),
     F("server_port", PORT, "responder's port, null where the transport has none", null=True,
@@ -141,11 +142,13 @@ FIELDS = (
     F("conn_state", enum(*CONN_STATES), "Zeek's conn_state: TCP's from its history as Zeek's endpoint states "
       "read it (S0 attempt, REJ rejected, S1 established, SF closed both ways, S2/S3 closed by the client/"
       "server only, RSTO/RSTR reset by the client/server, RSTOS0/RSTRH reset without a handshake, SH/SHR a "
-      "FIN from one side only, OTH the rest); UDP: SF both sides sent, S0 the client only; others OTH"),
+      "FIN from one side only, OTH the rest); UDP: SF both sides sent, S0 the client only, SHR the server "
+      "only; others OTH"),
     F("history", TEXT, "Zeek's history, each side's first segment of a kind in order, upper case the client: "
       "TCP S (SYN), H (SYN-ACK), A (pure ACK), D (data), F (FIN), R (RST), I (FIN+RST), Q (SYN with FIN or "
       "RST), T (a retransmission: the 1st, 10th, 100th, ... of a side); a leading ^ when the client is the "
-      "first packet's receiver (it was a SYN-ACK); UDP D and d (each side's first packet); null for others "
+      "first packet's receiver (a SYN-ACK, or a reply from a service port); UDP D and d (each side's first "
+      "packet), ^ likewise; null for others "
       "(and for TCP without a flag seen)", null=True),
     F("ul_seq_byte_count", COUNT, "TCP: the sequence space the client's data covered (a retransmission once, "
       "a gap counted: Zeek's orig_bytes); other transports: the client's payload bytes"),

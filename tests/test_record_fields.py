@@ -258,12 +258,15 @@ def test_a_syn_with_a_new_isn_starts_a_new_session(tmp_path):
 def test_a_fin_to_a_silent_peer_closes(tmp_path):
     """A FIN from one side while the other has sent nothing closes the session (Zeek: a
     close against an inactive peer): its trailing ACK stays inside, a RST 10 s later is a
-    new session. Without close expiry: one session."""
+    new session. The FIN comes from port 80 to 40000 and is no SYN: port 80's end is the
+    server (^: not the first packet's sender), so the server sent the FIN (f) and the
+    client the ACK (A): Zeek's SHR. Without close expiry: one session."""
     frames = tcp_frames([(False, FIN | ACK, 900, 101, 0), (True, ACK, 101, 901, 0)]) + \
         tcp_frames([(True, RST | ACK, 101, 901, 0)], t0=T0 + 10)
     recs = run(tmp_path, frames)
     assert [(r["client_port"], r["ul_packet_count"], r["dl_packet_count"], r["history"], r["conn_state"],
-             r["end_reason"]) for r in recs] == [(80, 1, 1, "Fa", "SH", "closed"), (40000, 1, 0, "R", "OTH", "shutdown")]
+             r["end_reason"]) for r in recs] == [(40000, 1, 1, "^fA", "SHR", "closed"),
+                                                 (40000, 1, 0, "R", "OTH", "shutdown")]
     assert len(run(tmp_path, frames, Timeouts.make(close_expiry=False))) == 1
 
 
@@ -284,3 +287,36 @@ def test_teredo_capture_splits_where_zeek_does():
             if r["transport"] == 6 and port:
                 got.setdefault(port.pop(), []).append(r["packet_count"])
         assert {p: sorted(v) for p, v in got.items()} == {1576: [1, 1, 2], 1577: [1, 2, 2], 1578: [1, 10]}
+
+
+# -- which end is the client --------------------------------------------------------------
+
+@pytest.mark.parametrize("case", [
+    # (transport, first packet from the lower test port?, its TCP flags, sport, dport), expected:
+    # (client port, history, conn_state), worked out from Zeek's rule (likely_server_ports)
+    ((UDP, 0, 53, 40000), (40000, "^d", "SHR")),        # a DNS reply first: the client is its receiver
+    ((UDP, 0, 3544, 3797), (3797, "^d", "SHR")),        # Teredo's server port (Zeek's Teredo.pcap)
+    ((UDP, 0, 40000, 53), (40000, "D", "S0")),          # a query first: as sent
+    ((UDP, 0, 67, 68), (67, "D", "S0")),                # both service ports (DHCP): as sent
+    ((UDP, 0, 5000, 6000), (5000, "D", "S0")),          # neither: as sent
+    ((TCP, ACK, 443, 50000), (50000, "^a", "OTH")),     # mid-conversation, from the server's port
+    ((TCP, RST | ACK, 80, 1576), (1576, "^r", "RSTRH")),  # a reset from the server's port (Teredo.pcap)
+    ((TCP, SYN, 80, 40000), (80, "S", "S0")),           # a SYN: its sender is the client, whatever its port
+    ((TCP, SYN | ACK, 40000, 80), (80, "^h", "OTH")),   # a SYN-ACK: its receiver, whatever its port
+    ((TCP, ACK, 40000, 80), (40000, "A", "OTH")),       # to a service port: as sent
+    ((UDP, 0, 443, 80), (80, "^d", "SHR")),             # 443/udp is a service port (QUIC), 80/udp is not
+    ((TCP, ACK, 443, 80), (443, "A", "OTH")),           # both TCP service ports: as sent
+])
+def test_the_client_is_the_first_packets_sender_unless_it_answers(tmp_path, case):
+    """One packet, from sport to dport: its sender is the client, unless it is a SYN-ACK,
+    or not a SYN (TCP) or UDP, from a well-known service port to a port that is not one
+    (workers/orientation.py: Zeek's rule), where its receiver is; history and conn_state
+    then read from the client's side (^: the client did not send the first packet)."""
+    (proto, flags, sport, dport), want = case
+    if proto == UDP:
+        frame = udp4(True, b"x", sport=sport, dport=dport)
+    else:
+        frame = tcp4(True, flags, 1000, 2000 if flags & ACK else 0, sport=sport, dport=dport)
+    (rec,) = run(tmp_path, [(T0, frame)])
+    assert (rec["client_port"], rec["history"], rec["conn_state"]) == want
+    assert rec["client_ip"] == ("10.9.0.1" if rec["client_port"] == sport else "10.9.0.2")

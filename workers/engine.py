@@ -29,7 +29,7 @@ from contracts.record import CLOSED, EVICTED, IDLE, INTERIM, SHUTDOWN
 from contracts.timeouts import Timeouts
 from contracts.wire import DEPTH_BITS, EVENT, ID_SHIFT, row_struct, session_id, take_rows
 
-from . import classify, inspection, plan
+from . import classify, inspection, orientation, plan
 from . import tcp as tcpmod
 from .groups import Groups, observed_rows, stack_ids, stack_of
 from .records import RecordWriter
@@ -227,8 +227,7 @@ class Engine:
         if first is None:
             first = ev[i].tobytes()
         fidx, proto, depth, sport, dport, pid, parent = _OPEN_FIELDS.unpack_from(first)
-        # the first packet's sender is the client, unless it is a SYN-ACK (capture began mid-handshake)
-        client_dir = d if not (fl & _SYN and fl & _ACK) else 1 - d
+        client_dir = orientation.client_dir(d, proto, fl, sport, dport)
         timeout = self.timeouts.idle_for(proto, sport, dport)
         s = Session(k, session_id(fidx, depth, self.proc), parent, depth, client_dir, t, timeout,
                     first, self.paths.get(pid, ""))
@@ -338,7 +337,7 @@ class Engine:
         n = len(fresh)
         d = rows["dir"]
         fl = rows["tcpflags"]
-        cd = np.where((fl & (_SYN | _ACK)) == (_SYN | _ACK), 1 - d, d).tolist()   # a SYN-ACK first: mid-handshake
+        cd = orientation.client_dirs(d, rows["proto"], fl, rows["sport"], rows["dport"]).tolist()
         sids = ((rows["fidx"] << np.uint64(ID_SHIFT)) | np.uint64(self.proc << DEPTH_BITS)
                 | rows["depth"].astype(np.uint64)).tolist()
         ts = rows["ts"]

@@ -77,9 +77,10 @@ def tcp_history(order: int, client_dir: int, flipped: bool) -> tuple:
 _UDP = {(True, True): ("Dd", "SF"), (True, False): ("D", "S0"), (False, True): ("d", "SHR"),
         (False, False): (None, "OTH")}
 _OTHER = (None, "OTH")
-# _UDP by (client sent) * 2 + (server sent), for numpy
-_UDP_HISTORY = np.array([_UDP[bool(k & 2), bool(k & 1)][0] for k in range(4)], object)
+# _UDP by (client sent) * 2 + (server sent), for numpy; the history also by + 4 * flipped (^ first)
 _UDP_STATE = np.array([_UDP[bool(k & 2), bool(k & 1)][1] for k in range(4)], object)
+_UDP_HISTORY = np.array([h and "^" * f + h for f in (0, 1) for h in (_UDP[bool(k & 2), bool(k & 1)][0]
+                                                                    for k in range(4))], object)
 
 
 def zeek_fields(proto: int, st, client_dir: int, flipped: bool, ul_pkts: int, dl_pkts: int) -> tuple:
@@ -88,7 +89,8 @@ def zeek_fields(proto: int, st, client_dir: int, flipped: bool, ul_pkts: int, dl
         hist, state, counted = tcp_history(st.hist >> 16 if st is not None else 0, client_dir, flipped)
         return hist, state, st.gap if counted and st is not None else 0
     if proto == 17:
-        return (*_UDP[ul_pkts > 0, dl_pkts > 0], 0)
+        k = (ul_pkts > 0) * 2 + (dl_pkts > 0)
+        return _UDP_HISTORY[k + 4 * flipped], _UDP_STATE[k], 0
     return (*_OTHER, 0)
 
 
@@ -242,7 +244,7 @@ def _zeek_columns(cols: dict, tcps, c, cd, proto, fwd) -> None:
     sent = (c[:, PKT] > 0) + 2 * (c[:, 6 + PKT] > 0)                    # canonical directions
     code = np.where(cd == 0, (sent & 1) * 2 + (sent >> 1), (sent >> 1) * 2 + (sent & 1))
     udp = proto == 17
-    hist = np.where(udp, _UDP_HISTORY[code], None).tolist()
+    hist = np.where(udp, _UDP_HISTORY[code + 4 * ~fwd], None).tolist()
     state = np.where(udp, _UDP_STATE[code], "OTH").tolist()
     missed = [0] * n
     j = np.flatnonzero(proto == 6).tolist()
