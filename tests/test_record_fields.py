@@ -212,6 +212,7 @@ def test_content_gap_is_missed_and_in_the_sequence_space(tmp_path):
     (HANDSHAKE + [(False, FIN | ACK, 901, 101, 0)], "ShAf", "S3"),
     ([(True, ACK | PSH, 5, 9, 10), (False, ACK | PSH, 9, 15, 10)], "Dd", "OTH"),          # midstream
     ([(True, SYN | FIN, 1, 0, 0)], "Q", "SH"),
+    (HANDSHAKE + [(False, ACK | PSH, 901, 101, 10)] * 2, "ShAdt", "S1"),                # the server's retransmission
 ])
 def test_conn_states(tmp_path, segs, history, state):
     (rec,) = run(tmp_path, tcp_frames(segs, step=0.5))
