@@ -15,7 +15,7 @@ import math
 import msgpack
 
 from contracts.link import MAX_MESSAGE
-from contracts.record import INDEX, N_WIRE, WIRE_FIELDS
+from contracts.record import INDEX, N_WIRE, WIRE_FIELDS, Kind
 
 MAX_RECORDS = 65536             # records in one batch
 _N = N_WIRE
@@ -83,6 +83,9 @@ def _test(kind):
         return is_ip
     if name == "vlans":
         return lambda v: isinstance(v, list) and len(v) <= 8 and all(_is_int(x) and 0 <= x <= 4095 for x in v)
+    if name == "vlan_stacks":
+        vlans = _test(Kind("vlans"))
+        return lambda v: isinstance(v, list) and len(v) <= 64 and all(vlans(x) for x in v)
     if name == "ids":
         return lambda v: isinstance(v, list) and len(v) <= 4096 and all(_is_int(x) and 0 <= x < 1 << 64 for x in v)
     if name == "plain":

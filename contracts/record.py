@@ -29,6 +29,8 @@ INTERIM = "active"             # the end_reason of an interim (non-final) report
 REASONS = END_REASONS + (INTERIM,)
 IDLE, CLOSED, SHUTDOWN, EVICTED = END_REASONS
 TYPE_SESSION = "session"
+# Zeek's conn_state values (base/protocols/conn/main.zeek)
+CONN_STATES = ("S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR", "OTH")
 U64 = (1 << 64) - 1
 
 
@@ -36,9 +38,10 @@ U64 = (1 << 64) - 1
 class Kind:
     """What a field's values are. `name` is one of: text, bool, enum (one of `values`),
     int (an integer in [lo, hi]), time (finite epoch seconds), seconds (finite, >= 0),
-    ip (an address text), vlans (a list of 802.1Q ids, outermost first), ids (a list
-    of session ids), geo (a location {"lat": -90..90, "lon": -180..180}, ECS's
-    geo_point), plain (any JSON value: maps keyed by strings, lists, scalars)."""
+    ip (an address text), vlans (a list of 802.1Q ids, outermost first), vlan_stacks (a
+    list of such lists), ids (a list of session ids), geo (a location {"lat": -90..90,
+    "lon": -180..180}, ECS's geo_point), plain (any JSON value: maps keyed by strings,
+    lists, scalars)."""
     name: str
     lo: int = 0
     hi: int = U64
@@ -56,6 +59,7 @@ TIME = Kind("time")
 SECONDS = Kind("seconds")
 IP = Kind("ip")
 VLANS = Kind("vlans")
+VLAN_STACKS = Kind("vlan_stacks")
 IDS = Kind("ids")
 PLAIN = Kind("plain")
 GEO = Kind("geo")
@@ -97,7 +101,8 @@ FIELDS = (
     F("duration", SECONDS, "end - start, seconds"),
     F("ip_version", enum(4, 6), "4 or 6"),
     F("transport", BYTE, "IP protocol number of the session's transport"),
-    F("client_ip", IP, "initiator: the first packet's sender, corrected by SYN/SYN-ACK", ecs="source.ip"),
+    F("client_ip", IP, "initiator: the first packet's sender, corrected by SYN/SYN-ACK and by well-known "
+      "service ports (Zeek's rule: docs/design.md)", ecs="source.ip"),
     F("client_port", PORT, "initiator's port, null where the transport has none", null=True, ecs="source.port"),
     F("server_ip", IP, "responder", ecs="destination.ip"),
     F("server_port", PORT, "responder's port, null where the transport has none", null=True,
@@ -132,7 +137,36 @@ FIELDS = (
     F("app", TEXT, "application name (lower case), else null", null=True),
     F("family", PLAIN, "application family, else null", null=True),
     F("community_id", TEXT, "Community ID v1 (seed 0) of the 5-tuple, to join with Zeek/Suricata/Elastic; "
-      "null for ICMP, whose id needs one type/code", null=True, ecs="network.community_id"),
+      "ICMP and ICMPv6: of the session's first message's type and code (null when its header was not "
+      "captured)", null=True, ecs="network.community_id"),
+    F("conn_state", enum(*CONN_STATES), "Zeek's conn_state: TCP's from its history as Zeek's endpoint states "
+      "read it (S0 attempt, REJ rejected, S1 established, SF closed both ways, S2/S3 closed by the client/"
+      "server only, RSTO/RSTR reset by the client/server, RSTOS0/RSTRH reset without a handshake, SH/SHR a "
+      "FIN from one side only, OTH the rest); UDP: SF both sides sent, S0 the client only, SHR the server "
+      "only; others OTH"),
+    F("history", TEXT, "Zeek's history, each side's first segment of a kind in order, upper case the client: "
+      "TCP S (SYN), H (SYN-ACK), A (pure ACK), D (data), F (FIN), R (RST), I (FIN+RST), Q (SYN with FIN or "
+      "RST), T (a retransmission: the 1st, 10th, 100th, ... of a side); a leading ^ when the client is the "
+      "first packet's receiver (a SYN-ACK, or a reply from a service port); UDP D and d (each side's first "
+      "packet), ^ likewise; null for others "
+      "(and for TCP without a flag seen)", null=True),
+    F("ul_seq_byte_count", COUNT, "TCP: the sequence space the client's data covered (a retransmission once, "
+      "a gap counted: Zeek's orig_bytes); other transports: the client's payload bytes"),
+    F("dl_seq_byte_count", COUNT, "the same, server -> client (Zeek's resp_bytes)"),
+    F("missed_bytes", COUNT, "TCP: the bytes sequence numbers jumped over past what each side had sent, once "
+      "the handshake was answered (Zeek's missed_bytes: content gaps, e.g. capture loss); 0 otherwise"),
+    F("ul_ip_byte_count", COUNT, "sum of the IP lengths (IPv4 total length, IPv6 40 + payload length; a "
+      "reassembled datagram once), client -> server: Zeek's orig_ip_bytes"),
+    F("dl_ip_byte_count", COUNT, "server -> client: Zeek's resp_ip_bytes"),
+    F("client_mac", TEXT, "Ethernet address (aa:bb:cc:dd:ee:ff) of the client in the session's first frame: "
+      "the Ethernet header nearest the session's IP header (a tunnel's inner one); null without one",
+      null=True),
+    F("server_mac", TEXT, "the server's Ethernet address in that frame, null without one", null=True),
+    F("tunnel_parents", IDS, "every outer session that carried the session's packets, parent_session_id "
+      "first, then in the order they first did (Zeek's tunnel_parents); null at the top level", null=True),
+    F("vlan_stacks", VLAN_STACKS, "the distinct 802.1Q stacks of the session's packets (each outermost "
+      "first), vlan's first, when there were several (--no-vlan-key: a tap that tags each direction "
+      "differently); else null", null=True),
 ) + (
     # the collector's (collector/enrich.py), appended to each record as it comes in
     C("event_id", TEXT, "32 hex digits, the same for a record however often it is sent: BLAKE2b-128 of "

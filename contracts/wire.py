@@ -65,12 +65,16 @@ EVENT = np.dtype([
     ("sport", "<u2"),     # source port (0 where the transport has none)
     ("dport", "<u2"),
     ("payload", "<u4"),   # transport payload bytes, from the IP lengths (not the capture)
-    ("seq", "<u4"),       # TCP sequence number
+    ("iplen", "<u4"),     # IP length: IPv4 total length, IPv6 40 + payload length (a reassembled datagram: its
+                          # header and its whole payload, once)
+    ("seq", "<u4"),       # TCP sequence number; ICMP and ICMPv6: ICMP_SEEN | type << 8 | code (0: header not captured)
     ("ack", "<u4"),       # TCP acknowledgement number
     ("src_hi", "<u8"),    # source address bytes 0-7 as a big-endian number (IPv4: in the top 32 bits)
     ("src_lo", "<u8"),    # bytes 8-15
     ("dst_hi", "<u8"),
     ("dst_lo", "<u8"),
+    ("smac", "<u8"),      # Ethernet source address (48 bits) of the header nearest this IP layer, 0 for none
+    ("dmac", "<u8"),      # its destination address
     ("vlan0", "<u2"),
     ("vlan1", "<u2"),
     ("path", "<u2"),      # proto_path id (strings travel in the batch header)
@@ -79,6 +83,8 @@ EVENT = np.dtype([
     ("ploff", "<u4"),     # where this row's payload bytes start in the batch's payload frame
     ("pllen", "<u2"),     # how many are there: 0 unless the session is young (classification)
 ])
+
+ICMP_SEEN = 1 << 16     # `seq` of an ICMP row: its type and code were captured
 
 _RAW_ROW = np.dtype((np.void, EVENT.itemsize))
 _STRUCT_CODES = {("u", 1): "B", ("u", 2): "H", ("u", 4): "I", ("u", 8): "Q", ("f", 8): "d"}

@@ -75,7 +75,7 @@ def front_end_records(path, workers=1, **fe_kw):
     paths = {v: k for k, v in fe.paths.ids.items()}
     recs, rows = [], []
     for w in range(workers):
-        got, _ = run_engine(batches[w], Timeouts(), paths)
+        got, _ = run_engine(batches[w], Timeouts(), paths, vlan_key=fe_kw.get("vlan_key", True))
         recs += [as_dict(x) for x in got]
         rows += [b[0] for b in batches[w]]
     return recs, np.concatenate(rows), paths

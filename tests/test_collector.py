@@ -577,7 +577,7 @@ def good_record(sensor="x", sid=256, **kw):
     d.update(type="session", final=True, end_reason="idle", session_id=sid, sensor=sensor, worker=0,
              report_number=1, start=1700000000.0, end=1700000001.0, duration=1.0, ip_version=4, transport=17,
              client_ip="10.0.0.1", client_port=1234, server_ip="10.0.0.2", server_port=53, proto_path="eth.ipv4.udp",
-             rtt=None, tcp_flags=0)
+             rtt=None, tcp_flags=0, conn_state="SF", missed_bytes=0)
     for n in WIRE_NAMES:
         if n.endswith("_count"):
             d[n] = 1

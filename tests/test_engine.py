@@ -116,6 +116,58 @@ def test_active_timeout_sends_cumulative_interim_reports_without_splitting():
     assert len({r["session_id"] for r in recs}) == 1
 
 
+def test_interim_report_waits_for_the_next_packet():
+    """An interim report falls due every 300 s of a session's life (the defaults) and is
+    written at the session's next packet, with the counters as they were when it fell due.
+    Offline, time moves with the packets: packets every 45 s from 0 to 675 s (time advanced
+    after each) find the report due at 300 s at the sweep after the packet of 315 s, and the
+    one due at 600 s after 630 s: interims of 8 packets (0-315 s, written at 360 s) and 15
+    (0-630 s, written at 675 s), then the final record of 16."""
+    recs = run([pkt(45.0 * i, proto=17) for i in range(16)])
+    assert [(r["final"], r["packet_count"], r["end"]) for r in recs] == \
+        [(False, 8, 315.0), (False, 15, 630.0), (True, 16, 675.0)]
+
+
+def test_no_interim_report_repeats_the_final_one():
+    """A TCP session that goes quiet and ends idle (defaults: idle 300 s, interim every
+    300 s): its interim report fell due with nothing new after it, so only the final
+    record is written; before, an `active` record with the same counters came first."""
+    specs = [pkt(0.0, flags=SYN), pkt(0.1, up=False, flags=SYN | ACK), pkt(0.2, flags=ACK),
+             pkt(100.0, flags=ACK | 0x08, payload=10, seq=1)]
+    eng = Engine(0, Timeouts(), "t")
+    eng.feed(rows(specs))
+    for now in range(101, 1000, 7):
+        eng.advance(float(now))
+    recs = [as_dict(r) for r in eng.take_records()]
+    assert [(r["final"], r["end_reason"], r["packet_count"]) for r in recs] == [(True, "idle", 4)]
+
+
+def test_consecutive_records_of_a_session_differ(tmp_path):
+    """On the generated trace, with interim reports every 10 s and every 300 s: no record of
+    a session repeats the counters of the one before it, and each session's last record is
+    its final one."""
+    from pipeline import tracegen
+    from tests.test_engine_bulk import front_end_batches
+    from tests.rows import run_engine
+    frames, _ = tracegen.build(seed=9, sessions=300)
+    p = tmp_path / "t.pcap"
+    tracegen.write_pcap(str(p), frames)
+    for timeouts in (Timeouts(), Timeouts.make(active_timeout=10)):
+        batches, paths = front_end_batches(p, 512, timeouts)
+        got, _ = run_engine(batches, timeouts, paths)
+        by = {}
+        for r in map(as_dict, got):
+            by.setdefault(r["session_id"], []).append(r)
+        interims = 0
+        for recs in by.values():
+            recs.sort(key=lambda r: r["report_number"])
+            assert recs[-1]["final"] and not any(r["final"] for r in recs[:-1])
+            for a, b in zip(recs, recs[1:]):
+                interims += 1
+                assert (a["packet_count"], a["end"]) != (b["packet_count"], b["end"])
+        assert interims > 20 or timeouts.active == 300          # the trace is short: no 300 s interim
+
+
 def test_fragmented_datagram_counts_once_but_frames_per_fragment():
     (r,) = run([pkt(1.0, proto=17, ncap=3, wirelen=3000, caplen=3000, payload=2900)])
     assert r["packet_count"] == 1 and r["cap_packet_count"] == 3 and r["byte_count"] == 3000
@@ -212,11 +264,14 @@ def test_session_accessors():
 
 
 def test_interim_reports_after_a_long_silence_cost_no_loop():
-    """A session idle for a huge time (but not expired) gets one interim report, not one per period."""
+    """A session idle for a huge time (but not expired) gets one interim report, not one per period
+    (written at its next packet: an interim report waits for one)."""
     t = Timeouts.make(idle_timeout=1e9, active_timeout=1)
     eng = Engine(0, t, "t")
     eng.feed(rows([pkt(0.0, proto=17)]))
     eng.advance(1e7)
+    assert eng.take_records() == []
+    eng.feed(rows([pkt(1e7 + 0.25, proto=17)]))
     recs = eng.take_records()
     assert len(recs) == 1 and not recs[0][1]
     eng.advance(1e7 + 0.5)

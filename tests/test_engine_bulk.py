@@ -18,6 +18,7 @@ from pipeline.frontend.readers import CaptureError, open_capture
 from pipeline import tracegen
 from workers import inspection
 from workers.engine import Engine
+from workers.session import N_COUNTERS
 from workers.tcp import ACK, FIN, RST, SYN
 from contracts.timeouts import Timeouts
 from tests.rows import rows, run_engine
@@ -245,7 +246,7 @@ def test_plugins_see_new_sessions_before_their_first_packet(tmp_path):
         seen[name] = p.seen
     assert len(seen["ref"]) > 50
     assert sorted(seen["bulk"]) == sorted(seen["ref"])
-    assert all(c == [0] * 12 and st is None for _, c, st in seen["bulk"])
+    assert all(c == [0] * N_COUNTERS and st is None for _, c, st in seen["bulk"])
 
 
 @needs_shared

@@ -9,15 +9,16 @@ from pipeline.frontend.fastpath import PAYLOAD_MAX, PathIds, decode_fast
 from pipeline.frontend.readers import CaptureError, open_capture
 from tests.shared import all_captures, capture_ids, needs_shared
 
-FIELDS = ("ipver", "proto", "sport", "dport", "tcpflags", "seq", "ack", "payload",
-          "src_hi", "src_lo", "dst_hi", "dst_lo", "nvlan", "vlan0", "vlan1", "wirelen", "caplen")
+FIELDS = ("ipver", "proto", "sport", "dport", "tcpflags", "seq", "ack", "payload", "iplen",
+          "src_hi", "src_lo", "dst_hi", "dst_lo", "smac", "dmac", "nvlan", "vlan0", "vlan1", "wirelen", "caplen")
 
 
 def _slow_row(layer):
     src, dst = layer.src.ljust(16, b"\0"), layer.dst.ljust(16, b"\0")
     vl = layer.vlans
     return dict(ipver=layer.ipver, proto=layer.proto, sport=layer.sport, dport=layer.dport,
-                tcpflags=layer.tcpflags, seq=layer.seq, ack=layer.ack, payload=layer.payload,
+                tcpflags=layer.tcpflags, seq=layer.seq, ack=layer.ack, payload=layer.payload, iplen=layer.iplen,
+                smac=layer.smac, dmac=layer.dmac,
                 src_hi=int.from_bytes(src[:8], "big"), src_lo=int.from_bytes(src[8:], "big"),
                 dst_hi=int.from_bytes(dst[:8], "big"), dst_lo=int.from_bytes(dst[8:], "big"),
                 nvlan=len(vl), vlan0=vl[0] if vl else 0, vlan1=vl[1] if len(vl) > 1 else 0)

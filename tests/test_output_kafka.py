@@ -136,7 +136,7 @@ def run_records(tmp_path_factory):
     d = tmp_path_factory.mktemp("run")
     frames, _ = tracegen.build(seed=13, sessions=200)
     tracegen.write_pcap(str(d / "t.pcap"), frames)
-    p, recs, _ = runner.run([d / "t.pcap"], d / "out", workers=2)
+    p, recs, _ = runner.run([d / "t.pcap"], d / "out", "--active-timeout", "10", workers=2)   # interims too
     assert p.returncode == 0, p.stderr
     assert recs
     return recs, [runner.as_wire(r) for r in recs]

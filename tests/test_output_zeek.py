@@ -347,10 +347,13 @@ ENGINE_FIELDS = {"conn_state": "RSTO", "history": "ShADadR", "ul_ip_byte_count":
 
 @pytest.mark.parametrize("fmt", ["", "json"])
 def test_fields_the_engine_will_add_are_read_by_name(tmp_path, fmt):
-    recs = [record(dict(ENGINE_FIELDS, app_guess=True), local_orig=True, local_resp=False),   # the collector's
-            record(dict(ENGINE_FIELDS, conn_state="S0", history="S"), session_id=512, duration=0.0,
-                   end=1700000000.5, local_orig=True, local_resp=False),
-            record({"ul_seq_byte_count": 11, "dl_seq_byte_count": 22}, session_id=768, transport=17, app="dns"),
+    def engine_record(fields, **kw):        # the record's own fields where the schema has them, else extension
+        native = {k: v for k, v in fields.items() if k in NAMES}
+        return record({k: v for k, v in fields.items() if k not in NAMES} or None, **native, **kw)
+    recs = [engine_record(dict(ENGINE_FIELDS, app_guess=True), local_orig=True, local_resp=False),   # the collector's
+            engine_record(dict(ENGINE_FIELDS, conn_state="S0", history="S"), session_id=512, duration=0.0,
+                          end=1700000000.5, local_orig=True, local_resp=False),
+            engine_record({"ul_seq_byte_count": 11, "dl_seq_byte_count": 22}, session_id=768, transport=17, app="dns"),
             record(None, session_id=1024, transport=17, app="dns", ul_data_byte_count=29, dl_data_byte_count=45)]
     write(tmp_path, recs, fmt)
     rows = read(tmp_path / "conn.log")

@@ -70,6 +70,8 @@ def values_of(kind):
         return ADDRESS
     if name == "vlans":
         return st.lists(st.integers(0, 4095), max_size=8)
+    if name == "vlan_stacks":
+        return st.lists(st.lists(st.integers(0, 4095), max_size=8), max_size=8)
     if name == "ids":
         return st.lists(st.integers(0, U64), max_size=8)
     if name == "plain":
@@ -120,7 +122,7 @@ def sample(**values):
     base = dict(type="session", final=True, end_reason="idle", session_id=256, sensor="s", worker=0,
                 report_number=1, start=1.7e9, end=1.7e9, duration=0.0, ip_version=4, transport=17,
                 client_ip="10.0.0.1", server_ip="10.0.0.2", proto_path="eth.ipv4.udp", retransmission_count=0,
-                tcp_flags=0, event_id="0" * 32)
+                tcp_flags=0, conn_state="SF", event_id="0" * 32)
     base.update(values)
     for n, f in zip(NAMES, FIELDS):
         r[INDEX[n]] = base.get(n, None if f.null else 0)

@@ -968,3 +968,60 @@ def test_zeek_edge_cases():
     assert max(l.payload for l in dns) == 3230     # the reassembled answer, three fragments
     # the fragmented outer GTP datagram completes with its inner packet
     assert any(len(s) == 2 and s[0].tunnel == "gtp" for s in stacks("tunnels__gtp__gtp_ext_header.pcap"))
+
+
+# -- what the rows carry for the record: IP lengths, Ethernet addresses, ICMP type -------------
+HOST_A, HOST_B = bytes.fromhex("aabbccddeeff"), bytes.fromhex("112233445566")
+
+
+def test_ip_lengths():
+    """`iplen` is the IP header's own length field (IPv4 total length, IPv6 40 + payload
+    length), whatever the capture kept; a reassembled datagram: its header and its whole
+    payload once."""
+    (l,) = decode(1, eth(0x0800, ipv4(6, tcp(data=b"x" * 10)))).layers
+    assert l.iplen == 20 + 20 + 10
+    (l,) = decode(1, eth(0x0800, ipv4(17, udp(data=b"y" * 7), opts=bytes(8)))).layers
+    assert l.iplen == 28 + 8 + 7
+    (l,) = decode(1, eth(0x0800, ipv4(17, udp(data=b"z" * 300)))[:60]).layers      # snaplen 60
+    assert l.iplen == 20 + 8 + 300
+    (l,) = decode(1, eth(0x86DD, ipv6(0, ext(17, 16) + udp(data=b"q" * 5)))).layers
+    assert l.iplen == 40 + 16 + 8 + 5
+    data = udp(5000, 53, b"D" * 100)
+    first = decode(1, eth(0x0800, ipv4(17, data[:48], ident=99, mf=True))).layers[0]
+    (done,) = slowpath.decode_transport(first, data)
+    assert done.iplen == 20 + 108                        # not the first fragment's 68
+    dgram = tcp(data=b"T" * 64)
+    first = decode(1, eth(0x86DD, ipv6(0, ext(44, 8) + frag6(6, 0, True) + dgram[:40]))).layers[0]
+    (done,) = slowpath.decode_transport(first, dgram)
+    assert done.iplen == 40 + 8 + len(dgram)             # hop-by-hop kept, fragment header gone
+
+
+def test_ethernet_addresses_nearest_the_ip_header():
+    """smac/dmac: the Ethernet header right below each IP layer: a tunnel carrying
+    Ethernet (VXLAN) gives its inner frame's addresses, one carrying bare IP (GRE, GTP)
+    none, nor a link without Ethernet (raw IP, Linux SLL); a PBB frame the customer's."""
+    def frame(dst, src, et, payload):
+        return dst + src + struct.pack(">H", et) + payload
+    (l,) = decode(1, frame(HOST_B, HOST_A, 0x0800, PKT4)).layers
+    assert (l.smac, l.dmac) == (0xAABBCCDDEEFF, 0x112233445566)
+    d = decode(1, udp4(5555, 4789, vxlan(7, frame(HOST_A, HOST_B, 0x0800, ip4_tcp()))))
+    assert [(x.smac, x.dmac) for x in d.layers] == [(0x020000000002, 0x020000000001), (0x112233445566, 0xAABBCCDDEEFF)]
+    d = decode(1, eth(0x0800, ipv4(47, gre(0x0800, ip4_tcp()))))
+    assert d.layers[1].path.endswith("gre.ipv4.tcp") and (d.layers[1].smac, d.layers[1].dmac) == (0, 0)
+    assert [(x.smac, x.dmac) for x in decode(101, PKT4).layers] == [(0, 0)]
+    sll = struct.pack(">HHH8sH", 0, 1, 6, HOST_A + bytes(2), 0x0800) + PKT4
+    assert [(x.smac, x.dmac) for x in decode(113, sll).layers] == [(0, 0)]
+    (l,) = decode(1, eth(0x88E7, struct.pack(">I", 0x00123456) + frame(HOST_B, HOST_A, 0x0800, PKT4))).layers
+    assert l.path == "eth.pbb.eth.ipv4.udp" and (l.smac, l.dmac) == (0xAABBCCDDEEFF, 0x112233445566)
+
+
+def test_icmp_type_and_code_in_seq():
+    from contracts.wire import ICMP_SEEN
+    (l,) = decode(1, eth(0x0800, ipv4(1, b"\x08\x00" + bytes(30)))).layers
+    assert l.seq == ICMP_SEEN | 8 << 8
+    (l,) = decode(1, eth(0x86DD, ipv6(58, b"\x87\x00" + bytes(22)))).layers
+    assert l.seq == ICMP_SEEN | 135 << 8
+    (l,) = decode(1, eth(0x0800, ipv4(1, b"\x03\x0d" + bytes(6)))).layers
+    assert l.seq == ICMP_SEEN | 3 << 8 | 13
+    (l,) = decode(1, eth(0x0800, ipv4(1, b"\x03", total=28))).layers            # type only: not seen
+    assert l.seq == 0

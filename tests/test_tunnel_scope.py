@@ -111,6 +111,7 @@ def test_one_inner_conversation_is_one_session(tmp_path, name):
     for i, (_, _, flow) in enumerate(frames, start=1):
         first.setdefault(flow, i << 8)
     assert rec["parent_session_id"] == first[frames[0][2]]
+    assert rec["tunnel_parents"] == list(first.values())          # each outer session, as first seen
     outer_ids = {r["session_id"] for r in recs if r["final"] and r["parent_session_id"] is None}
     assert outer_ids == set(first.values())
     # every inner row names the outer session that carried its frame
@@ -206,6 +207,7 @@ def test_cli_flags_end_to_end(tmp_path):
     assert sorted((r["ul_packet_count"], r["dl_packet_count"]) for r in teredo6) == [(3, 0)]   # 3544 only
     vlan = [r for r in c if r["final"] and r["vlan"] is not None]
     assert [(r["ul_packet_count"], r["dl_packet_count"]) for r in vlan] == [(3, 2)]
+    assert [r["vlan_stacks"] for r in vlan] == [[[10], [20]]]     # the workers know --no-vlan-key too
 
 
 def test_teredo_scope_is_the_client(tmp_path):

@@ -18,9 +18,12 @@ def test_asymmetric_vlan_tap(tmp_path):
         p = write(tmp_path, frames, f"vlan{len(up_tags)}.pcap")
         recs, _, _ = front_end_records(p)
         assert sorted(r["packet_count"] for r in recs if r["final"]) == [2, 3]      # one per direction
+        assert all(r["vlan_stacks"] is None for r in recs)
         recs, rows, _ = front_end_records(p, vlan_key=False)
         (rec,) = [r for r in recs if r["final"]]
         assert (rec["ul_packet_count"], rec["dl_packet_count"]) == (3, 2)
+        # the record lists both directions' VLAN ids: the first packet's, then the other (two ids at most, as vlan)
+        assert rec["vlan"] == list(up_tags[:2]) and rec["vlan_stacks"] == [list(up_tags[:2]), [20]]
         assert rows["vlan0"].tolist() == [10, 20, 10, 20, 10]
         assert rows["nvlan"].tolist() == [len(up_tags), 1] * 2 + [len(up_tags)]
         assert compare(p)[1] == []

@@ -21,6 +21,7 @@ classification (`inspection`), the record (`records`), timeouts and the idle
 rule (`contracts.timeouts`). docs/design.md ("Engine layout") maps them.
 """
 from array import array
+from itertools import repeat
 
 import numpy as np
 
@@ -28,40 +29,46 @@ from contracts.record import CLOSED, EVICTED, IDLE, INTERIM, SHUTDOWN
 from contracts.timeouts import Timeouts
 from contracts.wire import DEPTH_BITS, EVENT, ID_SHIFT, row_struct, session_id, take_rows
 
-from . import classify, inspection, plan
+from . import classify, inspection, orientation, plan
 from . import tcp as tcpmod
-from .groups import Groups
+from .groups import Groups, observed_rows, stack_ids, stack_of
 from .records import RecordWriter
-from .session import Session
+from .session import N_COUNTERS, Session
 from .table import SessionTable
 
 _SYN, _ACK, _CONTROL = tcpmod.SYN, tcpmod.ACK, tcpmod.CONTROL
 _REFUSE_MIN = 8          # first payloads in a call worth a vectorised refusal test
 _NONE = np.zeros(0, np.intp)
 _ROW_SIZE = EVENT.itemsize
-_COUNTS_SIZE = 12 * 8     # a session's counters (Session.c, array "q") in bytes
+_COUNTS_SIZE = N_COUNTERS * 8     # a session's counters (Session.c, array "q") in bytes
 _OPEN_FIELDS = row_struct("fidx", "proto", "depth", "sport", "dport", "path", "parent")   # from the first row's bytes
+_OBSERVED = row_struct("nvlan", "vlan0", "vlan1", "parent")        # what `Session.observe` is shown of a row
 _GROUPED_MIN = 64                      # smaller batches: the per-packet path is cheaper
 _REPORTS_MIN = 32                      # fewer records at once: `RecordWriter.one` one by one is cheaper
 
 
 class _Touched:
     """What the batch path's session updates leave for its later steps, per group."""
-    __slots__ = ("control", "before", "data", "inspect")
+    __slots__ = ("control", "before", "data", "inspect", "history", "history_states")
 
     def __init__(self, ng: int):
         self.control = [None] * ng      # the session whose TCP control segments `_control` applies
         self.before = [0.0] * ng        # its last packet time before the batch
-        self.data = []                  # (group, TcpState): TCP data segments to check for retransmissions
+        self.data = []                  # (group, session): TCP data segments to check for retransmissions
         self.inspect = []               # (group, session): payload rows, the session still being classified
+        self.history = []               # groups whose rows may add history letters, ascending
+        self.history_states = []        # their TcpStates
 
 
 class Engine:
-    """One worker's sessions (`max_sessions`: the table's capacity, 0: none)."""
+    """One worker's sessions (`max_sessions`: the table's capacity, 0: none; `vlan_key`: the
+    front-end keys sessions by their VLAN ids, so a session's rows all carry the same ones)."""
 
     def __init__(self, worker: int = 0, timeouts: Timeouts = Timeouts(), sensor: str = "",
-                 proc: int = 0, max_sessions: int = 0, plugins=(), classify: int = classify.BUDGET):
+                 proc: int = 0, max_sessions: int = 0, plugins=(), classify: int = classify.BUDGET,
+                 vlan_key: bool = True):
         self.worker = worker
+        self.watch_vlans = not vlan_key   # --no-vlan-key: a session's rows may carry several VLAN stacks
         self.timeouts = timeouts
         self._timeouts_by_value = {v: v for v in (timeouts.tcp, timeouts.udp, timeouts.icmp, timeouts.other,
                                                   timeouts.dns)}
@@ -77,6 +84,7 @@ class Engine:
         self.wheel = self.table.wheel
         self.paths = {}
         self.records = []
+        self.reports_due = set()          # sessions whose interim report waits for their next packet
         self._ended = []                  # (place in records, session, reason): written by `_flush`
         self.now = float("-inf")   # packet time may be anything, even negative
         self.stats = {"events": 0, "sessions": 0, "records": 0, "final_records": 0, "evicted": 0}
@@ -149,23 +157,37 @@ class Engine:
         of the rows to apply, None: all). `_bulk` must give the same sessions."""
         sub = ev if rows is None else take_rows(ev, rows)
         idx = range(len(ev)) if rows is None else rows.tolist()
-        cols = zip(idx, sub["key"].tolist(), sub["ts"].tolist(), sub["dir"].tolist(), sub["wirelen"].tolist(),
-                   sub["caplen"].tolist(), sub["ncap"].tolist(), sub["payload"].tolist(),
-                   sub["tcpflags"].tolist(), sub["seq"].tolist())
+        obs = observed_rows(sub, self.watch_vlans)
+        fls, pls, dirs = sub["tcpflags"], sub["payload"], sub["dir"]
+        cols = zip(idx, sub["key"].tolist(), sub["ts"].tolist(), dirs.tolist(), sub["wirelen"].tolist(),
+                   sub["caplen"].tolist(), sub["ncap"].tolist(), pls.tolist(), fls.tolist(), sub["seq"].tolist(),
+                   sub["iplen"].tolist(), tcpmod.entries(fls, pls, dirs).tolist(),
+                   repeat(False) if obs is None else obs.tolist())
         get = self.table.get
         close_expiry = self.timeouts.close_expiry
-        tcp_update = tcpmod.update
+        tcp_data, tcp_control, note, entry_bit, t_entry = (tcpmod.data, tcpmod.control, tcpmod.note,
+                                                           tcpmod.ENTRY_BIT, tcpmod.T_ENTRY)
         new_tcp = tcpmod.TcpState
         hs_done = tcpmod.HS_DONE
         pp = self.packet_plugins
-        for i, k, t, d, w, cl, nc, pl, fl, seq in cols:
+        watch = self.watch_vlans
+        due = self.reports_due
+        for i, k, t, d, w, cl, nc, pl, fl, seq, ipl, lx, ob in cols:
             s = get(k)
             if s is None:
                 s = self._open(ev, i, k, t, d, fl)
-            elif t - s.last >= s.timeout or (fl & _SYN and not fl & _ACK and close_expiry
-                                             and s.tcp is not None and s.tcp.closed):
+            elif t - s.last >= s.timeout:
                 self._end(s, CLOSED if (s.tcp is not None and s.tcp.closed and close_expiry) else IDLE)
                 s = self._open(ev, i, k, t, d, fl)
+            elif fl & _SYN and not fl & _ACK and close_expiry and tcpmod.reuses(s.tcp, s.first, seq):
+                self._end(s, CLOSED)            # a new connection on the tuple (Zeek's connection reuse)
+                s = self._open(ev, i, k, t, d, fl)
+            elif due and s in due:          # the session goes on: its interim report, as it was when due
+                due.discard(s)
+                self._report(s, False, INTERIM)
+            if ob:                          # an outer session or VLAN stack the session may not have seen
+                nv, v0, v1, par = _OBSERVED.unpack_from(ev.data, i * _ROW_SIZE)
+                s.observe(par, (v0, v1)[:nv] if watch else None)
             if t > s.last:
                 s.last = t
             c = s.c
@@ -174,6 +196,7 @@ class Engine:
             c[o + 1] += w
             c[o + 2] += nc
             c[o + 3] += cl
+            c[12 + d] += ipl             # IP_BYTE
             if pl:
                 c[o + 4] += 1
                 c[o + 5] += pl
@@ -181,11 +204,16 @@ class Engine:
                 st = s.tcp
                 if st is None:
                     st = s.tcp = new_tcp()
+                if lx and not st.hist & entry_bit[lx]:
+                    note(st, lx)            # the first of its kind in its direction: a history letter
                 if not pl and not fl & _CONTROL and st.hs == hs_done:
                     st.flags |= fl          # a pure ACK after the handshake changes nothing else
-                elif tcp_update(st, d, d == s.client_dir, fl, seq, pl, t) and close_expiry:
-                    s.timeout = self.timeouts.close_linger
-                    self.wheel.file(s, s.last + s.timeout)
+                else:
+                    if pl and tcp_data(st, d, seq, pl):
+                        note(st, t_entry[d])    # a retransmission: the 1st, 10th, ... of its direction
+                    if tcp_control(st, d, d == s.client_dir, fl, t, close_expiry and not c[6 - o]) and close_expiry:
+                        s.timeout = self.timeouts.close_linger
+                        self.wheel.file(s, s.last + s.timeout)
             if pp:
                 for p in pp:
                     p.on_packet(s, ev[i])
@@ -199,8 +227,7 @@ class Engine:
         if first is None:
             first = ev[i].tobytes()
         fidx, proto, depth, sport, dport, pid, parent = _OPEN_FIELDS.unpack_from(first)
-        # the first packet's sender is the client, unless it is a SYN-ACK (capture began mid-handshake)
-        client_dir = d if not (fl & _SYN and fl & _ACK) else 1 - d
+        client_dir = orientation.client_dir(d, proto, fl, sport, dport)
         timeout = self.timeouts.idle_for(proto, sport, dport)
         s = Session(k, session_id(fidx, depth, self.proc), parent, depth, client_dir, t, timeout,
                     first, self.paths.get(pid, ""))
@@ -227,18 +254,23 @@ class Engine:
         tests/test_engine_bulk.py checks."""
         g = Groups(ev, payload is not None)
         found = list(map(self.table.get, g.keys.tolist()))
-        c = plan.Candidates(g, found, ev, self.timeouts)
+        c = plan.Candidates(g, found, ev, self.timeouts, self.reports_due)
         r = plan.room(g, cuts, self.now, horizon) if cuts is not None and horizon > float("-inf") else None
         bulk = plan.stays(g, c, r, horizon, self.timeouts)
         touched = _Touched(g.n)
-        self._update_known(g, found, np.flatnonzero(bulk & c.known), touched)
+        kinds = g.kinds(ev)
+        self._update_known(g, found, np.flatnonzero(bulk & c.known), touched, kinds)
         fresh = np.flatnonzero(bulk & ~c.known)
         if len(fresh):
-            self._open_groups(ev, g, fresh, c, touched)
+            self._open_groups(ev, g, fresh, c, touched, kinds)
+        seen = g.observed(ev, self.watch_vlans)
+        if seen is not None:
+            self._observe_groups(ev, g, found, bulk, seen)
         if g.has_control:
             self._control(ev, g, ((g.flags_or & tcpmod.CONTROL) != 0) & bulk, touched)
-        if touched.data:
-            self._retransmissions(ev, g, touched.data)
+        scaled = self._retransmissions(ev, g, touched.data) if touched.data else _NONE
+        if touched.history or len(scaled):
+            self._history(ev, g, touched, scaled)
         if touched.inspect:
             inspection.inspect_groups(ev, payload, g.order, g.gs, g.payload_rows, touched.inspect, g.n,
                                       self.classify, self.refuse_min)
@@ -246,14 +278,16 @@ class Engine:
             return _NONE
         return np.flatnonzero(~bulk[g.gid])
 
-    def _update_known(self, g, found, kn, touched) -> None:
+    def _update_known(self, g, found, kn, touched, kinds) -> None:
         """The batch's rows of the sessions already open in groups `kn`, applied at once:
-        last time, counters, TCP flags; what is left for the later steps in `touched`."""
+        last time, counters, TCP flags; what is left for the later steps in `touched`
+        (`kinds`: per group, the history kinds its rows bring, None: no TCP rows)."""
         new_tcp = tcpmod.TcpState
         inspector = inspection.Inspector         # a session still being classified has one
-        for j, s, tm, m, fo, tp, gi in zip(kn.tolist(), [found[j] for j in kn.tolist()], g.last_ts[kn].tolist(),
-                                          g.counts[kn].tolist(), g.flags_or[kn].tolist(),
-                                          g.tcp_data_n[kn].tolist(), g.payload_n[kn].tolist()):
+        for j, s, tm, m, fo, tp, gi, kd in zip(kn.tolist(), [found[j] for j in kn.tolist()], g.last_ts[kn].tolist(),
+                                              g.counts[kn].tolist(), g.flags_or[kn].tolist(),
+                                              g.tcp_data_n[kn].tolist(), g.payload_n[kn].tolist(),
+                                              repeat(0) if kinds is None else kinds[kn].tolist()):
             if fo & _CONTROL:
                 touched.control[j] = s
                 touched.before[j] = s.last
@@ -265,6 +299,7 @@ class Engine:
                 c[1] += m[1]
                 c[2] += m[2]
                 c[3] += m[3]
+                c[12] += m[12]               # IP_BYTE
                 if m[4]:
                     c[4] += m[4]
                     c[5] += m[5]
@@ -273,6 +308,7 @@ class Engine:
                 c[7] += m[7]
                 c[8] += m[8]
                 c[9] += m[9]
+                c[13] += m[13]
                 if m[10]:
                     c[10] += m[10]
                     c[11] += m[11]
@@ -282,13 +318,16 @@ class Engine:
                     st = s.tcp = new_tcp()
                 st.flags |= fo
                 if tp:
-                    touched.data.append((j, st))
+                    touched.data.append((j, s))
+                if kd & st.hist != kd:      # a kind of letter the session has not seen
+                    touched.history.append(j)
+                    touched.history_states.append(st)
             if gi:
                 ins = s.insp
                 if ins is None or ins.__class__ is inspector:
                     touched.inspect.append((j, s))
 
-    def _open_groups(self, ev, g, fresh, c, touched) -> None:
+    def _open_groups(self, ev, g, fresh, c, touched, kinds) -> None:
         """`_open` for the new sessions of groups `fresh` (whose rows all take the batch
         path; `c`: the plan's Candidates), in group order, with their counters: the first
         rows' fields are read as numpy columns, and each session's counters come from its
@@ -298,7 +337,7 @@ class Engine:
         n = len(fresh)
         d = rows["dir"]
         fl = rows["tcpflags"]
-        cd = np.where((fl & (_SYN | _ACK)) == (_SYN | _ACK), 1 - d, d).tolist()   # a SYN-ACK first: mid-handshake
+        cd = orientation.client_dirs(d, rows["proto"], fl, rows["sport"], rows["dport"]).tolist()
         sids = ((rows["fidx"] << np.uint64(ID_SHIFT)) | np.uint64(self.proc << DEPTH_BITS)
                 | rows["depth"].astype(np.uint64)).tolist()
         ts = rows["ts"]
@@ -311,12 +350,12 @@ class Engine:
         plugins = self.plugins
         new_tcp = tcpmod.TcpState
         made = []
-        counts = g.counts[fresh].tobytes()     # each session's 12 counters, as array("q") takes them
-        for j, gg, k, sid, parent, depth, cdir, t, to, nr, path, tm, fo, tp, gi in zip(
+        counts = g.counts[fresh].tobytes()     # each session's counters, as array("q") takes them
+        for j, gg, k, sid, parent, depth, cdir, t, to, nr, path, tm, fo, tp, gi, kd in zip(
                 range(n), fresh.tolist(), g.keys[fresh].tolist(), sids, rows["parent"].tolist(),
                 rows["depth"].tolist(), cd, ts.tolist(), tos.tolist(), nrs.tolist(), rows["path"].tolist(),
                 g.last_ts[fresh].tolist(), g.flags_or[fresh].tolist(), g.tcp_data_n[fresh].tolist(),
-                g.payload_n[fresh].tolist()):
+                g.payload_n[fresh].tolist(), repeat(0) if kinds is None else kinds[fresh].tolist()):
             m = counts[j * _COUNTS_SIZE:(j + 1) * _COUNTS_SIZE]
             s = Session(k, sid, parent, depth, cdir, t, by_value.get(to, to), raw[j * _ROW_SIZE:(j + 1) * _ROW_SIZE],
                         paths.get(path, ""), None if plugins else array("q", m))
@@ -335,7 +374,10 @@ class Engine:
                 st = s.tcp = new_tcp()
                 st.flags = fo
                 if tp:
-                    touched.data.append((gg, st))
+                    touched.data.append((gg, s))
+                if kd:
+                    touched.history.append(gg)
+                    touched.history_states.append(st)
                 if fo & _CONTROL:
                     touched.control[gg] = s
                     touched.before[gg] = t
@@ -345,12 +387,35 @@ class Engine:
             self.wheel.file_new(made, whens)
         self.stats["sessions"] += n
 
+    def _observe_groups(self, ev, g, found, bulk, seen) -> None:
+        """`Session.observe` for the batch path's groups that carry an outer session (or,
+        watched, a VLAN stack) their session may not have seen: a group whose rows vary,
+        a known session's group whose first row differs from the session's first; each
+        value once, in the order of its first row."""
+        mixed, parent, stack = seen
+        watch = self.watch_vlans
+        get = self.table.get
+        todo = bulk & (mixed | (parent != 0) | watch)
+        parents, stacks = ev["parent"], stack_ids(ev) if watch else None
+        for j, mx, p, sk in zip(np.flatnonzero(todo).tolist(), mixed[todo].tolist(), parent[todo].tolist(),
+                                repeat(None) if stack is None else stack[todo].tolist()):
+            s = found[j] or get(int(g.keys[j]))
+            if not mx:
+                if found[j] is not None:        # a new session's only values are its first row's
+                    s.observe(p, None if sk is None else stack_of(sk))
+                continue
+            for q in g.distinct(parents, j):
+                s.observe(q, None)
+            if watch:
+                for q in g.distinct(stacks, j):
+                    s.observe(0, stack_of(q))
+
     def _control(self, ev, g, groups, touched) -> None:
         """The TCP flags' part (handshake, close) of the batch path's `groups`:
         `tcp.control_many` over the only segments that can change it, in frame order. A
         session that closes is filed at its close-linger deadline, counted from its last
         packet up to the closing one."""
-        ds = ev["dir"][g.order]
+        ds = g.dirs
         pos = np.flatnonzero(tcpmod.control_segments(g.gs, ds, g.flags, groups[g.gs]))
         if not len(pos):
             return
@@ -361,8 +426,9 @@ class Engine:
         ug = np.flatnonzero(has).tolist()                # the groups with control segments, each once
         u_of = (np.cumsum(has) - 1)[g_of]
         ss = [touched.control[j] for j in ug]
+        silent = self._peer_silent(g, ds, pos, ss, u_of) if self.timeouts.close_expiry else None
         closed = tcpmod.control_many([s.tcp for s in ss], np.fromiter([s.client_dir for s in ss], np.int8, len(ss)),
-                                     u_of, ds[pos], g.flags[pos], g.ts[pos])   # every such group has its TcpState
+                                     u_of, ds[pos], g.flags[pos], g.ts[pos], silent)   # each has its TcpState
         if closed and self.timeouts.close_expiry:
             linger = self.timeouts.close_linger
             file = self.wheel.file
@@ -374,14 +440,76 @@ class Engine:
                 s.timeout = linger
                 file(s, when)
 
-    def _retransmissions(self, ev, g, data) -> None:
-        """`tcp.data_many` for the data segments of the groups in `data` ((group, TcpState)
-        pairs)."""
+    @staticmethod
+    def _peer_silent(g, ds, pos, ss, u_of):
+        """For the control segments at grouped positions `pos` (of sessions `ss`, `u_of`):
+        a FIN whose peer had sent nothing before it, in the batch or before it (`tcp.control`'s
+        peer_silent); None when there is no FIN."""
+        fin = (g.flags[pos] & (tcpmod.FIN | tcpmod.RST)) == tcpmod.FIN
+        if not fin.any():
+            return None
+        n = len(ds)
+        at = np.arange(n)
+        first = np.stack([np.minimum.reduceat(np.where(ds == d, at, n), g.starts) for d in (0, 1)])   # per group
+        peer = 1 - ds[pos].astype(np.intp)
+        gj = g.gs[pos]
+        out = fin & (first[peer, gj] > pos)          # the peer sent nothing in the batch before it
+        ks = np.flatnonzero(out)
+        if len(ks):                                  # nor before the batch (its counters less the batch's)
+            out[ks] = np.fromiter([ss[u].c[6 * q] for u, q in zip(u_of[ks].tolist(), peer[ks].tolist())],
+                                  np.int64, len(ks)) == g.counts[gj[ks], 6 * peer[ks]]
+        return out
+
+    def _retransmissions(self, ev, g, data):
+        """`tcp.data_many` for the data segments of the groups in `data` ((group, session)
+        pairs). Returns the rows that add the history's T, ascending."""
         at = np.full(g.n, -1, np.intp)
         at[[j for j, _ in data]] = np.arange(len(data))
         rows = np.flatnonzero(g.tcp_data & (at[g.gid] >= 0))
-        tcpmod.data_many([st for _, st in data], at[g.gid[rows]], ev["dir"][rows], ev["seq"][rows],
-                         ev["payload"][rows])
+        scaled = tcpmod.data_many([s.tcp for _, s in data], at[g.gid[rows]], ev["dir"][rows], ev["seq"][rows],
+                                  ev["payload"][rows])
+        return rows[scaled]
+
+    def _history(self, ev, g, touched, scaled) -> None:
+        """The history letters of the batch path's groups in `touched.history` (those that
+        may gain a kind) and of those with rows in `scaled` (a retransmission's T), in frame
+        order, a row's letter before its T: `tcp.note_many` keeps the first of each kind a
+        session has not seen. Only these groups' rows are looked at."""
+        js, states = touched.history, touched.history_states
+        if len(scaled):
+            have = set(js)
+            more = {j for j in g.gid[scaled].tolist() if j not in have}
+            if more:
+                js, states = js[:], states[:]
+                for j, s in touched.data:
+                    if j in more:
+                        js.append(j)
+                        states.append(s.tcp)
+        ja = np.array(js, np.intp)
+        by_group = np.argsort(ja, kind="stable")        # known sessions' groups, then new ones': merged
+        at = np.full(g.n, -1, np.intp)
+        at[ja[by_group]] = np.arange(len(ja))
+        states = [states[i] for i in by_group.tolist()]
+        n = len(g.order)
+        where = np.empty(n, np.intp)                     # each row's place in grouped order
+        where[g.order] = np.arange(n)
+        chosen = np.zeros(g.n, bool)
+        chosen[ja] = True
+        mine = np.flatnonzero(np.repeat(chosen, np.diff(np.append(g.starts, n))))   # their rows, grouped
+        data = g.tcp_data[g.order[mine]]
+        ge = tcpmod.entries(g.flags[mine], data, g.dirs[mine])
+        kind = tcpmod.ENTRY_KIND[ge]                      # its kind's bit position, -1: none
+        has = kind >= 0
+        sel, kind = mine[has], kind[has]
+        first = np.full(g.n * 16, n, np.intp)            # each group's first row of each kind
+        np.minimum.at(first, g.gs[sel] * 16 + kind, sel)
+        pos = first[first < n]
+        tpos = where[scaled]
+        key = np.concatenate([pos * 2, tpos * 2 + 1])
+        e = np.concatenate([tcpmod.entries(g.flags[pos], g.tcp_data[g.order[pos]], g.dirs[pos]),
+                            np.asarray(tcpmod.T_ENTRY, np.int64)[ev["dir"][scaled]]])
+        o = np.argsort(key, kind="stable")
+        tcpmod.note_many(states, at[g.gs[key[o] >> 1]], e[o], distinct=True)
 
     # -- time ----------------------------------------------------------------
     def advance(self, now: float) -> None:
@@ -404,7 +532,10 @@ class Engine:
                 self._end(s, CLOSED if (s.tcp is not None and s.tcp.closed and close_expiry) else IDLE)
                 continue
             if s.next_report <= now:
-                self._report(s, False, INTERIM)      # now: the session goes on changing
+                # the interim report waits for the session's next packet (`_feed_rows` writes it with
+                # the counters as they are now): a session that ends first has its final record
+                # only, which would have said the same
+                self.reports_due.add(s)
                 # the next report is the first multiple of `active` after now (no loop:
                 # a long-idle clock jump must not cost one step per period)
                 s.next_report += active * (int((now - s.next_report) // active) + 1)
@@ -448,6 +579,7 @@ class Engine:
         later, with the others of the batch (`_flush`), in its place among the records:
         an ended session changes no more."""
         s.ended = True
+        self.reports_due.discard(s)                 # its final record says it all
         if self.table.get(s.key) is s:
             del self.table[s.key]
         for p in self.plugins:

@@ -4,10 +4,11 @@ The batch path applies a session's rows of a batch at once, so it must give
 what applying them packet by packet, between the batch's advances, gives. A
 group of rows (one session, `groups.Groups`) stays on it unless
 - the batch splits its session: an idle gap as long as its timeout (between
-  two of its rows, or before its first one), a SYN after its FIN/RST;
+  two of its rows, or before its first one), a SYN after its FIN/RST, a SYN
+  that reuses its tuple (close expiry on: `tcp.reuses`);
 - its session is in a state the batch path does not follow: a handshake
   waiting for the client's ACK, a SYN after a FIN/RST seen earlier, not filed
-  in the expiry wheel;
+  in the expiry wheel, an interim report waiting for its next packet;
 - an expiry of the batch may look at it (its wheel slot, or a FIN/RST, falls
   inside the batch's time) and `Room` cannot show that no advance ends it before
   its last row there, or an interim report falls due inside the batch.
@@ -25,7 +26,7 @@ import numpy as np
 
 from contracts.timeouts import is_idle
 
-from .tcp import FIN, RST, waiting
+from .tcp import ACK, FIN, RST, SYN, waiting
 
 _FAR = 9e15             # the expiry wheel files anything later in its last slot (`Wheel.file`)
 
@@ -101,10 +102,12 @@ class Candidates:
         "slot",         # the expiry wheel's second it is filed in (new: would be); NaN: not filed
         "next_report",  # when its next interim report is due (inf: never)
         "held",         # known: in a state the batch path does not follow (see the module)
+        "reused",       # a SYN of the group starts a new connection on the session's tuple (`tcp.reuses`)
     )
 
-    def __init__(self, g, found: list, ev, timeouts):
-        """`found`: per group, its session in the table or None."""
+    def __init__(self, g, found: list, ev, timeouts, reports_due=()):
+        """`found`: per group, its session in the table or None; `reports_due`: the sessions
+        whose interim report waits for their next packet."""
         n = g.n
         self.known = known = np.fromiter([s is not None for s in found], bool, n)
         self.first_ts = t0 = ev["ts"][g.first]
@@ -113,6 +116,7 @@ class Candidates:
         self.slot = np.empty(n)
         self.next_report = np.empty(n)
         self.held = np.zeros(n, bool)
+        self.reused = _reused(g, found, known, ev) if timeouts.close_expiry and g.any_syn.any() else None
         kn = np.flatnonzero(known)
         if len(kn):
             ks = [found[j] for j in kn.tolist()]
@@ -124,6 +128,8 @@ class Candidates:
             self.next_report[kn] = np.fromiter([s.next_report for s in ks], np.float64, m)
             awaits_ack, fin_seen = waiting([s.tcp for s in ks])
             self.held[kn] = np.isnan(slot) | awaits_ack | (g.any_syn[kn] & fin_seen)
+            if reports_due:
+                self.held[kn] |= np.fromiter([s in reports_due for s in ks], bool, m)
         nw = np.flatnonzero(~known)
         if len(nw):
             first = g.first[nw]
@@ -137,6 +143,28 @@ class Candidates:
             self.slot[nw] = np.where(when < _FAR, np.trunc(when), np.inf)
 
 
+def _reused(g, found, known, ev):
+    """Per group: a SYN without ACK in it starts a new connection on its session's tuple
+    (`tcp.reuses` before a close; after one, `Candidates.held` and `Groups.reopens` hold the
+    group back already): not the session's opening SYN again, nor the SYN of the SYN-ACK it
+    opened with. The session's first row is the group's own for a new one (its opening
+    row itself reuses nothing)."""
+    syn = np.flatnonzero(((g.flags & (SYN | ACK)) == SYN) & g.any_syn[g.gs])
+    gj = g.gs[syn]
+    fl, fseq, fack = (ev[name][g.first].astype(np.int64) for name in ("tcpflags", "seq", "ack"))
+    kn = np.unique(gj[known[gj]]).tolist()
+    if kn:
+        r = np.frombuffer(b"".join([found[j].first for j in kn]), ev.dtype)
+        fl[kn], fseq[kn], fack[kn] = r["tcpflags"], r["seq"], r["ack"]
+    seq = ev["seq"][g.order[syn]].astype(np.int64)
+    kind = fl[gj] & (SYN | ACK)
+    again = ((kind == SYN) & (seq == fseq[gj])) | ((kind == SYN | ACK) & (seq == (fack[gj] - 1) & 0xFFFFFFFF))
+    opener = (syn == g.starts[gj]) & ~known[gj]
+    out = np.zeros(g.n, bool)
+    out[gj[~again & ~opener]] = True
+    return out
+
+
 def stays(g, c: Candidates, r, horizon: float, timeouts):
     """Per group: whether its rows take the batch path (the module's rule). `r`: the
     batch's `Room`, None when it has none (a batch fed without cuts: only sessions no
@@ -145,6 +173,8 @@ def stays(g, c: Candidates, r, horizon: float, timeouts):
     closing = ((g.flags_or & (FIN | RST)) != 0) & timeouts.close_expiry
     with np.errstate(invalid="ignore"):
         splits = g.reopens | (g.max_gap >= c.timeout) | c.held | (c.known & is_idle(c.first_ts, c.last, c.timeout))
+        if c.reused is not None:
+            splits |= c.reused
         due = closing & ((g.max_gap >= linger) | (np.trunc(g.close_ts + linger) <= horizon))
         due |= c.slot <= horizon
         if r is not None:

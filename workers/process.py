@@ -47,7 +47,7 @@ def run(index: int, cfg: dict) -> None:
     push.setsockopt(zmq.LINGER, -1)
     connect_local(push, cfg["collector_addr"])
     eng = Engine(index, cfg["timeouts"], cfg["sensor"], cfg.get("proc", 0), cfg.get("max_sessions", 0),
-                 load(cfg.get("plugins", ())), cfg.get("classify", classify.BUDGET))
+                 load(cfg.get("plugins", ())), cfg.get("classify", classify.BUDGET), cfg.get("vlan_key", True))
 
     def send(recs):
         for i in range(0, len(recs), RECORDS_PER_MESSAGE):

@@ -20,6 +20,7 @@ After the fields a record may carry one dict: the classifier's metadata and a
 plugin's `extra` fields. A plugin's values for the classification fields win
 over the classifier's.
 """
+import functools
 import socket
 from collections import deque
 from itertools import compress, repeat
@@ -28,10 +29,11 @@ import numpy as np
 
 from contracts.community_id import community_id_packed, community_ids_ported
 from contracts.record import INDEX, TYPE_SESSION, WIRE_NAMES
-from contracts.wire import EVENT
+from contracts.wire import EVENT, ICMP_SEEN, row_struct
 
 from .inspection import class_of
-from .session import BYTE, CAP_BYTE, CAP_PKT, DATA_BYTE, DATA_PKT, PKT, PORTED
+from .session import BYTE, CAP_BYTE, CAP_PKT, DATA_BYTE, DATA_PKT, IP_BYTE, N_COUNTERS, PKT, PORTED
+from .tcp import conn_state, history_text, seq_bytes
 
 _ntop, _AF_INET, _AF_INET6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6
 # the record's counters by Session.c's index (six per direction), each as the total, the
@@ -45,6 +47,58 @@ _PATH_AT = INDEX["proto_path"]
 _UNNAMED = (None,) * (len(CLASS_FIELDS) + 1) + (False,)     # `class_columns`' row of a classification naming no app
 _OCTET = [str(i) for i in range(256)]   # IPv4 address texts are made of these
 _PORTED = sorted(PORTED)                # transports with ports
+_ICMPS = (1, 58)
+# the first row's fields `one` needs besides the endpoints: its direction, its ICMP type and
+# code (in seq), its Ethernet addresses
+_FIRST = row_struct("dir", "seq", "smac", "dmac")
+
+
+def mac_text(v: int):
+    """A 48-bit Ethernet address as aa:bb:cc:dd:ee:ff; 0 (none) as None."""
+    return v.to_bytes(6, "big").hex(":") if v else None
+
+
+@functools.lru_cache(maxsize=8192)
+def tcp_history(order: int, client_dir: int, flipped: bool) -> tuple:
+    """(history, conn_state, whether content gaps count) of a TCP session from its history's
+    letters (`TcpState.hist >> 16`): the client's in upper case, ^ first when the client is
+    the first packet's receiver. Gaps count once the responder answered the handshake and
+    the originator acknowledged (Zeek reports them between established endpoints only).
+    Few distinct histories: cached."""
+    text = history_text(order << 16)
+    if client_dir:
+        text = text.swapcase()
+    if flipped:
+        text = "^" + text
+    return text or None, conn_state(text), "h" in text and ("A" in text or "D" in text)
+
+
+# Zeek's UDP history and conn_state by (client sent, server sent)
+_UDP = {(True, True): ("Dd", "SF"), (True, False): ("D", "S0"), (False, True): ("d", "SHR"),
+        (False, False): (None, "OTH")}
+_OTHER = (None, "OTH")
+# _UDP by (client sent) * 2 + (server sent), for numpy; the history also by + 4 * flipped (^ first)
+_UDP_STATE = np.array([_UDP[bool(k & 2), bool(k & 1)][1] for k in range(4)], object)
+_UDP_HISTORY = np.array([h and "^" * f + h for f in (0, 1) for h in (_UDP[bool(k & 2), bool(k & 1)][0]
+                                                                    for k in range(4))], object)
+
+
+def zeek_fields(proto: int, st, client_dir: int, flipped: bool, ul_pkts: int, dl_pkts: int) -> tuple:
+    """(history, conn_state, missed_bytes) of a session (`st`: its TcpState or None)."""
+    if proto == 6:
+        hist, state, counted = tcp_history(st.hist >> 16 if st is not None else 0, client_dir, flipped)
+        return hist, state, st.gap if counted and st is not None else 0
+    if proto == 17:
+        k = (ul_pkts > 0) * 2 + (dl_pkts > 0)
+        return _UDP_HISTORY[k + 4 * flipped], _UDP_STATE[k], 0
+    return (*_OTHER, 0)
+
+
+def icmp_type_code(proto: int, seq: int) -> tuple:
+    """(type, code) of an ICMP or ICMPv6 row from its `seq` (wire.ICMP_SEEN), else (None, None)."""
+    if seq & ICMP_SEEN and (proto == 1 or proto == 58):
+        return (seq >> 8) & 0xFF, seq & 0xFF
+    return None, None
 
 
 class RecordWriter:
@@ -69,7 +123,19 @@ class RecordWriter:
         else:
             ca, cport, sa, sport = hi, hport, lo, lport
         af = _AF_INET if ipver == 4 else _AF_INET6
+        d0, seq0, m0, m1 = _FIRST.unpack_from(s.first)
+        fwd = d0 == s.client_dir                # the first row's source is the client
+        if proto == 1 or proto == 58:           # one-way ICMP hashes the first message's sender first
+            cid = community_id_packed(proto, *((ca, sa) if fwd else (sa, ca)), None, None, *icmp_type_code(proto, seq0))
+        else:
+            cid = community_id_packed(proto, ca, sa, cport, sport)
         st = s.tcp
+        cd = s.client_dir
+        if proto == 6:
+            ul_seq, dl_seq = seq_bytes(st, cd), seq_bytes(st, 1 - cd)
+        else:
+            ul_seq, dl_seq = c[u + DATA_BYTE], c[dn + DATA_BYTE]
+        hist, state, missed = zeek_fields(proto, st, cd, not fwd, c[u + PKT], c[dn + PKT])
         rec = [TYPE_SESSION, final, reason, s.id, s.parent_id or None, self.sensor, self.worker, s.reports,
                round(s.start, 6), round(s.last, 6), round(s.last - s.start, 6), ipver, proto,
                _ntop(af, ca), cport, _ntop(af, sa), sport, list(vlans) if vlans else None, s.path,
@@ -83,7 +149,11 @@ class RecordWriter:
                st.retrans if st is not None else 0,
                st.flags if st is not None else 0,
                None, None, None, None, None,                                     # CLASS_FIELDS
-               community_id_packed(proto, ca, sa, cport, sport)]
+               cid,
+               state, hist, ul_seq, dl_seq, missed,
+               c[IP_BYTE + cd], c[IP_BYTE + 1 - cd],                              # ul_, dl_ip_byte_count
+               mac_text(m0 if fwd else m1), mac_text(m1 if fwd else m0),          # client_mac, server_mac
+               s.tunnel_parents, s.vlan_stacks]
         meta = _classified(rec, class_of(s, proto, cport, sport)) if self.classify else None
         if s.ext:
             meta = _extended(s.ext, rec, meta)
@@ -105,10 +175,13 @@ class RecordWriter:
                 "parent_session_id": [s.parent_id or None for s in ss], "sensor": repeat(self.sensor, n),
                 "worker": repeat(self.worker, n), "report_number": [s.reports for s in ss],
                 "retransmission_count": [st.retrans if st is not None else 0 for st in tcps],
-                "tcp_flags": [st.flags if st is not None else 0 for st in tcps]}
+                "tcp_flags": [st.flags if st is not None else 0 for st in tcps],
+                "tunnel_parents": [s.tunnel_parents if s.parent_id else None for s in ss],
+                "vlan_stacks": [s.vlan_stacks if s.ext else None for s in ss]}
         _time_columns(cols, ss, tcps)
-        _counter_columns(cols, ss, cd)
-        protos, cports, sports = _endpoint_columns(cols, ss, cd)
+        counters = _counter_columns(cols, ss, cd)
+        protos, cports, sports, fwd, proto = _endpoint_columns(cols, ss, cd)
+        _zeek_columns(cols, tcps, counters, cd, proto, fwd)
         paths = [s.path for s in ss]
         if self.classify:
             classes, cols["proto_path"], metas = class_columns(
@@ -143,23 +216,55 @@ def _time_columns(cols: dict, ss, tcps) -> None:
     cols["rtt"] = rtts
 
 
-def _counter_columns(cols: dict, ss, cd) -> None:
-    """The counter fields: each session's twelve counters as a row, the client's side
-    picked per session (`cd`: the sessions' client directions)."""
+def _counter_columns(cols: dict, ss, cd):
+    """The counter fields: each session's counters as a row, the client's side picked per
+    session (`cd`: the sessions' client directions). Returns the counters (n, N_COUNTERS)."""
     n = len(ss)
-    c = np.frombuffer(b"".join([s.c for s in ss]), np.int64).reshape(n, 12)
-    lo, hi = c[:, :6], c[:, 6:]
+    c = np.frombuffer(b"".join([s.c for s in ss]), np.int64).reshape(n, N_COUNTERS)
+    lo, hi = c[:, :6], c[:, 6:12]
     client_lo = (cd == 0)[:, None]
     totals = (lo + hi).T.tolist()
     ul = np.where(client_lo, lo, hi).T.tolist()
     dl = np.where(client_lo, hi, lo).T.tolist()
     for i, total, up, down in _COUNTER_FIELDS:
         cols[total], cols[up], cols[down] = totals[i], ul[i], dl[i]
+    ip = c[:, IP_BYTE:IP_BYTE + 2]
+    cols["ul_ip_byte_count"] = np.where(cd == 0, ip[:, 0], ip[:, 1]).tolist()
+    cols["dl_ip_byte_count"] = np.where(cd == 0, ip[:, 1], ip[:, 0]).tolist()
+    return c
+
+
+def _zeek_columns(cols: dict, tcps, c, cd, proto, fwd) -> None:
+    """conn_state, history, missed_bytes and the sequence space (`c`: the counters, `proto`:
+    the transports, `fwd`: the first row's source is the client): TCP's from its state, the
+    others' from the counters."""
+    n = len(tcps)
+    ul_seq, dl_seq = cols["ul_data_byte_count"][:], cols["dl_data_byte_count"][:]   # other transports: payload
+    # by who sent (UDP: _UDP's table; others: OTH, no history), as numpy lookups
+    sent = (c[:, PKT] > 0) + 2 * (c[:, 6 + PKT] > 0)                    # canonical directions
+    code = np.where(cd == 0, (sent & 1) * 2 + (sent >> 1), (sent >> 1) * 2 + (sent & 1))
+    udp = proto == 17
+    hist = np.where(udp, _UDP_HISTORY[code + 4 * ~fwd], None).tolist()
+    state = np.where(udp, _UDP_STATE[code], "OTH").tolist()
+    missed = [0] * n
+    j = np.flatnonzero(proto == 6).tolist()
+    if j:
+        for i, st, d, flip in zip(j, [tcps[i] for i in j], cd[j].tolist(), (~fwd[j]).tolist()):
+            if st is None:
+                hist[i], state[i], _ = tcp_history(0, d, flip)
+                ul_seq[i] = dl_seq[i] = 0
+                continue
+            hist[i], state[i], counted = tcp_history(st.hist >> 16, d, flip)
+            if counted:
+                missed[i] = st.gap
+            ul_seq[i], dl_seq[i] = seq_bytes(st, d), seq_bytes(st, 1 - d)
+    cols["ul_seq_byte_count"], cols["dl_seq_byte_count"] = ul_seq, dl_seq
+    cols["history"], cols["conn_state"], cols["missed_bytes"] = hist, state, missed
 
 
 def _endpoint_columns(cols: dict, ss, cd):
-    """ip_version, transport, client and server addresses and ports, vlan and
-    community_id, from the sessions' first rows (`cd`: their client directions). Returns
+    """ip_version, transport, client and server addresses and ports, vlan,
+    community_id and the Ethernet addresses, from the sessions' first rows (`cd`: their client directions). Returns
     the transports and the ports (None where the transport has none) as lists, for the
     classification."""
     n = len(ss)
@@ -195,14 +300,25 @@ def _endpoint_columns(cols: dict, ss, cd):
         w = 4 if v4[j] else 16
         o = 16 * j
         cps[j] = sps[j] = None
-        cids[j] = community_id_packed(protos[j], cab[o:o + w], sab[o:o + w], None, None)
+        a, b = cab[o:o + w], sab[o:o + w]
+        if protos[j] in _ICMPS:
+            if not fwd[j]:
+                a, b = b, a
+            cids[j] = community_id_packed(protos[j], a, b, None, None, *icmp_type_code(protos[j], int(r["seq"][j])))
+        else:
+            cids[j] = community_id_packed(protos[j], a, b, None, None)
     vl = [None] * n
     for j in np.flatnonzero(r["nvlan"]).tolist():
         vl[j] = [int(r["vlan0"][j]), int(r["vlan1"][j])][:int(r["nvlan"][j])]
+    macs = {0: None}
+    cm, sm = np.where(fwd, r["smac"], r["dmac"]).tolist(), np.where(fwd, r["dmac"], r["smac"]).tolist()
+    for v in set(cm).union(sm):        # a few distinct addresses (gateways) in many records
+        macs[v] = mac_text(v)
     cols.update(ip_version=ipver.tolist(), transport=protos, client_ip=address_texts(ca[:, 0], v4, cab),
                 client_port=cps, server_ip=address_texts(sa[:, 0], v4, sab), server_port=sps, vlan=vl,
-                community_id=cids)
-    return protos, cps, sps
+                community_id=cids, client_mac=list(map(macs.__getitem__, cm)),
+                server_mac=list(map(macs.__getitem__, sm)))
+    return protos, cps, sps, fwd, proto
 
 
 def _classified(rec: list, cls: dict):

@@ -2,9 +2,10 @@
 
 Counters live in one flat list indexed by the canonical direction (0: packets
 from the lower endpoint, 1: from the higher), six per direction: packets,
-bytes, captured frames, captured bytes, data packets, data bytes. The client
-(initiator) is one of the two directions, so upload/download are a view,
-never a second set of counters. TCP state and plugin data are created only
+bytes, captured frames, captured bytes, data packets, data bytes; then, per
+direction, the IP lengths' sum (IP_BYTE + d). The client (initiator) is one of
+the two directions, so upload/download are a view, never a second set of
+counters. TCP state and plugin data are created only
 when needed.
 
 The properties below are MMT's session accessors (get_session_id,
@@ -17,12 +18,15 @@ from array import array
 from contracts.wire import row_struct
 
 PORTED = frozenset((6, 17, 33, 132, 136))    # transports whose sessions have ports
-_ZERO12 = array("q", bytes(96))
+PKT, BYTE, CAP_PKT, CAP_BYTE, DATA_PKT, DATA_BYTE = range(6)
+IP_BYTE = 12                        # + canonical direction
+N_COUNTERS = 14
+_ZEROS = array("q", bytes(8 * N_COUNTERS))
 # the EVENT fields a record needs, straight from the first row's bytes (the addresses raw)
 _ROW = row_struct("dir", "ipver", "proto", "nvlan", "sport", "dport", "src_hi", "src_lo", "dst_hi", "dst_lo",
                   "vlan0", "vlan1", raw=("src_hi", "src_lo", "dst_hi", "dst_lo"))
+_STACK = row_struct("nvlan", "vlan0", "vlan1")
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
-PKT, BYTE, CAP_PKT, CAP_BYTE, DATA_PKT, DATA_BYTE = range(6)
 
 
 class Session:
@@ -40,7 +44,7 @@ class Session:
         self.start = ts
         self.last = ts
         self.timeout = timeout
-        self.c = array("q", _ZERO12) if c is None else c   # `c`: counters already summed (the bulk path)
+        self.c = array("q", _ZEROS) if c is None else c   # `c`: counters already summed (the bulk path)
         self.tcp = None
         self.first = first          # the opening EVENT row, raw
         self.path = path
@@ -74,6 +78,45 @@ class Session:
         if d == 0:
             return ipver, proto, src, sport, dst, dport, vlans
         return ipver, proto, dst, dport, src, sport, vlans
+
+    # -- what the rows carried beside the first one's: outer sessions, VLAN stacks --------
+    def observe(self, parent: int, stack) -> None:
+        """Note a row's outer session and (`stack`: its VLAN ids as a tuple, outermost first;
+        None: not watched) VLAN stack when the session has not seen them yet. Kept in `ext`,
+        only by the sessions that have more than the first row's."""
+        if parent and parent != self.parent_id:
+            more = self._get("parents")
+            if more is None:
+                self._set("parents", [parent])
+            elif parent not in more:
+                more.append(parent)
+        if stack is not None:
+            nv, v0, v1 = _STACK.unpack_from(self.first)
+            if stack != (v0, v1)[:nv]:
+                more = self._get("vlans")
+                if more is None:
+                    self._set("vlans", [stack])
+                elif stack not in more:
+                    more.append(stack)
+
+    @property
+    def tunnel_parents(self):
+        """Every outer session that carried the session's packets, the first row's first (Zeek's
+        tunnel_parents); None at the top level."""
+        if not self.parent_id:
+            return None
+        more = self._get("parents")
+        return [self.parent_id, *more] if more else [self.parent_id]
+
+    @property
+    def vlan_stacks(self):
+        """The distinct VLAN stacks of the session's packets, the first row's first, when they
+        were more than one (--no-vlan-key); else None."""
+        more = self._get("vlans")
+        if not more:
+            return None
+        nv, v0, v1 = _STACK.unpack_from(self.first)
+        return [list((v0, v1)[:nv]), *map(list, more)]
 
     def _get(self, name):
         return self.ext.get(name) if self.ext else None
@@ -180,6 +223,8 @@ class Session:
     data_byte_count = property(lambda s: s._total(DATA_BYTE))
     ul_data_byte_count = property(lambda s: s._ul(DATA_BYTE))
     dl_data_byte_count = property(lambda s: s._dl(DATA_BYTE))
+    ul_ip_byte_count = property(lambda s: s.c[IP_BYTE + s.client_dir])
+    dl_ip_byte_count = property(lambda s: s.c[IP_BYTE + 1 - s.client_dir])
 
     # -- time, TCP ---------------------------------------------------------------
     @property

@@ -32,8 +32,8 @@ _TUNNEL_PROTOS = frozenset(IP_TUNNELS)
 # rows'). A plain tuple, packed by a struct derived from these names: built by keyword
 # (a namedtuple), a row cost the slow path about a tenth more (docs/benchmarks.md).
 _ROW_FIELDS = ("fidx", "ts", "wirelen", "caplen", "ncap", "ipver", "proto", "depth", "tcpflags", "nvlan",
-               "sport", "dport", "payload", "seq", "ack", "src_hi", "src_lo", "dst_hi", "dst_lo",
-               "vlan0", "vlan1", "path", "ctx", "parent")
+               "sport", "dport", "payload", "iplen", "seq", "ack", "src_hi", "src_lo", "dst_hi", "dst_lo",
+               "smac", "dmac", "vlan0", "vlan1", "path", "ctx", "parent")
 _PACK_ROW = row_struct(*_ROW_FIELDS, whole=True).pack
 # `key_one`'s arguments, from such a row
 _KEY_PARTS = itemgetter(*map(_ROW_FIELDS.index, ("ipver", "proto", "nvlan", "sport", "dport", "src_hi", "src_lo",
@@ -394,10 +394,10 @@ class FrontEnd:
         cap = sum(f.caplen for f in frames) if len(frames) > 1 else last.caplen
         return (last.fidx, last.ts, min(wire, 0xFFFFFFFF), min(cap, 0xFFFFFFFF), min(len(frames), 0xFFFF),
                 layer.ipver, layer.proto, depth, layer.tcpflags & 0xFF, min(len(vl), 255),
-                layer.sport, layer.dport, min(layer.payload, 0xFFFFFFFF), layer.seq & 0xFFFFFFFF,
-                layer.ack & 0xFFFFFFFF, int.from_bytes(src[:8], "big"), int.from_bytes(src[8:], "big"),
-                int.from_bytes(dst[:8], "big"), int.from_bytes(dst[8:], "big"),
-                vl[0] if len(vl) > 0 else 0, vl[1] if len(vl) > 1 else 0,
+                layer.sport, layer.dport, min(layer.payload, 0xFFFFFFFF), min(layer.iplen, 0xFFFFFFFF),
+                layer.seq & 0xFFFFFFFF, layer.ack & 0xFFFFFFFF, int.from_bytes(src[:8], "big"),
+                int.from_bytes(src[8:], "big"), int.from_bytes(dst[:8], "big"), int.from_bytes(dst[8:], "big"),
+                layer.smac, layer.dmac, vl[0] if len(vl) > 0 else 0, vl[1] if len(vl) > 1 else 0,
                 self.paths.get(layer.path), ctx, parent)
 
     def _key_of(self, row) -> int:

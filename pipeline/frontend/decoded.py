@@ -24,6 +24,7 @@ class Frag:
     proto: int            # transport protocol of the datagram (IPv6: next header after the fragment header)
     payload: bytes        # this fragment's captured payload (after the IP / fragment header)
     payload_len: int      # its length according to the IP header (may exceed the captured bytes)
+    header: int = 0       # the IP header bytes the reassembled datagram keeps (IPv6: without the fragment header)
 
 
 @dataclass(slots=True)
@@ -41,6 +42,9 @@ class Layer:
     seq: int = 0
     ack: int = 0
     payload: int = 0              # transport payload length from the IP lengths
+    iplen: int = 0                # IP length (IPv4 total length, IPv6 40 + payload length)
+    smac: int = 0                 # Ethernet addresses of the header nearest this IP header (48 bits), 0: none
+    dmac: int = 0
     frag: Optional[Frag] = None   # set when this datagram is a fragment: the decode stops here
     tunnel: Optional[str] = None  # the tunnel carrying the next layer: "gtp", "gre", "erspan", "ipip", "vxlan", "geneve", "teredo", "ayiya", ...
     tunnel_id: int = 0            # the tunnel header's id as seen: TEID, VNI, GRE key or call id, ERSPAN session

@@ -223,6 +223,7 @@ def decode_fast(data, offsets, caplen, wirelen, ts, linktype, paths: PathIds, ba
     ev["sport"] = sport[idx]
     ev["dport"] = dport[idx]
     ev["payload"] = payload[idx]
+    ev["iplen"] = np.where(is6, plen6[idx] + 40, total[idx])
     ev["tcpflags"] = np.where(is_tcp, _f(t1, 16, _M8), 0)
     ev["seq"] = np.where(is_tcp, _f(t0, 0, _M32), 0)
     ev["ack"] = np.where(is_tcp, _f(t1, 32, _M32), 0)
@@ -231,6 +232,8 @@ def decode_fast(data, offsets, caplen, wirelen, ts, linktype, paths: PathIds, ba
         ev["vlan0"] = vlan0[idx]
         if vlan1 is not None:
             ev["vlan1"] = vlan1[idx]
+    ev["dmac"] = word(0, idx) >> _S[16]      # Ethernet destination and source addresses
+    ev["smac"] = word(6, idx) >> _S[16]
     # addresses: gathered for the accepted rows of each IP version only
     n6 = int(np.count_nonzero(is6))
     if n6:

@@ -23,6 +23,10 @@ from . import names
 _U16 = struct.Struct(">H").unpack_from
 
 
+def _mac(b, off: int) -> int:
+    return int.from_bytes(b[off:off + 6], "big")
+
+
 class NotIP(Exception):
     """The frame (or a tunnel's inner frame) carries no IP: the message says what."""
 
@@ -50,12 +54,14 @@ MAX_LINK_HEADERS = 16   # per IP layer (tags, labels, ...): more is treated as m
 
 
 class L2:
-    """What the headers below one IP layer leave for it: path names and VLAN ids."""
-    __slots__ = ("path", "vlans")
+    """What the headers below one IP layer leave for it: path names, VLAN ids and the
+    addresses of the Ethernet header nearest the IP header (0: none)."""
+    __slots__ = ("path", "vlans", "smac", "dmac")
 
     def __init__(self, prefix: str = ""):
         self.path = [prefix] if prefix else []
         self.vlans = []
+        self.smac = self.dmac = 0
 
 
 def need(b, off: int, n: int, what: str) -> None:
@@ -92,8 +98,12 @@ def _type_or_length(b, at: int):
 # -- Ethernet and what rides on it ---------------------------------------------
 
 def ethernet(b, off, l2):
+    """Ethernet II / 802.3: its addresses are kept (a later one, the customer's frame in
+    PBB or a pseudo-wire, replaces them: the one nearest IP names the hosts)."""
     need(b, off, 14, "ethernet")
     l2.path.append(names.ETH)
+    l2.dmac = _mac(b, off)
+    l2.smac = _mac(b, off + 6)
     return _type_or_length(b, off + 12)
 
 

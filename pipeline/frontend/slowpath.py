@@ -30,6 +30,7 @@ transport is added when the datagram is complete.
 """
 import struct
 
+from contracts.wire import ICMP_SEEN
 from . import names
 from .decoded import IP, MALFORMED, NON_IP, Decoded, Frag, Layer
 from .linktypes import LINKTYPES, L2, IpNext, Malformed, NotIP, walk
@@ -90,7 +91,10 @@ def _dccp(layer, p, declared):
 def _icmp(layer, p, declared):
     """ICMP / ICMPv6: no ports (sessions are keyed on addresses); the 8-byte header
     (type, code, checksum, identifier/rest) is not payload. Counted from the IP
-    lengths, so a capture cut inside it is not malformed."""
+    lengths, so a capture cut inside it is not malformed. Type and code go in `seq`
+    (wire.ICMP_SEEN | type << 8 | code) for the session's Community ID."""
+    if len(p) >= 2 and declared >= 2:
+        layer.seq = ICMP_SEEN | p[0] << 8 | p[1]
     return min(8, declared)
 
 
@@ -152,11 +156,12 @@ def _ipv4(b, off, l2, teredo_any_port):
     elif total < ihl:
         raise Malformed("bad ipv4 total length")
     end = off + min(total, avail)
-    layer = Layer(4, src, dst, proto, ".".join(l2.path + [names.IPV4]), tuple(l2.vlans))
+    layer = Layer(4, src, dst, proto, ".".join(l2.path + [names.IPV4]), tuple(l2.vlans), iplen=total,
+                  smac=l2.smac, dmac=l2.dmac)
     declared = total - ihl
     if frag & 0x3FFF:
         layer.payload = declared
-        layer.frag = Frag(ident, (frag & 0x1FFF) * 8, bool(frag & 0x2000), proto, b[off + ihl:end], declared)
+        layer.frag = Frag(ident, (frag & 0x1FFF) * 8, bool(frag & 0x2000), proto, b[off + ihl:end], declared, ihl)
         return layer, None
     return layer, _transport(layer, proto, b[off + ihl:end], declared, teredo_any_port)
 
@@ -193,7 +198,7 @@ def _ipv6(b, off, l2, teredo_any_port):
     if plen == 0:                  # jumbogram or offloaded capture: the frame says how long
         plen = avail - 40
     layer = Layer(6, b[off + 8:off + 24], b[off + 24:off + 40], nh, ".".join(l2.path + [names.IPV6]),
-                  tuple(l2.vlans))
+                  tuple(l2.vlans), iplen=40 + plen, smac=l2.smac, dmac=l2.dmac)
     p = b[off + 40:off + min(40 + plen, avail)]
     proto, x, fh = _extensions(p, nh, plen)
     if fh is not None:
@@ -201,7 +206,7 @@ def _ipv6(b, off, l2, teredo_any_port):
         start = x + 8
         layer.proto = fh[0]
         layer.payload = plen - start
-        layer.frag = Frag(_U32(fh, 4)[0], fo & 0xFFF8, bool(fo & 1), fh[0], p[start:], plen - start)
+        layer.frag = Frag(_U32(fh, 4)[0], fo & 0xFFF8, bool(fo & 1), fh[0], p[start:], plen - start, 40 + x)
         return layer, None
     layer.proto = proto
     return layer, _transport(layer, proto, p[x:], plen - x, teredo_any_port)
@@ -285,7 +290,7 @@ def decode_transport(layer: Layer, payload, max_depth: int = 8, length: int | No
     try:
         frag = layer.frag
         out = Layer(layer.ipver, layer.src, layer.dst, frag.proto if frag is not None else layer.proto,
-                    layer.path, tuple(layer.vlans))
+                    layer.path, tuple(layer.vlans), smac=layer.smac, dmac=layer.dmac)
     except Exception:
         return [layer]
     base_path = out.path
@@ -293,6 +298,7 @@ def decode_transport(layer: Layer, payload, max_depth: int = 8, length: int | No
         p = bytes(payload)
         declared = len(p) if length is None else max(0, int(length))
         p = p[:declared]
+        out.iplen = (frag.header if frag is not None else 0) + declared   # the whole datagram, once
         proto, x = out.proto, 0
         if out.ipver == 6:
             proto, x, fh = _extensions(p, proto, declared)
