@@ -12,6 +12,7 @@ the ZeroMQ shell around `RingMember`:
             --[b"F", head, columns...] or [b"F", {"seq", "now"}]-->    the holder of a pinned state
             --[b"B", header with "seq", rows, b""]-->                  each worker, then [b"E", ...]
             --[MSG_CAPTURE, {"proc", "stats", "extra", "frames"}]-->   the supervisor, at the end
+    reader  --[b"Q"]-->                                                every process, once the workers are done
 
 Frames are never copied: the processes are forked with the capture files mapped (as
 the workers are), and a chunk's columns say where each frame is in them.
@@ -30,7 +31,7 @@ from .frontend.core import FrontEnd
 from .frontend.readers import Chunk
 from .frontend.ring import RingMember
 
-MSG_CHUNK, MSG_END_READ, MSG_TOKEN, MSG_FORWARD = b"K", b"Z", b"T", b"F"
+MSG_CHUNK, MSG_END_READ, MSG_TOKEN, MSG_FORWARD, MSG_QUIT = b"K", b"Z", b"T", b"F", b"Q"
 COLUMNS = (("offsets", np.int64), ("caplen", np.uint32), ("wirelen", np.uint32), ("ts", np.float64),
            ("linktype", np.uint16))
 
@@ -135,6 +136,13 @@ def run(k: int, cfg: dict) -> None:
     connect_local(control, cfg["control_addr"])
     control.send_multipart([wire.MSG_CAPTURE, msgpack.packb({"proc": k, "stats": fe.stats, "extra": dict(fe.extra),
                                                              "frames": member.frames})])
+    # Stay until the reader says the run is over: a process that exits while a worker has not
+    # yet read what it sent (the worker's queue full, its reading paused) can lose the last
+    # messages (seen: batches and ends of stream never arrived, on a short capture).
+    while True:
+        if reader.poll(1000) and reader.recv_multipart()[0] == MSG_QUIT:
+            break
+        orphaned()
     control.close()
     shell.to.close()
     for s in shell.peers.values():

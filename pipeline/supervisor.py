@@ -319,9 +319,10 @@ class Run:
 
     def end_stream(self, fe):
         if self.decoders:                   # they end the stream (the last chunk's turn holds the state)
+            from .decoders import MSG_END_READ
             end = msgpack.packb({"chunks": self.chunks_sent, "now": fe.now})
             for k in range(self.decoders):
-                self.to_decoders.send(k, [b"Z", end])
+                self.to_decoders.send(k, [MSG_END_READ, end])
             return
         self.send_batches(fe, fe.finish())
         self.to.end(fe)
@@ -379,6 +380,10 @@ class Run:
                 raise RunError(None)
             else:
                 final = msg
+        if self.decoders:                   # the workers are done: nothing the processes sent is in flight
+            from .decoders import MSG_QUIT
+            for k in range(self.decoders):
+                self.to_decoders.send(k, [MSG_QUIT])
         return final
 
     def failed_stats(self, fe, error, elapsed) -> dict:
