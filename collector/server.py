@@ -18,6 +18,7 @@ from contracts import link, monitor, notify, wire
 from contracts.children import write_stats
 
 from . import checks
+from .enrich import EnrichError, Enricher, options
 from .journal import Journal
 from .outputs import OutputError
 from .sink import Sink
@@ -86,10 +87,11 @@ def serve(args) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     try:
         link.check_address(args.listen, "--listen")
+        enricher = Enricher(**options(args))
         journal = Journal(args.state_dir) if args.state_dir else Journal(None)
         # a standalone collector appends: it may be a restart of one that wrote the same files
-        sink = Sink(args.output or ["jsonl:-"], args.aggregate_interval, append=True)
-    except (link.LinkError, OutputError, OSError) as e:
+        sink = Sink(args.output or ["jsonl:-"], args.aggregate_interval, append=True, enricher=enricher)
+    except (link.LinkError, OutputError, OSError, EnrichError) as e:
         _log(f"error: {e}")
         return 2
     ctx = zmq.Context()
