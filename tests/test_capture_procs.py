@@ -239,3 +239,22 @@ def test_a_worker_killed_mid_run_is_restarted_and_counted(tmp_path):
                           "--capture-procs", "2", "--chunk-frames", "8", "--output", f"jsonl:{tmp_path / 'o.jsonl'}",
                           "--stats-json", str(st_path)], cwd=runner.ROOT, env=env, stderr=subprocess.PIPE)
     runner.kill_a_worker(p, tmp_path)
+
+
+@pytest.mark.parametrize("K,N", [(2, 3), (3, 2)])
+def test_real_tunnel_and_fragment_captures_whatever_k_and_n(tmp_path, K, N):
+    """Zeek's 81 test captures as one stream (IPv4 and IPv6 fragments, GTP-U with
+    fragmentation, GRE, VXLAN, Geneve, Teredo, AYIYA, IP-in-IP, MPLS, PPPoE, truncated
+    and damaged frames), chunks of 3 frames, interim reports: every line is K=1, N=1's
+    but the worker index; the statistics K=1's at the same N."""
+    caps = [p for p in all_captures() if p.parent.name == "zeek"]
+    if not caps:
+        pytest.skip("../shared/pcaps/zeek absent")
+    extra = ("--chunk-frames", "3", "--active-timeout", "5")
+    want, wst, _ = run_k(caps, tmp_path / "k1n1", 1, *extra, workers=1)
+    got, st, _ = run_k(caps, tmp_path / f"k{K}n{N}", K, *extra, workers=N)
+    assert _lines(map(json.loads, got), DEPENDS_ON_N) == _lines(map(json.loads, want), DEPENDS_ON_N)
+    assert any(json.loads(x)["parent_session_id"] for x in want if '"type":"session"' in x)
+    _, same_n, _ = run_k(caps, tmp_path / f"k1n{N}", 1, *extra, workers=N)
+    assert _comparable(st) == _comparable(same_n)
+    assert [c["proc"] for c in st["captures"]] == list(range(K)) and all(c["frames"] for c in st["captures"])
