@@ -72,7 +72,13 @@ def _child_module(package: str, name: str):
 
 
 def _log(msg: str) -> None:
-    print(f"pipeline: {msg}", file=sys.stderr, flush=True)
+    # stderr may be gone (a closed pipe, a restarted journal): the line is lost, not the
+    # run. Raised from the stop signal's handler, it used to skip the orderly stop and
+    # leave the supervisor waiting for its collector for ever.
+    try:
+        print(f"pipeline: {msg}", file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 class Run:
