@@ -11,6 +11,7 @@ figure is the highest passing step (tcpreplay's --topspeed as the last step).
 Needs root, iproute2 and tcpreplay; `make bench` runs it when they are there.
 """
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -57,25 +58,50 @@ def head(trace: Path, n: int, out: Path) -> int:
     return k
 
 
-def step(ns, pcap: Path, pps: int, procs: int, tmp: Path) -> dict:
+def start_capture(ns, tmp: Path, procs: int, workers: int = 2, ring_mb: int = RING_MB):
+    """`pipeline start --interface vB` in the namespace, once it captures: (process, stats path)."""
     st = tmp / "st.json"
     exe = Path(sys.executable).parent / "pipeline"
-    p = subprocess.Popen(["ip", "netns", "exec", ns, str(exe), "start", "--interface", "vB", "--workers", "2",
-                          "--capture-procs", str(procs), "--ring-mb", str(RING_MB), "--output", f"jsonl:{tmp / 'o.jsonl'}",
+    p = subprocess.Popen(["ip", "netns", "exec", ns, str(exe), "start", "--interface", "vB", "--workers", str(workers),
+                          "--capture-procs", str(procs), "--ring-mb", str(ring_mb), "--output", f"jsonl:{tmp / 'o.jsonl'}",
                           "--stats-json", str(st), "--status-socket", str(tmp / "status.sock")],
                          stderr=subprocess.PIPE, text=True)
     line = p.stderr.readline()
     if "capturing on" not in line:
         p.kill()
         raise SystemExit(f"pipeline did not start: {line}{p.stderr.read()}")
+    return p, st
+
+
+def stop_capture(p, st: Path) -> dict:
+    """Let the ring drain, stop the run as an operator would (SIGINT): its --stats-json."""
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    p.communicate(timeout=120)
+    return json.loads(st.read_text())
+
+
+@contextlib.contextmanager
+def veth_pair(ns: str, mtu: int = 9000):
+    """A network namespace holding a veth pair vA <-> vB, removed on the way out."""
+    try:
+        sh("ip", "netns", "add", ns)
+        sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1", ns=ns)
+        sh("ip", "link", "add", "vA", "type", "veth", "peer", "name", "vB", ns=ns)
+        for dev in ("vA", "vB"):
+            sh("ip", "link", "set", dev, "mtu", str(mtu), "up", ns=ns)
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def step(ns, pcap: Path, pps: int, procs: int, tmp: Path) -> dict:
+    p, st = start_capture(ns, tmp, procs)
     rate = ["--pps", str(pps)] if pps else ["--topspeed"]
     r = sh("tcpreplay", "-i", "vA", *rate, pcap, ns=ns, timeout=600)
     sent = int(re.search(r"Successful packets:\s+(\d+)", r.stdout).group(1))
     actual = re.search(r"Rated: [\d.]+ Bps, [\d.]+ Mbps, ([\d.]+) pps", r.stdout)
-    time.sleep(1.0)
-    p.send_signal(signal.SIGINT)
-    p.communicate(timeout=120)
-    s = json.loads(st.read_text())
+    s = stop_capture(p, st)
     return {"pps": pps or "topspeed", "achieved_pps": float(actual.group(1)) if actual else None, "sent": sent,
             "read": s["frames_read"], "dropped": s["frames_dropped"],
             "ok": s["frames_dropped"] == 0 and s["frames_read"] >= sent}
@@ -85,31 +111,25 @@ def measure(trace: Path, procs_list=(1, 2)) -> dict:
     why = available()
     if why:
         return {"skipped": why}
-    ns = f"pbench{os.getpid()}"
     tmp = Path(tempfile.mkdtemp(prefix="bench-live-"))
     out = {}
     try:
-        sh("ip", "netns", "add", ns)
-        sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1", ns=ns)
-        sh("ip", "link", "add", "vA", "type", "veth", "peer", "name", "vB", ns=ns)
-        for dev in ("vA", "vB"):
-            sh("ip", "link", "set", dev, "mtu", "9000", "up", ns=ns)
-        for procs in procs_list:
-            best, rows = None, []
-            for pps in STEPS:
-                n = (pps or 300_000) * SECONDS
-                pcap = tmp / f"head-{n}.pcap"
-                if not pcap.exists():
-                    head(trace, n, pcap)
-                row = step(ns, pcap, pps, procs, tmp)
-                rows.append(row)
-                print(f"  capture-procs {procs}: {row}", flush=True)
-                if not row["ok"]:
-                    break
-                best = max(best or 0, row["achieved_pps"] or pps)
-            out[f"procs_{procs}"] = {"max_pps_no_drop": best, "steps": rows}
+        with veth_pair(f"pbench{os.getpid()}") as ns:
+            for procs in procs_list:
+                best, rows = None, []
+                for pps in STEPS:
+                    n = (pps or 300_000) * SECONDS
+                    pcap = tmp / f"head-{n}.pcap"
+                    if not pcap.exists():
+                        head(trace, n, pcap)
+                    row = step(ns, pcap, pps, procs, tmp)
+                    rows.append(row)
+                    print(f"  capture-procs {procs}: {row}", flush=True)
+                    if not row["ok"]:
+                        break
+                    best = max(best or 0, row["achieved_pps"] or pps)
+                out[f"procs_{procs}"] = {"max_pps_no_drop": best, "steps": rows}
     finally:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
     return out
 

@@ -50,6 +50,15 @@ def _workers(v):
     return _positive_int(v)
 
 
+def _capture_procs(v):
+    if v == "auto":
+        return "auto"              # resolved in _start with --workers (pipeline/sizing.py)
+    n = _positive_int(v)
+    if n > 16:
+        raise argparse.ArgumentTypeError(f"at most 16 (session ids have room for 16 front-end processes): {v!r}")
+    return n
+
+
 def _cpus(v):
     """'2-9' or '0,2,4-6' -> [2, 3, ..., 9]."""
     out = []
@@ -72,14 +81,6 @@ def default_max_sessions(workers: int) -> int:
     a table never grows until the machine swaps."""
     import psutil
     return max(10000, psutil.virtual_memory().available // 2 // SESSION_BUDGET // workers)
-
-
-def free_cores(cpus=None, busy: float = 50.0) -> int:
-    """Cores (of `cpus`, else all) less than `busy` percent used over a short look."""
-    import psutil
-    load = psutil.cpu_percent(interval=0.3, percpu=True)
-    pool = cpus if cpus else range(len(load))
-    return sum(1 for c in pool if c < len(load) and load[c] < busy)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -112,8 +113,8 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--interface", action="append", metavar="IFACE", default=[],
                     help="capture live from this interface (AF_PACKET ring, needs CAP_NET_RAW); repeatable")
     st.add_argument("--workers", type=_workers, default=2, metavar="N",
-                    help="worker processes, each owning one session table (default 2; 'auto': the free "
-                         "cores (of --cpus) less one per capture process and one for the collector)")
+                    help="worker processes, each owning one session table (default 2; 'auto': from the "
+                         "cores, or --cpus, and the measured cost of each stage: docs/operations.md)")
     st.add_argument("--cpus", type=_cpus, metavar="LIST",
                     help="pin the processes to these CPUs (e.g. 2-9): capture processes first, then the "
                          "workers, then the collector, round robin")
@@ -169,8 +170,10 @@ def parser() -> argparse.ArgumentParser:
     lv.add_argument("--snaplen", type=_positive_int, default=65535, metavar="BYTES",
                     help="bytes kept of each frame (default 65535)")
     lv.add_argument("--no-promisc", action="store_true", help="do not put the interfaces in promiscuous mode")
-    lv.add_argument("--capture-procs", type=_positive_int, default=1, metavar="K",
-                    help="capture processes sharing the interfaces (PACKET_FANOUT hash; default 1)")
+    lv.add_argument("--capture-procs", type=_capture_procs, default=1, metavar="K",
+                    help="front-end processes: live, sharing the interfaces (PACKET_FANOUT hash); on "
+                         "--read files, decoding chunks in turn, the records unchanged (default 1; "
+                         "'auto': as --workers auto; at most 16)")
     lv.add_argument("--filter", metavar="EXPR", help="BPF filter expression (tcpdump syntax), applied in the kernel")
     lv.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds (default: until a signal)")
     lv.add_argument("--user", metavar="NAME", help="drop to this user once the capture sockets are open")
@@ -329,9 +332,12 @@ def _start(ap, args) -> int:
         if not set(args.cpus) <= have:
             print(f"pipeline: error: --cpus: no such CPU here: {sorted(set(args.cpus) - have)}", file=sys.stderr)
             return 2
-    if args.workers == "auto":
-        frontends = args.capture_procs if args.interface else 1
-        args.workers = max(1, free_cores(args.cpus) - frontends - 1)
+    if "auto" in (args.workers, args.capture_procs):
+        from .sizing import choose, cores
+        args.capture_procs, args.workers = choose(
+            cores(args.cpus), live=bool(args.interface),
+            K=None if args.capture_procs == "auto" else args.capture_procs,
+            N=None if args.workers == "auto" else args.workers)
     if not 0 <= args.classify_packets <= 255:
         print(f"pipeline: error: --classify-packets {args.classify_packets}: give 0 to 255", file=sys.stderr)
         return 2

@@ -33,15 +33,19 @@ class ToWorkers:
             self.waiting()
         sock.send_multipart(parts, copy=False)
 
-    def batches(self, fe, batch) -> list:
+    def batches(self, fe, batch, seq=None, base=None) -> list:
         """Split one front-end batch by worker and send it; returns the rows each got.
         While `shared` names an input the workers map too (offline: they are forked with
         the open capture files), payload bytes stay in it: the header says which input
-        and from which offset ploff counts, and nothing is copied."""
+        and from which offset ploff counts (`base`, default the front-end's last chunk's),
+        and nothing is copied. `seq`: the chunk's number, where several front-end
+        processes share one stream (workers apply the batches in that order)."""
         head = {"paths": fe.take_paths(), "proc": fe.proc}
+        if seq is not None:
+            head["seq"] = seq
         shared = self.shared is not None and len(batch[3]) > 0
         if shared:
-            head["input"], head["base"] = self.shared, fe.data_base
+            head["input"], head["base"] = self.shared, fe.data_base if base is None else base
         rows = []
         for i, (ev, cuts, pay) in enumerate(fe.pack(batch, gather=not shared)):
             head["cuts"] = cuts

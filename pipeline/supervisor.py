@@ -72,7 +72,13 @@ def _child_module(package: str, name: str):
 
 
 def _log(msg: str) -> None:
-    print(f"pipeline: {msg}", file=sys.stderr, flush=True)
+    # stderr may be gone (a closed pipe, a restarted journal): the line is lost, not the
+    # run. Raised from the stop signal's handler, it used to skip the orderly stop and
+    # leave the supervisor waiting for its collector for ever.
+    try:
+        print(f"pipeline: {msg}", file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 class Run:
@@ -80,6 +86,9 @@ class Run:
         self.args = args
         self.live = live                    # live capture settings (capture.open_live), else None
         self.frontends = args.capture_procs if live else 1
+        # offline, K >= 2: this process reads, K front-end processes decode (pipeline/decoders.py)
+        self.decoders = args.capture_procs if not live and args.capture_procs > 1 else 0
+        self.chunks_sent = 0
         self.deadline = time.time() + args.duration if args.duration else float("inf")
         self.captures = []                  # statistics of capture processes 1..K-1
         self.timeouts = timeouts
@@ -126,7 +135,7 @@ class Run:
         self.sessions_lost += lost
         how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"status {p.exitcode}"
         _log(f"warning: {name} died ({how}) with about {monitor.counted(lost, 'open session')}; restarting it")
-        q = mp.get_context("fork").Process(target=_worker_main, args=(i, self.cfg), name=name)
+        q = mp.get_context("fork").Process(target=_worker_main, args=(i, dict(self.cfg, restarted=True)), name=name)
         q.start()
         self.procs[j] = (name, q)
         self.monitor.add_process(name, q.pid)
@@ -134,7 +143,8 @@ class Run:
             self.monitor.restarts = self.restarts
             self.monitor.sessions_lost = self.sessions_lost
         if self.to.end_msg is not None:     # it died after the end of stream: the new one needs it too
-            self.to.resend_end(i)
+            for _ in range(self.decoders or 1):
+                self.to.resend_end(i)
 
     def waiting(self):
         """While a send to a worker waits: notice dead children, keep the figures fresh."""
@@ -167,7 +177,7 @@ class Run:
             "spool_dir": a.spool_dir,
             "spool_disk_bytes": a.spool_max_mb << 20,
             "spool_mem_bytes": a.spool_mem_mb << 20,
-            "frontends": self.frontends,
+            "frontends": self.decoders or self.frontends,   # ends of stream each worker waits for
             "hash_seed": a.hash_seed,
             "vlan_key": a.vlan_key,
             "teredo_any_port": a.teredo_heuristic,
@@ -180,6 +190,11 @@ class Run:
         }
         if self.live:
             cfg.update(self.live)
+        if self.decoders:
+            from .frontend.sequencer import shared_table
+            cfg.update(decoders=self.decoders, young_table=shared_table(),
+                       decoder_addrs=[f"ipc://{self.dir}/d{k}" for k in range(self.decoders)],
+                       ring_addrs=[f"ipc://{self.dir}/r{k}" for k in range(self.decoders)])
         self.cfg = cfg
         mpc = mp.get_context("fork")
         # with --collector, the uplink takes the local collector's place (and its socket)
@@ -196,6 +211,11 @@ class Run:
         for k in range(1, self.frontends):
             from . import capture
             p = mpc.Process(target=capture.capture_child, args=(k, cfg), name=f"capture {k}")
+            p.start()
+            self.procs.append((f"capture {k}", p))
+        for k in range(self.decoders):
+            from . import decoders
+            p = mpc.Process(target=decoders.run, args=(k, cfg), name=f"capture {k}")
             p.start()
             self.procs.append((f"capture {k}", p))
         if a.cpus:
@@ -224,6 +244,8 @@ class Run:
             if srv is not None:
                 self.servers.append(srv)
         self.to = ToWorkers(self.ctx, cfg["worker_addrs"], self.waiting)
+        if self.decoders:
+            self.to_decoders = ToWorkers(self.ctx, cfg["decoder_addrs"], self.waiting)
         ready = 1
         while ready < self.frontends:       # announce the capture only once every ring is open
             while not self.control.poll(500):
@@ -255,7 +277,8 @@ class Run:
     def pin(self, cpus):
         """--cpus: capture processes first, then workers, then the collector, round robin."""
         import psutil
-        order = [("capture 0", os.getpid())] + [(n, p.pid) for n, p in self.procs if n.startswith("capture")] \
+        first = "reader" if self.decoders else "capture 0"
+        order = [(first, os.getpid())] + [(n, p.pid) for n, p in self.procs if n.startswith("capture")] \
             + [(n, p.pid) for n, p in self.procs if n.startswith("worker")] \
             + [(n, p.pid) for n, p in self.procs if n == "collector"]
         self.pinned = {}
@@ -279,7 +302,10 @@ class Run:
                     if self.stopping:
                         break
                     pacer.tick()
-                    self.send_batches(fe, fe.process(chunk))
+                    if self.decoders:
+                        self.send_chunk(fe, k, chunk)
+                    else:
+                        self.send_batches(fe, fe.process(chunk))
                 for w in reader.warnings:
                     _log(f"warning: {w}")
                 self.damage += reader.damage
@@ -299,8 +325,26 @@ class Run:
         self.end_stream(fe)
 
     def end_stream(self, fe):
+        if self.decoders:                   # they end the stream (the last chunk's turn holds the state)
+            from .decoders import MSG_END_READ
+            end = msgpack.packb({"chunks": self.chunks_sent, "now": fe.now})
+            for k in range(self.decoders):
+                self.to_decoders.send(k, [MSG_END_READ, end])
+            return
         self.send_batches(fe, fe.finish())
         self.to.end(fe)
+
+    def send_chunk(self, fe, i, chunk):
+        """K front-end processes: number chunk j of input i and send its columns to process j mod K."""
+        from .decoders import chunk_parts
+        base, now = fe.number(chunk)
+        j = self.chunks_sent
+        self.to_decoders.send(j % self.decoders, chunk_parts({"seq": j, "input": i, "base": base, "now": now}, chunk))
+        self.chunks_sent += 1
+        self.monitor.drain(self.metrics)
+        self.check_children()
+        if self.progress:
+            self.draw(fe)
 
     def send_batches(self, fe, batch):
         sent = self.monitor.sent_rows
@@ -329,18 +373,24 @@ class Run:
         collector may be done first (the front-end figures then missed that process's
         frames)."""
         final = None
-        while final is None or len(self.captures) < self.frontends - 1:
+        while final is None or len(self.captures) < self.frontends - 1 + self.decoders:
             while not self.control.poll(500):
                 self.check_children()
             kind, body = self.control.recv_multipart()
             msg = msgpack.unpackb(body, strict_map_key=False)
             if kind == wire.MSG_CAPTURE:
                 self.captures.append(msg)
+                if self.decoders and len(self.captures) == self.decoders:
+                    self.to.end_msg = msgpack.packb({"now": self.fe.now})   # for a worker restarted now
             elif "error" in msg:            # an output failed: the collector says why, and exits
                 self.collector_failed = msg
                 raise RunError(None)
             else:
                 final = msg
+        if self.decoders:                   # the workers are done: nothing the processes sent is in flight
+            from .decoders import MSG_QUIT
+            for k in range(self.decoders):
+                self.to_decoders.send(k, [MSG_QUIT])
         return final
 
     def failed_stats(self, fe, error, elapsed) -> dict:
@@ -368,6 +418,8 @@ class Run:
             srv.shutdown()
         self.metrics.close(0)
         self.to.close(0)
+        if self.decoders:
+            self.to_decoders.close(0)
         self.control.close(0)
         self.ctx.term()
         for _, p in self.procs:
@@ -435,7 +487,7 @@ def start(args, timeouts) -> int:
     t0 = time.monotonic()
     fe = FrontEnd(args.workers, timeouts, seed=args.hash_seed, classify_budget=args.classify_packets,
                   vlan_key=args.vlan_key, teredo_any_port=args.teredo_heuristic)
-    run.fe_stats = fe.stats
+    run.fe, run.fe_stats = fe, fe.stats
     try:
         run.start()
         if cap is not None:
@@ -465,7 +517,10 @@ def start(args, timeouts) -> int:
     run.stop()
     elapsed = time.monotonic() - t0
     stats = dict(fe.stats)
-    if args.interface:
+    if run.decoders:
+        stats["captures"] = sorted(({"proc": c["proc"], "frames": c["frames"]} for c in run.captures),
+                                   key=lambda c: c["proc"])
+    else:
         stats["captures"] = [{"proc": 0, "frames": fe.stats["frames_read"]}] + \
             [{"proc": c["proc"], "frames": c["stats"]["frames_read"]} for c in run.captures]
     for c in run.captures:                      # capture processes 1..K-1

@@ -52,6 +52,47 @@ def app_records(tmp):
     return recs
 
 
+def child_titled(pid: int, title: str, wait: float = 60.0):
+    """The child process of `pid` whose title is `title` (psutil.Process), once it is up; None
+    if it never shows within `wait` seconds."""
+    import time
+
+    import psutil
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        for c in psutil.Process(pid).children():
+            try:
+                if c.cmdline() and c.cmdline()[0] == title:
+                    return c
+            except psutil.Error:
+                pass
+        time.sleep(0.1)
+    return None
+
+
+def kill_a_worker(p, out_dir):
+    """SIGKILL worker 1 of run `p` (started with stderr=PIPE, --output jsonl:OUT/o.jsonl,
+    --stats-json OUT/s.json) once it has sessions open: the run must restart it, end with
+    exit 0 and lose nothing silently (every frame in a final record or counted lost).
+    Returns the run's statistics."""
+    import time
+    victim = child_titled(p.pid, "pipeline: worker 1")
+    assert victim is not None
+    time.sleep(1.5)                        # it has sessions open by now
+    victim.kill()
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert b"worker 1 died (signal 9)" in err and b"Traceback" not in err
+    st = json.loads((Path(out_dir) / "s.json").read_text())
+    assert st["worker_restarts"] == 1
+    recs = sessions([json.loads(x) for x in (Path(out_dir) / "o.jsonl").read_text().splitlines()])
+    top = sum(r["cap_packet_count"] for r in finals(recs) if r["parent_session_id"] is None)
+    assert top + st["frames_lost"] == st["frames_ip"]
+    assert st["frames_read"] == sum(st[k] for k in ("frames_ip", "frames_non_ip", "frames_malformed",
+                                                    "frames_unassembled", "frames_dropped"))
+    return st
+
+
 def as_wire(d):
     """A JSON-lines record back as the wire list the collector's outputs take: the declared
     fields in order, then the extension fields (classification metadata, plugins) as a dict."""

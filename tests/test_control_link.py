@@ -46,6 +46,6 @@ def test_waits_for_every_capture_process_whatever_comes_first(control, collector
         sock.send_multipart([wire.MSG_CAPTURE, msgpack.packb(body)])
     if not collector_first:
         collector.send_multipart(final)
-    run = SimpleNamespace(control=pull, captures=[], frontends=3, check_children=lambda: None)
+    run = SimpleNamespace(control=pull, captures=[], frontends=3, decoders=0, check_children=lambda: None)  # live
     assert Run.wait_collector(run) == {"records": 7}
     assert sorted(c["proc"] for c in run.captures) == [1, 2]

@@ -14,6 +14,7 @@ import sys
 import time
 from collections import Counter
 
+import psutil
 import pytest
 
 from tests import runner
@@ -125,6 +126,29 @@ def test_duration_stops_an_idle_capture(netns, tmp_path):
     st = json.loads((tmp_path / "s.json").read_text())
     assert st["frames_read"] == st["frames_dropped"] + st["frames_ip"] + st["frames_non_ip"] \
         + st["frames_malformed"] + st["frames_unassembled"]
+
+
+def test_a_closed_stderr_does_not_stop_the_orderly_stop(netns, tmp_path):
+    """stderr gone (the reading end closed: a restarted journal, a dead pipe) when the stop
+    signal comes: the stop's log line is lost, the run still ends in order (exit 0, the
+    statistics written) instead of waiting for ever."""
+    cmd = ["ip", "netns", "exec", netns, *runner.pipeline_cmd(), "start", "--interface", "vB",
+           "--output", f"jsonl:{tmp_path / 'o.jsonl'}", "--status-socket", str(tmp_path / "status.sock"),
+           "--stats-json", str(tmp_path / "s.json")]
+    p = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stderr=subprocess.PIPE, text=True)
+    try:
+        assert "capturing on vB" in p.stderr.readline()
+        p.stderr.close()
+        p.send_signal(signal.SIGINT)
+        rc = p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            for child in psutil.Process(p.pid).children(recursive=True):
+                child.kill()
+            p.kill()
+            p.wait()
+    assert rc == 0
+    assert json.loads((tmp_path / "s.json").read_text())["interrupted"] is True
 
 
 def test_capture_needs_cap_net_raw(unprivileged):

@@ -16,6 +16,7 @@ from contracts.children import CollectPacer, become_user, connect_local, ignore_
 from . import classify
 from .engine import Engine
 from .plugins import load
+from .reorder import InOrder
 
 RECORDS_PER_MESSAGE = 4096
 FINISH_SLICE = 1024         # sessions ended (and sent) at a time at the end of the stream
@@ -65,7 +66,22 @@ def run(index: int, cfg: dict) -> None:
                 "evicted": st.get("evicted", 0), "drops": 0}
 
     inputs = cfg.get("inputs") or []
+
+    def apply(hdr, parts):
+        if hdr.get("paths"):
+            eng.add_paths(hdr["paths"])
+        eng.proc = hdr.get("proc", 0)         # the capture process that numbered these frames
+        ev = np.frombuffer(parts[2].buffer, dtype=wire.EVENT)
+        if "input" in hdr:                    # payloads in the capture file we were forked with
+            pay = memoryview(inputs[hdr["input"]])[hdr["base"]:]
+        else:
+            pay = parts[3].bytes if len(parts) > 3 else None
+        eng.feed_batch(ev, hdr["cuts"], pay)      # one segment per second of packet time
+        flush()
+        metrics.maybe(figures)
+
     ends, last = 0, float("-inf")
+    in_order = InOrder(None if cfg.get("restarted") else 0)
     pacer = CollectPacer()
     while True:
         parts = wait_message(pull, parent)
@@ -73,22 +89,18 @@ def run(index: int, cfg: dict) -> None:
         kind = parts[0].bytes
         hdr = msgpack.unpackb(parts[1].bytes, strict_map_key=False)
         if kind == wire.MSG_BATCH:
-            if hdr.get("paths"):
-                eng.add_paths(hdr["paths"])
-            eng.proc = hdr.get("proc", 0)         # the capture process that numbered these frames
-            ev = np.frombuffer(parts[2].buffer, dtype=wire.EVENT)
-            if "input" in hdr:                    # payloads in the capture file we were forked with
-                pay = memoryview(inputs[hdr["input"]])[hdr["base"]:]
-            else:
-                pay = parts[3].bytes if len(parts) > 3 else None
-            eng.feed_batch(ev, hdr["cuts"], pay)      # one segment per second of packet time
-            flush()
-            metrics.maybe(figures)
+            if "seq" not in hdr:                  # live, or one front-end: as it comes
+                apply(hdr, parts)
+                continue
+            for h, p in in_order.put(hdr["seq"], (hdr, parts)):
+                apply(h, p)
         elif kind == wire.MSG_END:
             ends += 1
             last = max(last, hdr["now"])
             if ends < cfg.get("frontends", 1):
                 continue                          # other capture processes still send
+            for h, p in in_order.rest():
+                apply(h, p)
             for recs in eng.finishing(last, FINISH_SLICE):
                 send(recs)
             stats = dict(eng.stats, worker=index)

@@ -140,9 +140,11 @@ class Young:
     Vectorised: a stable sort gives each row its rank among the chunk's rows of
     the same slot."""
 
-    def __init__(self, budget: int = YOUNG_BUDGET, bits: int = 23, reset_s: float = 30.0):
+    def __init__(self, budget: int = YOUNG_BUDGET, bits: int = 23, reset_s: float = 30.0, table=None):
+        """`table`: a writable buffer of 2^bits bytes to count in (several front-end
+        processes share one, made before the fork: `sequencer.shared_table`), else its own."""
         self.budget = budget
-        self.count = np.zeros(1 << bits, np.uint8)
+        self.count = np.zeros(1 << bits, np.uint8) if table is None else np.frombuffer(table, np.uint8)
         self.mask = np.uint64((1 << bits) - 1)
         self.bits = bits
         self.reset_s = reset_s
@@ -182,6 +184,33 @@ def tunnel_capable(proto: int, sport: int, dport: int) -> bool:
     return proto in _TUNNEL_PROTOS or (proto == 17 and (sport in UDP_TUNNEL_PORTS or dport in UDP_TUNNEL_PORTS))
 
 
+def stateful(layers) -> bool:
+    """Whether a frame's rows need the state earlier chunks left (`FrontEnd._layers` reads
+    or writes it only for these): its first layer is a fragment (reassembly), names a
+    tunnel or may carry one (tunnel parents). Any other frame gives one row of its own."""
+    first = layers[0]
+    return first.frag is not None or first.tunnel is not None or \
+        tunnel_capable(first.proto, first.sport, first.dport)
+
+
+def _frame_order(ev):
+    """Row order by (frame number, depth): a chunk's rows in frame order, a frame's
+    outermost first."""
+    return np.argsort(ev["fidx"] * np.uint64(16) + ev["depth"], kind="stable")
+
+
+class Decoding:
+    """A chunk after `FrontEnd.decode`: its keyed rows, the frames left for `sequence`
+    ((Decoded, FrameMeta), frame order), where its bytes are, and its frames' classes
+    (counts of FrontEnd.stats keys, `extra` breakdowns) not yet added to any front-end's."""
+    __slots__ = ("rows", "held", "data", "data_base", "counts", "extra")
+
+    def __init__(self, rows, held, data, data_base):
+        self.rows, self.held, self.data, self.data_base = rows, held, data, data_base
+        self.counts = dict.fromkeys(("frames_ip", "frames_non_ip", "frames_malformed"), 0)
+        self.extra = Counter()
+
+
 class FrontEnd:
     """Frames in, per-worker keyed event arrays out. Deterministic; no I/O."""
 
@@ -190,13 +219,18 @@ class FrontEnd:
 
     def __init__(self, workers: int, timeouts, seed: int = 0, proc: int = 0,
                  frag_timeout: float = 30.0, max_depth: int = 8, classify_budget: int = YOUNG_BUDGET,
-                 vlan_key: bool = True, teredo_any_port: bool = True):
+                 vlan_key: bool = True, teredo_any_port: bool = True, path_base: int | None = None,
+                 young_table=None):
+        """`proc`: the capture process whose number goes into session ids (live: each
+        numbers its own frames; offline every decoder says 0, the frame numbers being the
+        reader's). `path_base`: where its proto_path ids start (default `proc`): offline
+        decoder k numbers its own from k, so that ids from several never clash."""
         self.workers = workers
         self.seed = seed
         self.vlan_key = vlan_key                # --no-vlan-key: VLAN ids stay in the rows, not in the key
         self.teredo_any_port = teredo_any_port  # --no-teredo-heuristic: Teredo on port 3544 only
         self.proc = proc
-        self.paths = PathIds(proc)
+        self.paths = PathIds(proc if path_base is None else path_base)
         # top-level datagrams; one never completed but whose first fragment was seen is
         # still keyed (ports from that fragment) and counted as one packet of its session
         self.frags = Reassembler(timeout=frag_timeout, partial=True)
@@ -207,7 +241,7 @@ class FrontEnd:
         self.stats = dict.fromkeys(self.STAT_KEYS, 0)
         self.extra = Counter()          # breakdowns: unsupported link types, inner packets lost, ...
         self._chunks = 0
-        self.young = Young(classify_budget)
+        self.young = Young(classify_budget, table=young_table)
         self._seg_now = float("-inf")
         self.data_base = 0               # file offset the current chunk's ploff count from
 
@@ -217,25 +251,67 @@ class FrontEnd:
         frame order, cut in segments, one per second of packet time (segment k is rows
         [ends[k-1], ends[k]) and ends at time nows[k]), so that workers expire sessions
         and write interim reports on time however large the chunk; `data` is where the
-        young rows' payload bytes are (see `_young_payloads`). `pack` splits it by worker."""
+        young rows' payload bytes are (see `_young_payloads`). `pack` splits it by worker.
+        The three phases one process runs in turn; offline, K front-end processes run
+        `number` (the reader), `decode` (in parallel) and `sequence` (one chunk at a
+        time, in chunk order: pipeline/decoders.py) on the same chunks."""
+        base, now = self.number(chunk)
+        return self.sequence(self.decode(chunk, base), now)
+
+    def number(self, chunk):
+        """The reader's part: the chunk's frames get the next frame numbers (from 1, as in
+        Wireshark) and time moves to the latest of them (every frame's, non-IP too).
+        Returns (first frame number, time after the chunk)."""
         n = len(chunk.offsets)
-        base = self.stats["frames_read"] + 1   # frame numbers count from 1, as in Wireshark
+        base = self.stats["frames_read"] + 1
         self.stats["frames_read"] += n
         if n:
             self.now = max(self.now, float(chunk.ts.max()))
-        self.data_base = int(chunk.offsets.min()) if n else 0
+        return base, self.now
+
+    def decode(self, chunk, base: int) -> "Decoding":
+        """Phase 1, reading and writing no state that later chunks depend on: the fast path,
+        the slow path's decode, the rows of every frame but those whose first layer is a
+        fragment or may carry a tunnel (`stateful`: they wait, decoded, for `sequence`),
+        keyed. Frame numbers count from `base`. The chunk's frame classes are counted in
+        the Decoding, and become this front-end's when it is sequenced (a chunk decoded
+        but then handed to another process is not counted twice)."""
+        n = len(chunk.offsets)
+        data_base = self.data_base = int(chunk.offsets.min()) if n else 0
         fast, slow = decode_fast(chunk.data, chunk.offsets, chunk.caplen, chunk.wirelen,
-                                 chunk.ts, chunk.linktype, self.paths, self.data_base, self.teredo_any_port)
+                                 chunk.ts, chunk.linktype, self.paths, data_base, self.teredo_any_port)
         fast["fidx"] += np.uint64(base)
-        self.stats["frames_ip"] += len(fast)
+        dec = Decoding(fast, [], chunk.data, data_base)
+        dec.counts["frames_ip"] = len(fast)
         out = []
-        self.parents.swept = self._seg_now
         slow_idx = np.flatnonzero(slow)
         if len(slow_idx):
-            self._slow(chunk, slow_idx, base, out)
+            self._slow(chunk, slow_idx, base, out, dec)
+        dec.rows = self._rows(fast, out)
+        return dec
+
+    def sequence(self, dec: "Decoding", now: float):
+        """Phase 2, on the state that passes from chunk to chunk (reassembly, tunnel
+        parents, segment time, payload budget), at packet time `now`: the held frames'
+        rows in frame order, expiry, the merge into the decoded rows, the segments and
+        the young payloads. Returns what `process` returns."""
+        self.now = now
+        self.parents.swept = self._seg_now
+        st = self.stats
+        for k, v in dec.counts.items():
+            st[k] += v
+        if dec.extra:
+            self.extra.update(dec.extra)
+        out = []
+        if dec.held:
+            for d, frame in dec.held:
+                if self._layers(d.layers, [frame], out):
+                    st["frames_ip"] += 1
+            self._take_frag_malformed()
         self._expire(out)
-        ev, ends, nows, _ = self._emit(fast, out)
-        return ev, ends, nows, self._young_payloads(ev, chunk.data, self.data_base)
+        ev = self._merge(dec.rows, out)
+        ends, nows = self.segments(ev)
+        return ev, ends, nows, self._young_payloads(ev, dec.data, dec.data_base)
 
     def _young_payloads(self, ev, data, base=0):
         """Mark the payload bytes of the rows of young sessions (their first BUDGET payload
@@ -254,14 +330,28 @@ class FrontEnd:
 
     def _emit(self, fast, out):
         """Key all rows of a chunk at once and cut them by second (`pack` splits by worker)."""
+        ev = self._rows(fast, out)
+        ends, nows = self.segments(ev)
+        return ev, ends, nows, _NO_PAYLOAD
+
+    def _rows(self, fast, out):
+        """The fast path's rows and the slow path's (`out`) in frame order, keyed.
+        (frame number, depth) is one row's alone, so the order is the same whichever
+        rows come first."""
         if out:
             ev = np.concatenate([fast, np.frombuffer(b"".join(starmap(_PACK_ROW, out)), EVENT)])
-            ev = take_rows(ev, np.argsort(ev["fidx"] * np.uint64(16) + ev["depth"], kind="stable"))
+            ev = take_rows(ev, _frame_order(ev))
         else:
             ev = fast
         key_rows(ev, self.seed, self.vlan_key)
-        ends, nows = self.segments(ev)
-        return ev, ends, nows, _NO_PAYLOAD
+        return ev
+
+    def _merge(self, ev, out):
+        """The rows of `sequence` (held frames, expired datagrams) into the decoded ones."""
+        if not out:
+            return ev
+        ev = np.concatenate([ev, self._rows(np.zeros(0, EVENT), out)])
+        return take_rows(ev, _frame_order(ev))
 
     def segments(self, ev):
         """Cut rows where packet time (its running maximum) enters a new second:
@@ -321,28 +411,31 @@ class FrontEnd:
         return self.paths.take_new()
 
     # -- slow path -----------------------------------------------------------
-    def _slow(self, chunk, idx, base, out):
+    def _slow(self, chunk, idx, base, out, dec):
+        """The slow path's frames of a chunk: the rows of the stateless ones into `out`,
+        the stateful ones held in `dec`, every frame counted in `dec`."""
         data = memoryview(chunk.data)
         offs, caps, wires, tss, lts = (chunk.offsets[idx].tolist(), chunk.caplen[idx].tolist(),
                                        chunk.wirelen[idx].tolist(), chunk.ts[idx].tolist(),
                                        chunk.linktype[idx].tolist())
-        st = self.stats
+        st, extra, held = dec.counts, dec.extra, dec.held
         for i, off, cap, wire, ts, lt in zip(idx.tolist(), offs, caps, wires, tss, lts):
             d = slowpath.decode(lt, data[off:off + cap], self.max_depth, self.teredo_any_port)
             if d.kind != IP:
                 if d.kind == NON_IP:
                     st["frames_non_ip"] += 1
                     if d.error:
-                        self.extra["non_ip: " + d.error] += 1
+                        extra["non_ip: " + d.error] += 1
                 else:
                     st["frames_malformed"] += 1
                 continue
             if d.inner_malformed:
-                self.extra["inner_malformed"] += 1
+                extra["inner_malformed"] += 1
             frame = FrameMeta(base + i, ts, wire, cap)
-            if self._layers(d.layers, [frame], out):
+            if stateful(d.layers):
+                held.append((d, frame))
+            elif self._layers(d.layers, [frame], out):
                 st["frames_ip"] += 1
-        self._take_frag_malformed()
 
     def _layers(self, layers, frames, out, ctx=0, parent=0, depth=0):
         """Rows for a frame's (or a reassembled datagram's) layers. Returns False
