@@ -62,16 +62,17 @@ def test_client_corrected_when_capture_starts_at_syn_ack():
 
 
 def test_idle_timeout_splits_sessions():
-    recs = run([pkt(0.0, proto=17), pkt(59.0, proto=17), pkt(120.0, proto=17)])
+    recs = run([pkt(0.0, proto=17), pkt(0.1, up=False, proto=17), pkt(59.0, proto=17), pkt(120.0, proto=17)])
     f = finals(recs)
-    assert [r["packet_count"] for r in f] == [2, 1]
+    assert [r["packet_count"] for r in f] == [3, 1]
     assert [r["end_reason"] for r in f] == ["idle", "shutdown"]
     assert f[0]["session_id"] != f[1]["session_id"]
 
 
 def test_idle_timeout_is_inclusive():
-    f = finals(run([pkt(0.0, proto=17), pkt(60.0, proto=17)], Timeouts.make(active_timeout=0)))
-    assert [r["packet_count"] for r in f] == [1, 1]
+    f = finals(run([pkt(0.0, proto=17), pkt(0.0, up=False, proto=17), pkt(60.0, proto=17)],
+                   Timeouts.make(active_timeout=0)))
+    assert [r["packet_count"] for r in f] == [2, 1]
 
 
 def test_dns_has_a_shorter_timeout():
@@ -80,7 +81,8 @@ def test_dns_has_a_shorter_timeout():
 
 
 def test_global_idle_timeout():
-    f = finals(run([pkt(0.0, proto=17), pkt(100.0, proto=17)], Timeouts.make(idle_timeout=120)))
+    f = finals(run([pkt(0.0, proto=17), pkt(0.1, up=False, proto=17), pkt(100.0, proto=17)],
+                   Timeouts.make(idle_timeout=120)))
     assert len(f) == 1
 
 
@@ -213,7 +215,7 @@ def test_session_accessors():
 
 def test_interim_reports_after_a_long_silence_cost_no_loop():
     """A session idle for a huge time (but not expired) gets one interim report, not one per period."""
-    t = Timeouts.make(idle_timeout=1e9, active_timeout=1)
+    t = Timeouts.make(idle_timeout=1e9, active_timeout=1, unanswered_timeout=1e9)
     eng = Engine(0, t, "t")
     eng.feed(rows([pkt(0.0, proto=17)]))
     eng.advance(1e7)

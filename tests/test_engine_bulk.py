@@ -143,7 +143,7 @@ def test_inspection_rounds_really_run(tmp_path, monkeypatch):
     k-th row in round k, only while it is undecided). The records must be the per-packet
     path's, and some batch must have needed more than one round for that to mean much."""
     trace = demo_trace(tmp_path)
-    batches, paths = front_end_batches(trace, 4096, Timeouts())
+    batches, paths = front_end_batches(trace, 1024, Timeouts())
     rounds = []
     inside = []
 

@@ -33,7 +33,7 @@ from . import tcp as tcpmod
 from .groups import Groups
 from .records import RecordWriter
 from .session import Session
-from .table import SessionTable
+from .table import CLASSES, HIGH, RECOVERY, SessionTable
 
 _SYN, _ACK, _CONTROL = tcpmod.SYN, tcpmod.ACK, tcpmod.CONTROL
 _REFUSE_MIN = 8          # first payloads in a call worth a vectorised refusal test
@@ -43,6 +43,7 @@ _COUNTS_SIZE = 12 * 8     # a session's counters (Session.c, array "q") in bytes
 _OPEN_FIELDS = row_struct("fidx", "proto", "depth", "sport", "dport", "path", "parent")   # from the first row's bytes
 _GROUPED_MIN = 64                      # smaller batches: the per-packet path is cheaper
 _REPORTS_MIN = 32                      # fewer records at once: `RecordWriter.one` one by one is cheaper
+EVICTED_BY = tuple("evicted_" + name for name in CLASSES)      # the stats' evictions per class
 
 
 class _Touched:
@@ -57,14 +58,16 @@ class _Touched:
 
 
 class Engine:
-    """One worker's sessions (`max_sessions`: the table's capacity, 0: none)."""
+    """One worker's sessions (`max_sessions`: the table's capacity, 0: none; `marks`: its
+    emergency mode's high and recovery marks, shares of the capacity)."""
 
     def __init__(self, worker: int = 0, timeouts: Timeouts = Timeouts(), sensor: str = "",
-                 proc: int = 0, max_sessions: int = 0, plugins=(), classify: int = classify.BUDGET):
+                 proc: int = 0, max_sessions: int = 0, plugins=(), classify: int = classify.BUDGET,
+                 marks=(HIGH, RECOVERY)):
         self.worker = worker
         self.timeouts = timeouts
         self._timeouts_by_value = {v: v for v in (timeouts.tcp, timeouts.udp, timeouts.icmp, timeouts.other,
-                                                  timeouts.dns)}
+                                                  timeouts.dns, timeouts.unanswered, timeouts.emergency)}
         self.sensor = sensor
         self.proc = proc
         self.bulk_min = _GROUPED_MIN      # batches this small take the per-packet path
@@ -73,13 +76,14 @@ class Engine:
         self.classify = classify          # payload packets inspected per direction, 0: no classification
         self.plugins = list(plugins)
         self.packet_plugins = [p for p in self.plugins if getattr(p, "per_packet", False)]
-        self.table = SessionTable(max_sessions)
+        self.table = SessionTable(max_sessions, timeouts, *marks)
         self.wheel = self.table.wheel
         self.paths = {}
         self.records = []
         self._ended = []                  # (place in records, session, reason): written by `_flush`
         self.now = float("-inf")   # packet time may be anything, even negative
-        self.stats = {"events": 0, "sessions": 0, "records": 0, "final_records": 0, "evicted": 0}
+        self.stats = {"events": 0, "sessions": 0, "records": 0, "final_records": 0, "evicted": 0,
+                      **dict.fromkeys(EVICTED_BY, 0), "emergency_episodes": 0}
         self.writer = RecordWriter(sensor, worker, classify)
 
     # -- input ---------------------------------------------------------------
@@ -89,7 +93,12 @@ class Engine:
 
     def feed(self, ev, payload=None) -> None:
         """Update sessions from one batch of EVENT rows (in frame order); `payload` holds
-        the first payload bytes of young sessions' rows (EVENT ploff/pllen)."""
+        the first payload bytes of young sessions' rows (EVENT ploff/pllen). The table is
+        trimmed to its capacity at the end (`_settle`)."""
+        self._feed(ev, payload)
+        self._settle()
+
+    def _feed(self, ev, payload=None) -> None:
         n = len(ev)
         if not n:
             return
@@ -115,11 +124,12 @@ class Engine:
         if not cuts or cuts[-1][0] != n or self._per_packet(n):
             start = 0
             for end, now in cuts:
-                self.feed(ev[start:end], payload)
+                self._feed(ev[start:end], payload)
                 self._advance(now)
                 start = end
             if start < n:
-                self.feed(ev[start:], payload)
+                self._feed(ev[start:], payload)
+            self._settle()
             self._flush()
             return
         self.stats["events"] += n
@@ -135,13 +145,12 @@ class Engine:
                     inspection.inspect(self.table, ev, payload, part, self.classify, self.refuse_min)
             self._advance(now)
             lo = hi
+        self._settle()
         self._flush()
 
     def _per_packet(self, n) -> bool:
-        """Small batches, per-packet plugins and a table that may overflow inside the
-        batch (the evictions then follow packet order) take the per-packet path for the
-        whole batch."""
-        return n < self.bulk_min or bool(self.packet_plugins) or self.table.may_fill(n)
+        """Small batches and per-packet plugins take the per-packet path for the whole batch."""
+        return n < self.bulk_min or bool(self.packet_plugins)
 
     # -- per packet: the reference -------------------------------------------
     def _feed_rows(self, ev, rows) -> None:
@@ -153,6 +162,7 @@ class Engine:
                    sub["caplen"].tolist(), sub["ncap"].tolist(), sub["payload"].tolist(),
                    sub["tcpflags"].tolist(), sub["seq"].tolist())
         get = self.table.get
+        expired = self.table.expired
         close_expiry = self.timeouts.close_expiry
         tcp_update = tcpmod.update
         new_tcp = tcpmod.TcpState
@@ -162,8 +172,8 @@ class Engine:
             s = get(k)
             if s is None:
                 s = self._open(ev, i, k, t, d, fl)
-            elif t - s.last >= s.timeout or (fl & _SYN and not fl & _ACK and close_expiry
-                                             and s.tcp is not None and s.tcp.closed):
+            elif t - s.last >= s.timeout and expired(s, t) or (fl & _SYN and not fl & _ACK and close_expiry
+                                                              and s.tcp is not None and s.tcp.closed):
                 self._end(s, CLOSED if (s.tcp is not None and s.tcp.closed and close_expiry) else IDLE)
                 s = self._open(ev, i, k, t, d, fl)
             if t > s.last:
@@ -184,27 +194,26 @@ class Engine:
                 if not pl and not fl & _CONTROL and st.hs == hs_done:
                     st.flags |= fl          # a pure ACK after the handshake changes nothing else
                 elif tcp_update(st, d, d == s.client_dir, fl, seq, pl, t) and close_expiry:
-                    s.timeout = self.timeouts.close_linger
+                    s.timeout = self.table.limits.close_linger
                     self.wheel.file(s, s.last + s.timeout)
+                    self.table.closed(s)
             if pp:
                 for p in pp:
                     p.on_packet(s, ev[i])
 
     def _open(self, ev, i, k, t, d, fl, first=None) -> Session:
-        """A new session from row i (`first`: that row's bytes, when the caller has them)."""
-        victim = self.table.victim()
-        if victim is not None:
-            self.stats["evicted"] += 1
-            self._end(victim, EVICTED)
+        """A new session from row i (`first`: that row's bytes, when the caller has them),
+        unanswered as it opens: its timeout starts at most at the unanswered timeout."""
         if first is None:
             first = ev[i].tobytes()
         fidx, proto, depth, sport, dport, pid, parent = _OPEN_FIELDS.unpack_from(first)
         # the first packet's sender is the client, unless it is a SYN-ACK (capture began mid-handshake)
         client_dir = d if not (fl & _SYN and fl & _ACK) else 1 - d
-        timeout = self.timeouts.idle_for(proto, sport, dport)
+        timeout = self.table.limits.idle_for(proto, sport, dport)
         s = Session(k, session_id(fidx, depth, self.proc), parent, depth, client_dir, t, timeout,
                     first, self.paths.get(pid, ""))
         self.table[k] = s
+        self.table.admit(s)
         self.stats["sessions"] += 1
         active = self.timeouts.active
         s.next_report = t + active if active > 0 else float("inf")
@@ -227,9 +236,10 @@ class Engine:
         tests/test_engine_bulk.py checks."""
         g = Groups(ev, payload is not None)
         found = list(map(self.table.get, g.keys.tolist()))
-        c = plan.Candidates(g, found, ev, self.timeouts)
+        limits = self.table.limits          # the sessions' timeouts are lower bounds of these and no more
+        c = plan.Candidates(g, found, ev, limits)
         r = plan.room(g, cuts, self.now, horizon) if cuts is not None and horizon > float("-inf") else None
-        bulk = plan.stays(g, c, r, horizon, self.timeouts)
+        bulk = plan.stays(g, c, r, horizon, limits)
         touched = _Touched(g.n)
         self._update_known(g, found, np.flatnonzero(bulk & c.known), touched)
         fresh = np.flatnonzero(bulk & ~c.known)
@@ -324,6 +334,7 @@ class Engine:
             s.next_report = nr
             if plugins:                # as `_open`: filed, then shown to plugins before its counters
                 self.wheel.file(s, float(whens[j]))
+                table.admit(s)
                 for p in plugins:
                     p.on_start(s)
                 s.c[:] = array("q", m)  # in place: a plugin may hold on to s.c
@@ -343,6 +354,7 @@ class Engine:
                 touched.inspect.append((gg, s))
         if made:
             self.wheel.file_new(made, whens)
+        table.admit_many(made, ts)
         self.stats["sessions"] += n
 
     def _control(self, ev, g, groups, touched) -> None:
@@ -364,8 +376,9 @@ class Engine:
         closed = tcpmod.control_many([s.tcp for s in ss], np.fromiter([s.client_dir for s in ss], np.int8, len(ss)),
                                      u_of, ds[pos], g.flags[pos], g.ts[pos])   # every such group has its TcpState
         if closed and self.timeouts.close_expiry:
-            linger = self.timeouts.close_linger
+            linger = self.table.limits.close_linger
             file = self.wheel.file
+            now_closed = self.table.closed
             us = u_of[closed].tolist()
             due = (np.maximum(np.fromiter([touched.before[ug[u]] for u in us], np.float64, len(us)),
                               g.running_max()[pos[closed]]) + linger).tolist()
@@ -373,6 +386,7 @@ class Engine:
                 s = ss[u]
                 s.timeout = linger
                 file(s, when)
+                now_closed(s)
 
     def _retransmissions(self, ev, g, data) -> None:
         """`tcp.data_many` for the data segments of the groups in `data` ((group, TcpState)
@@ -387,6 +401,7 @@ class Engine:
     def advance(self, now: float) -> None:
         """Expire what is due at `now` and write interim reports of long sessions."""
         self._advance(now)
+        self._settle()
         self._flush()
 
     def _advance(self, now: float) -> None:
@@ -398,9 +413,11 @@ class Engine:
         now = self.now
         active = self.timeouts.active
         close_expiry = self.timeouts.close_expiry
+        expired = self.table.expired
         refile = []
         for s in self.wheel.due(now):
-            if now - s.last >= s.timeout:         # `is_idle`, inline: it runs for every due session
+            # `is_idle` inline (it runs for every due session) by the lower bound, then exactly
+            if now - s.last >= s.timeout and expired(s, now):
                 self._end(s, CLOSED if (s.tcp is not None and s.tcp.closed and close_expiry) else IDLE)
                 continue
             if s.next_report <= now:
@@ -417,6 +434,7 @@ class Engine:
     def finish(self, now: float) -> None:
         """End of stream: expire what is due, then end every open session as shutdown."""
         self._advance(now)
+        self._settle()
         for s in sorted(self.table.values(), key=lambda x: x.id):
             self._end(s, SHUTDOWN)
         self._flush()
@@ -429,6 +447,7 @@ class Engine:
         the last. The same records in the same order as finish() then take_records()
         (a test checks)."""
         self._advance(now)
+        self._settle()
         yield self.take_records()
         left = sorted(self.table.values(), key=lambda x: x.id)
         size = size if size > 0 else max(1, len(left))
@@ -436,6 +455,23 @@ class Engine:
             for s in left[i:i + size]:
                 self._end(s, SHUTDOWN)
             yield self.take_records()
+
+    # -- a batch's end -------------------------------------------------------
+    def _settle(self) -> None:
+        """The table back to its capacity (evicted sessions end as "evicted", in the
+        table's eviction order), emergency mode in or out (`SessionTable.settle`)."""
+        self.table.settle(self._evict)
+        self.stats["emergency_episodes"] = self.table.episodes
+
+    def _evict(self, s: Session, cls: int) -> None:
+        self.stats["evicted"] += 1
+        self.stats[EVICTED_BY[cls]] += 1
+        self._end(s, EVICTED)
+
+    @property
+    def emergency(self) -> bool:
+        """Whether the table is in emergency mode (`table.SessionTable.settle`)."""
+        return self.table.emergency
 
     # -- output --------------------------------------------------------------
     def take_records(self) -> list:

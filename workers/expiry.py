@@ -17,7 +17,7 @@ open one, and on a sensor opening 10,000 sessions a second it would be
 millions. So once the wheel holds twice the entries it kept at its last
 compaction (and `compact_min` more), it drops the entries of ended sessions
 in one pass (`compact`): amortised O(1) a filing. An ended session is never
-filed again, so what due(), oldest() and neighbour() return does not change;
+filed again, so what due() and neighbour() return does not change;
 a live session's old entries stay, since they may count again.
 """
 import heapq
@@ -99,20 +99,6 @@ class Wheel:
                     out.append(s)
         self.entries -= taken
         return out
-
-    def oldest(self):
-        """The live session filed earliest (the one to evict when the table is full)."""
-        heap, buckets = self.heap, self.buckets
-        while heap:
-            b = buckets.get(heap[0])
-            while b:
-                s = b[0]
-                if s.slot == heap[0] and not s.ended:
-                    return s
-                b.pop(0)
-                self.entries -= 1
-            buckets.pop(heapq.heappop(heap), None)
-        return None
 
     def neighbour(self, s, step: int):
         b = self.buckets.get(s.slot)
