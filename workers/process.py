@@ -4,6 +4,9 @@ It pulls keyed event batches from the front-end, feeds the engine, and pushes
 the records it produces to the collector in batches; at end of stream it
 flushes every open session and reports its statistics.
 """
+import resource
+import sys
+
 import msgpack
 import msgspec
 import numpy as np
@@ -14,8 +17,9 @@ from contracts.monitor import MetricsSender
 from contracts.children import CollectPacer, become_user, connect_local, ignore_stop_signals, title, wait_message
 
 from . import classify
-from .engine import Engine
+from .engine import EVICTED_BY, Engine
 from .plugins import load
+from .table import HIGH, RECOVERY
 
 RECORDS_PER_MESSAGE = 4096
 FINISH_SLICE = 1024         # sessions ended (and sent) at a time at the end of the stream
@@ -34,6 +38,37 @@ def pack(records) -> bytes:
         return msgpack.packb(records)
 
 
+def peak_rss() -> int:
+    """This process's peak resident memory (the kernel's high-water mark), in bytes."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class Emergency:
+    """Says when the worker's table enters and leaves emergency mode, one line each per
+    episode (the engine only changes state: `table.SessionTable.settle`)."""
+
+    def __init__(self, index: int, eng: Engine):
+        self.index, self.eng = index, eng
+        self.since = None           # packet time the episode began
+
+    def check(self, was: bool) -> None:
+        eng = self.eng
+        if eng.emergency == was:
+            return
+        t = eng.table
+        full = f"{len(t):,} of {t.capacity:,} sessions"
+        if eng.emergency:
+            self.since = eng.now
+            msg = (f"session table {t.occupancy:.0%} full ({full}): emergency mode, sessions without an "
+                   f"answer now end after {t.unanswered:g} s idle (episode {t.episodes})")
+        else:
+            st = eng.stats
+            msg = (f"session table back to {t.occupancy:.0%} ({full}): emergency mode over after "
+                   f"{eng.now - self.since:,.0f} s of packet time; evicted so far: "
+                   + ", ".join(f"{st[k]:,} {k[len('evicted_'):]}" for k in EVICTED_BY))
+        print(f"pipeline: worker {self.index}: {msg}", file=sys.stderr, flush=True)
+
+
 def run(index: int, cfg: dict) -> None:
     title(f"pipeline: worker {index}")
     parent = ignore_stop_signals()
@@ -47,7 +82,9 @@ def run(index: int, cfg: dict) -> None:
     push.setsockopt(zmq.LINGER, -1)
     connect_local(push, cfg["collector_addr"])
     eng = Engine(index, cfg["timeouts"], cfg["sensor"], cfg.get("proc", 0), cfg.get("max_sessions", 0),
-                 load(cfg.get("plugins", ())), cfg.get("classify", classify.BUDGET))
+                 load(cfg.get("plugins", ())), cfg.get("classify", classify.BUDGET),
+                 cfg.get("marks", (HIGH, RECOVERY)))
+    emergency = Emergency(index, eng)
 
     def send(recs):
         for i in range(0, len(recs), RECORDS_PER_MESSAGE):
@@ -60,9 +97,12 @@ def run(index: int, cfg: dict) -> None:
 
     def figures():
         st = eng.stats
-        return {"worker": index, "frames": st["events"], "sessions_open": len(eng.table),
+        t = eng.table
+        return {"worker": index, "frames": st["events"], "sessions_open": len(t),
                 "sessions": st["sessions"], "sessions_ended": st["final_records"], "records": st["records"],
-                "evicted": st.get("evicted", 0), "drops": 0}
+                "evicted": st["evicted"], **{k: st[k] for k in EVICTED_BY}, "drops": 0,
+                "capacity": t.capacity, "occupancy": round(t.occupancy, 4), "emergency": int(t.emergency),
+                "emergency_episodes": t.episodes}
 
     inputs = cfg.get("inputs") or []
     ends, last = 0, float("-inf")
@@ -81,7 +121,9 @@ def run(index: int, cfg: dict) -> None:
                 pay = memoryview(inputs[hdr["input"]])[hdr["base"]:]
             else:
                 pay = parts[3].bytes if len(parts) > 3 else None
+            was = eng.emergency
             eng.feed_batch(ev, hdr["cuts"], pay)      # one segment per second of packet time
+            emergency.check(was)
             flush()
             metrics.maybe(figures)
         elif kind == wire.MSG_END:
@@ -91,7 +133,7 @@ def run(index: int, cfg: dict) -> None:
                 continue                          # other capture processes still send
             for recs in eng.finishing(last, FINISH_SLICE):
                 send(recs)
-            stats = dict(eng.stats, worker=index)
+            stats = dict(eng.stats, worker=index, max_rss_bytes=peak_rss())
             push.send_multipart([wire.MSG_DONE, msgpack.packb(stats)])
             break
     metrics.close()
