@@ -26,10 +26,16 @@ from tests.shared import all_captures, capture_ids, needs_shared
 PER_PACKET, BULK = 1 << 60, 1
 SHORT = Timeouts.make(idle_timeout=2, active_timeout=3, close_linger=1)
 # the bulk path's per-row check (`plan.room`) against every timeout shape: idle shorter
-# than the interim report period, a linger longer than the idle timeout, no close expiry
+# than the interim report period, a linger longer than the idle timeout, no close expiry,
+# an unanswered timeout shorter than the idle one (sessions answered inside a batch, or
+# never), and shorter than the linger too
 TIMEOUTS = [SHORT, Timeouts(), Timeouts.make(idle_timeout=2, active_timeout=300, close_linger=1),
             Timeouts.make(idle_timeout=1, active_timeout=300, close_linger=3),
-            Timeouts.make(idle_timeout=2, active_timeout=3, close_linger=1, close_expiry=False)]
+            Timeouts.make(idle_timeout=2, active_timeout=3, close_linger=1, close_expiry=False),
+            Timeouts.make(idle_timeout=4, active_timeout=300, close_linger=1, unanswered_timeout=1.5,
+                          emergency_timeout=0.5),
+            Timeouts.make(idle_timeout=3, active_timeout=5, close_linger=2, unanswered_timeout=1,
+                          emergency_timeout=0.3)]
 
 
 def records(batches, timeouts, bulk_min, paths=None, **kw):
@@ -73,14 +79,19 @@ def build(specs):
     return rows(out)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(packet, min_size=1, max_size=120), st.sampled_from([1, 7, 40, 1000]), st.sampled_from(TIMEOUTS))
-def test_random_rows_same_records(specs, chunk, timeouts):
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(packet, min_size=1, max_size=120), st.sampled_from([1, 7, 40, 1000]), st.sampled_from(TIMEOUTS),
+       st.sampled_from([0, 0, 1, 2, 3, 5]))
+def test_random_rows_same_records(specs, chunk, timeouts, capacity):
+    """Random rows, both paths, the same records; with a tiny table (`capacity`) too, so
+    that batches end over capacity (evictions by class and idleness) and the table goes
+    in and out of emergency mode."""
     ev = build(specs)
     batches = [(ev[i:i + chunk], cut(ev[i:i + chunk]), None) for i in range(0, len(ev), chunk)]
-    ref, _ = records(batches, timeouts, PER_PACKET)
-    got, _ = records(batches, timeouts, BULK)
+    ref, a = records(batches, timeouts, PER_PACKET, max_sessions=capacity)
+    got, b = records(batches, timeouts, BULK, max_sessions=capacity)
     assert got == ref
+    assert a.stats == b.stats
 
 
 def test_cut_times_behind_the_engines_clock():
@@ -295,10 +306,10 @@ def test_wheel_file_new_is_file():
     """A batch's new sessions are filed in the expiry wheel at once (`Wheel.file_new`):
     the same buckets, each in the same order, as filing them one by one."""
     from workers.expiry import Wheel
-    from workers.session import Session
+    from tests.rows import session
     rng = np.random.default_rng(7)
     whens = np.r_[rng.uniform(-5.0, 50.0, 300).round(1), [1e16, float("inf"), -0.5, 0.0, 9e15, 3.999]]
-    made = [[Session(i, i, 0, 0, 0, 0.0, 1.0, b"", "") for i in range(len(whens))] for _ in range(2)]
+    made = [[session(i) for i in range(len(whens))] for _ in range(2)]
     one, many = Wheel(), Wheel()
     for s, w in zip(made[0], whens.tolist()):
         one.file(s, w)

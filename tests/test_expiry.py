@@ -7,20 +7,16 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from workers.engine import Engine
 from workers.expiry import Wheel
-from workers.session import Session
 from workers.tcp import ACK, FIN, SYN
 from contracts.timeouts import Timeouts
-from tests.rows import rows, run_engine
+from tests.rows import rows, run_engine, session
 from tests.test_engine_bulk import TIMEOUTS, build, cut, demo_trace, front_end_batches, packet
 
 NEVER = 1 << 60
 
 
-_ROW = rows([dict(src="10.0.0.1", dst="10.0.0.2", sport=1, dport=2, proto=6, ts=0.0)])[0].tobytes()
-
-
 def _session(i):
-    return Session(i, i, 0, 0, 0, 0.0, 1.0, _ROW, "")
+    return session(i)
 
 
 class Counting(Wheel):
@@ -40,7 +36,8 @@ def _compacting(m):
 
 
 def _ids(sessions):
-    return [s.id if s is not None else None for s in sessions]
+    """The sessions' numbers (`_session(i)`: frame i)."""
+    return [s.id >> 8 if s is not None else None for s in sessions]
 
 
 def test_a_live_sessions_old_entry_counts_again_in_its_place():

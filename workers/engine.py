@@ -39,9 +39,10 @@ _SYN, _ACK, _CONTROL = tcpmod.SYN, tcpmod.ACK, tcpmod.CONTROL
 _REFUSE_MIN = 8          # first payloads in a call worth a vectorised refusal test
 _NONE = np.zeros(0, np.intp)
 _ROW_SIZE = EVENT.itemsize
-_COUNTS_SIZE = 12 * 8     # a session's counters (Session.c, array "q") in bytes
+_COUNTS = 12              # a session's counters (Session.c, array "q")
 _OPEN_FIELDS = row_struct("fidx", "proto", "depth", "sport", "dport", "path", "parent")   # from the first row's bytes
 _GROUPED_MIN = 64                      # smaller batches: the per-packet path is cheaper
+_OPEN_SLICE = 4096                     # new sessions made at once by the batch path (`_open_groups`)
 _REPORTS_MIN = 32                      # fewer records at once: `RecordWriter.one` one by one is cheaper
 EVICTED_BY = tuple("evicted_" + name for name in CLASSES)      # the stats' evictions per class
 
@@ -213,7 +214,7 @@ class Engine:
         s = Session(k, session_id(fidx, depth, self.proc), parent, depth, client_dir, t, timeout,
                     first, self.paths.get(pid, ""))
         self.table[k] = s
-        self.table.admit(s)
+        self.table.admit(s, t)
         self.stats["sessions"] += 1
         active = self.timeouts.active
         s.next_report = t + active if active > 0 else float("inf")
@@ -238,7 +239,7 @@ class Engine:
         found = list(map(self.table.get, g.keys.tolist()))
         limits = self.table.limits          # the sessions' timeouts are lower bounds of these and no more
         c = plan.Candidates(g, found, ev, limits)
-        r = plan.room(g, cuts, self.now, horizon) if cuts is not None and horizon > float("-inf") else None
+        r = plan.room(g, cuts, self.now) if cuts is not None and horizon > float("-inf") else None
         bulk = plan.stays(g, c, r, horizon, limits)
         touched = _Touched(g.n)
         self._update_known(g, found, np.flatnonzero(bulk & c.known), touched)
@@ -302,7 +303,13 @@ class Engine:
         """`_open` for the new sessions of groups `fresh` (whose rows all take the batch
         path; `c`: the plan's Candidates), in group order, with their counters: the first
         rows' fields are read as numpy columns, and each session's counters come from its
-        group's sums at once; what is left for the later steps goes in `touched`."""
+        group's sums at once; what is left for the later steps goes in `touched`. A slice
+        of `_OPEN_SLICE` sessions at a time: the columns as Python objects cost ~600 bytes
+        a session while they live, and a flood's batch opens tens of thousands."""
+        for lo in range(0, len(fresh), _OPEN_SLICE):
+            self._open_slice(ev, g, fresh[lo:lo + _OPEN_SLICE], c, touched)
+
+    def _open_slice(self, ev, g, fresh, c, touched) -> None:
         rows = take_rows(ev, g.first[fresh])
         raw = rows.tobytes()
         n = len(fresh)
@@ -321,23 +328,25 @@ class Engine:
         plugins = self.plugins
         new_tcp = tcpmod.TcpState
         made = []
-        counts = g.counts[fresh].tobytes()     # each session's 12 counters, as array("q") takes them
+        # each session's counters: a slice of one array is an array of its exact size (one made
+        # from bytes keeps room to grow: 24 bytes more a session)
+        counts = array("q", g.counts[fresh].tobytes())
         for j, gg, k, sid, parent, depth, cdir, t, to, nr, path, tm, fo, tp, gi in zip(
                 range(n), fresh.tolist(), g.keys[fresh].tolist(), sids, rows["parent"].tolist(),
                 rows["depth"].tolist(), cd, ts.tolist(), tos.tolist(), nrs.tolist(), rows["path"].tolist(),
                 g.last_ts[fresh].tolist(), g.flags_or[fresh].tolist(), g.tcp_data_n[fresh].tolist(),
                 g.payload_n[fresh].tolist()):
-            m = counts[j * _COUNTS_SIZE:(j + 1) * _COUNTS_SIZE]
+            m = counts[j * _COUNTS:(j + 1) * _COUNTS]
             s = Session(k, sid, parent, depth, cdir, t, by_value.get(to, to), raw[j * _ROW_SIZE:(j + 1) * _ROW_SIZE],
-                        paths.get(path, ""), None if plugins else array("q", m))
+                        paths.get(path, ""), None if plugins else m)
             table[k] = s
             s.next_report = nr
             if plugins:                # as `_open`: filed, then shown to plugins before its counters
                 self.wheel.file(s, float(whens[j]))
-                table.admit(s)
+                table.admit(s, t)
                 for p in plugins:
                     p.on_start(s)
-                s.c[:] = array("q", m)  # in place: a plugin may hold on to s.c
+                s.c[:] = m              # in place: a plugin may hold on to s.c
             else:
                 made.append(s)         # filed together below
             if tm > t:

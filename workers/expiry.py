@@ -26,7 +26,7 @@ import numpy as np
 
 
 class Wheel:
-    __slots__ = ("buckets", "heap", "entries", "limit", "compact_min")
+    __slots__ = ("buckets", "heap", "entries", "limit", "compact_min", "_slot")
 
     def __init__(self, compact_min: int = 4096):
         self.buckets = {}
@@ -34,11 +34,16 @@ class Wheel:
         self.entries = 0            # entries in the buckets, of live and of ended sessions
         self.compact_min = compact_min
         self.limit = compact_min    # compact when entries pass it
+        self._slot = None           # the last slot filed in: sessions filed in the same second share it
 
     def file(self, s, when: float) -> None:
         slot = int(when) if when < 9e15 else int(9e15)
         if slot == s.slot:
             return
+        if slot == self._slot:
+            slot = self._slot       # one int object per second, not one per session (32 bytes each)
+        else:
+            self._slot = slot
         s.slot = slot
         b = self.buckets.get(slot)
         if b is None:
@@ -66,9 +71,6 @@ class Wheel:
         same buckets, each in the same order."""
         w = np.asarray(whens, np.float64)
         slots = np.trunc(np.where(w < 9e15, w, 9e15)).astype(np.int64)   # as `file`: NaN and beyond in the last
-        for s, slot in zip(sessions, slots.tolist()):
-            s.slot = slot
-            s._wheel = self
         order = np.argsort(slots, kind="stable")
         srt = slots[order]
         cut = np.flatnonzero(srt[1:] != srt[:-1]) + 1
@@ -78,7 +80,11 @@ class Wheel:
             if b is None:
                 b = buckets[slot] = []
                 heapq.heappush(heap, slot)
-            b.extend([sessions[i] for i in part.tolist()])
+            members = [sessions[i] for i in part.tolist()]
+            for s in members:
+                s.slot = slot               # the bucket's own int object, shared
+                s._wheel = self
+            b.extend(members)
         self.entries += len(sessions)
         if self.entries > self.limit:
             self.compact()
@@ -94,7 +100,7 @@ class Wheel:
             b = buckets.pop(slot, ())
             taken += len(b)
             for s in b:
-                if s.slot == slot and not s.ended:
+                if s.slot == slot:          # an ended session's slot (ENDED) equals none
                     s.slot = None
                     out.append(s)
         self.entries -= taken

@@ -75,7 +75,7 @@ def run(index: int, cfg: dict) -> None:
     become_user(cfg)
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
-    pull.setsockopt(zmq.RCVHWM, 4)
+    pull.setsockopt(zmq.RCVHWM, 1)
     pull.bind(cfg["worker_addrs"][index])    # every capture process connects to it
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.SNDHWM, 64)

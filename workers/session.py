@@ -14,7 +14,7 @@ get_session_previous in the expiry list) under Python names.
 import socket
 from array import array
 
-from contracts.wire import row_struct
+from contracts.wire import DEPTH_BITS, ID_SHIFT, row_struct
 
 PORTED = frozenset((6, 17, 33, 132, 136))    # transports whose sessions have ports
 _ZERO12 = array("q", bytes(96))
@@ -22,22 +22,30 @@ _ZERO12 = array("q", bytes(96))
 _ROW = row_struct("dir", "ipver", "proto", "nvlan", "sport", "dport", "src_hi", "src_lo", "dst_hi", "dst_lo",
                   "vlan0", "vlan1", raw=("src_hi", "src_lo", "dst_hi", "dst_lo"))
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+_TS = row_struct("ts")
+_FIDX = row_struct("fidx")
+_DEPTH = (1 << DEPTH_BITS) - 1
+_LOW = (1 << ID_SHIFT) - 1
+ENDED = float("nan")        # the `slot` of an ended session: equal to no expiry bucket
 PKT, BYTE, CAP_PKT, CAP_BYTE, DATA_PKT, DATA_BYTE = range(6)
 
 
 class Session:
     """One bidirectional session. About 0.9 KiB with its table entry: the first
-    packet's row is kept as raw bytes and decoded only when a record is written."""
-    __slots__ = ("key", "id", "parent_id", "depth", "client_dir", "start", "last", "timeout",
-                 "c", "tcp", "first", "path", "reports", "next_report", "slot", "ended", "ext", "_wheel", "insp")
+    packet's row is kept as raw bytes and decoded only when a record is written.
+    What can be derived is not stored (a table holds 200k of them): the id is the
+    first row's frame number and its low bits (capture process, tunnel depth), the
+    start time is in the first row, and `ended` is a `slot` of ENDED (`depth` and `ts`
+    are arguments all the same: the id and the row hold them; `sid` must be the
+    first row's frame's, as `contracts.wire.session_id` makes it)."""
+    __slots__ = ("key", "_low", "parent_id", "client_dir", "last", "timeout",
+                 "c", "tcp", "first", "path", "reports", "next_report", "slot", "ext", "_wheel", "insp")
 
     def __init__(self, key, sid, parent_id, depth, client_dir, ts, timeout, first, path, c=None):
         self.key = key
-        self.id = sid
+        self._low = sid & _LOW      # a small int: one object for all
         self.parent_id = parent_id
-        self.depth = depth
         self.client_dir = client_dir
-        self.start = ts
         self.last = ts
         self.timeout = timeout
         self.c = array("q", _ZERO12) if c is None else c   # `c`: counters already summed (the bulk path)
@@ -46,12 +54,35 @@ class Session:
         self.path = path
         self.reports = 0
         self.next_report = 0.0
-        self.slot = None            # expiry bucket (second) it is filed in
-        self.ended = False
+        self.slot = None            # expiry bucket (second) it is filed in; ENDED once it has ended
         self.ext = None             # rarely used attributes (user data, protocol data, content, app, extra)
         self._wheel = None
         self.insp = None            # classification: None before the first payload, an Inspector, its result
                                     # (a dict) once done, False when there is nothing to inspect
+
+    @property
+    def id(self) -> int:
+        """Its session id (contracts.wire.session_id)."""
+        return _FIDX.unpack_from(self.first)[0] << ID_SHIFT | self._low
+
+    @property
+    def depth(self) -> int:
+        """Its tunnel depth (0: the outermost layer)."""
+        return self._low & _DEPTH
+
+    @property
+    def start(self) -> float:
+        """Its first packet's time."""
+        return _TS.unpack_from(self.first)[0]
+
+    @property
+    def ended(self) -> bool:
+        return self.slot is ENDED
+
+    @ended.setter
+    def ended(self, yes: bool) -> None:
+        if yes:
+            self.slot = ENDED
 
     @property
     def meta(self):

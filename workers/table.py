@@ -36,7 +36,7 @@ sessions already filed are filed again at their shorter deadline, once per
 episode) until it holds less than `recovery` (70%). Episodes are counted; the
 worker process says when one begins and ends.
 """
-from contracts.timeouts import Timeouts, idle_limit
+from contracts.timeouts import Timeouts
 from contracts.wire import EVENT, row_struct
 
 from .eviction import IdleQueue
@@ -97,10 +97,11 @@ class SessionTable(dict):
         self.limits = self.timeouts.capped(u)   # what a new or closing session's `timeout` starts at
 
     # -- filing ------------------------------------------------------------------
-    def admit(self, s) -> None:
-        """A new session (unanswered as it opens) in the unanswered queue."""
+    def admit(self, s, start: float) -> None:
+        """A new session (unanswered as it opens; `start`: its first packet's time) in the
+        unanswered queue."""
         if self.capacity:
-            self.queues[UNANSWERED].add(s, int(s.start))
+            self.queues[UNANSWERED].add(s, int(start))
 
     def admit_many(self, sessions: list, starts) -> None:
         """`admit` for many new sessions (`starts`: their first packet times, float64)."""
@@ -118,12 +119,17 @@ class SessionTable(dict):
         """Whether the session, which looks idle at `now` by its `timeout` (a lower bound),
         is idle by its exact idle timeout; if not, that becomes its `timeout`."""
         t = self.timeouts
+        to = s.timeout
+        if to > t.unanswered:           # above every lower bound: an exact timeout, raised before
+            return True
         st = s.tcp
-        if st is not None and st.close & CLOSED and t.close_expiry:
-            to = t.close_linger
+        closing = st is not None and st.close & CLOSED and t.close_expiry
+        if answered(s):
+            to = t.close_linger if closing else t.idle_for(*_CLASS_KEY.unpack_from(s.first))
+        elif to >= self.unanswered or closing and to >= t.close_linger:
+            return True                 # at its exact timeout already: no more than either
         else:
-            to = t.idle_for(*_CLASS_KEY.unpack_from(s.first))
-        to = idle_limit(to, self.unanswered, answered(s))
+            to = min(t.close_linger if closing else t.idle_for(*_CLASS_KEY.unpack_from(s.first)), self.unanswered)
         if now - s.last >= to:
             return True
         s.timeout = to
