@@ -139,9 +139,11 @@ def stage_worker(batches, paths, classify=10):
 
 
 def stage_collector(records, tmp, aggregate=60.0):
-    """What the collector process does with records: merge, aggregate, JSON lines."""
+    """What the collector process does with records: enrich (event ids, null enrichment),
+    merge, aggregate, JSON lines. Each record a list of its own, as from the workers' batches
+    (the collector appends its fields to them in place)."""
     from collector.sink import Sink
-    recs = (records * (200000 // max(1, len(records)) + 1))[:200000]
+    recs = [list(r) for r in (records * (200000 // max(1, len(records)) + 1))[:200000]]
     sink = Sink([f"jsonl:{tmp / 'c.jsonl'}"], aggregate)
     t = time.perf_counter()
     for i in range(0, len(recs), 4096):

@@ -6,6 +6,8 @@ field against its declaration in `contracts.record` (kind, nullability,
 range) before anything is written, so no output ever sees a value it cannot
 write. A bad batch raises ValueError (one line): the server counts and refuses
 it, never fatal. A field added to the schema is checked here with no change.
+Sensors send the worker fields only (`WIRE_FIELDS`); the collector's own
+fields are appended after these checks (collector/enrich.py).
 """
 import ipaddress
 import math
@@ -13,10 +15,10 @@ import math
 import msgpack
 
 from contracts.link import MAX_MESSAGE
-from contracts.record import FIELDS, INDEX, NAMES
+from contracts.record import INDEX, N_WIRE, WIRE_FIELDS
 
 MAX_RECORDS = 65536             # records in one batch
-_N = len(NAMES)
+_N = N_WIRE
 _PLAIN_DEPTH = 8
 _I_SENSOR = INDEX["sensor"]
 
@@ -44,7 +46,8 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _is_ip(v) -> bool:
+def is_ip(v) -> bool:
+    """An address text Python reads (a zone allowed)."""
     if not isinstance(v, str):
         return False
     try:
@@ -52,6 +55,11 @@ def _is_ip(v) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _is_geo(v) -> bool:
+    return (isinstance(v, dict) and v.keys() == {"lat", "lon"} and _is_number(v["lat"]) and _is_number(v["lon"])
+            and -90 <= v["lat"] <= 90 and -180 <= v["lon"] <= 180)
 
 
 def _test(kind):
@@ -72,18 +80,20 @@ def _test(kind):
     if name == "seconds":
         return lambda v: _is_number(v) and v >= 0
     if name == "ip":
-        return _is_ip
+        return is_ip
     if name == "vlans":
         return lambda v: isinstance(v, list) and len(v) <= 8 and all(_is_int(x) and 0 <= x <= 4095 for x in v)
     if name == "ids":
         return lambda v: isinstance(v, list) and len(v) <= 4096 and all(_is_int(x) and 0 <= x < 1 << 64 for x in v)
     if name == "plain":
         return _plain
+    if name == "geo":
+        return _is_geo
     raise ValueError(f"unknown field kind {name!r}")
 
 
-# (index, name, may be null, test) for every field, in wire order
-_CHECKS = [(i, f.name, f.null, _test(f.kind)) for i, f in enumerate(FIELDS)]
+# (index, name, may be null, test) for every field a sensor sends, in wire order
+_CHECKS = [(i, f.name, f.null, _test(f.kind)) for i, f in enumerate(WIRE_FIELDS)]
 
 
 def check_record(r, sensor=None) -> None:

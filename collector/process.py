@@ -16,6 +16,7 @@ from contracts.monitor import MetricsSender
 from contracts.children import SAID_WHY, CollectPacer, collector_sockets, fail, wait_message
 
 from . import outputs
+from .enrich import EnrichError, Enricher
 from .sink import Sink
 
 
@@ -29,8 +30,8 @@ def records(body: bytes) -> list:
 def run(cfg: dict) -> None:
     parent, ctx, pull, control = collector_sockets(cfg, "pipeline: collector", 256)
     try:
-        sink = Sink(cfg["outputs"], cfg.get("aggregate_interval", 60.0))
-    except outputs.OutputError as e:
+        sink = Sink(cfg["outputs"], cfg.get("aggregate_interval", 60.0), enricher=Enricher(**cfg.get("enrich", {})))
+    except (outputs.OutputError, EnrichError) as e:
         fail(str(e))
     done = {}
     metrics = MetricsSender(ctx, cfg.get("metrics_addr"))

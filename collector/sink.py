@@ -1,7 +1,10 @@
-"""Where records end up, whoever collects them: merge, aggregate, write every output.
+"""Where records end up, whoever collects them: enrich, merge, aggregate, write every output.
 
 Used by the run's own collector process and by the standalone `pipeline
-collector` alike, so both write the same thing. Aggregate records go to the
+collector` alike, so both write the same thing. Records come in as workers
+send them (the worker fields, then maybe a dict of plugin fields); the
+collector's own fields are appended first (enrich.py), so the merge, the
+aggregates and every output see full records. Aggregate records go to the
 outputs that can carry them (those with `write_aggregates`); the others get
 sessions only (see docs/outputs.md).
 
@@ -15,12 +18,16 @@ counted as unwritable for that output and the others go on.
 from . import outputs
 from .outputs import limits
 from .aggregate import Aggregator
+from .enrich import Enricher
 from .merge import Merger
 
 
 class Sink:
-    def __init__(self, specs, aggregate_interval: float = 60.0, append: bool = False):
+    def __init__(self, specs, aggregate_interval: float = 60.0, append: bool = False, enricher: Enricher = None):
+        """`enricher`: the collector fields' source (--local-nets, --geoip-db, --asn-db);
+        None: event ids only, the rest null. The Sink closes it."""
         self.outs = []
+        self.enricher = enricher if enricher is not None else Enricher()
         try:
             for spec in specs:
                 self.outs.append(outputs.make(spec, append))
@@ -31,7 +38,12 @@ class Sink:
         self.agg = Aggregator(aggregate_interval) if aggregate_interval else None
 
     def write(self, records) -> None:
-        """Raises OSError naming the output that failed."""
+        """Records as workers send them (lists: the collector's fields are put into them,
+        in place; other sequences, and a list given twice, are copied first). Raises
+        OSError naming the output that failed."""
+        if set(map(type, records)) - {list} or len(set(map(id, records))) != len(records):
+            records = [list(r) for r in records]
+        self.enricher.apply(records)
         self.merger.add(records)
         for o in self.outs:
             _guard(o, o.write, records)
@@ -55,10 +67,12 @@ class Sink:
     def close(self) -> None:
         if self.agg is not None:
             self._aggregates(self.agg.flush())
+        self.enricher.close()
         for o in self.outs:
             _guard(o, o.close)
 
     def close_quietly(self) -> None:
+        self.enricher.close()
         for o in self.outs:
             try:
                 o.close()

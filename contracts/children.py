@@ -23,8 +23,8 @@ def tune_heap(mmap_threshold: int = 32 << 20, trim_threshold: int = 64 << 20) ->
     """Keep freed large buffers in the heap. glibc gives a freed block above its mmap
     threshold (which moves, from 128 KiB) straight back to the kernel and trims the
     heap's top beyond 128 KiB, so each chunk's numpy temporaries and ZeroMQ messages
-    (megabytes each) came back as fresh zeroed pages: about a third of a run's page
-    faults and ~0.25 CPU-s of system time on the bench trace. Set once before the
+    (megabytes each) came back as fresh zeroed pages, page faults and system time
+    for nothing (docs/benchmarks.md, "Heap policy"). Set once before the
     children are forked (they inherit it); each heap arena keeps at most
     `trim_threshold` free at its top. A user's own malloc settings (MALLOC_*_ or
     GLIBC_TUNABLES in the environment) win: nothing is changed then. Returns whether
@@ -145,8 +145,8 @@ class CollectPacer:
     messages (chunks, in the capture loops). The cores keep their state in long-lived
     objects that make no reference cycles (a session, its counters, its TCP state,
     its inspector): Python's automatic collector walks the growing session table
-    again and again to find nothing, about a sixth of a worker's CPU time on the
-    bench trace. Each pass looks only at what
+    again and again to find nothing (docs/benchmarks.md, "Garbage collection by
+    hand"). Each pass looks only at what
     was made since the pass before (the survivors are frozen after it), so it costs
     what was allocated, not what is alive; every `full`-th pass unfreezes and looks
     at everything, so a cycle through old objects (a plugin's) is freed too."""

@@ -10,8 +10,17 @@ Field names are a public contract: add, never rename.
 A record may be followed on the wire by one dict of plugin and classifier
 fields (dotted names such as `tls.sni`); outputs write it after the native
 fields.
+
+Who fills a field is part of its declaration (`origin`). Workers (and remote
+sensors) send the worker fields only (WIRE_FIELDS, in this order, then the
+optional dict); the collector appends its own fields (enrichment: local
+networks, direction, GeoIP/ASN, event id; collector/enrich.py) as records come
+in, before its aggregates and outputs, so everything after that sees full
+records (FIELDS, NAMES, INDEX; the dict, if any, last). Collector fields come
+after every worker field, so a worker field's place on the wire never moves.
 """
 from dataclasses import dataclass
+from functools import partial
 from typing import Optional
 
 # end_reason: why a final record was written (one list; workers, checks and outputs use it)
@@ -28,7 +37,8 @@ class Kind:
     """What a field's values are. `name` is one of: text, bool, enum (one of `values`),
     int (an integer in [lo, hi]), time (finite epoch seconds), seconds (finite, >= 0),
     ip (an address text), vlans (a list of 802.1Q ids, outermost first), ids (a list
-    of session ids), plain (any JSON value: maps keyed by strings, lists, scalars)."""
+    of session ids), geo (a location {"lat": -90..90, "lon": -180..180}, ECS's
+    geo_point), plain (any JSON value: maps keyed by strings, lists, scalars)."""
     name: str
     lo: int = 0
     hi: int = U64
@@ -48,6 +58,12 @@ IP = Kind("ip")
 VLANS = Kind("vlans")
 IDS = Kind("ids")
 PLAIN = Kind("plain")
+GEO = Kind("geo")
+ASN = Kind("int", 0, (1 << 32) - 1)     # an autonomous system number (32 bits, RFC 6793)
+
+WORKER, COLLECTOR = "worker", "collector"           # a field's origin: who fills it
+# ECS's network.direction seen from a perimeter (collector/enrich.py says which applies)
+DIRECTIONS = ("inbound", "outbound", "internal", "external")
 
 
 def enum(*values) -> Kind:
@@ -61,9 +77,11 @@ class Field:
     doc: str
     null: bool = False              # may be null (JSON null, an empty CSV cell)
     ecs: Optional[str] = None       # the ECS field it maps to as is (collector/outputs/ecs.py), if any
+    origin: str = WORKER            # who fills it: WORKER (on the wire) or COLLECTOR (appended on arrival)
 
 
 F = Field
+C = partial(Field, origin=COLLECTOR)
 FIELDS = (
     F("type", enum(TYPE_SESSION), "always \"session\""),
     F("final", BOOL, "true for the record written when the session ends, false for interim reports"),
@@ -115,18 +133,58 @@ FIELDS = (
     F("family", PLAIN, "application family, else null", null=True),
     F("community_id", TEXT, "Community ID v1 (seed 0) of the 5-tuple, to join with Zeek/Suricata/Elastic; "
       "null for ICMP, whose id needs one type/code", null=True, ecs="network.community_id"),
+) + (
+    # the collector's (collector/enrich.py), appended to each record as it comes in
+    C("event_id", TEXT, "32 hex digits, the same for a record however often it is sent: BLAKE2b-128 of "
+      "(sensor, session_id, start, report_number); to de-duplicate downstream (Elasticsearch _id, Kafka key)",
+      ecs="event.id"),
+    C("local_orig", BOOL, "the client is in --local-nets (Zeek's local_orig); null without --local-nets", null=True),
+    C("local_resp", BOOL, "the server is in --local-nets (Zeek's local_resp); null without --local-nets", null=True),
+    C("direction", enum(*DIRECTIONS), "from --local-nets, client to server: inbound, outbound, internal or "
+      "external (ECS network.direction, as Elastic's network_direction processor); null without --local-nets",
+      null=True, ecs="network.direction"),
+    C("client_country", TEXT, "ISO 3166-1 alpha-2 country of the client's address (--geoip-db), else null",
+      null=True, ecs="source.geo.country_iso_code"),
+    C("client_city", TEXT, "the client's city, English name (--geoip-db), else null", null=True,
+      ecs="source.geo.city_name"),
+    C("client_geo", GEO, "the client's location {\"lat\": ..., \"lon\": ...} (--geoip-db), else null", null=True,
+      ecs="source.geo.location"),
+    C("client_asn", ASN, "autonomous system number of the client's address (--asn-db), else null", null=True,
+      ecs="source.as.number"),
+    C("client_as_org", TEXT, "that autonomous system's organization (--asn-db), else null", null=True,
+      ecs="source.as.organization.name"),
+    C("server_country", TEXT, "as client_country, for the server", null=True, ecs="destination.geo.country_iso_code"),
+    C("server_city", TEXT, "as client_city, for the server", null=True, ecs="destination.geo.city_name"),
+    C("server_geo", GEO, "as client_geo, for the server", null=True, ecs="destination.geo.location"),
+    C("server_asn", ASN, "as client_asn, for the server", null=True, ecs="destination.as.number"),
+    C("server_as_org", TEXT, "as client_as_org, for the server", null=True, ecs="destination.as.organization.name"),
 )
 
 NAMES = tuple(f.name for f in FIELDS)
 INDEX = {name: i for i, name in enumerate(NAMES)}
 BY_NAME = {f.name: f for f in FIELDS}
+# what workers and sensors send: the worker fields, in the same places as in FIELDS
+WIRE_FIELDS = tuple(f for f in FIELDS if f.origin == WORKER)
+WIRE_NAMES = tuple(f.name for f in WIRE_FIELDS)
+N_WIRE = len(WIRE_FIELDS)
+COLLECTOR_FIELDS = FIELDS[N_WIRE:]
+COLLECTOR_NAMES = NAMES[N_WIRE:]
+assert FIELDS[:N_WIRE] == WIRE_FIELDS, "collector fields come after every worker field"
+_COLLECTOR_NULLS = dict.fromkeys(COLLECTOR_NAMES)
 
 
 def as_dict(values) -> dict:
-    """A wire record (list in FIELDS order, possibly followed by a dict of plugin
-    fields) as an ordered dict."""
-    d = dict(zip(NAMES, values))
-    if len(values) > len(NAMES) and isinstance(values[len(NAMES)], dict):
-        for k, v in values[len(NAMES)].items():
+    """A record (list in FIELDS order, possibly followed by a dict of plugin fields) as an
+    ordered dict. A wire record (the worker fields only, as a worker sends it) reads
+    with its collector fields null."""
+    n = len(NAMES)
+    if len(values) <= N_WIRE + 1:
+        d = dict(zip(WIRE_NAMES, values))
+        d.update(_COLLECTOR_NULLS)
+        n = N_WIRE
+    else:
+        d = dict(zip(NAMES, values))
+    if len(values) > n and isinstance(values[n], dict):
+        for k, v in values[n].items():
             d.setdefault(str(k), v)
     return d

@@ -221,6 +221,7 @@ def parser() -> argparse.ArgumentParser:
                     help="folder of the public certificates (*.key) of the sensors allowed in")
     co.add_argument("--quiet", action="store_true", help="no summary on stderr")
     for p in (st, co):
+        _enrichment_flags(p)
         p.add_argument("--metrics-port", type=_port, metavar="PORT",
                        help="serve Prometheus metrics on http://ADDR:PORT/metrics while running")
         p.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
@@ -254,6 +255,30 @@ def parser() -> argparse.ArgumentParser:
     kg.add_argument("--force", action="store_true",
                     help="replace an existing pair (peers that trust the old public key are locked out)")
     return ap
+
+
+def _local_nets(v):
+    from collector.enrich import EnrichError, parse_local_nets
+    try:
+        return parse_local_nets(v)
+    except EnrichError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--local-nets: ")) from None
+
+
+def _enrichment_flags(p) -> None:
+    """The collector's enrichment (collector/enrich.py): on `start` (its own collector) and
+    `collector` alike."""
+    g = p.add_argument_group("enrichment (done by the collector that writes the records)")
+    g.add_argument("--local-nets", type=_local_nets, action="append", metavar="CIDR,...",
+                   help="the monitored site's networks (CIDRs, or Elastic's names: private, loopback, "
+                        "link_local_unicast, ...), comma-separated or repeated: records get local_orig, "
+                        "local_resp and direction (ECS network.direction: inbound, outbound, internal, external)")
+    g.add_argument("--geoip-db", metavar="PATH",
+                   help="MaxMind DB (GeoLite2/GeoIP2 City or Country .mmdb): client_/server_ country, city, "
+                        "geo (ECS source/destination.geo.*); needs the maxminddb package")
+    g.add_argument("--asn-db", metavar="PATH",
+                   help="MaxMind DB of autonomous systems (GeoLite2 ASN .mmdb): client_/server_ asn, as_org "
+                        "(ECS source/destination.as.*); needs the maxminddb package")
 
 
 def _curve_client_flags(p) -> None:
@@ -383,6 +408,16 @@ def _start(ap, args) -> int:
                 raise OutputError(str(e)) from None
         elif args.curve_client_cert or args.curve_server_cert or args.spool_dir:
             raise OutputError("--curve-client-cert, --curve-server-cert and --spool-dir go with --collector")
+        from collector.enrich import EnrichError, Enricher, options
+        args.enrich = options(args)
+        if args.collector and (args.local_nets or args.geoip_db or args.asn_db):
+            raise OutputError("--local-nets, --geoip-db and --asn-db are the business of the collector that writes "
+                              "the records: give them to `pipeline collector`, not with --collector")
+        if not args.collector:
+            try:
+                Enricher(**args.enrich).close()      # the databases open: said here, once, in one line
+            except EnrichError as e:
+                raise OutputError(str(e)) from None
         if args.stats_json:
             folder = os.path.dirname(os.path.abspath(args.stats_json))
             if os.path.isdir(args.stats_json):

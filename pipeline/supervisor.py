@@ -163,6 +163,7 @@ class Run:
             "outputs": a.output or ["jsonl:-"],
             "workers": self.workers,
             "aggregate_interval": a.aggregate_interval,
+            "enrich": getattr(a, "enrich", None) or {},
             "collector": a.collector,
             "curve_client_cert": a.curve_client_cert,
             "curve_server_cert": a.curve_server_cert,
@@ -395,6 +396,11 @@ def start(args, timeouts) -> int:
         if cannot:
             _log(f"error: --user {args.user} cannot read {cannot}: the processes would fail at their next "
                  f"import; install the pipeline where {args.user} can read it (docs/deploy.md)")
+            return 2
+        dbs = [path for path in (getattr(args, "enrich", None) or {}).values() if isinstance(path, str)]
+        cannot = unreadable_for(args.user, dbs) if dbs else ""
+        if cannot:
+            _log(f"error: --user {args.user} cannot read {cannot}: the collector opens its databases as that user")
             return 2
     tune_heap()                            # before any child is forked: they inherit it
     readers = []

@@ -62,93 +62,89 @@ def handshake_line(kind: str, cfg: dict) -> str:
     return ""
 
 
-def run(cfg: dict) -> None:
-    parent, ctx, pull, control = collector_sockets(cfg, "pipeline: uplink", 64)
-    up = ctx.socket(zmq.DEALER)
-    up.setsockopt(zmq.IMMEDIATE, 1)        # queue only on a live connection; the spool keeps the rest
-    up.setsockopt(zmq.LINGER, 0)
-    up.setsockopt(zmq.SNDHWM, WINDOW * 2)
-    up.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-    watch = up.get_monitor_socket(link.HANDSHAKE_EVENTS)      # why a reachable collector does not take us
-    told = ""                       # the failure said last: once per episode, a handshake ends it
-    retry_at = 0.0                  # when to connect again after ZeroMQ gave the endpoint up
-    try:
-        if cfg.get("curve_client_cert"):
-            link.client_curve(up, cfg["curve_client_cert"], cfg["curve_server_cert"])
-        spool = Spool(cfg.get("spool_dir"), cfg.get("spool_mem_bytes", 64 << 20),
-                      cfg.get("spool_disk_bytes", 1 << 30))
-    except (link.LinkError, OSError) as e:
-        fail(str(e))
-    up.connect(cfg["collector"])
-    addr = cfg["collector"]
-    run_id = uuid.uuid4().hex[:16]
-    sensor = cfg["sensor"]
-    if len(spool):
-        _log(f"uplink: {counted(len(spool), 'batch', 'batches')} left in the spool by an earlier run: "
-             "sending them first")
-    seq = records = finals = delivered = refused = frames = 0
-    sizes = {}                      # (run, seq) -> records in the batch (this run's batches)
-    done = {}
-    poller = zmq.Poller()
-    poller.register(up, zmq.POLLIN)
-    poller.register(watch, zmq.POLLIN)
-    taking = False
-    metrics = MetricsSender(ctx, cfg.get("metrics_addr"))
-    waited_since = None
-    last_note = 0.0
-    while len(done) < cfg["workers"] or len(spool):
-        want_more = len(done) < cfg["workers"] and not spool.full()
-        if want_more != taking:
-            (poller.register if want_more else poller.unregister)(pull, *((zmq.POLLIN,) if want_more else ()))
-            taking = want_more
-        events = dict(poller.poll(200))
-        if os.getppid() != parent:
-            raise SystemExit(1)
-        if events.get(watch):
-            for kind in link.handshake_events(watch):
-                if kind == "ok" and told:
-                    _log(f"uplink: the collector at {addr} accepts this sensor now")
-                    told = ""
-                elif kind != "ok" and kind != told and handshake_line(kind, cfg):
-                    _log(handshake_line(kind, cfg))
-                    told = kind
-                if kind in GIVES_UP:
-                    retry_at = time.monotonic() + REFUSED_RETRY_S
-        if retry_at and time.monotonic() >= retry_at:
-            retry_at = 0.0
+class Uplink:
+    """One run's link: the sockets, the spool, what was sent, delivered and refused."""
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        self.parent, self.ctx, self.pull, self.control = collector_sockets(cfg, "pipeline: uplink", 64)
+        up = self.up = self.ctx.socket(zmq.DEALER)
+        up.setsockopt(zmq.IMMEDIATE, 1)        # queue only on a live connection; the spool keeps the rest
+        up.setsockopt(zmq.LINGER, 0)
+        up.setsockopt(zmq.SNDHWM, WINDOW * 2)
+        up.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        self.watch = up.get_monitor_socket(link.HANDSHAKE_EVENTS)   # why a reachable collector does not take us
+        self.told = ""                  # the failure said last: once per episode, a handshake ends it
+        self.retry_at = 0.0             # when to connect again after ZeroMQ gave the endpoint up
+        try:
+            if cfg.get("curve_client_cert"):
+                link.client_curve(up, cfg["curve_client_cert"], cfg["curve_server_cert"])
+            self.spool = Spool(cfg.get("spool_dir"), cfg.get("spool_mem_bytes", 64 << 20),
+                               cfg.get("spool_disk_bytes", 1 << 30))
+        except (link.LinkError, OSError) as e:
+            fail(str(e))
+        self.addr = cfg["collector"]
+        up.connect(self.addr)
+        self.run_id = uuid.uuid4().hex[:16]
+        self.seq = self.records = self.finals = self.delivered = self.refused = self.frames = 0
+        self.sizes = {}                 # (run, seq) -> records in the batch (this run's batches)
+        self.done = {}                  # worker -> its statistics
+        self.metrics = MetricsSender(self.ctx, cfg.get("metrics_addr"))
+
+    def handshakes(self) -> None:
+        """Say once per episode why the collector does not take us, and connect again
+        where ZeroMQ gave the endpoint up."""
+        for kind in link.handshake_events(self.watch):
+            if kind == "ok" and self.told:
+                _log(f"uplink: the collector at {self.addr} accepts this sensor now")
+                self.told = ""
+            elif kind != "ok" and kind != self.told and handshake_line(kind, self.cfg):
+                _log(handshake_line(kind, self.cfg))
+                self.told = kind
+            if kind in GIVES_UP:
+                self.retry_at = time.monotonic() + REFUSED_RETRY_S
+
+    def reconnect(self) -> None:
+        self.retry_at = 0.0
+        try:
+            self.up.disconnect(self.addr)
+        except zmq.ZMQError:
+            pass                    # already gone
+        self.up.connect(self.addr)
+
+    def take(self) -> None:
+        """The workers' record batches into the spool, numbered; their end-of-stream figures."""
+        spool = self.spool
+        for _ in range(WINDOW):
             try:
-                up.disconnect(addr)
-            except zmq.ZMQError:
-                pass                # already gone
-            up.connect(addr)
-        if events.get(pull):
-            for _ in range(WINDOW):
-                try:
-                    parts = pull.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                if parts[0] == wire.MSG_RECORDS:
-                    recs = msgpack.unpackb(parts[1])
-                    seq += 1
-                    hdr = msgpack.packb({"sensor": sensor, "run": run_id, "seq": seq})
-                    spool.add((run_id, seq), hdr, parts[1])
-                    sizes[(run_id, seq)] = len(recs)
-                    records += len(recs)
-                    for r in recs:
-                        if r[_FINAL]:
-                            finals += 1
-                            if r[_PARENT] is None:
-                                frames += r[_CAP]
-                elif parts[0] == wire.MSG_DONE:
-                    st = msgpack.unpackb(parts[1])
-                    done[st["worker"]] = st
-                if spool.full():
-                    break
-        while True:
-            try:
-                parts = up.recv_multipart(zmq.NOBLOCK)
+                parts = self.pull.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
+            if parts[0] == wire.MSG_RECORDS:
+                recs = msgpack.unpackb(parts[1])
+                self.seq += 1
+                hdr = msgpack.packb({"sensor": self.cfg["sensor"], "run": self.run_id, "seq": self.seq})
+                spool.add((self.run_id, self.seq), hdr, parts[1])
+                self.sizes[(self.run_id, self.seq)] = len(recs)
+                self.records += len(recs)
+                for r in recs:
+                    if r[_FINAL]:
+                        self.finals += 1
+                        if r[_PARENT] is None:
+                            self.frames += r[_CAP]
+            elif parts[0] == wire.MSG_DONE:
+                st = msgpack.unpackb(parts[1])
+                self.done[st["worker"]] = st
+            if spool.full():
+                break
+
+    def acks(self) -> None:
+        """The collector's acknowledgements: the batch leaves the spool."""
+        while True:
+            try:
+                parts = self.up.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
             if len(parts) != 2 or parts[0] != wire.MSG_ACK:
                 continue
             try:
@@ -157,39 +153,78 @@ def run(cfg: dict) -> None:
                 hash(key)
             except Exception:  # a peer speaking another protocol: ignore its message
                 continue
-            if spool.acked(key):
-                n = sizes.pop(key, 0)
+            if self.spool.acked(key):
+                n = self.sizes.pop(key, 0)
                 if a.get("ok", True):
-                    delivered += n
+                    self.delivered += n
                 else:
-                    refused += n
-                    _log(f"uplink: collector {addr} refused batch {key[1]} ({counted(n, 'record')}): see its log")
-        metrics.maybe(lambda: {"records": records, "outputs": {f"collector:{addr}": delivered},
-                               "spool_bytes": spool.in_memory + spool.on_disk, "spool_batches": len(spool)})
-        now = time.monotonic()
+                    self.refused += n
+                    _log(f"uplink: collector {self.addr} refused batch {key[1]} ({counted(n, 'record')}): see its log")
+
+    def send(self, now: float) -> None:
+        """(Re)send what is due, keeping at most WINDOW batches in flight."""
+        spool = self.spool
         inflight = sum(1 for e in spool.pending.values() if now - e[2] < RESEND_S)
         for key in spool.due(now, RESEND_S, max(0, WINDOW - inflight)):
             try:
-                up.send_multipart([wire.MSG_RECORDS, spool.pending[key][0], spool.body(key)], zmq.NOBLOCK)
+                self.up.send_multipart([wire.MSG_RECORDS, spool.pending[key][0], spool.body(key)], zmq.NOBLOCK)
             except zmq.Again:
                 break                  # no live connection: the spool keeps it
             spool.sent(key, now)
-        if len(done) == cfg["workers"] and len(spool):
+
+    def stats(self) -> dict:
+        return {"records": self.records, "final_records": self.finals, "frames_in_records": self.frames,
+                "outputs": {f"collector:{self.addr}": self.delivered}, "refused": self.refused,
+                "spooled_batches": self.spool.spooled, "workers": [self.done[w] for w in sorted(self.done)]}
+
+    def close(self) -> None:
+        self.metrics.close()
+        self.pull.close(0)
+        self.up.disable_monitor()
+        self.watch.close(0)
+        self.up.close(0)
+        self.control.close()
+        self.ctx.term()
+
+
+def run(cfg: dict) -> None:
+    u = Uplink(cfg)
+    spool, workers = u.spool, cfg["workers"]
+    if len(spool):
+        _log(f"uplink: {counted(len(spool), 'batch', 'batches')} left in the spool by an earlier run: "
+             "sending them first")
+    poller = zmq.Poller()
+    poller.register(u.up, zmq.POLLIN)
+    poller.register(u.watch, zmq.POLLIN)
+    taking = False
+    waited_since = None
+    last_note = 0.0
+    while len(u.done) < workers or len(spool):
+        want_more = len(u.done) < workers and not spool.full()
+        if want_more != taking:
+            (poller.register if want_more else poller.unregister)(u.pull, *((zmq.POLLIN,) if want_more else ()))
+            taking = want_more
+        events = dict(poller.poll(200))
+        if os.getppid() != u.parent:
+            raise SystemExit(1)
+        if events.get(u.watch):
+            u.handshakes()
+        if u.retry_at and time.monotonic() >= u.retry_at:
+            u.reconnect()
+        if events.get(u.pull):
+            u.take()
+        u.acks()
+        u.metrics.maybe(lambda: {"records": u.records, "outputs": {f"collector:{u.addr}": u.delivered},
+                                 "spool_bytes": spool.in_memory + spool.on_disk, "spool_batches": len(spool)})
+        now = time.monotonic()
+        u.send(now)
+        if len(u.done) == workers and len(spool):
             waited_since = waited_since or now
             if spool.in_memory and now - waited_since >= SPILL_AFTER_S:
                 spool.spill_all()      # a sensor stopped while its collector is away loses nothing
             if now - last_note >= 10 and now - waited_since >= 10:
-                _log(f"uplink: waiting for collector {addr}: {counted(len(spool), 'batch', 'batches')} not "
-                     "acknowledged" + (" (see above: it does not accept this sensor)" if told else ""))
+                _log(f"uplink: waiting for collector {u.addr}: {counted(len(spool), 'batch', 'batches')} not "
+                     "acknowledged" + (" (see above: it does not accept this sensor)" if u.told else ""))
                 last_note = now
-    stats = {"records": records, "final_records": finals, "frames_in_records": frames,
-             "outputs": {f"collector:{addr}": delivered}, "refused": refused,
-             "spooled_batches": spool.spooled, "workers": [done[w] for w in sorted(done)]}
-    control.send_multipart([wire.MSG_STATS, msgpack.packb(stats)])
-    metrics.close()
-    pull.close(0)
-    up.disable_monitor()
-    watch.close(0)
-    up.close(0)
-    control.close()
-    ctx.term()
+    u.control.send_multipart([wire.MSG_STATS, msgpack.packb(u.stats())])
+    u.close()

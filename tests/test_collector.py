@@ -28,7 +28,7 @@ from collector.aggregate import TOP, Aggregator
 from collector.journal import Journal
 from collector.outputs.jsonl import JsonLines
 from contracts import link, wire
-from contracts.record import INDEX, NAMES, as_dict
+from contracts.record import COLLECTOR_NAMES, INDEX, N_WIRE, NAMES, WIRE_NAMES, as_dict
 from pipeline.spool import Spool
 from tests import runner
 
@@ -353,7 +353,7 @@ def test_small_memory_bound_spools_to_disk(traces, tmp_path):
         pytest.skip("pipeline start has no --spool-mem-mb yet (cfg spool_mem_bytes; the lead wires it)")
     big = make_trace(tmp_path, "big", 8000, 14)
     expect = local_run(big, tmp_path / "local", "sensor-big")
-    size = len(msgpack.packb([[r[n] for n in NAMES] for r in runner.sessions(expect)]))
+    size = len(msgpack.packb([[r[n] for n in WIRE_NAMES] for r in runner.sessions(expect)]))
     assert size > 1 << 20, "the trace must hold more than the 1 MiB memory bound"
     col = Collector(tmp_path, free_port())
     spool = tmp_path / "spool"
@@ -516,8 +516,9 @@ def test_curve_admits_only_known_sensors(traces, tmp_path):
     lines = read_lines(col.out)
     recs = sessions_of(lines)
     assert {r["sensor"] for r in lines} == {"sensor1"}
-    assert runner.comparable(recs) == runner.comparable(
-        [dict(r, sensor="sensor1") for r in traces["expect"]["a"]])
+    drop = ("worker", "event_id")          # the event id hashes the sensor's name
+    assert runner.comparable(recs, drop) == runner.comparable(
+        [dict(r, sensor="sensor1") for r in traces["expect"]["a"]], drop)
     assert set(col.stats()["sensors"]) == {"sensor1"}
     assert "WARNING" not in col.stderr()
 
@@ -571,16 +572,17 @@ def test_collector_bad_config_is_one_line(tmp_path):
 # -- 5. untrusted messages ----------------------------------------------------------------------------
 
 def good_record(sensor="x", sid=256, **kw):
-    d = {n: None for n in NAMES}
+    """A record as a sensor sends it: the worker fields (contracts.record.WIRE_NAMES)."""
+    d = {n: None for n in WIRE_NAMES}
     d.update(type="session", final=True, end_reason="idle", session_id=sid, sensor=sensor, worker=0,
              report_number=1, start=1700000000.0, end=1700000001.0, duration=1.0, ip_version=4, transport=17,
              client_ip="10.0.0.1", client_port=1234, server_ip="10.0.0.2", server_port=53, proto_path="eth.ipv4.udp",
              rtt=None, tcp_flags=0)
-    for n in NAMES:
+    for n in WIRE_NAMES:
         if n.endswith("_count"):
             d[n] = 1
     d.update(kw)
-    return [d[n] for n in NAMES]
+    return [d[n] for n in WIRE_NAMES]
 
 
 def with_field(r, name, value):
@@ -593,7 +595,7 @@ def bad_messages():
     """Messages a collector must refuse without falling over, each with whether it can answer."""
     hdr = lambda seq, sensor="rogue": msgpack.packb({"sensor": sensor, "run": "r", "seq": seq})  # noqa: E731
     recs = lambda *rs: msgpack.packb(list(rs))  # noqa: E731
-    n = len(NAMES)
+    n = N_WIRE
     out = [
         ([b"garbage"], False),
         ([b"R", b"\xc1", b"x"], False),                                    # header not msgpack
@@ -705,13 +707,16 @@ def test_sensor_ignores_garbage_from_its_collector(traces, tmp_path):
         router.close()
         ctx.term()
     recs = [r for batch in got for r in batch]
-    assert runner.comparable([as_dict(r) for r in recs]) == runner.comparable(traces["expect"]["a"])
+    # what a sensor sends: the worker fields; the collector's come at the collector
+    assert all(len(r) <= N_WIRE + 1 for r in recs)
+    drop = ("worker",) + COLLECTOR_NAMES
+    assert runner.comparable([as_dict(r) for r in recs], drop) == runner.comparable(traces["expect"]["a"], drop)
     stats = json.loads(stats_path.read_text())
     assert stats["outputs"] == {f"collector:tcp://127.0.0.1:{port}": len(recs)}
 
 
 def test_unpack_records_accepts_what_workers_send(traces):
-    recs = [[r[n] for n in NAMES] for r in runner.sessions(traces["expect"]["b"])]
+    recs = [[r[n] for n in WIRE_NAMES] for r in runner.sessions(traces["expect"]["b"])]
     assert checks.unpack_records(msgpack.packb(recs)) == recs
     with_plugin = good_record() + [{"proc": "x", "deep": {"a": [1, 2.5, None, True]}}]
     assert checks.unpack_records(msgpack.packb([with_plugin])) == [with_plugin]
@@ -868,7 +873,7 @@ def rec(sid, end, ul_p, dl_p, ul_b, dl_b, final=True, sensor="s", transport=6, a
     for name, v in (("ul_packet_count", ul_p), ("dl_packet_count", dl_p), ("ul_byte_count", ul_b),
                     ("dl_byte_count", dl_b)):
         r[INDEX[name]] = v
-    return r
+    return r[:N_WIRE] + [None] * len(COLLECTOR_NAMES) + r[N_WIRE:]      # as the collector has it
 
 
 def test_aggregates_take_deltas_of_cumulative_interims():

@@ -7,10 +7,16 @@ c4ec2bc40d65ddbcbdd642582bf5609797a80772:
     their ICMP rows carry the type/code already mapped to ports;
   * the tables of baseline/README.md ("Default settings", "A custom seed=1 value"):
     TCP/UDP/SCTP 1.2.3.4:1122 <-> 5.6.7.8:3344 and the port-less RSVP rows.
+ICMP by type and code (the inputs a worker has): the README's ICMP rows (spec
+commit b1fe530f), pycommunityid's tests/communityid_test.py test_icmp and
+test_icmp6 (commit 5748e0c4), and the messages of the spec's pcaps/icmp.pcap and
+pcaps/icmp6.pcap with their ids in baseline_deflt.json.
 """
+import socket
+
 import pytest
 
-from contracts.community_id import community_id, hash_tuple
+from contracts.community_id import community_id, community_id_packed, hash_tuple, icmp_ports
 
 # (proto, saddr, daddr, sport, dport, id with seed 0, id with seed 1) from baseline_deflt.json / baseline_seed1.json
 BASELINE = [
@@ -94,3 +100,76 @@ def test_bad_input_is_a_value_error(args):
         community_id(*args)
     with pytest.raises(ValueError):
         community_id(6, "1.2.3.4", "5.6.7.8", 1, 2, seed=1 << 16)
+
+
+# (proto, src, dst, ICMP type, code, seed 0, seed 1 or None): as sent by `src`, hashed from type and code
+ICMP_VECTORS = [
+    # the spec README's tables
+    (1, "1.2.3.4", "5.6.7.8", 8, 0, "1:crodRHL2FEsHjbv3UkRrfbs4bZ0=", "1:9pr4ZGTICiuZoIh90RRYE2RyXpU="),
+    (1, "5.6.7.8", "1.2.3.4", 0, 0, "1:crodRHL2FEsHjbv3UkRrfbs4bZ0=", "1:9pr4ZGTICiuZoIh90RRYE2RyXpU="),
+    (1, "1.2.3.4", "5.6.7.8", 11, 0, "1:f/YiSyWqczrTgfUCZlBUnvHRcPk=", "1:1DD7cWGC/Yg91YGsQeni8du3pIA="),
+    (58, V6A, V6B, 128, 0, "1:0bf7hyMJUwt3fMED7z8LIfRpBeo=", "1:IO27GQzPuCtNnwFvjWALMHu5tJE="),
+    (58, V6B, V6A, 129, 0, "1:0bf7hyMJUwt3fMED7z8LIfRpBeo=", "1:IO27GQzPuCtNnwFvjWALMHu5tJE="),
+    (58, V6A, V6B, 146, 0, "1:fYC8+pz24E+EhANP1EZhpX0Dw10=", "1:Cv4IKJe56BNkF0MBW2YxQ3Nwc3s="),
+    # pycommunityid test_icmp / test_icmp6
+    (1, "192.168.0.89", "192.168.0.1", 8, 0, "1:X0snYXpgwiv9TZtqg64sgzUn6Dk=", "1:03g6IloqVBdcZlPyX8r0hgoE7kA="),
+    (1, "192.168.0.1", "192.168.0.89", 0, 8, "1:X0snYXpgwiv9TZtqg64sgzUn6Dk=", "1:03g6IloqVBdcZlPyX8r0hgoE7kA="),
+    (1, "192.168.0.89", "192.168.0.1", 20, 0, "1:3o2RFccXzUgjl7zDpqmY7yJi8rI=", "1:lCXHHxavE1Vq3oX9NH5ladQg02o="),
+    (1, "192.168.0.89", "192.168.0.1", 20, 1, "1:tz/fHIDUHs19NkixVVoOZywde+I=", "1:Ie3wmFyxiEyikbsbcO03d2nh+PM="),
+    (1, "192.168.0.1", "192.168.0.89", 0, 20, "1:X0snYXpgwiv9TZtqg64sgzUn6Dk=", "1:03g6IloqVBdcZlPyX8r0hgoE7kA="),
+    (58, "fe80::200:86ff:fe05:80da", "fe80::260:97ff:fe07:69ea", 135, 0, "1:dGHyGvjMfljg6Bppwm3bg0LO8TY=",
+     "1:kHa1FhMYIT6Ym2Vm2AOtoOARDzY="),
+    (58, "fe80::260:97ff:fe07:69ea", "fe80::200:86ff:fe05:80da", 136, 0, "1:dGHyGvjMfljg6Bppwm3bg0LO8TY=",
+     "1:kHa1FhMYIT6Ym2Vm2AOtoOARDzY="),
+    (58, "3ffe:507:0:1:260:97ff:fe07:69ea", "3ffe:507:0:1:200:86ff:fe05:80da", 3, 0, "1:NdobDX8PQNJbAyfkWxhtL2Pqp5w=",
+     "1:OlOWx9psIbBFi7lOCw/4MhlKR9M="),
+    (58, "3ffe:507:0:1:200:86ff:fe05:80da", "3ffe:507:0:1:260:97ff:fe07:69ea", 3, 0, "1:/OGBt9BN1ofenrmSPWYicpij2Vc=",
+     "1:Ij4ZxnC87/MXzhOjvH2vHu7LRmE="),
+    # the spec's pcaps, message by message (baseline_deflt.json)
+    (1, "10.0.0.1", "10.0.0.2", 11, 0, "1:YHxtAirCG//0OzkcVAukqKQN9xM=", None),
+    (58, "fe80::260:97ff:fe07:69ea", "fe80::200:86ff:fe05:80da", 135, 0, "1:zavyT/cezQr1fmImYCwYnMXbgck=", None),
+    (58, "fe80::200:86ff:fe05:80da", "fe80::260:97ff:fe07:69ea", 136, 0, "1:zavyT/cezQr1fmImYCwYnMXbgck=", None),
+    (58, "3ffe:501:1800:2345::2", "3ffe:507:0:1:200:86ff:fe05:80da", 3, 0, "1:2ObVBgIn28oZvibYZhZMBgh7WdQ=", None),
+    (58, "3ffe:501:410:0:2c0:dfff:fe47:33e", "3ffe:507:0:1:200:86ff:fe05:80da", 1, 4, "1:hLZd0XGWojozrvxqE0dWB1iM6R0=",
+     None),
+    (58, "3ffe:507:0:1:200:86ff:fe05:80da", "3ffe:501:0:1001::2", 128, 0, "1:+TW+HtLHvV1xnGhV1lv7XoJrqQg=", None),
+    (58, "3ffe:501:0:1001::2", "3ffe:507:0:1:200:86ff:fe05:80da", 129, 0, "1:+TW+HtLHvV1xnGhV1lv7XoJrqQg=", None),
+    (58, "fe80::200:86ff:fe05:80da", "ff02::2", 133, 0, "1:hO+sN4H+MG5MY/8hIrXPqc4ZQz0=", None),
+    (58, "fe80::260:97ff:fe07:69ea", "ff02::1", 134, 0, "1:pkvHqCL88/tg1k4cPigmZXUtL00=", None),
+]
+
+
+def packed(ip):
+    return socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
+
+
+@pytest.mark.parametrize("proto,sa,da,itype,code,id0,id1", ICMP_VECTORS)
+def test_icmp_ids_from_type_and_code(proto, sa, da, itype, code, id0, id1):
+    """What the worker passes (the first message's sender as client, its type and code)
+    gives the spec's id, from text or packed addresses; the ports are not used."""
+    assert community_id(proto, sa, da, None, None, icmp_type=itype, icmp_code=code) == id0
+    assert community_id(proto, sa, da, 1, 2, icmp_type=itype, icmp_code=code) == id0
+    assert community_id_packed(proto, packed(sa), packed(da), None, None, itype, code) == id0
+    if id1 is not None:
+        assert community_id(proto, sa, da, None, None, seed=1, icmp_type=itype, icmp_code=code) == id1
+
+
+def test_icmp_mapping_pairs_and_one_way():
+    assert icmp_ports(1, 8, 5) == (8, 0, False)             # a pair: the code is not hashed
+    assert icmp_ports(1, 0, 0) == (0, 8, False)
+    assert icmp_ports(1, 3, 1) == (3, 1, True)              # unreachable: one-way, type and code
+    assert icmp_ports(58, 128, 0) == (128, 129, False)
+    assert icmp_ports(58, 8, 0) == (8, 0, True)             # ICMPv4's echo type means nothing in ICMPv6
+    assert icmp_ports(1, 128, 0) == (128, 0, True)
+    # one-way: the same message sent the other way is another flow
+    a = community_id(1, "10.0.0.1", "10.0.0.2", None, None, icmp_type=3, icmp_code=1)
+    assert a != community_id(1, "10.0.0.2", "10.0.0.1", None, None, icmp_type=3, icmp_code=1)
+    # a pair: the request from either side, its reply from the other, one id
+    b = community_id(1, "10.0.0.2", "10.0.0.1", None, None, icmp_type=8, icmp_code=0)
+    assert b == community_id(1, "10.0.0.1", "10.0.0.2", None, None, icmp_type=0, icmp_code=0)
+
+
+@pytest.mark.parametrize("itype,code", [(256, 0), (0, 256), (-1, 0)])
+def test_icmp_type_or_code_out_of_range_is_a_value_error(itype, code):
+    with pytest.raises(ValueError):
+        community_id(1, "10.0.0.1", "10.0.0.2", None, None, icmp_type=itype, icmp_code=code)

@@ -138,6 +138,6 @@ def test_a_schema_field_the_column_builder_lacks_fails(tmp_path, monkeypatch):
     shifted record."""
     import workers.records as records
     batches, paths = front_end_batches(demo_trace(tmp_path), 512, SHORT)
-    monkeypatch.setattr(records, "NAMES", records.NAMES + ("mac_address",))
+    monkeypatch.setattr(records, "WIRE_NAMES", records.WIRE_NAMES + ("mac_address",))
     with pytest.raises(KeyError, match="mac_address"):
         run_engine(batches, SHORT, paths, lambda e: setattr(e, "report_min", BATCHED))

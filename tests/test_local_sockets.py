@@ -53,8 +53,8 @@ def test_front_end_and_metrics_sockets_use_it(ctx, ipc_dir):
 # back-off, and again after a refused handshake), plain sockets (the status client's unix
 # sockets, systemd's notification socket, the syslog and IPFIX outputs' network peers),
 # and connect_local's own
-REMOTE_OR_PLAIN = {("pipeline/uplink.py", 'up.connect(cfg["collector"])'),
-                   ("pipeline/uplink.py", "up.connect(addr)"),
+REMOTE_OR_PLAIN = {("pipeline/uplink.py", "up.connect(self.addr)"),
+                   ("pipeline/uplink.py", "self.up.connect(self.addr)"),
                    ("contracts/notify.py", "s.connect(addr)"),
                    ("contracts/monitor.py", "probe.connect(path)"),
                    ("contracts/monitor.py", "s.connect(path)"),

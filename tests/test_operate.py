@@ -89,15 +89,18 @@ def test_status_prints_live_figures(big_trace, tmp_path):
         deadline = time.monotonic() + 60
         while not sock.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
+        # the table first, then two snapshots a second apart: every query lands early in the
+        # run, well before it ends on a loaded two-core CI machine
+        time.sleep(0.5)
+        table = subprocess.run([*runner.pipeline_cmd(), "status", "--socket", str(sock)],
+                               cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=30)
         snaps = []
         for _ in range(2):
-            time.sleep(1.5)
             r = subprocess.run([*runner.pipeline_cmd(), "status", "--socket", str(sock), "--json"],
                                cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=30)
             assert r.returncode == 0, r.stderr
             snaps.append(json.loads(r.stdout))
-        table = subprocess.run([*runner.pipeline_cmd(), "status", "--socket", str(sock)],
-                               cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=30)
+            time.sleep(1.0)
     finally:
         p.wait(timeout=120)
     assert p.returncode == 0

@@ -2,6 +2,7 @@
 the application fields (SNI, DNS query, HTTP host, URI, user agent) included."""
 import csv
 import io
+import json
 import os
 import stat
 
@@ -35,6 +36,8 @@ def same(cell: str, v) -> bool:
         return cell == ("true" if v else "false")
     if isinstance(v, list):
         return [int(x) for x in cell.split(".")] == v
+    if isinstance(v, dict):
+        return json.loads(cell) == v
     if isinstance(v, int):
         return int(cell) == v
     if isinstance(v, float):
@@ -80,6 +83,20 @@ def record(i, **kw):
              end=2.5, duration=1.25, client_ip="10.0.0.1", server_ip="10.0.0.2", vlan=None, rtt=None)
     d.update(kw)
     return [d[n] for n in NAMES]
+
+
+def test_locations_are_json_in_their_cells(tmp_path):
+    """The collector's client_geo/server_geo (maps) as the JSON outputs write them."""
+    out = tmp_path / "g.csv"
+    o = CsvFile(str(out))
+    r = record(1, server_geo=None)
+    r[NAMES.index("client_geo")] = {"lat": 58.4167, "lon": -15.5}
+    r[NAMES.index("server_country")] = "SE"
+    o.write([r])
+    o.close()
+    (row,) = read(out)
+    assert json.loads(row["client_geo"]) == {"lat": 58.4167, "lon": -15.5} and row["server_geo"] == ""
+    assert row["server_country"] == "SE"
 
 
 def test_quoting_plugin_fields_and_rotation(tmp_path):

@@ -146,6 +146,11 @@ def decoded_flows(records):
     return out
 
 
+def iana_biflow(records):
+    """(initiatorOctets, responderOctets, initiatorPackets, responderPackets, biflowDirection)."""
+    return [(r[(231, 0)], r[(232, 0)], r[(298, 0)], r[(299, 0)], r[(239, 0)]) for r in records]
+
+
 def udp_receiver():
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
@@ -213,6 +218,8 @@ def test_udp_messages_headers_and_sizes(records):
     # biflow sums: every packet of the final records, exactly once
     assert sum(r[(2, 0)] + r[(2, REVERSE_PEN)] for r in recs) == finals_sum(records, "packet_count")
     assert sum(r[(1, 0)] + r[(1, REVERSE_PEN)] for r in recs) == finals_sum(records, "byte_count")
+    # IANA's biflow elements beside RFC 5103's reverse ones, for collectors that skip enterprise elements
+    assert sorted(iana_biflow(recs)) == sorted((f[6], f[8], f[5], f[7], 1) for f in expected_flows(records))
 
 
 def test_template_every_zero_repeats_templates(records):
@@ -241,6 +248,7 @@ def test_session_fields_and_deltas():
     _, recs = decode(drain(rx))
     got = [(r[(2, 0)], r[(2, REVERSE_PEN)], r[(1, 0)], r[(1, REVERSE_PEN)], r[(136, 0)]) for r in recs]
     assert got == [(3, 1, 300, 100, 2), (2, 1, 200, 150, 2), (4, 0, 400, 0, 5), (1, 1, 10, 10, 1)]
+    assert iana_biflow(recs) == [(300, 100, 3, 1, 1), (200, 150, 2, 1, 1), (400, 0, 4, 0, 1), (10, 10, 1, 1, 1)]
     r = recs[0]
     assert (r[(152, 0)], r[(153, 0)]) == (1700000000123, 1700000010500)
     assert (r[(7, 0)], r[(11, 0)], r[(4, 0)], r[(58, 0)], r[(148, 0)]) == (0, 53, 17, 1000, (1 << 40) | 0x123)
@@ -383,6 +391,15 @@ def test_tshark_decodes_udp_export(records, tmp_path):
     flows, headers = tshark_flows(pcap, port)
     assert sorted(flows) == sorted(expected_flows(records))
     assert sum(f[5] + f[7] for f in flows) == finals_sum(records, "packet_count")
+    out = tshark(pcap, port, "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,",
+                 "-e", "cflow.initiator_octets", "-e", "cflow.responder_octets", "-e", "cflow.initiator_packets",
+                 "-e", "cflow.responder_packets", "-e", "cflow.biflow_direction")
+    biflow = []
+    for line in out.splitlines():
+        columns = [[int(x) for x in c.split(",")] if c else [] for c in line.split("\t")]
+        biflow += list(zip(*columns))
+    assert sorted(biflow) == sorted((f[6], f[8], f[5], f[7], 1) for f in expected_flows(records))
+    assert "Biflow Direction: Initiator (1)" in verbose
     assert all(od == 9 for od, *_ in headers)
     seq = 0
     for _, s, n in headers:

@@ -170,6 +170,24 @@ def test_every_record_once_keyed_by_session(broker, run_records):
     assert any(len(nums) > 1 for nums in by_key.values())          # the run has interim reports
 
 
+def test_key_event_keys_each_record_by_its_event_id(broker, run_records):
+    """`?key=event`: a record sent twice has the same key (a compacted topic, or a sink that
+    takes the key as the document id, keeps one copy); the value is the same JSON."""
+    recs, wire = run_records
+    create_topic(broker, "events")
+    out = KafkaProducer(f"//{broker}/events?timeout=20&key=event")
+    out.write(wire[:50])
+    out.write(wire[:10])                 # a batch sent again (at least once, after a collector restart)
+    out.close()
+    got = read_topic(broker, "events", 60)
+    assert len(got) == 60
+    keys = [k.decode() for _, _, k, _ in got]
+    assert all(k == json.loads(v)["event_id"] for k, (_, _, _, v) in zip(keys, got))
+    assert len(set(keys)) == 50 and set(keys) == {r["event_id"] for r in recs[:50]}
+    for part, _, key, _ in got:
+        assert part == (murmur2(key) & 0x7FFFFFFF) % PARTITIONS
+
+
 def test_broker_gone_fails_close_with_a_count(run_records, tmp_path):
     _, wire = run_records
     proc, log, bootstrap = start_tansu(tmp_path)
@@ -225,6 +243,7 @@ def test_probe_leaves_no_client_threads_behind(broker):
     ("//b1:9092/t?timeout=-1", "timeout must be"),
     ("//b1:9092/t?retries=x", "retries must be"),
     ("//b1:9092/t?acks=1", "unknown option"),
+    ("//b1:9092/t?key=sensor", "key must be one of session, event"),
 ])
 def test_check_rejects_bad_targets(target, why):
     with pytest.raises(ValueError, match=why) as e:
@@ -235,3 +254,4 @@ def test_check_rejects_bad_targets(target, why):
 def test_check_accepts_the_documented_form():
     KafkaProducer.check("//b1:9092,b2:9092/sessions")
     KafkaProducer.check("//[::1]:9092/sessions.v1?timeout=5&retries=0")
+    KafkaProducer.check("//b1:9092/sessions?key=event")

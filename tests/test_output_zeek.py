@@ -342,14 +342,14 @@ def write(folder, records, fmt="", **kw):
 ENGINE_FIELDS = {"conn_state": "RSTO", "history": "ShADadR", "ul_ip_byte_count": 1500, "dl_ip_byte_count": 4200,
                  "ul_seq_byte_count": 410, "dl_seq_byte_count": 2599, "missed_bytes": 7,
                  "tunnel_parents": [1234, 5678], "client_mac": "aa:bb:cc:dd:ee:01",
-                 "server_mac": "aa:bb:cc:dd:ee:02", "local_orig": True, "local_resp": False}
+                 "server_mac": "aa:bb:cc:dd:ee:02"}
 
 
 @pytest.mark.parametrize("fmt", ["", "json"])
 def test_fields_the_engine_will_add_are_read_by_name(tmp_path, fmt):
-    recs = [record(dict(ENGINE_FIELDS, app_guess=True)),
+    recs = [record(dict(ENGINE_FIELDS, app_guess=True), local_orig=True, local_resp=False),   # the collector's
             record(dict(ENGINE_FIELDS, conn_state="S0", history="S"), session_id=512, duration=0.0,
-                   end=1700000000.5),
+                   end=1700000000.5, local_orig=True, local_resp=False),
             record({"ul_seq_byte_count": 11, "dl_seq_byte_count": 22}, session_id=768, transport=17, app="dns"),
             record(None, session_id=1024, transport=17, app="dns", ul_data_byte_count=29, dl_data_byte_count=45)]
     write(tmp_path, recs, fmt)

@@ -5,7 +5,7 @@ front-end's precomputed columns (no parsing), `advance(now)` expires idle and
 closed sessions and writes interim reports, `finish(now)` (or `finishing`, a
 slice at a time) ends the stream: idle sessions as "idle", the rest as
 "shutdown". `take_records()` hands the records over (lists in
-`contracts.record.NAMES` order). Time is packet time as given by the caller:
+`contracts.record.WIRE_NAMES` order). Time is packet time as given by the caller:
 offline runs are deterministic and the same whatever the number of workers.
 
 A batch's rows reach their sessions one of two ways that give the same records

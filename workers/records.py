@@ -5,7 +5,7 @@ Two builders that must write the same records, side by side here:
   column per field: the first rows' endpoints, the counters, the address texts
   and the community ids are worked out over numpy columns, each column is
   filed under its field's name, and the records are zipped from the columns in
-  the schema's order (`contracts.record.NAMES`): a field the schema has and
+  the order of the worker fields (`contracts.record.WIRE_NAMES`): a field they have and
   `many` lacks fails at once.
 - `RecordWriter.one`: one session as it is now (an interim report, a sweep that
   ended few sessions); the plain reference. Its list is written out in the
@@ -27,7 +27,7 @@ from itertools import compress, repeat
 import numpy as np
 
 from contracts.community_id import community_id_packed, community_ids_ported
-from contracts.record import INDEX, NAMES, TYPE_SESSION
+from contracts.record import INDEX, TYPE_SESSION, WIRE_NAMES
 from contracts.wire import EVENT
 
 from .inspection import class_of
@@ -118,7 +118,7 @@ class RecordWriter:
         else:
             cols["proto_path"], metas = paths, None
             cols.update((name, repeat(None, n)) for name in CLASS_FIELDS)
-        out = list(map(list, zip(*map(cols.__getitem__, NAMES))))
+        out = list(map(list, zip(*map(cols.__getitem__, WIRE_NAMES))))
         if any([s.ext for s in ss]):
             for s, rec, meta in zip(ss, out, metas or repeat(None)):
                 if s.ext:

@@ -7,7 +7,8 @@ that order. A table needs fixed columns, so of the record's extension fields
 (the optional dict after the native values) only those are written, empty
 where a record has none: use jsonl or ecs for the others. Cells: null is
 empty, booleans are true/false, the VLAN list is its ids joined with "."
-(outermost first), numbers as Python writes them (floats round-trip
+(outermost first), a map (a location: `{"lat":58.4167,"lon":15.6167}`) as
+the JSON outputs write it, numbers as Python writes them (floats round-trip
 exactly). Rows end with "\\n"; any cell holding a comma, quote or line break
 is quoted (the csv module quotes a lone carriage return only when it is in
 the row terminator: such rows are written again by a writer whose is).
@@ -22,6 +23,7 @@ from contracts.record import NAMES
 
 from . import limits
 from .files import LineOutput
+from .jsonl import ENCODER
 
 N = len(NAMES)
 # the extension fields CSV has a column for, after the record's own (add, never rename)
@@ -38,7 +40,9 @@ def _cell(v):
         return "true"
     if v is False:
         return "false"
-    if isinstance(v, (list, tuple)):
+    if isinstance(v, (list, tuple, dict)):
+        if type(v) is dict:             # a location ({"lat", "lon"}), a plugin's map: as the JSON outputs write it
+            return ENCODER.encode(v).decode()
         return ".".join(str(x) for x in v)
     return v
 

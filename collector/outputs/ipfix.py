@@ -3,7 +3,15 @@
 Why: flow collectors (nfdump, Wireshark, SiLK, ...) already speak IPFIX, so a
 team can keep its tooling and feed it our sessions. A session is one RFC 5103
 biflow: the forward elements describe client -> server, the reverse elements
-(same IEs, enterprise bit set, PEN 29305) server -> client.
+(same IEs, enterprise bit set, PEN 29305) server -> client. Collectors that
+ignore enterprise elements (several do) read the same counts from the IANA
+biflow elements beside them: initiatorOctets/responderOctets (231/232) and
+initiatorPackets/responderPackets (298/299), with biflowDirection (239) = 1
+(initiator: the source is the session's client). They carry the values of the
+forward and reverse counters (our wire byte counts, deltas), as consumers that
+read them in place of octetDeltaCount and its reverse (Elastic's netflow
+input, for one) expect, although IANA's text for 231/232 speaks of layer-4
+payload bytes.
 
 Counters are DELTAS per record, as IPFIX collectors sum them: for each
 (sensor, session_id) we remember the cumulative counters last exported and
@@ -82,13 +90,19 @@ def _fields(address_ie: tuple) -> list:
         (2, 8, 0),                  # packetDeltaCount, client -> server
         (1, 8, REVERSE_PEN),        # reverse octetDeltaCount, server -> client
         (2, 8, REVERSE_PEN),        # reverse packetDeltaCount, server -> client
+        (231, 8, 0),                # initiatorOctets = octetDeltaCount (client -> server)
+        (232, 8, 0),                # responderOctets = reverse octetDeltaCount
+        (298, 8, 0),                # initiatorPackets = packetDeltaCount
+        (299, 8, 0),                # responderPackets = reverse packetDeltaCount
+        (239, 1, 0),                # biflowDirection: 1, initiator (RFC 5103)
     ]
 
 
+BIFLOW_INITIATOR = 1
 FIELDS_V4 = _fields((8, 12, 4))
 FIELDS_V6 = _fields((27, 28, 16))
-RECORD_V4 = struct.Struct("!QQ4s4sHHBHBHQQQQQ")
-RECORD_V6 = struct.Struct("!QQ16s16sHHBHBHQQQQQ")
+RECORD_V4 = struct.Struct("!QQ4s4sHHBHBHQQQQQQQQQB")
+RECORD_V6 = struct.Struct("!QQ16s16sHHBHBHQQQQQQQQQB")
 assert RECORD_V4.size == sum(f[1] for f in FIELDS_V4) and RECORD_V6.size == sum(f[1] for f in FIELDS_V6)
 
 
@@ -289,6 +303,7 @@ class IpfixExporter:
             END_REASONS.get(r[I_REASON], 0), (vlan[0] & 0xFFF) if vlan else 0,
             r[I_SID] & 0xFFFFFFFFFFFFFFFF,
             delta[2], delta[0], delta[3], delta[1],
+            delta[2], delta[3], delta[0], delta[1], BIFLOW_INITIATOR,
         )
         if version == 4:
             encoded = TEMPLATE_V4, RECORD_V4.pack(*fields)

@@ -25,7 +25,7 @@ from contracts.record import NAMES, as_dict
 from . import limits
 from .files import LineOutput, open_private  # noqa: F401 (open_private: re-exported)
 
-__all__ = ["ENCODER", "JsonLines", "OUTPUT", "as_json", "as_line", "as_lines", "open_private"]   # open_private: moved to files.py, kept here
+__all__ = ["ENCODER", "JsonLines", "OUTPUT", "as_json", "as_line", "as_lines", "open_private"]   # open_private: files.py's, a public name here too
 
 _WIDTH = len(NAMES)
 _STRIDE = _WIDTH + 1                # a record's values, then its plugin fields

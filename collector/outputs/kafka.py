@@ -3,12 +3,17 @@ into a data lake or SIEM through Kafka.
 
 `kafka://BROKER[,BROKER...]/TOPIC` (so the target is `//b1:9092,b2:9092/sessions`),
 options `?timeout=SECONDS` (how long close() waits for acknowledgements, default
-30) and `?retries=N` (how often a record whose delivery failed is produced
-again, default 2).
+30), `?retries=N` (how often a record whose delivery failed is produced
+again, default 2) and `?key=session|event` (the message key, below).
 
-Why this shape: the key is `SENSOR/SESSION_ID`, so all records of one session go
-to one partition and a consumer sees its interim and final reports in order;
-the value is the record as compact JSON, the native format. The producer is
+Why this shape: the key is `SENSOR/SESSION_ID` (`key=session`, the default), so
+all records of one session go to one partition and a consumer sees its interim
+and final reports in order; `key=event` makes it the record's `event_id`
+instead, the same for a record however often it is sent (delivery is at least
+once across a collector restart): a log-compacted topic, or a sink that takes
+the key as the document id (Kafka Connect's Elasticsearch sink), keeps one copy.
+A session's reports then spread over the partitions. Either way the value is
+the record as compact JSON, the native format, `event_id` in it. The producer is
 idempotent with acks=all, so librdkafka's own retries never duplicate a record
 and a record counts as written only once every in-sync replica has it. The
 murmur2 partitioner picks the same partition as the Java client for a key.
@@ -25,7 +30,8 @@ from contracts.record import INDEX
 from . import limits
 from .jsonl import as_json   # the record as the JSON lines write it
 
-OPTIONS = ("timeout", "retries")
+OPTIONS = ("timeout", "retries", "key")
+KEYS = ("session", "event")
 PROBE_S = 5.0               # how long the brokers have to answer at start
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+")
@@ -59,11 +65,23 @@ def parse_target(target: str) -> dict:
     retries = opts.get("retries", "2")
     if not retries.isdigit():
         raise ValueError(f"kafka target {target!r}: retries must be a whole number")
-    return {"brokers": brokers, "topic": topic, "timeout": timeout, "retries": int(retries)}
+    key = opts.get("key", "session")
+    if key not in KEYS:
+        raise ValueError(f"kafka target {target!r}: key must be one of {', '.join(KEYS)}")
+    return {"brokers": brokers, "topic": topic, "timeout": timeout, "retries": int(retries), "key": key}
+
+
+_SENSOR, _SID, _EVENT_ID = INDEX["sensor"], INDEX["session_id"], INDEX["event_id"]
 
 
 def message_key(r) -> bytes:
-    return f"{r[INDEX['sensor']]}/{r[INDEX['session_id']]}".encode()
+    """`key=session`: SENSOR/SESSION_ID."""
+    return f"{r[_SENSOR]}/{r[_SID]}".encode()
+
+
+def event_key(r) -> bytes:
+    """`key=event`: the record's event_id."""
+    return str(r[_EVENT_ID]).encode()
 
 
 class KafkaProducer:
@@ -101,6 +119,7 @@ class KafkaProducer:
                           "(pip install confluent-kafka)") from None
         self.target = target
         self.cfg = parse_target(target)
+        self.key = event_key if self.cfg["key"] == "event" else message_key
         config = {
             "bootstrap.servers": ",".join(self.cfg["brokers"]),
             "client.id": "pipeline-collector",
@@ -180,7 +199,7 @@ class KafkaProducer:
         self._check_fatal()
         for r in records:
             try:
-                key, value = message_key(r), as_json(r)
+                key, value = self.key(r), as_json(r)
             except Exception as e:  # noqa: BLE001 - a value JSON cannot carry (limits.py): never fatal
                 limits.unwritable(self, e)
                 continue

@@ -167,43 +167,54 @@ class Reassembler:
         if len(data) > plen:
             data = data[:plen]
         end = off + plen
-
         if off < 0 or plen < 0 or off % 8 or end > MAX_DATAGRAM or (fr.more and plen % 8):
             self._reject(key, frame)
             return None
-
         if off == 0 and not fr.more:   # atomic fragment: on its own
             return Datagram(key, fr.proto, bytes(data), len(data) < plen, layer, [frame], plen)
+        p = self._pending_for(key, fr.proto, frame.ts)
+        if not self._fits(p, fr.more, end):
+            self._reject(key, frame)
+            return None
+        self._accept(p, layer, frame, off, end, data)
+        if p.end is not None and p.declared == [(0, p.end)]:
+            self._drop(p)
+            n = p.captured[0][1] if p.captured and p.captured[0][0] == 0 else 0
+            n = min(n, p.end)
+            return Datagram(key, p.proto, bytes(p.buf[:n]), n < p.end, p.first_layer, p.frames, p.end)
+        if self.pending_bytes > self.max_bytes:
+            self._shed(p, key)
+        return None
 
+    def _pending_for(self, key, proto, ts) -> "_Pending":
+        """The datagram a fragment under `key` belongs to: the pending one unless it timed
+        out, else a new one (evicting the oldest while there are too many)."""
         p = self._pending.get(key)
-        if p is not None and frame.ts - p.first_ts > self.timeout:
+        if p is not None and ts - p.first_ts > self.timeout:
             self._drop(p)
             self.evicted.append(self._leftover(p))
             p = None
         if p is None:
             while len(self._pending) >= self.max_datagrams:
                 self._evict_oldest()
-            p = _Pending(key, fr.proto, frame.ts)
+            p = _Pending(key, proto, ts)
             self._pending[key] = p
+        return p
 
-        # consistency with what this datagram has seen so far
-        if not fr.more:
-            if p.end is not None and p.end != end:
-                self._reject(key, frame)
-                return None
-            if p.declared and p.declared[-1][1] > end:
-                self._reject(key, frame)
-                return None
-            p.end = end
+    @staticmethod
+    def _fits(p, more: bool, end: int) -> bool:
+        """Whether a fragment ending at `end` agrees with what the datagram has seen: one
+        end, no data past it, and not too many frames."""
+        if not more:
+            if (p.end is not None and p.end != end) or (p.declared and p.declared[-1][1] > end):
+                return False
         elif p.end is not None and end > p.end:
-            self._reject(key, frame)
-            return None
+            return False
+        return len(p.frames) < MAX_FRAMES
 
-        if len(p.frames) >= MAX_FRAMES:
-            self._reject(key, frame)
-            return None
-
-        # accept
+    def _accept(self, p, layer, frame, off: int, end: int, data) -> None:
+        if not layer.frag.more:
+            p.end = end
         p.frames.append(frame)
         if off == 0 and p.first_layer is None:
             p.first_layer = layer
@@ -218,19 +229,13 @@ class Reassembler:
                 p.buf[a:b] = data[a - off:b - off]
             _add_range(p.captured, off, cend)
 
-        if p.end is not None and p.declared == [(0, p.end)]:
-            self._drop(p)
-            n = p.captured[0][1] if p.captured and p.captured[0][0] == 0 else 0
-            n = min(n, p.end)
-            return Datagram(key, p.proto, bytes(p.buf[:n]), n < p.end, p.first_layer, p.frames, p.end)
-
+    def _shed(self, p, key) -> None:
+        """Over the byte bound: evict the oldest other datagrams, then this one if still over."""
+        while self.pending_bytes > self.max_bytes and len(self._pending) > 1:
+            self._evict_oldest(spare=key)
         if self.pending_bytes > self.max_bytes:
-            while self.pending_bytes > self.max_bytes and len(self._pending) > 1:
-                self._evict_oldest(spare=key)
-            if self.pending_bytes > self.max_bytes:
-                self._drop(p)
-                self.evicted.append(self._leftover(p))
-        return None
+            self._drop(p)
+            self.evicted.append(self._leftover(p))
 
     def expire(self, now: float) -> list[list[FrameMeta]]:
         """Drop datagrams whose first fragment arrived more than `timeout` before `now`.
