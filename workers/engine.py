@@ -43,6 +43,8 @@ _COUNTS = 12              # a session's counters (Session.c, array "q")
 _OPEN_FIELDS = row_struct("fidx", "proto", "depth", "sport", "dport", "path", "parent")   # from the first row's bytes
 _GROUPED_MIN = 64                      # smaller batches: the per-packet path is cheaper
 _OPEN_SLICE = 4096                     # new sessions made at once by the batch path (`_open_groups`)
+_SLICE_ROWS = 16384                    # rows of a batch fed at once (`feed_batch`)
+_NO_ADVANCE = float("-inf")            # the time of a cut `slices` adds: no advance there
 _REPORTS_MIN = 32                      # fewer records at once: `RecordWriter.one` one by one is cheaper
 EVICTED_BY = tuple("evicted_" + name for name in CLASSES)      # the stats' evictions per class
 
@@ -86,6 +88,8 @@ class Engine:
         self.stats = {"events": 0, "sessions": 0, "records": 0, "final_records": 0, "evicted": 0,
                       **dict.fromkeys(EVICTED_BY, 0), "emergency_episodes": 0}
         self.writer = RecordWriter(sensor, worker, classify)
+        self.slice_rows = _SLICE_ROWS      # a longer batch goes in slices (`feed_batch`); 0: whole
+        self.sink = None                  # called with the records so far between a batch's slices
 
     # -- input ---------------------------------------------------------------
     def add_paths(self, paths: dict) -> None:
@@ -120,13 +124,29 @@ class Engine:
         """A front-end batch: its rows cut in segments, `cuts` = [[end row, now], ...]
         (rows [previous end, end) then `advance(now)`). The same as feed + advance per
         segment, but the sessions no expiry in the batch can touch are updated in bulk
-        (`_bulk`) and only the others packet by packet, between the advances."""
+        (`_bulk`) and only the others packet by packet, between the advances.
+
+        A batch of more than `slice_rows` rows goes in slices (`slices`), each settled
+        (table trimmed to its capacity) at its end and its records handed to `sink`
+        when one is set: a flood's batch opens a session per row, and those sessions,
+        the batch path's columns and the evicted sessions' records, all at once, were
+        most of a worker's memory under a flood (docs/operations.md)."""
+        if self.slice_rows and len(ev) > self.slice_rows and cuts and cuts[-1][0] == len(ev):
+            for lo, hi, part in slices(cuts, self.slice_rows):
+                self._feed_batch(ev[lo:hi], part, payload)
+                if self.sink is not None and hi < len(ev):
+                    self.sink(self.take_records())
+            return
+        self._feed_batch(ev, cuts, payload)
+
+    def _feed_batch(self, ev, cuts, payload) -> None:
         n = len(ev)
         if not cuts or cuts[-1][0] != n or self._per_packet(n):
             start = 0
             for end, now in cuts:
                 self._feed(ev[start:end], payload)
-                self._advance(now)
+                if now != _NO_ADVANCE:
+                    self._advance(now)
                 start = end
             if start < n:
                 self._feed(ev[start:], payload)
@@ -144,7 +164,8 @@ class Engine:
                 self._feed_rows(ev, part)
                 if inspecting:
                     inspection.inspect(self.table, ev, payload, part, self.classify, self.refuse_min)
-            self._advance(now)
+            if now != _NO_ADVANCE:
+                self._advance(now)
             lo = hi
         self._settle()
         self._flush()
@@ -522,3 +543,23 @@ class Engine:
         self.stats["records"] += 1
         if final:
             self.stats["final_records"] += 1
+
+
+def slices(cuts, size: int):
+    """A batch's cuts ([[end row, now], ...], the last at its end) as slices of at most
+    `size` rows: (start, end, cuts relative to start). A slice ends at a cut where it
+    can; a segment longer than `size` is cut where no advance was (time _NO_ADVANCE:
+    `feed_batch` makes none there; to the batch plan an advance at the engine's clock,
+    which only keeps more rows on the per-packet path)."""
+    lo, part = 0, []
+    for end, now in cuts:
+        if part and end - lo > size:        # this segment would overflow: the slice ends at the last cut
+            hi = lo + part[-1][0]
+            yield lo, hi, part
+            lo, part = hi, []
+        while end - lo > size:              # a segment longer than a slice on its own
+            yield lo, lo + size, [[size, _NO_ADVANCE]]
+            lo += size
+        part.append([end - lo, now])
+    if part:
+        yield lo, lo + part[-1][0], part

@@ -93,6 +93,8 @@ def run(index: int, cfg: dict) -> None:
     def flush():
         send(eng.take_records())
 
+    eng.sink = send                          # a long batch's records go out between its slices
+
     metrics = MetricsSender(ctx, cfg.get("metrics_addr"))
 
     def figures():
