@@ -26,19 +26,19 @@ import numpy as np
 
 from contracts.record import CLOSED, EVICTED, IDLE, INTERIM, SHUTDOWN
 from contracts.timeouts import Timeouts
-from contracts.wire import DEPTH_BITS, EVENT, ID_SHIFT, row_struct, session_id, take_rows
+from contracts.wire import DEPTH_BITS, ID_SHIFT, row_struct, session_id, take_rows
 
 from . import classify, inspection, plan
 from . import tcp as tcpmod
 from .groups import Groups
 from .records import RecordWriter
-from .session import Session
+from .session import FIRST, Session, first_row, first_rows
 from .table import CLASSES, HIGH, RECOVERY, SessionTable
 
 _SYN, _ACK, _CONTROL = tcpmod.SYN, tcpmod.ACK, tcpmod.CONTROL
 _REFUSE_MIN = 8          # first payloads in a call worth a vectorised refusal test
 _NONE = np.zeros(0, np.intp)
-_ROW_SIZE = EVENT.itemsize
+_FIRST_SIZE = FIRST.itemsize
 _COUNTS = 12              # a session's counters (Session.c, array "q")
 _OPEN_FIELDS = row_struct("fidx", "proto", "depth", "sport", "dport", "path", "parent")   # from the first row's bytes
 _GROUPED_MIN = 64                      # smaller batches: the per-packet path is cheaper
@@ -233,7 +233,7 @@ class Engine:
         client_dir = d if not (fl & _SYN and fl & _ACK) else 1 - d
         timeout = self.table.limits.idle_for(proto, sport, dport)
         s = Session(k, session_id(fidx, depth, self.proc), parent, depth, client_dir, t, timeout,
-                    first, self.paths.get(pid, ""))
+                    first_row(first), self.paths.get(pid, ""))
         self.table[k] = s
         self.table.admit(s, t)
         self.stats["sessions"] += 1
@@ -332,7 +332,7 @@ class Engine:
 
     def _open_slice(self, ev, g, fresh, c, touched) -> None:
         rows = take_rows(ev, g.first[fresh])
-        raw = rows.tobytes()
+        raw = first_rows(rows)
         n = len(fresh)
         d = rows["dir"]
         fl = rows["tcpflags"]
@@ -358,7 +358,7 @@ class Engine:
                 g.last_ts[fresh].tolist(), g.flags_or[fresh].tolist(), g.tcp_data_n[fresh].tolist(),
                 g.payload_n[fresh].tolist()):
             m = counts[j * _COUNTS:(j + 1) * _COUNTS]
-            s = Session(k, sid, parent, depth, cdir, t, by_value.get(to, to), raw[j * _ROW_SIZE:(j + 1) * _ROW_SIZE],
+            s = Session(k, sid, parent, depth, cdir, t, by_value.get(to, to), raw[j * _FIRST_SIZE:(j + 1) * _FIRST_SIZE],
                         paths.get(path, ""), None if plugins else m)
             table[k] = s
             s.next_report = nr

@@ -28,10 +28,9 @@ import numpy as np
 
 from contracts.community_id import community_id_packed, community_ids_ported
 from contracts.record import INDEX, TYPE_SESSION, WIRE_NAMES
-from contracts.wire import EVENT
 
 from .inspection import class_of
-from .session import BYTE, CAP_BYTE, CAP_PKT, DATA_BYTE, DATA_PKT, PKT, PORTED
+from .session import BYTE, CAP_BYTE, CAP_PKT, DATA_BYTE, DATA_PKT, FIRST, PKT, PORTED
 
 _ntop, _AF_INET, _AF_INET6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6
 # the record's counters by Session.c's index (six per direction), each as the total, the
@@ -163,7 +162,7 @@ def _endpoint_columns(cols: dict, ss, cd):
     the transports and the ports (None where the transport has none) as lists, for the
     classification."""
     n = len(ss)
-    r = np.frombuffer(b"".join([s.first for s in ss]), EVENT)
+    r = np.frombuffer(b"".join([s.first for s in ss]), FIRST)
     fwd = r["dir"] == cd                    # the first row's source is the client
     f2 = fwd[:, None]
     src = np.empty((n, 2), ">u8")

@@ -14,16 +14,40 @@ get_session_previous in the expiry list) under Python names.
 import socket
 from array import array
 
-from contracts.wire import DEPTH_BITS, ID_SHIFT, row_struct
+import numpy as np
+
+from contracts.wire import DEPTH_BITS, EVENT, ID_SHIFT, row_struct
+
+# what a session keeps of its first row: the fields its id, start, class and record
+# come from (62 bytes, where the whole EVENT row is 116: a table holds 200k of them)
+FIRST_FIELDS = ("fidx", "ts", "dir", "ipver", "proto", "depth", "tcpflags", "nvlan", "sport", "dport",
+                "src_hi", "src_lo", "dst_hi", "dst_lo", "vlan0", "vlan1")
+FIRST = np.dtype([(name, EVENT.fields[name][0]) for name in FIRST_FIELDS])
+_FROM_EVENT = row_struct(*FIRST_FIELDS)
+_AS_FIRST = row_struct(*FIRST_FIELDS, dtype=FIRST, whole=True)
+
+
+def first_row(row: bytes) -> bytes:
+    """A session's `first` (FIRST) from its first EVENT row's bytes."""
+    return _AS_FIRST.pack(*_FROM_EVENT.unpack_from(row))
+
+
+def first_rows(rows) -> bytes:
+    """`first_row` of many EVENT rows (a numpy array) at once, one after the other."""
+    out = np.empty(len(rows), FIRST)
+    for name in FIRST_FIELDS:
+        out[name] = rows[name]
+    return out.tobytes()
+
 
 PORTED = frozenset((6, 17, 33, 132, 136))    # transports whose sessions have ports
 _ZERO12 = array("q", bytes(96))
 # the EVENT fields a record needs, straight from the first row's bytes (the addresses raw)
 _ROW = row_struct("dir", "ipver", "proto", "nvlan", "sport", "dport", "src_hi", "src_lo", "dst_hi", "dst_lo",
-                  "vlan0", "vlan1", raw=("src_hi", "src_lo", "dst_hi", "dst_lo"))
+                  "vlan0", "vlan1", raw=("src_hi", "src_lo", "dst_hi", "dst_lo"), dtype=FIRST)
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
-_TS = row_struct("ts")
-_FIDX = row_struct("fidx")
+_TS = row_struct("ts", dtype=FIRST)
+_FIDX = row_struct("fidx", dtype=FIRST)
 _DEPTH = (1 << DEPTH_BITS) - 1
 _LOW = (1 << ID_SHIFT) - 1
 ENDED = float("nan")        # the `slot` of an ended session: equal to no expiry bucket
@@ -50,7 +74,7 @@ class Session:
         self.timeout = timeout
         self.c = array("q", _ZERO12) if c is None else c   # `c`: counters already summed (the bulk path)
         self.tcp = None
-        self.first = first          # the opening EVENT row, raw
+        self.first = first          # the opening row's FIRST fields, raw (`first_row`)
         self.path = path
         self.reports = 0
         self.next_report = 0.0

@@ -37,18 +37,19 @@ episode) until it holds less than `recovery` (70%). Episodes are counted; the
 worker process says when one begins and ends.
 """
 from contracts.timeouts import Timeouts
-from contracts.wire import EVENT, row_struct
+from contracts.wire import row_struct
 
 from .eviction import IdleQueue
 from .expiry import Wheel
+from .session import FIRST
 from .tcp import CLOSED, HS_DONE, SYN
 
 UNANSWERED, CLOSING, ESTABLISHED = range(3)     # eviction order
 CLASSES = ("unanswered", "closing", "established")
 HIGH, RECOVERY = 0.9, 0.7                        # emergency mode's marks, shares of the capacity
 COMPACT_MIN = 4096
-_FLAGS_AT = EVENT.fields["tcpflags"][1]           # in a session's first row
-_CLASS_KEY = row_struct("proto", "sport", "dport")
+_FLAGS_AT = FIRST.fields["tcpflags"][1]           # in a session's first row
+_CLASS_KEY = row_struct("proto", "sport", "dport", dtype=FIRST)
 
 
 def answered(s) -> bool:
