@@ -55,8 +55,9 @@ PKT, BYTE, CAP_PKT, CAP_BYTE, DATA_PKT, DATA_BYTE = range(6)
 
 
 class Session:
-    """One bidirectional session. About 0.9 KiB with its table entry: the first
-    packet's row is kept as raw bytes and decoded only when a record is written.
+    """One bidirectional session. Under 1 KiB with its table entry (docs/benchmarks.md):
+    the first packet's row is kept as raw bytes (its FIRST fields) and decoded only
+    when a record is written.
     What can be derived is not stored (a table holds 200k of them): the id is the
     first row's frame number and its low bits (capture process, tunnel depth), the
     start time is in the first row, and `ended` is a `slot` of ENDED (`depth` and `ts`
