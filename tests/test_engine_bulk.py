@@ -38,8 +38,12 @@ TIMEOUTS = [SHORT, Timeouts(), Timeouts.make(idle_timeout=2, active_timeout=300,
                           emergency_timeout=0.3)]
 
 
-def records(batches, timeouts, bulk_min, paths=None, **kw):
-    out, eng = run_engine(batches, timeouts, paths, lambda e: setattr(e, "bulk_min", bulk_min), **kw)
+def records(batches, timeouts, bulk_min, paths=None, slice_rows=None, **kw):
+    def setup(e):
+        e.bulk_min = bulk_min
+        if slice_rows is not None:
+            e.slice_rows = slice_rows
+    out, eng = run_engine(batches, timeouts, paths, setup, **kw)
     return sorted(map(repr, out)), eng
 
 
@@ -81,15 +85,17 @@ def build(specs):
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(packet, min_size=1, max_size=120), st.sampled_from([1, 7, 40, 1000]), st.sampled_from(TIMEOUTS),
-       st.sampled_from([0, 0, 1, 2, 3, 5]))
-def test_random_rows_same_records(specs, chunk, timeouts, capacity):
+       st.sampled_from([0, 0, 1, 2, 3, 5]), st.sampled_from([0, 0, 3, 16]))
+def test_random_rows_same_records(specs, chunk, timeouts, capacity, slice_rows):
     """Random rows, both paths, the same records; with a tiny table (`capacity`) too, so
     that batches end over capacity (evictions by class and idleness) and the table goes
-    in and out of emergency mode."""
+    in and out of emergency mode; and with batches fed in slices (`slice_rows`), each
+    settled at its end, as a flood's are."""
     ev = build(specs)
     batches = [(ev[i:i + chunk], cut(ev[i:i + chunk]), None) for i in range(0, len(ev), chunk)]
-    ref, a = records(batches, timeouts, PER_PACKET, max_sessions=capacity)
-    got, b = records(batches, timeouts, BULK, max_sessions=capacity)
+    kw = dict(max_sessions=capacity, slice_rows=slice_rows)
+    ref, a = records(batches, timeouts, PER_PACKET, **kw)
+    got, b = records(batches, timeouts, BULK, **kw)
     assert got == ref
     assert a.stats == b.stats
 
