@@ -10,7 +10,7 @@ must keep the digest) and the process time; with `--callgrind` (valgrind
 installed, not a project dependency) it runs the work under callgrind twice,
 once without the engine, and prints the instructions of the work alone.
 
-    .venv/bin/python bench/instructions.py [--trace T] [--callgrind] [--classify-packets N]
+    .venv/bin/python bench/instructions.py [--trace T] [--callgrind] [--classify-packets N] [--max-sessions N]
 
 The batches are made once per trace and kept in bench/out (a pickle of numpy
 rows; delete it after changing the front-end): the front-end is outside the
@@ -51,7 +51,7 @@ def prepare(trace: Path, dest: Path) -> None:
         pickle.dump((batches, paths, fe.now), f, protocol=5)
 
 
-def work(src: Path, run: bool = True, digest: bool = True, classify: int = 10) -> None:
+def work(src: Path, run: bool = True, digest: bool = True, classify: int = 10, capacity: int = 0) -> None:
     """Load the batches; with `run`, feed them to an engine and pack the records (and,
     with `digest`, print what came out: outside the instruction count)."""
     import msgspec
@@ -66,7 +66,7 @@ def work(src: Path, run: bool = True, digest: bool = True, classify: int = 10) -
     gc.disable()            # collection, which would walk the growing session table again and again
                             # (the pacer's own pass, every 100 messages, does not come in 16 batches)
     t = time.process_time()
-    eng = Engine(0, Timeouts(), "bench", classify=classify)
+    eng = Engine(0, Timeouts(), "bench", classify=classify, max_sessions=capacity)
     eng.add_paths(paths)
     out = []
     for ev, cuts, pay in batches:
@@ -87,7 +87,7 @@ def work(src: Path, run: bool = True, digest: bool = True, classify: int = 10) -
     print(f"records {len(out)}  digest {digest}  process time {spent:.3f} s")
 
 
-def callgrind(src: Path, classify: int = 10) -> int:
+def callgrind(src: Path, classify: int = 10, capacity: int = 0) -> int:
     """Instructions of the work alone: a run with the engine less one without."""
     if shutil.which("valgrind") is None:
         raise SystemExit("instructions: --callgrind needs valgrind (Debian: apt-get install valgrind)")
@@ -95,7 +95,8 @@ def callgrind(src: Path, classify: int = 10) -> int:
     for mode in ("--work-only", "--load-only"):
         with tempfile.TemporaryDirectory() as tmp:
             p = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out",
-                                sys.executable, __file__, mode, str(src), "--classify-packets", str(classify)],
+                                sys.executable, __file__, mode, str(src), "--classify-packets", str(classify),
+                                "--max-sessions", str(capacity)],
                                capture_output=True, text=True,
                                env=dict(os.environ, PYTHONHASHSEED="0",     # str hashes move the count ~3%
                                         OPENBLAS_NUM_THREADS="1"))  # its idle threads spin: counts moved ~0.5%
@@ -112,11 +113,14 @@ def main():
     ap.add_argument("--callgrind", action="store_true", help="count instructions (needs valgrind)")
     ap.add_argument("--classify-packets", type=int, default=10, metavar="N",
                     help="as `pipeline start`'s (0: no classification; default 10)")
+    ap.add_argument("--max-sessions", type=int, default=0, metavar="N",
+                    help="the engine's table capacity, as `pipeline start`'s (default 0: none)")
     ap.add_argument("--work-only", metavar="PICKLE", help=argparse.SUPPRESS)
     ap.add_argument("--load-only", metavar="PICKLE", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.work_only or a.load_only:
-        work(Path(a.work_only or a.load_only), run=bool(a.work_only), digest=False, classify=a.classify_packets)
+        work(Path(a.work_only or a.load_only), run=bool(a.work_only), digest=False, classify=a.classify_packets,
+             capacity=a.max_sessions)
         return
     trace = Path(a.trace) if a.trace else OUT / "synth-1000000-20261127.pcap"
     if not trace.exists():
@@ -125,9 +129,10 @@ def main():
     if not src.exists() or src.stat().st_mtime < trace.stat().st_mtime:
         OUT.mkdir(parents=True, exist_ok=True)
         prepare(trace, src)
-    work(src, classify=a.classify_packets)
+    work(src, classify=a.classify_packets, capacity=a.max_sessions)
     if a.callgrind:
-        print(f"instructions {callgrind(src, a.classify_packets) / 1e9:.3f}G (one worker's share of {trace.name})")
+        print(f"instructions {callgrind(src, a.classify_packets, a.max_sessions) / 1e9:.3f}G "
+              f"(one worker's share of {trace.name})")
 
 
 if __name__ == "__main__":

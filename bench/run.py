@@ -10,7 +10,9 @@
    NFStream (1 meter, no DPI, no statistics) and `argus -r T -w out` when they
    are installed (bench/peers.sh installs them). `--rounds` rounds, each tool
    once per round in turn; the medians give the figures and the ratios (every
-   run is kept in results.json under "rounds").
+   run is kept in results.json under "rounds"); the workers' peak RSS. Then a
+   SYN flood (pipeline.hostile, --flood-scale) with --max-sessions 20000: its
+   frames/s and the workers' peak RSS under it.
 3. Per stage, one core each, with automatic garbage collection off as in the
    pipeline's processes: front-end decode+key+shard, one worker's session
    update (with and without classification), collector JSON lines (with and
@@ -80,6 +82,26 @@ for f in NFStreamer(source=sys.argv[1], n_meters=1, n_dissections=0, statistical
     n += 1
 print(n)
 """
+
+
+def flood(workers, tmp, scale, max_sessions=20000):
+    """A SYN flood (pipeline.hostile, made once and kept in bench/out): frames/s end to
+    end and the workers' peak RSS with a table of `max_sessions` per worker. A flood is
+    when the sensor must keep up, and its table is full the whole time."""
+    trace = OUT / f"hostile-flood-{scale:g}.pcap"
+    if not trace.exists():
+        from pipeline import hostile, tracegen
+        frames, _ = hostile.build(seed=1, attack="flood", scale=scale)
+        tracegen.write_pcap(str(trace), frames)
+    trace.read_bytes()
+    wall, st = end_to_end(trace, workers, tmp, "--max-sessions", str(max_sessions))
+    return {"flood_trace": trace.name, "flood_frames": st["frames_read"], "flood_fps": round(st["frames_read"] / wall),
+            "flood_evicted": st.get("evicted"), "flood_worker_peak_rss_mb": peak_rss_mb(st)}
+
+
+def peak_rss_mb(st):
+    """The largest of the workers' peak RSS (--stats-json `max_rss_bytes`), in MiB."""
+    return round(max(w.get("max_rss_bytes", 0) for w in st["workers"]) / 2**20, 1)
 
 
 def median_of(values):
@@ -222,6 +244,8 @@ def main():
     ap.add_argument("--trace", help="use this capture instead of generating one")
     ap.add_argument("--rounds", type=int, default=3, help="end-to-end runs of each tool (medians reported)")
     ap.add_argument("--skip-stages", action="store_true")
+    ap.add_argument("--flood-scale", type=float, default=0.5,
+                    help="size of the flood trace (pipeline.hostile --scale; 0: no flood run)")
     ap.add_argument("--skip-live", action="store_true", help="skip the live-capture replay steps (bench/live.py)")
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -253,6 +277,9 @@ def main():
     wall, wall0, nf, ar = med["pipeline"], med["pipeline_no_classify"], med["nfstream"], med["argus"]
     res.update(frames=frames, sessions=st["sessions"], pipeline_s=round(wall, 3), pipeline_fps=round(frames / wall))
     res.update(pipeline_no_classify_s=round(wall0, 3), pipeline_no_classify_fps=round(frames / wall0))
+    res["worker_peak_rss_mb"] = peak_rss_mb(st)
+    if a.flood_scale > 0:
+        res.update(flood(a.workers, tmp, a.flood_scale))
     res["nfstream_s"] = round(nf, 3) if nf else None
     res["argus_s"] = round(ar, 3) if ar else None
     if nf:

@@ -36,7 +36,9 @@ class Monitor:
     def __init__(self, workers: int, role: str = "sensor"):
         self.role = role
         self.started = time.time()
-        self.workers = {i: {"frames": 0, "sessions_open": 0, "sessions": 0, "records": 0, "evicted": 0}
+        self.workers = {i: {"frames": 0, "sessions_open": 0, "sessions": 0, "records": 0, "evicted": 0,
+                            "evicted_unanswered": 0, "evicted_closing": 0, "evicted_established": 0,
+                            "capacity": 0, "occupancy": 0.0, "emergency": 0, "emergency_episodes": 0}
                         for i in range(workers)}
         self.sent_rows = [0] * workers      # rows the front-end sent each worker (queue depth = sent - done)
         self.frontend = {}
@@ -151,6 +153,13 @@ def serve_metrics(monitor: Monitor, port: int, addr: str = "127.0.0.1"):
                 ("sessions_ended", "sessions ended (final records)", CounterMetricFamily),
                 ("records", "records sent to the collector", CounterMetricFamily),
                 ("evicted", "sessions evicted because the table was full", CounterMetricFamily),
+                ("evicted_unanswered", "sessions without an answer evicted", CounterMetricFamily),
+                ("evicted_closing", "closing TCP sessions evicted", CounterMetricFamily),
+                ("evicted_established", "established sessions evicted", CounterMetricFamily),
+                ("capacity", "session table capacity (--max-sessions)", GaugeMetricFamily),
+                ("occupancy", "open sessions as a share of the capacity (0 to 1)", GaugeMetricFamily),
+                ("emergency", "1 while the session table is in emergency mode", GaugeMetricFamily),
+                ("emergency_episodes", "times the session table entered emergency mode", CounterMetricFamily),
                 ("drops", "frames this worker lost", CounterMetricFamily),
                 ("queue", "rows sent to the worker and not yet processed", GaugeMetricFamily))
         for key, doc, kind in spec:
@@ -345,8 +354,8 @@ def _sensor_lines(snap: dict, previous: dict = None) -> list:
     up = snap["uptime_s"] or 1e-9
     lines = [f"{snap['role']} up {up:.0f} s; front-end: {snap['frontend'].get('frames_read', 0):,} frames read, "
              f"{snap['frontend'].get('frames_dropped', 0):,} dropped",
-             f"{'worker':>6} {'frames':>12} {'frames/s':>10} {'open':>9} {'records':>10} {'queue':>8} "
-             f"{'drops':>7} {'cpu%':>6} {'anon MB':>8}"]
+             f"{'worker':>6} {'frames':>12} {'frames/s':>10} {'open':>9} {'table':>6} {'evicted':>9} "
+             f"{'records':>10} {'queue':>8} {'drops':>7} {'cpu%':>6} {'anon MB':>8}"]
     procs = snap["processes"]
     for w in snap["workers"]:
         p = procs.get(f"worker {w['worker']}", {})
@@ -356,8 +365,19 @@ def _sensor_lines(snap: dict, previous: dict = None) -> list:
                 if pw["worker"] == w["worker"] and snap["uptime_s"] > previous["uptime_s"]:
                     rate = (w["frames"] - pw["frames"]) / (snap["uptime_s"] - previous["uptime_s"])
         lines.append(f"{w['worker']:>6} {w['frames']:>12,} {rate:>10,.0f} {w['sessions_open']:>9,} "
+                     f"{w.get('occupancy', 0):>6.0%} {w.get('evicted', 0):>9,} "
                      f"{w['records']:>10,} {w.get('queue', 0):>8,} {w.get('drops', 0):>7,} "
                      f"{p.get('cpu_percent', 0):>6.1f} {p.get('anon_bytes', 0) / 2**20:>8.1f}")
+    emergencies = [w for w in snap["workers"] if w.get("emergency")]
+    for w in emergencies:
+        lines.append(f"worker {w['worker']}: session table in emergency mode (episode "
+                     f"{w.get('emergency_episodes', 0)}): sessions without an answer end after --emergency-timeout")
+    evicted = [w for w in snap["workers"] if w.get("evicted")]
+    if evicted:
+        lines.append("evicted: " + "; ".join(
+            f"worker {w['worker']}: {w.get('evicted_unanswered', 0):,} unanswered, "
+            f"{w.get('evicted_closing', 0):,} closing, {w.get('evicted_established', 0):,} established"
+            for w in evicted))
     col = snap["collector"]
     if col:
         out = ", ".join(f"{name} {n:,}" for name, n in col.get("outputs", {}).items())

@@ -10,8 +10,16 @@ other transports 60, DNS (UDP port 53) 15. A session is idle once
 or RST) ends after the close linger (5 s) of inactivity, so trailing ACKs stay
 inside it. `--idle-timeout S` sets one idle timeout for every class. Interim
 records go out every `active` seconds of a session's life (0: never).
+
+A session that has had no answer (packets one way only; a TCP handshake never
+completed: workers.table.answered) ends sooner: its idle timeout is its
+class's, cut to `unanswered` (30 s; Zeek ends such attempts early too, its S0
+state), so a flood of spoofed SYNs or one-way datagrams does not hold the
+table for minutes. `idle_limit` is that rule. A worker whose table is nearly
+full cuts it further, to `emergency` (5 s), until the table has room again
+(docs/operations.md, "Under attack").
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 TCP, UDP, ICMP, OTHER, DNS = "tcp", "udp", "icmp", "other", "dns"
 DEFAULT_IDLE = {TCP: 300.0, UDP: 60.0, ICMP: 60.0, OTHER: 60.0, DNS: 15.0}
@@ -26,6 +34,12 @@ def is_idle(now, last, timeout):
     return now - last >= timeout
 
 
+def idle_limit(timeout, unanswered, answered):
+    """A session's idle timeout: its class's `timeout` once it has had an answer, else
+    at most `unanswered` (the workers' expiry and the front-end's TunnelParents)."""
+    return timeout if answered else min(timeout, unanswered)
+
+
 @dataclass(frozen=True)
 class Timeouts:
     tcp: float = DEFAULT_IDLE[TCP]
@@ -36,14 +50,25 @@ class Timeouts:
     close_linger: float = 5.0
     close_expiry: bool = True
     active: float = 300.0
+    unanswered: float = 30.0      # the idle timeout of a session without an answer, at most
+    emergency: float = 5.0        # the same while a worker's table is in emergency mode
 
     @classmethod
-    def make(cls, idle_timeout=None, active_timeout=300.0, close_linger=5.0, close_expiry=True):
+    def make(cls, idle_timeout=None, active_timeout=300.0, close_linger=5.0, close_expiry=True,
+             unanswered_timeout=30.0, emergency_timeout=5.0):
         idle = dict(DEFAULT_IDLE)
         if idle_timeout is not None:
             idle = {k: float(idle_timeout) for k in idle}
         return cls(idle[TCP], idle[UDP], idle[ICMP], idle[OTHER], idle[DNS],
-                   float(close_linger), bool(close_expiry), float(active_timeout))
+                   float(close_linger), bool(close_expiry), float(active_timeout), float(unanswered_timeout),
+                   float(emergency_timeout))
+
+    def capped(self, most: float) -> "Timeouts":
+        """These timeouts with every idle timeout and the close linger cut to `most`: what a
+        session without an answer starts with (a worker files and plans by them)."""
+        return replace(self, tcp=min(self.tcp, most), udp=min(self.udp, most), icmp=min(self.icmp, most),
+                       other=min(self.other, most), dns=min(self.dns, most),
+                       close_linger=min(self.close_linger, most))
 
     def idle_many(self, proto, sport, dport):
         """`idle_for` over numpy columns (the worker's new sessions of a batch)."""

@@ -90,22 +90,23 @@ _RAW_ROW = np.dtype((np.void, EVENT.itemsize))
 _STRUCT_CODES = {("u", 1): "B", ("u", 2): "H", ("u", 4): "I", ("u", 8): "Q", ("f", 8): "d"}
 
 
-def row_struct(*names, raw=(), whole=False) -> struct.Struct:
-    """A struct.Struct for the named EVENT fields of one row's bytes, named in row order:
+def row_struct(*names, raw=(), whole=False, dtype=EVENT) -> struct.Struct:
+    """A struct.Struct for the named EVENT fields of one row's bytes (or of another
+    structured `dtype`'s row), named in row order:
     the pad bytes between them come from EVENT's offsets, so a field moved or added above
     moves the struct with it (no hand-counted format). Fields in `raw` come as their
     bytes; `whole` pads to the end of the row (to pack a whole row)."""
     fmt, at = ["<"], 0
     for name in names:
-        dt, off = EVENT.fields[name][:2]
+        dt, off = dtype.fields[name][:2]
         if off < at:
             raise ValueError(f"row_struct: {name} comes before the fields named ahead of it")
         if off > at:
             fmt.append(f"{off - at}x")
         fmt.append(f"{dt.itemsize}s" if name in raw else _STRUCT_CODES[dt.kind, dt.itemsize])
         at = off + dt.itemsize
-    if whole and at < EVENT.itemsize:
-        fmt.append(f"{EVENT.itemsize - at}x")
+    if whole and at < dtype.itemsize:
+        fmt.append(f"{dtype.itemsize - at}x")
     return struct.Struct("".join(fmt))
 
 

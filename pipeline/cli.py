@@ -30,6 +30,23 @@ def _seconds(v):
     return x
 
 
+def _timeout(v):
+    x = _seconds(v)
+    if x <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {v!r}")
+    return x
+
+
+def _percent(v):
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a percentage: {v!r}") from None
+    if not 0 < x <= 100:
+        raise argparse.ArgumentTypeError(f"must be a percentage above 0, at most 100: {v!r}")
+    return x
+
+
 def _period(v):
     x = _seconds(v)
     if 0 < x < 1:
@@ -130,12 +147,23 @@ def parser() -> argparse.ArgumentParser:
                     help="a closed TCP session ends after S idle seconds (default 5)")
     st.add_argument("--no-close-expiry", action="store_true",
                     help="TCP FIN/RST do not end sessions (NFStream's semantics)")
+    st.add_argument("--unanswered-timeout", type=_timeout, default=30.0, metavar="S",
+                    help="a session without an answer (one way only, a TCP handshake never completed) ends "
+                         "after S idle seconds, or its class's timeout if shorter (default 30)")
     st.add_argument("--sensor-id", metavar="NAME", help="sensor name in every record (default: host name)")
     st.add_argument("--plugin", action="append", metavar="MODULE:CLASS",
                     help="user plugin seeing sessions in the workers; repeatable")
     st.add_argument("--max-sessions", type=_positive_int, metavar="N",
-                    help="per worker; when full the idlest is evicted (end_reason evicted). Default: half the "
+                    help="per worker; beyond it the sessions without an answer are evicted first, then closing "
+                         "ones, then the rest, the idlest first (end_reason evicted). Default: half the "
                          "available memory at 2 KiB a session, shared by the workers")
+    st.add_argument("--emergency-mark", type=_percent, default=90.0, metavar="PCT",
+                    help="a worker whose table is fuller than PCT%% of --max-sessions enters emergency mode: "
+                         "unanswered sessions end after --emergency-timeout (default 90)")
+    st.add_argument("--recovery-mark", type=_percent, default=70.0, metavar="PCT",
+                    help="emergency mode ends when the table is under PCT%% of --max-sessions again (default 70)")
+    st.add_argument("--emergency-timeout", type=_timeout, default=5.0, metavar="S",
+                    help="the unanswered timeout in emergency mode (default 5)")
     st.add_argument("--hash-seed", type=int, default=0, metavar="N",
                     help="seed of the session-key hash (default 0)")
     st.add_argument("--vlan-key", action=argparse.BooleanOptionalAction, default=True,
@@ -343,6 +371,10 @@ def _start(ap, args) -> int:
         return 2
     if args.max_sessions is None:
         args.max_sessions = default_max_sessions(args.workers)
+    if args.recovery_mark >= args.emergency_mark:
+        print(f"pipeline: error: --recovery-mark {args.recovery_mark:g} must be under --emergency-mark "
+              f"{args.emergency_mark:g}", file=sys.stderr)
+        return 2
     args.bpf = None
     if args.filter:
         from .frontend.bpf import compile_filter
@@ -401,7 +433,8 @@ def _start(ap, args) -> int:
     except (OutputError, PluginError) as e:
         print(f"pipeline: error: {e}", file=sys.stderr)
         return 2
-    timeouts = Timeouts.make(args.idle_timeout, args.active_timeout, args.close_linger, not args.no_close_expiry)
+    timeouts = Timeouts.make(args.idle_timeout, args.active_timeout, args.close_linger, not args.no_close_expiry,
+                             args.unanswered_timeout, args.emergency_timeout)
     from .supervisor import start
     return start(args, timeouts)
 

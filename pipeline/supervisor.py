@@ -37,6 +37,8 @@ from .dispatch import ToWorkers
 from .frontend.core import FrontEnd
 from .frontend.readers import CaptureError, open_capture
 
+# a worker's figures summed over the workers in --stats-json (and kept per worker)
+WORKER_TOTALS = ("evicted", "evicted_unanswered", "evicted_closing", "evicted_established", "emergency_episodes")
 STOP_GRACE = 10.0   # seconds from SIGINT/SIGTERM to an orderly end, else the children are killed
 # What the children import after the fork, some of it after dropping to --user (the
 # workers' classifiers import parts of dpkt on first use): --user must be able to read them.
@@ -167,6 +169,7 @@ class Run:
             "sensor": a.sensor_id or socket.gethostname(),
             "plugins": a.plugin or [],
             "max_sessions": a.max_sessions or 0,
+            "marks": (a.emergency_mark / 100, a.recovery_mark / 100),
             "outputs": a.output or ["jsonl:-"],
             "workers": self.workers,
             "aggregate_interval": a.aggregate_interval,
@@ -531,12 +534,14 @@ def start(args, timeouts) -> int:
     stats["sessions"] = sum(w["sessions"] for w in workers)
     stats["records"] = cstats["records"]
     stats["final_records"] = cstats["final_records"]
-    stats["evicted"] = sum(w.get("evicted", 0) for w in workers)
+    for key in WORKER_TOTALS:
+        stats[key] = sum(w.get(key, 0) for w in workers)
     stats["capture_damage"] = run.damage
     stats["elapsed_s"] = round(elapsed, 3)
     stats["interrupted"] = run.stopping
     stats["workers"] = [{"worker": w["worker"], "frames": w["events"], "sessions": w["sessions"],
-                         "records": w["records"], "evicted": w.get("evicted", 0)} for w in workers]
+                         "records": w["records"], **{k: w.get(k, 0) for k in WORKER_TOTALS},
+                         "max_rss_bytes": w.get("max_rss_bytes")} for w in workers]
     stats["outputs"] = cstats["outputs"]
     stats["output_issues"] = cstats.get("output_issues", {})
     stats["worker_restarts"] = run.restarts

@@ -46,6 +46,13 @@ def rows(specs, seed=0, path=1):
     return ev
 
 
+def session(i, timeout=1.0):
+    """A Session whose first row is frame i's (its id: i << 8), for tests of the table's parts."""
+    from workers.session import Session, first_row
+    first = first_row(rows([dict(src="10.0.0.1", dst="10.0.0.2", sport=1, dport=2, proto=6, ts=0.0, fidx=i)])[0].tobytes())
+    return Session(i, i << 8, 0, 0, 0, 0.0, timeout, first, "")
+
+
 def run_engine(batches, timeouts, paths=None, setup=lambda eng: None, **kw):
     """Feed front-end style batches [(rows, cuts, payload), ...] to a fresh Engine (after
     `setup(engine)`), finish it; returns (records in order, engine)."""

@@ -62,16 +62,17 @@ def test_client_corrected_when_capture_starts_at_syn_ack():
 
 
 def test_idle_timeout_splits_sessions():
-    recs = run([pkt(0.0, proto=17), pkt(59.0, proto=17), pkt(120.0, proto=17)])
+    recs = run([pkt(0.0, proto=17), pkt(0.1, up=False, proto=17), pkt(59.0, proto=17), pkt(120.0, proto=17)])
     f = finals(recs)
-    assert [r["packet_count"] for r in f] == [2, 1]
+    assert [r["packet_count"] for r in f] == [3, 1]
     assert [r["end_reason"] for r in f] == ["idle", "shutdown"]
     assert f[0]["session_id"] != f[1]["session_id"]
 
 
 def test_idle_timeout_is_inclusive():
-    f = finals(run([pkt(0.0, proto=17), pkt(60.0, proto=17)], Timeouts.make(active_timeout=0)))
-    assert [r["packet_count"] for r in f] == [1, 1]
+    f = finals(run([pkt(0.0, proto=17), pkt(0.0, up=False, proto=17), pkt(60.0, proto=17)],
+                   Timeouts.make(active_timeout=0)))
+    assert [r["packet_count"] for r in f] == [2, 1]
 
 
 def test_dns_has_a_shorter_timeout():
@@ -80,7 +81,8 @@ def test_dns_has_a_shorter_timeout():
 
 
 def test_global_idle_timeout():
-    f = finals(run([pkt(0.0, proto=17), pkt(100.0, proto=17)], Timeouts.make(idle_timeout=120)))
+    f = finals(run([pkt(0.0, proto=17), pkt(0.1, up=False, proto=17), pkt(100.0, proto=17)],
+                   Timeouts.make(idle_timeout=120)))
     assert len(f) == 1
 
 
@@ -122,8 +124,9 @@ def test_interim_report_waits_for_the_next_packet():
     Offline, time moves with the packets: packets every 45 s from 0 to 675 s (time advanced
     after each) find the report due at 300 s at the sweep after the packet of 315 s, and the
     one due at 600 s after 630 s: interims of 8 packets (0-315 s, written at 360 s) and 15
-    (0-630 s, written at 675 s), then the final record of 16."""
-    recs = run([pkt(45.0 * i, proto=17) for i in range(16)])
+    (0-630 s, written at 675 s), then the final record of 16 (the
+    unanswered timeout as long as the idle one: this one-way traffic would end at 30 s)."""
+    recs = run([pkt(45.0 * i, proto=17) for i in range(16)], Timeouts.make(unanswered_timeout=300))
     assert [(r["final"], r["packet_count"], r["end"]) for r in recs] == \
         [(False, 8, 315.0), (False, 15, 630.0), (True, 16, 675.0)]
 
@@ -266,7 +269,7 @@ def test_session_accessors():
 def test_interim_reports_after_a_long_silence_cost_no_loop():
     """A session idle for a huge time (but not expired) gets one interim report, not one per period
     (written at its next packet: an interim report waits for one)."""
-    t = Timeouts.make(idle_timeout=1e9, active_timeout=1)
+    t = Timeouts.make(idle_timeout=1e9, active_timeout=1, unanswered_timeout=1e9)
     eng = Engine(0, t, "t")
     eng.feed(rows([pkt(0.0, proto=17)]))
     eng.advance(1e7)

@@ -27,14 +27,24 @@ from tests.shared import all_captures, capture_ids, needs_shared
 PER_PACKET, BULK = 1 << 60, 1
 SHORT = Timeouts.make(idle_timeout=2, active_timeout=3, close_linger=1)
 # the bulk path's per-row check (`plan.room`) against every timeout shape: idle shorter
-# than the interim report period, a linger longer than the idle timeout, no close expiry
+# than the interim report period, a linger longer than the idle timeout, no close expiry,
+# an unanswered timeout shorter than the idle one (sessions answered inside a batch, or
+# never), and shorter than the linger too
 TIMEOUTS = [SHORT, Timeouts(), Timeouts.make(idle_timeout=2, active_timeout=300, close_linger=1),
             Timeouts.make(idle_timeout=1, active_timeout=300, close_linger=3),
-            Timeouts.make(idle_timeout=2, active_timeout=3, close_linger=1, close_expiry=False)]
+            Timeouts.make(idle_timeout=2, active_timeout=3, close_linger=1, close_expiry=False),
+            Timeouts.make(idle_timeout=4, active_timeout=300, close_linger=1, unanswered_timeout=1.5,
+                          emergency_timeout=0.5),
+            Timeouts.make(idle_timeout=3, active_timeout=5, close_linger=2, unanswered_timeout=1,
+                          emergency_timeout=0.3)]
 
 
-def records(batches, timeouts, bulk_min, paths=None, **kw):
-    out, eng = run_engine(batches, timeouts, paths, lambda e: setattr(e, "bulk_min", bulk_min), **kw)
+def records(batches, timeouts, bulk_min, paths=None, slice_rows=None, **kw):
+    def setup(e):
+        e.bulk_min = bulk_min
+        if slice_rows is not None:
+            e.slice_rows = slice_rows
+    out, eng = run_engine(batches, timeouts, paths, setup, **kw)
     return sorted(map(repr, out)), eng
 
 
@@ -74,14 +84,21 @@ def build(specs):
     return rows(out)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(packet, min_size=1, max_size=120), st.sampled_from([1, 7, 40, 1000]), st.sampled_from(TIMEOUTS))
-def test_random_rows_same_records(specs, chunk, timeouts):
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(packet, min_size=1, max_size=120), st.sampled_from([1, 7, 40, 1000]), st.sampled_from(TIMEOUTS),
+       st.sampled_from([0, 0, 1, 2, 3, 5]), st.sampled_from([0, 0, 3, 16]))
+def test_random_rows_same_records(specs, chunk, timeouts, capacity, slice_rows):
+    """Random rows, both paths, the same records; with a tiny table (`capacity`) too, so
+    that batches end over capacity (evictions by class and idleness) and the table goes
+    in and out of emergency mode; and with batches fed in slices (`slice_rows`), each
+    settled at its end, as a flood's are."""
     ev = build(specs)
     batches = [(ev[i:i + chunk], cut(ev[i:i + chunk]), None) for i in range(0, len(ev), chunk)]
-    ref, _ = records(batches, timeouts, PER_PACKET)
-    got, _ = records(batches, timeouts, BULK)
+    kw = dict(max_sessions=capacity, slice_rows=slice_rows)
+    ref, a = records(batches, timeouts, PER_PACKET, **kw)
+    got, b = records(batches, timeouts, BULK, **kw)
     assert got == ref
+    assert a.stats == b.stats
 
 
 def test_cut_times_behind_the_engines_clock():
@@ -144,7 +161,7 @@ def test_inspection_rounds_really_run(tmp_path, monkeypatch):
     k-th row in round k, only while it is undecided). The records must be the per-packet
     path's, and some batch must have needed more than one round for that to mean much."""
     trace = demo_trace(tmp_path)
-    batches, paths = front_end_batches(trace, 4096, Timeouts())
+    batches, paths = front_end_batches(trace, 1024, Timeouts())
     rounds = []
     inside = []
 
@@ -296,10 +313,10 @@ def test_wheel_file_new_is_file():
     """A batch's new sessions are filed in the expiry wheel at once (`Wheel.file_new`):
     the same buckets, each in the same order, as filing them one by one."""
     from workers.expiry import Wheel
-    from workers.session import Session
+    from tests.rows import session
     rng = np.random.default_rng(7)
     whens = np.r_[rng.uniform(-5.0, 50.0, 300).round(1), [1e16, float("inf"), -0.5, 0.0, 9e15, 3.999]]
-    made = [[Session(i, i, 0, 0, 0, 0.0, 1.0, b"", "") for i in range(len(whens))] for _ in range(2)]
+    made = [[session(i) for i in range(len(whens))] for _ in range(2)]
     one, many = Wheel(), Wheel()
     for s, w in zip(made[0], whens.tolist()):
         one.file(s, w)
@@ -309,3 +326,39 @@ def test_wheel_file_new_is_file():
         {k: [s.id for s in b] for k, b in many.buckets.items()}
     assert [s.slot for s in made[0]] == [s.slot for s in made[1]]
     assert [s.id for s in one.due(20.0)] == [s.id for s in many.due(20.0)]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(0, 9), min_size=1, max_size=12), st.integers(1, 12))
+def test_slices_cover_the_batch_and_keep_its_cuts(steps, size):
+    """`slices`: contiguous, none longer than `size`, and the batch's cuts all there, in
+    place and with their times; the only other cuts are `_NO_ADVANCE` ones."""
+    from workers.engine import _NO_ADVANCE, slices
+    ends = np.cumsum(steps).tolist()
+    cuts = [[e, float(i)] for i, e in enumerate(ends)]
+    got = list(slices(cuts, size))
+    assert [lo for lo, _, _ in got] == [0] + [hi for _, hi, _ in got][:-1]
+    assert got[-1][1] == ends[-1]
+    seen = []
+    for lo, hi, part in got:
+        assert hi - lo <= size and part[-1][0] == hi - lo
+        seen += [[lo + e, t] for e, t in part if t != _NO_ADVANCE]
+    assert seen == cuts
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(packet, min_size=1, max_size=120), st.sampled_from([1, 3, 10, 50]), st.sampled_from(TIMEOUTS))
+def test_a_batch_in_slices_gives_the_same_records(specs, size, timeouts):
+    """Without a capacity, a batch fed in slices (`Engine.slice_rows`; records handed
+    to the sink between slices) writes the same records as whole (in an order that may
+    differ inside one advance, as between the two paths: `records`)."""
+    ev = build(specs)
+    batches = [(ev, cut(ev), None)]
+    ref, _ = run_engine(batches, timeouts, None, lambda e: setattr(e, "bulk_min", BULK))
+    sunk = []
+
+    def setup(e):
+        e.bulk_min, e.slice_rows, e.sink = BULK, size, sunk.extend
+    got, eng = run_engine(batches, timeouts, None, setup)
+    assert sorted(map(repr, sunk + got)) == sorted(map(repr, ref))
+    assert eng.stats["events"] == len(ev)

@@ -162,7 +162,9 @@ def test_memory_is_reported_as_anonymous_and_resident(big_trace, tmp_path):
             # anonymous would fail the check above, and the two figures differ
             assert got["rss_bytes"] - got["anon_bytes"] > slack
             told_apart += 1
-    assert told_apart >= 3, before          # the front-end and the workers (numpy) at least
+    # the front-end at least (it maps the trace); the workers let go of the trace's pages
+    # after each batch (workers.process.release), so theirs may be the libraries' alone
+    assert told_apart >= 1, before
     assert "anon MB" in table and "rss" in table
 
 

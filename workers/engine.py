@@ -33,18 +33,23 @@ from . import classify, inspection, orientation, plan
 from . import tcp as tcpmod
 from .groups import Groups, observed_rows, stack_ids, stack_of
 from .records import RecordWriter
-from .session import N_COUNTERS, Session
-from .table import SessionTable
+from .session import FIRST, N_COUNTERS, Session, first_row, first_rows
+from .table import CLASSES, HIGH, RECOVERY, SessionTable
 
 _SYN, _ACK, _CONTROL = tcpmod.SYN, tcpmod.ACK, tcpmod.CONTROL
 _REFUSE_MIN = 8          # first payloads in a call worth a vectorised refusal test
 _NONE = np.zeros(0, np.intp)
 _ROW_SIZE = EVENT.itemsize
-_COUNTS_SIZE = N_COUNTERS * 8     # a session's counters (Session.c, array "q") in bytes
+_FIRST_SIZE = FIRST.itemsize
+_COUNTS = N_COUNTERS      # a session's counters (Session.c, array "q")
 _OPEN_FIELDS = row_struct("fidx", "proto", "depth", "sport", "dport", "path", "parent")   # from the first row's bytes
 _OBSERVED = row_struct("nvlan", "vlan0", "vlan1", "parent")        # what `Session.observe` is shown of a row
 _GROUPED_MIN = 64                      # smaller batches: the per-packet path is cheaper
+_OPEN_SLICE = 4096                     # new sessions made at once by the batch path (`_open_groups`)
+_SLICE_ROWS = 8192                    # rows of a batch fed at once (`feed_batch`)
+_NO_ADVANCE = float("-inf")            # the time of a cut `slices` adds: no advance there
 _REPORTS_MIN = 32                      # fewer records at once: `RecordWriter.one` one by one is cheaper
+EVICTED_BY = tuple("evicted_" + name for name in CLASSES)      # the stats' evictions per class
 
 
 class _Touched:
@@ -62,16 +67,17 @@ class _Touched:
 
 class Engine:
     """One worker's sessions (`max_sessions`: the table's capacity, 0: none; `vlan_key`: the
-    front-end keys sessions by their VLAN ids, so a session's rows all carry the same ones)."""
+    front-end keys sessions by their VLAN ids, so a session's rows all carry the same ones;
+    `marks`: the table's emergency mode's high and recovery marks, shares of the capacity)."""
 
     def __init__(self, worker: int = 0, timeouts: Timeouts = Timeouts(), sensor: str = "",
                  proc: int = 0, max_sessions: int = 0, plugins=(), classify: int = classify.BUDGET,
-                 vlan_key: bool = True):
+                 vlan_key: bool = True, marks=(HIGH, RECOVERY)):
         self.worker = worker
         self.watch_vlans = not vlan_key   # --no-vlan-key: a session's rows may carry several VLAN stacks
         self.timeouts = timeouts
         self._timeouts_by_value = {v: v for v in (timeouts.tcp, timeouts.udp, timeouts.icmp, timeouts.other,
-                                                  timeouts.dns)}
+                                                  timeouts.dns, timeouts.unanswered, timeouts.emergency)}
         self.sensor = sensor
         self.proc = proc
         self.bulk_min = _GROUPED_MIN      # batches this small take the per-packet path
@@ -80,15 +86,18 @@ class Engine:
         self.classify = classify          # payload packets inspected per direction, 0: no classification
         self.plugins = list(plugins)
         self.packet_plugins = [p for p in self.plugins if getattr(p, "per_packet", False)]
-        self.table = SessionTable(max_sessions)
+        self.table = SessionTable(max_sessions, timeouts, *marks)
         self.wheel = self.table.wheel
         self.paths = {}
         self.records = []
         self.reports_due = set()          # sessions whose interim report waits for their next packet
         self._ended = []                  # (place in records, session, reason): written by `_flush`
         self.now = float("-inf")   # packet time may be anything, even negative
-        self.stats = {"events": 0, "sessions": 0, "records": 0, "final_records": 0, "evicted": 0}
+        self.stats = {"events": 0, "sessions": 0, "records": 0, "final_records": 0, "evicted": 0,
+                      **dict.fromkeys(EVICTED_BY, 0), "emergency_episodes": 0}
         self.writer = RecordWriter(sensor, worker, classify)
+        self.slice_rows = _SLICE_ROWS      # a longer batch goes in slices (`feed_batch`); 0: whole
+        self.sink = None                  # called with the records so far between a batch's slices
 
     # -- input ---------------------------------------------------------------
     def add_paths(self, paths: dict) -> None:
@@ -97,7 +106,12 @@ class Engine:
 
     def feed(self, ev, payload=None) -> None:
         """Update sessions from one batch of EVENT rows (in frame order); `payload` holds
-        the first payload bytes of young sessions' rows (EVENT ploff/pllen)."""
+        the first payload bytes of young sessions' rows (EVENT ploff/pllen). The table is
+        trimmed to its capacity at the end (`_settle`)."""
+        self._feed(ev, payload)
+        self._settle()
+
+    def _feed(self, ev, payload=None) -> None:
         n = len(ev)
         if not n:
             return
@@ -118,16 +132,33 @@ class Engine:
         """A front-end batch: its rows cut in segments, `cuts` = [[end row, now], ...]
         (rows [previous end, end) then `advance(now)`). The same as feed + advance per
         segment, but the sessions no expiry in the batch can touch are updated in bulk
-        (`_bulk`) and only the others packet by packet, between the advances."""
+        (`_bulk`) and only the others packet by packet, between the advances.
+
+        A batch of more than `slice_rows` rows goes in slices (`slices`), each settled
+        (table trimmed to its capacity) at its end and its records handed to `sink`
+        when one is set: a flood's batch opens a session per row, and those sessions,
+        the batch path's columns and the evicted sessions' records, all at once, were
+        most of a worker's memory under a flood (docs/operations.md)."""
+        if self.slice_rows and len(ev) > self.slice_rows and cuts and cuts[-1][0] == len(ev):
+            for lo, hi, part in slices(cuts, self.slice_rows):
+                self._feed_batch(ev[lo:hi], part, payload)
+                if self.sink is not None and hi < len(ev):
+                    self.sink(self.take_records())
+            return
+        self._feed_batch(ev, cuts, payload)
+
+    def _feed_batch(self, ev, cuts, payload) -> None:
         n = len(ev)
         if not cuts or cuts[-1][0] != n or self._per_packet(n):
             start = 0
             for end, now in cuts:
-                self.feed(ev[start:end], payload)
-                self._advance(now)
+                self._feed(ev[start:end], payload)
+                if now != _NO_ADVANCE:
+                    self._advance(now)
                 start = end
             if start < n:
-                self.feed(ev[start:], payload)
+                self._feed(ev[start:], payload)
+            self._settle()
             self._flush()
             return
         self.stats["events"] += n
@@ -141,15 +172,15 @@ class Engine:
                 self._feed_rows(ev, part)
                 if inspecting:
                     inspection.inspect(self.table, ev, payload, part, self.classify, self.refuse_min)
-            self._advance(now)
+            if now != _NO_ADVANCE:
+                self._advance(now)
             lo = hi
+        self._settle()
         self._flush()
 
     def _per_packet(self, n) -> bool:
-        """Small batches, per-packet plugins and a table that may overflow inside the
-        batch (the evictions then follow packet order) take the per-packet path for the
-        whole batch."""
-        return n < self.bulk_min or bool(self.packet_plugins) or self.table.may_fill(n)
+        """Small batches and per-packet plugins take the per-packet path for the whole batch."""
+        return n < self.bulk_min or bool(self.packet_plugins)
 
     # -- per packet: the reference -------------------------------------------
     def _feed_rows(self, ev, rows) -> None:
@@ -164,6 +195,7 @@ class Engine:
                    sub["iplen"].tolist(), tcpmod.entries(fls, pls, dirs).tolist(),
                    repeat(False) if obs is None else obs.tolist())
         get = self.table.get
+        expired = self.table.expired
         close_expiry = self.timeouts.close_expiry
         tcp_data, tcp_control, note, entry_bit, t_entry = (tcpmod.data, tcpmod.control, tcpmod.note,
                                                            tcpmod.ENTRY_BIT, tcpmod.T_ENTRY)
@@ -176,7 +208,7 @@ class Engine:
             s = get(k)
             if s is None:
                 s = self._open(ev, i, k, t, d, fl)
-            elif t - s.last >= s.timeout:
+            elif t - s.last >= s.timeout and expired(s, t):
                 self._end(s, CLOSED if (s.tcp is not None and s.tcp.closed and close_expiry) else IDLE)
                 s = self._open(ev, i, k, t, d, fl)
             elif fl & _SYN and not fl & _ACK and close_expiry and tcpmod.reuses(s.tcp, s.first, seq):
@@ -212,26 +244,25 @@ class Engine:
                     if pl and tcp_data(st, d, seq, pl):
                         note(st, t_entry[d])    # a retransmission: the 1st, 10th, ... of its direction
                     if tcp_control(st, d, d == s.client_dir, fl, t, close_expiry and not c[6 - o]) and close_expiry:
-                        s.timeout = self.timeouts.close_linger
+                        s.timeout = self.table.limits.close_linger
                         self.wheel.file(s, s.last + s.timeout)
+                        self.table.closed(s)
             if pp:
                 for p in pp:
                     p.on_packet(s, ev[i])
 
     def _open(self, ev, i, k, t, d, fl, first=None) -> Session:
-        """A new session from row i (`first`: that row's bytes, when the caller has them)."""
-        victim = self.table.victim()
-        if victim is not None:
-            self.stats["evicted"] += 1
-            self._end(victim, EVICTED)
+        """A new session from row i (`first`: that row's bytes, when the caller has them),
+        unanswered as it opens: its timeout starts at most at the unanswered timeout."""
         if first is None:
             first = ev[i].tobytes()
         fidx, proto, depth, sport, dport, pid, parent = _OPEN_FIELDS.unpack_from(first)
         client_dir = orientation.client_dir(d, proto, fl, sport, dport)
-        timeout = self.timeouts.idle_for(proto, sport, dport)
+        timeout = self.table.limits.idle_for(proto, sport, dport)
         s = Session(k, session_id(fidx, depth, self.proc), parent, depth, client_dir, t, timeout,
-                    first, self.paths.get(pid, ""))
+                    first_row(first), self.paths.get(pid, ""))
         self.table[k] = s
+        self.table.admit(s, t)
         self.stats["sessions"] += 1
         active = self.timeouts.active
         s.next_report = t + active if active > 0 else float("inf")
@@ -254,9 +285,10 @@ class Engine:
         tests/test_engine_bulk.py checks."""
         g = Groups(ev, payload is not None)
         found = list(map(self.table.get, g.keys.tolist()))
-        c = plan.Candidates(g, found, ev, self.timeouts, self.reports_due)
-        r = plan.room(g, cuts, self.now, horizon) if cuts is not None and horizon > float("-inf") else None
-        bulk = plan.stays(g, c, r, horizon, self.timeouts)
+        limits = self.table.limits          # the sessions' timeouts are lower bounds of these and no more
+        c = plan.Candidates(g, found, ev, limits, self.reports_due)
+        r = plan.room(g, cuts, self.now) if cuts is not None and horizon > float("-inf") else None
+        bulk = plan.stays(g, c, r, horizon, limits)
         touched = _Touched(g.n)
         kinds = g.kinds(ev)
         self._update_known(g, found, np.flatnonzero(bulk & c.known), touched, kinds)
@@ -331,9 +363,15 @@ class Engine:
         """`_open` for the new sessions of groups `fresh` (whose rows all take the batch
         path; `c`: the plan's Candidates), in group order, with their counters: the first
         rows' fields are read as numpy columns, and each session's counters come from its
-        group's sums at once; what is left for the later steps goes in `touched`."""
+        group's sums at once; what is left for the later steps goes in `touched`. A slice
+        of `_OPEN_SLICE` sessions at a time: the columns as Python objects cost ~600 bytes
+        a session while they live, and a flood's batch opens tens of thousands."""
+        for lo in range(0, len(fresh), _OPEN_SLICE):
+            self._open_slice(ev, g, fresh[lo:lo + _OPEN_SLICE], c, touched, kinds)
+
+    def _open_slice(self, ev, g, fresh, c, touched, kinds) -> None:
         rows = take_rows(ev, g.first[fresh])
-        raw = rows.tobytes()
+        raw = first_rows(rows)
         n = len(fresh)
         d = rows["dir"]
         fl = rows["tcpflags"]
@@ -350,22 +388,25 @@ class Engine:
         plugins = self.plugins
         new_tcp = tcpmod.TcpState
         made = []
-        counts = g.counts[fresh].tobytes()     # each session's counters, as array("q") takes them
+        # each session's counters: a slice of one array is an array of its exact size (one made
+        # from bytes keeps room to grow: 24 bytes more a session)
+        counts = array("q", g.counts[fresh].tobytes())
         for j, gg, k, sid, parent, depth, cdir, t, to, nr, path, tm, fo, tp, gi, kd in zip(
                 range(n), fresh.tolist(), g.keys[fresh].tolist(), sids, rows["parent"].tolist(),
                 rows["depth"].tolist(), cd, ts.tolist(), tos.tolist(), nrs.tolist(), rows["path"].tolist(),
                 g.last_ts[fresh].tolist(), g.flags_or[fresh].tolist(), g.tcp_data_n[fresh].tolist(),
                 g.payload_n[fresh].tolist(), repeat(0) if kinds is None else kinds[fresh].tolist()):
-            m = counts[j * _COUNTS_SIZE:(j + 1) * _COUNTS_SIZE]
-            s = Session(k, sid, parent, depth, cdir, t, by_value.get(to, to), raw[j * _ROW_SIZE:(j + 1) * _ROW_SIZE],
-                        paths.get(path, ""), None if plugins else array("q", m))
+            m = counts[j * _COUNTS:(j + 1) * _COUNTS]
+            s = Session(k, sid, parent, depth, cdir, t, by_value.get(to, to),
+                        raw[j * _FIRST_SIZE:(j + 1) * _FIRST_SIZE], paths.get(path, ""), None if plugins else m)
             table[k] = s
             s.next_report = nr
             if plugins:                # as `_open`: filed, then shown to plugins before its counters
                 self.wheel.file(s, float(whens[j]))
+                table.admit(s, t)
                 for p in plugins:
                     p.on_start(s)
-                s.c[:] = array("q", m)  # in place: a plugin may hold on to s.c
+                s.c[:] = m              # in place: a plugin may hold on to s.c
             else:
                 made.append(s)         # filed together below
             if tm > t:
@@ -385,6 +426,7 @@ class Engine:
                 touched.inspect.append((gg, s))
         if made:
             self.wheel.file_new(made, whens)
+        table.admit_many(made, ts)
         self.stats["sessions"] += n
 
     def _observe_groups(self, ev, g, found, bulk, seen) -> None:
@@ -430,8 +472,9 @@ class Engine:
         closed = tcpmod.control_many([s.tcp for s in ss], np.fromiter([s.client_dir for s in ss], np.int8, len(ss)),
                                      u_of, ds[pos], g.flags[pos], g.ts[pos], silent)   # each has its TcpState
         if closed and self.timeouts.close_expiry:
-            linger = self.timeouts.close_linger
+            linger = self.table.limits.close_linger
             file = self.wheel.file
+            now_closed = self.table.closed
             us = u_of[closed].tolist()
             due = (np.maximum(np.fromiter([touched.before[ug[u]] for u in us], np.float64, len(us)),
                               g.running_max()[pos[closed]]) + linger).tolist()
@@ -439,6 +482,7 @@ class Engine:
                 s = ss[u]
                 s.timeout = linger
                 file(s, when)
+                now_closed(s)
 
     @staticmethod
     def _peer_silent(g, ds, pos, ss, u_of):
@@ -515,6 +559,7 @@ class Engine:
     def advance(self, now: float) -> None:
         """Expire what is due at `now` and write interim reports of long sessions."""
         self._advance(now)
+        self._settle()
         self._flush()
 
     def _advance(self, now: float) -> None:
@@ -526,9 +571,11 @@ class Engine:
         now = self.now
         active = self.timeouts.active
         close_expiry = self.timeouts.close_expiry
+        expired = self.table.expired
         refile = []
         for s in self.wheel.due(now):
-            if now - s.last >= s.timeout:         # `is_idle`, inline: it runs for every due session
+            # `is_idle` inline (it runs for every due session) by the lower bound, then exactly
+            if now - s.last >= s.timeout and expired(s, now):
                 self._end(s, CLOSED if (s.tcp is not None and s.tcp.closed and close_expiry) else IDLE)
                 continue
             if s.next_report <= now:
@@ -548,8 +595,10 @@ class Engine:
     def finish(self, now: float) -> None:
         """End of stream: expire what is due, then end every open session as shutdown."""
         self._advance(now)
-        for s in sorted(self.table.values(), key=lambda x: x.id):
-            self._end(s, SHUTDOWN)
+        self._settle()
+        left, order = self._by_id()
+        for j in order.tolist():
+            self._end(left[j], SHUTDOWN)
         self._flush()
 
     def finishing(self, now: float, size: int = 1024):
@@ -560,13 +609,38 @@ class Engine:
         the last. The same records in the same order as finish() then take_records()
         (a test checks)."""
         self._advance(now)
+        self._settle()
         yield self.take_records()
-        left = sorted(self.table.values(), key=lambda x: x.id)
+        left, order = self._by_id()
         size = size if size > 0 else max(1, len(left))
         for i in range(0, len(left), size):
-            for s in left[i:i + size]:
-                self._end(s, SHUTDOWN)
+            for j in order[i:i + size].tolist():
+                self._end(left[j], SHUTDOWN)
             yield self.take_records()
+
+    def _by_id(self):
+        """The open sessions and the order of their ids (the order the end of the stream
+        ends them in). The ids go to numpy one at a time: a sort by a key function held
+        an int object per session at once, the run's peak memory with a full table."""
+        left = list(self.table.values())
+        return left, np.argsort(np.fromiter((s.id for s in left), np.uint64, len(left)))
+
+    # -- a batch's end -------------------------------------------------------
+    def _settle(self) -> None:
+        """The table back to its capacity (evicted sessions end as "evicted", in the
+        table's eviction order), emergency mode in or out (`SessionTable.settle`)."""
+        self.table.settle(self._evict)
+        self.stats["emergency_episodes"] = self.table.episodes
+
+    def _evict(self, s: Session, cls: int) -> None:
+        self.stats["evicted"] += 1
+        self.stats[EVICTED_BY[cls]] += 1
+        self._end(s, EVICTED)
+
+    @property
+    def emergency(self) -> bool:
+        """Whether the table is in emergency mode (`table.SessionTable.settle`)."""
+        return self.table.emergency
 
     # -- output --------------------------------------------------------------
     def take_records(self) -> list:
@@ -609,3 +683,23 @@ class Engine:
         self.stats["records"] += 1
         if final:
             self.stats["final_records"] += 1
+
+
+def slices(cuts, size: int):
+    """A batch's cuts ([[end row, now], ...], the last at its end) as slices of at most
+    `size` rows: (start, end, cuts relative to start). A slice ends at a cut where it
+    can; a segment longer than `size` is cut where no advance was (time _NO_ADVANCE:
+    `feed_batch` makes none there; to the batch plan an advance at the engine's clock,
+    which only keeps more rows on the per-packet path)."""
+    lo, part = 0, []
+    for end, now in cuts:
+        if part and end - lo > size:        # this segment would overflow: the slice ends at the last cut
+            hi = lo + part[-1][0]
+            yield lo, hi, part
+            lo, part = hi, []
+        while end - lo > size:              # a segment longer than a slice on its own
+            yield lo, lo + size, [[size, _NO_ADVANCE]]
+            lo += size
+        part.append([end - lo, now])
+    if part:
+        yield lo, lo + part[-1][0], part

@@ -17,7 +17,7 @@ open one, and on a sensor opening 10,000 sessions a second it would be
 millions. So once the wheel holds twice the entries it kept at its last
 compaction (and `compact_min` more), it drops the entries of ended sessions
 in one pass (`compact`): amortised O(1) a filing. An ended session is never
-filed again, so what due(), oldest() and neighbour() return does not change;
+filed again, so what due() and neighbour() return does not change;
 a live session's old entries stay, since they may count again.
 """
 import heapq
@@ -26,7 +26,7 @@ import numpy as np
 
 
 class Wheel:
-    __slots__ = ("buckets", "heap", "entries", "limit", "compact_min")
+    __slots__ = ("buckets", "heap", "entries", "limit", "compact_min", "_slot")
 
     def __init__(self, compact_min: int = 4096):
         self.buckets = {}
@@ -34,11 +34,16 @@ class Wheel:
         self.entries = 0            # entries in the buckets, of live and of ended sessions
         self.compact_min = compact_min
         self.limit = compact_min    # compact when entries pass it
+        self._slot = None           # the last slot filed in: sessions filed in the same second share it
 
     def file(self, s, when: float) -> None:
         slot = int(when) if when < 9e15 else int(9e15)
         if slot == s.slot:
             return
+        if slot == self._slot:
+            slot = self._slot       # one int object per second, not one per session (32 bytes each)
+        else:
+            self._slot = slot
         s.slot = slot
         b = self.buckets.get(slot)
         if b is None:
@@ -66,9 +71,6 @@ class Wheel:
         same buckets, each in the same order."""
         w = np.asarray(whens, np.float64)
         slots = np.trunc(np.where(w < 9e15, w, 9e15)).astype(np.int64)   # as `file`: NaN and beyond in the last
-        for s, slot in zip(sessions, slots.tolist()):
-            s.slot = slot
-            s._wheel = self
         order = np.argsort(slots, kind="stable")
         srt = slots[order]
         cut = np.flatnonzero(srt[1:] != srt[:-1]) + 1
@@ -78,7 +80,11 @@ class Wheel:
             if b is None:
                 b = buckets[slot] = []
                 heapq.heappush(heap, slot)
-            b.extend([sessions[i] for i in part.tolist()])
+            members = [sessions[i] for i in part.tolist()]
+            for s in members:
+                s.slot = slot               # the bucket's own int object, shared
+                s._wheel = self
+            b.extend(members)
         self.entries += len(sessions)
         if self.entries > self.limit:
             self.compact()
@@ -94,25 +100,11 @@ class Wheel:
             b = buckets.pop(slot, ())
             taken += len(b)
             for s in b:
-                if s.slot == slot and not s.ended:
+                if s.slot == slot:          # an ended session's slot (ENDED) equals none
                     s.slot = None
                     out.append(s)
         self.entries -= taken
         return out
-
-    def oldest(self):
-        """The live session filed earliest (the one to evict when the table is full)."""
-        heap, buckets = self.heap, self.buckets
-        while heap:
-            b = buckets.get(heap[0])
-            while b:
-                s = b[0]
-                if s.slot == heap[0] and not s.ended:
-                    return s
-                b.pop(0)
-                self.entries -= 1
-            buckets.pop(heapq.heappop(heap), None)
-        return None
 
     def neighbour(self, s, step: int):
         b = self.buckets.get(s.slot)

@@ -34,6 +34,7 @@ _port_class = classify.registry.port_class
 _class_keys = classify.registry.class_keys
 _MIN_DISPATCH = classify.registry.MIN_DISPATCH
 _COLUMNS = ("dir", "ploff", "pllen", "proto", "sport", "dport")
+_SLICE = 4096
 
 
 def inspect(table, ev, payload, rows, budget: int, refuse_min: int) -> None:
@@ -74,7 +75,14 @@ def inspect_groups(ev, payload, order, gs, plrows, look, ng: int, budget: int, r
 
 def inspect_rows(ev, payload, idx, sessions, budget: int, refuse_min: int) -> None:
     """Rows `idx` of `ev` to their `sessions` (one per row, None: no session), in order;
-    `budget`: payload packets an Inspector looks at per direction."""
+    `budget`: payload packets an Inspector looks at per direction. `_SLICE` rows at a
+    time: the refusals' numpy columns (~200 bytes a row) and the rows' Python columns
+    while they live, for a flood's tens of thousands of first payloads in one batch."""
+    for lo in range(0, len(idx), _SLICE):
+        _inspect_slice(ev, payload, idx[lo:lo + _SLICE], sessions[lo:lo + _SLICE], budget, refuse_min)
+
+
+def _inspect_slice(ev, payload, idx, sessions, budget: int, refuse_min: int) -> None:
     raw = payload                      # bytes, or a view of the capture file: slices are copied
     if refuse_first(ev, raw, idx, sessions, refuse_min):      # some sessions decided: the rest only
         todo = [j for j, s in enumerate(sessions)

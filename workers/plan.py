@@ -17,15 +17,18 @@ known sessions alike, over `Candidates`: what the engine knows of each group's
 session (new ones: what opening it would make of it).
 
 Time: an advance at `now` ends a session idle at `now` (`contracts.timeouts.
-is_idle`: now - last >= timeout). A closing session (FIN/RST, close expiry on)
-takes the close linger as its timeout from its first FIN/RST on, and may end
-after its last row: by then its counters are all in, so the advance that ends
-it writes the same record.
+is_idle`: now - last >= timeout). A session may end at an advance after its
+last row of the batch: by then its counters are all in, on both paths, so the
+advance that ends it writes the same record (each path has it filed at or
+before the time it becomes idle, and the first advance from then on ends it).
+A closing session (FIN/RST, close expiry on) takes the close linger as its
+timeout from its first FIN/RST on.
 """
 import numpy as np
 
 from contracts.timeouts import is_idle
 
+from .session import FIRST
 from .tcp import ACK, FIN, RST, SYN, waiting
 
 _FAR = 9e15             # the expiry wheel files anything later in its last slot (`Wheel.file`)
@@ -35,9 +38,10 @@ class Room:
     """Per group, what lets its session stay on the batch path although an expiry of the
     batch may look at it (`room`): margins of packet time over the batch's advances.
     Packet by packet, an advance at `now` ends a session when now - (its last packet so
-    far) >= its timeout; per row, the margin is (packet time's running maximum up to it)
-    - (the last advance before the group's next row, or the horizon after its last row),
-    and the session cannot end while margin + timeout > 0. Conservative: the session's
+    far) >= its timeout; per row but the last (after which it may end: the module's
+    docstring), the margin is (packet time's running maximum up to it) - (the last
+    advance before the group's next row), and the session cannot end before its next row
+    while margin + timeout > 0. Conservative: the session's
     old last time is left out of the running maximum, and the linger is assumed from the
     first FIN/RST on."""
     __slots__ = (
@@ -52,7 +56,7 @@ class Room:
         self.slack, self.opened, self.closed, self.after, self.pre = slack, opened, closed, after, pre
 
 
-def room(g, cuts, clock: float, horizon: float) -> Room:
+def room(g, cuts, clock: float) -> Room:
     """`Room` for the groups `g` of a batch cut at `cuts` ([[end row, now], ...]). The
     advances' times are what `Engine._advance` makes of the cuts' (`clock`: the engine's
     time before the batch): a running maximum, since a batch's cut times may lie behind
@@ -66,7 +70,7 @@ def room(g, cuts, clock: float, horizon: float) -> Room:
     bound = np.empty(n)
     bound[:-1] = back[1:]
     last_rows = np.append(starts[1:] - 1, n - 1)
-    bound[last_rows] = horizon
+    bound[last_rows] = -np.inf                            # no advance after the last row matters
     margin = runmax - bound
     slack = np.minimum.reduceat(margin, starts)
     if g.close_pos is None:
@@ -154,7 +158,7 @@ def _reused(g, found, known, ev):
     fl, fseq, fack = (ev[name][g.first].astype(np.int64) for name in ("tcpflags", "seq", "ack"))
     kn = np.unique(gj[known[gj]]).tolist()
     if kn:
-        r = np.frombuffer(b"".join([found[j].first for j in kn]), ev.dtype)
+        r = np.frombuffer(b"".join([found[j].first for j in kn]), FIRST)
         fl[kn], fseq[kn], fack[kn] = r["tcpflags"], r["seq"], r["ack"]
     seq = ev["seq"][g.order[syn]].astype(np.int64)
     kind = fl[gj] & (SYN | ACK)

@@ -4,6 +4,10 @@ It pulls keyed event batches from the front-end, feeds the engine, and pushes
 the records it produces to the collector in batches; at end of stream it
 flushes every open session and reports its statistics.
 """
+import mmap
+import resource
+import sys
+
 import msgpack
 import msgspec
 import numpy as np
@@ -14,9 +18,10 @@ from contracts.monitor import MetricsSender
 from contracts.children import CollectPacer, become_user, connect_local, ignore_stop_signals, title, wait_message
 
 from . import classify
-from .engine import Engine
+from .engine import EVICTED_BY, Engine
 from .plugins import load
 from .reorder import InOrder
+from .table import HIGH, RECOVERY
 
 RECORDS_PER_MESSAGE = 4096
 FINISH_SLICE = 1024         # sessions ended (and sent) at a time at the end of the stream
@@ -35,20 +40,67 @@ def pack(records) -> bytes:
         return msgpack.packb(records)
 
 
+def release(data, base: int, ev) -> None:
+    """Let go of the pages of the mapped capture file that the batch `ev` read payloads
+    from (those wholly before its last payload byte): the kernel keeps them in its page
+    cache, but mapped they counted in this worker's RSS, ~400 bytes a session for
+    sessions with payload in a capture of them. A later read of one maps it again."""
+    if not len(ev) or not hasattr(data, "madvise"):
+        return
+    end = base + int((ev["ploff"] + ev["pllen"]).max())
+    lo = base - base % mmap.PAGESIZE
+    hi = end - end % mmap.PAGESIZE
+    if hi > lo:
+        data.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory (the kernel's high-water mark), in bytes."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class Emergency:
+    """Says when the worker's table enters and leaves emergency mode, one line each per
+    episode (the engine only changes state: `table.SessionTable.settle`)."""
+
+    def __init__(self, index: int, eng: Engine):
+        self.index, self.eng = index, eng
+        self.since = None           # packet time the episode began
+
+    def check(self, was: bool) -> None:
+        eng = self.eng
+        if eng.emergency == was:
+            return
+        t = eng.table
+        full = f"{len(t):,} of {t.capacity:,} sessions"
+        if eng.emergency:
+            self.since = eng.now
+            msg = (f"session table {t.occupancy:.0%} full ({full}): emergency mode, sessions without an "
+                   f"answer now end after {t.unanswered:g} s idle (episode {t.episodes})")
+        else:
+            st = eng.stats
+            msg = (f"session table back to {t.occupancy:.0%} ({full}): emergency mode over after "
+                   f"{eng.now - self.since:,.0f} s of packet time; evicted so far: "
+                   + ", ".join(f"{st[k]:,} {k[len('evicted_'):]}" for k in EVICTED_BY))
+        print(f"pipeline: worker {self.index}: {msg}", file=sys.stderr, flush=True)
+
+
 def run(index: int, cfg: dict) -> None:
     title(f"pipeline: worker {index}")
     parent = ignore_stop_signals()
     become_user(cfg)
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
-    pull.setsockopt(zmq.RCVHWM, 4)
+    pull.setsockopt(zmq.RCVHWM, 1)
     pull.bind(cfg["worker_addrs"][index])    # every capture process connects to it
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.SNDHWM, 64)
     push.setsockopt(zmq.LINGER, -1)
     connect_local(push, cfg["collector_addr"])
     eng = Engine(index, cfg["timeouts"], cfg["sensor"], cfg.get("proc", 0), cfg.get("max_sessions", 0),
-                 load(cfg.get("plugins", ())), cfg.get("classify", classify.BUDGET), cfg.get("vlan_key", True))
+                 load(cfg.get("plugins", ())), cfg.get("classify", classify.BUDGET),
+                 vlan_key=cfg.get("vlan_key", True), marks=cfg.get("marks", (HIGH, RECOVERY)))
+    emergency = Emergency(index, eng)
 
     def send(recs):
         for i in range(0, len(recs), RECORDS_PER_MESSAGE):
@@ -57,13 +109,18 @@ def run(index: int, cfg: dict) -> None:
     def flush():
         send(eng.take_records())
 
+    eng.sink = send                          # a long batch's records go out between its slices
+
     metrics = MetricsSender(ctx, cfg.get("metrics_addr"))
 
     def figures():
         st = eng.stats
-        return {"worker": index, "frames": st["events"], "sessions_open": len(eng.table),
+        t = eng.table
+        return {"worker": index, "frames": st["events"], "sessions_open": len(t),
                 "sessions": st["sessions"], "sessions_ended": st["final_records"], "records": st["records"],
-                "evicted": st.get("evicted", 0), "drops": 0}
+                "evicted": st["evicted"], **{k: st[k] for k in EVICTED_BY}, "drops": 0,
+                "capacity": t.capacity, "occupancy": round(t.occupancy, 4), "emergency": int(t.emergency),
+                "emergency_episodes": t.episodes}
 
     inputs = cfg.get("inputs") or []
 
@@ -76,7 +133,12 @@ def run(index: int, cfg: dict) -> None:
             pay = memoryview(inputs[hdr["input"]])[hdr["base"]:]
         else:
             pay = parts[3].bytes if len(parts) > 3 else None
+        was = eng.emergency
         eng.feed_batch(ev, hdr["cuts"], pay)      # one segment per second of packet time
+        emergency.check(was)
+        if "input" in hdr:
+            pay = None
+            release(inputs[hdr["input"]], hdr["base"], ev)
         flush()
         metrics.maybe(figures)
 
@@ -103,7 +165,7 @@ def run(index: int, cfg: dict) -> None:
                 apply(h, p)
             for recs in eng.finishing(last, FINISH_SLICE):
                 send(recs)
-            stats = dict(eng.stats, worker=index)
+            stats = dict(eng.stats, worker=index, max_rss_bytes=peak_rss())
             push.send_multipart([wire.MSG_DONE, msgpack.packb(stats)])
             break
     metrics.close()

@@ -29,10 +29,10 @@ import numpy as np
 
 from contracts.community_id import community_id_packed, community_ids_ported
 from contracts.record import INDEX, TYPE_SESSION, WIRE_NAMES
-from contracts.wire import EVENT, ICMP_SEEN, row_struct
+from contracts.wire import ICMP_SEEN, row_struct
 
 from .inspection import class_of
-from .session import BYTE, CAP_BYTE, CAP_PKT, DATA_BYTE, DATA_PKT, IP_BYTE, N_COUNTERS, PKT, PORTED
+from .session import BYTE, CAP_BYTE, CAP_PKT, DATA_BYTE, DATA_PKT, FIRST, IP_BYTE, N_COUNTERS, PKT, PORTED
 from .tcp import conn_state, history_text, seq_bytes
 
 _ntop, _AF_INET, _AF_INET6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6
@@ -50,7 +50,7 @@ _PORTED = sorted(PORTED)                # transports with ports
 _ICMPS = (1, 58)
 # the first row's fields `one` needs besides the endpoints: its direction, its ICMP type and
 # code (in seq), its Ethernet addresses
-_FIRST = row_struct("dir", "seq", "smac", "dmac")
+_FIRST = row_struct("dir", "seq", "smac", "dmac", dtype=FIRST)
 
 
 def mac_text(v: int):
@@ -268,7 +268,7 @@ def _endpoint_columns(cols: dict, ss, cd):
     the transports and the ports (None where the transport has none) as lists, for the
     classification."""
     n = len(ss)
-    r = np.frombuffer(b"".join([s.first for s in ss]), EVENT)
+    r = np.frombuffer(b"".join([s.first for s in ss]), FIRST)
     fwd = r["dir"] == cd                    # the first row's source is the client
     f2 = fwd[:, None]
     src = np.empty((n, 2), ">u8")

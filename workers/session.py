@@ -15,7 +15,33 @@ get_session_previous in the expiry list) under Python names.
 import socket
 from array import array
 
-from contracts.wire import row_struct
+import numpy as np
+
+from contracts.wire import DEPTH_BITS, EVENT, ID_SHIFT, row_struct
+
+# what a session keeps of its first row: the fields its id, start, class and record
+# come from, and what tells a reused tuple (seq, ack) and the Ethernet ends (86 bytes,
+# where the whole EVENT row is 116: a table holds 200k of them)
+FIRST_FIELDS = tuple(name for name in EVENT.names if name in {
+    "fidx", "ts", "dir", "ipver", "proto", "depth", "tcpflags", "nvlan", "sport", "dport", "src_hi", "src_lo",
+    "dst_hi", "dst_lo", "vlan0", "vlan1", "seq", "ack", "smac", "dmac"})      # in EVENT's order
+FIRST = np.dtype([(name, EVENT.fields[name][0]) for name in FIRST_FIELDS])
+_FROM_EVENT = row_struct(*FIRST_FIELDS)
+_AS_FIRST = row_struct(*FIRST_FIELDS, dtype=FIRST, whole=True)
+
+
+def first_row(row: bytes) -> bytes:
+    """A session's `first` (FIRST) from its first EVENT row's bytes."""
+    return _AS_FIRST.pack(*_FROM_EVENT.unpack_from(row))
+
+
+def first_rows(rows) -> bytes:
+    """`first_row` of many EVENT rows (a numpy array) at once, one after the other."""
+    out = np.empty(len(rows), FIRST)
+    for name in FIRST_FIELDS:
+        out[name] = rows[name]
+    return out.tobytes()
+
 
 PORTED = frozenset((6, 17, 33, 132, 136))    # transports whose sessions have ports
 PKT, BYTE, CAP_PKT, CAP_BYTE, DATA_PKT, DATA_BYTE = range(6)
@@ -24,38 +50,70 @@ N_COUNTERS = 14
 _ZEROS = array("q", bytes(8 * N_COUNTERS))
 # the EVENT fields a record needs, straight from the first row's bytes (the addresses raw)
 _ROW = row_struct("dir", "ipver", "proto", "nvlan", "sport", "dport", "src_hi", "src_lo", "dst_hi", "dst_lo",
-                  "vlan0", "vlan1", raw=("src_hi", "src_lo", "dst_hi", "dst_lo"))
-_STACK = row_struct("nvlan", "vlan0", "vlan1")
+                  "vlan0", "vlan1", raw=("src_hi", "src_lo", "dst_hi", "dst_lo"), dtype=FIRST)
+_STACK = row_struct("nvlan", "vlan0", "vlan1", dtype=FIRST)
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+_TS = row_struct("ts", dtype=FIRST)
+_FIDX = row_struct("fidx", dtype=FIRST)
+_DEPTH = (1 << DEPTH_BITS) - 1
+_LOW = (1 << ID_SHIFT) - 1
+ENDED = float("nan")        # the `slot` of an ended session: equal to no expiry bucket
 
 
 class Session:
-    """One bidirectional session. About 0.9 KiB with its table entry: the first
-    packet's row is kept as raw bytes and decoded only when a record is written."""
-    __slots__ = ("key", "id", "parent_id", "depth", "client_dir", "start", "last", "timeout",
-                 "c", "tcp", "first", "path", "reports", "next_report", "slot", "ended", "ext", "_wheel", "insp")
+    """One bidirectional session. Under 1 KiB with its table entry (docs/benchmarks.md):
+    the first packet's row is kept as raw bytes (its FIRST fields) and decoded only
+    when a record is written.
+    What can be derived is not stored (a table holds 200k of them): the id is the
+    first row's frame number and its low bits (capture process, tunnel depth), the
+    start time is in the first row, and `ended` is a `slot` of ENDED (`depth` and `ts`
+    are arguments all the same: the id and the row hold them; `sid` must be the
+    first row's frame's, as `contracts.wire.session_id` makes it)."""
+    __slots__ = ("key", "_low", "parent_id", "client_dir", "last", "timeout",
+                 "c", "tcp", "first", "path", "reports", "next_report", "slot", "ext", "_wheel", "insp")
 
     def __init__(self, key, sid, parent_id, depth, client_dir, ts, timeout, first, path, c=None):
         self.key = key
-        self.id = sid
+        self._low = sid & _LOW      # a small int: one object for all
         self.parent_id = parent_id
-        self.depth = depth
         self.client_dir = client_dir
-        self.start = ts
         self.last = ts
         self.timeout = timeout
         self.c = array("q", _ZEROS) if c is None else c   # `c`: counters already summed (the bulk path)
         self.tcp = None
-        self.first = first          # the opening EVENT row, raw
+        self.first = first          # the opening row's FIRST fields, raw (`first_row`)
         self.path = path
         self.reports = 0
         self.next_report = 0.0
-        self.slot = None            # expiry bucket (second) it is filed in
-        self.ended = False
+        self.slot = None            # expiry bucket (second) it is filed in; ENDED once it has ended
         self.ext = None             # rarely used attributes (user data, protocol data, content, app, extra)
         self._wheel = None
         self.insp = None            # classification: None before the first payload, an Inspector, its result
                                     # (a dict) once done, False when there is nothing to inspect
+
+    @property
+    def id(self) -> int:
+        """Its session id (contracts.wire.session_id)."""
+        return _FIDX.unpack_from(self.first)[0] << ID_SHIFT | self._low
+
+    @property
+    def depth(self) -> int:
+        """Its tunnel depth (0: the outermost layer)."""
+        return self._low & _DEPTH
+
+    @property
+    def start(self) -> float:
+        """Its first packet's time."""
+        return _TS.unpack_from(self.first)[0]
+
+    @property
+    def ended(self) -> bool:
+        return self.slot is ENDED
+
+    @ended.setter
+    def ended(self, yes: bool) -> None:
+        if yes:
+            self.slot = ENDED
 
     @property
     def meta(self):

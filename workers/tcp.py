@@ -38,6 +38,7 @@ import numpy as np
 from contracts.wire import row_struct
 
 from .rounds import ranks, rounds
+from .session import FIRST
 
 SYN, FIN, RST, ACK = 0x02, 0x01, 0x04, 0x10
 CONTROL = SYN | FIN | RST      # the flags that can change handshake or close state
@@ -66,13 +67,13 @@ CLOSE = {
 
 
 class TcpState:
-    __slots__ = ("hs", "syn_ts", "rtt", "close", "lo0", "hi0", "lo1", "hi1", "retrans", "flags",
-                 "rt1", "gap", "hist", "banked")
+    """A session's TCP state. `t` is the client's last SYN time until the handshake is
+    done, then the RTT: one float object, not two (a table holds 200k states)."""
+    __slots__ = ("hs", "t", "close", "lo0", "hi0", "lo1", "hi1", "retrans", "flags", "rt1", "gap", "hist", "banked")
 
     def __init__(self):
         self.hs = HS_NONE
-        self.syn_ts = 0.0
-        self.rtt = None
+        self.t = 0.0
         self.close = 0
         self.lo0 = self.hi0 = self.lo1 = self.hi1 = None
         self.retrans = 0
@@ -85,6 +86,16 @@ class TcpState:
     @property
     def closed(self) -> bool:
         return bool(self.close & CLOSED)
+
+    @property
+    def rtt(self):
+        """The handshake's RTT (the client's last SYN to its ACK of the SYN-ACK), None before."""
+        return self.t if self.hs == HS_DONE else None
+
+    @property
+    def syn_ts(self):
+        """The client's last SYN time while the handshake is not done (None after)."""
+        return self.t if self.hs != HS_DONE else None
 
 
 def handshake_event(flags: int, from_client: bool):
@@ -121,9 +132,9 @@ def control(st: TcpState, d: int, from_client: bool, flags: int, ts: float, peer
             nxt = HANDSHAKE.get((st.hs, ev))
             if nxt is not None:
                 if ev == EV_SYN_CLIENT:
-                    st.syn_ts = ts
+                    st.t = ts
                 elif nxt == HS_DONE:
-                    st.rtt = max(0.0, ts - st.syn_ts)
+                    st.t = max(0.0, ts - st.t)           # the RTT from now on
                 st.hs = nxt
     if flags & (FIN | RST) and not st.close & CLOSED:
         if flags & RST:
@@ -136,7 +147,7 @@ def control(st: TcpState, d: int, from_client: bool, flags: int, ts: float, peer
     return False
 
 
-_FIRST_TCP = row_struct("tcpflags", "seq", "ack")     # of a session's first row, for `reuses`
+_FIRST_TCP = row_struct("tcpflags", "seq", "ack", dtype=FIRST)     # of a session's first row, for `reuses`
 _POW10 = frozenset(10 ** k for k in range(20))
 _POW10_LIST = sorted(_POW10)
 _NONE = np.zeros(0, np.intp)
@@ -252,8 +263,10 @@ def control_many(states, client_dirs, session, dirs, flags, times, peer_silent=N
     rank = np.empty(m, np.intp)
     rank[o] = ranked
     hs = np.fromiter([st.hs for st in states], np.int8, n)
-    syn = np.fromiter([st.syn_ts for st in states], np.float64, n)
-    rtt = np.fromiter([np.nan if st.rtt is None else st.rtt for st in states], np.float64, n)
+    t = np.fromiter([st.t for st in states], np.float64, n)
+    done = hs == HS_DONE
+    syn = np.where(done, np.nan, t)
+    rtt = np.where(done, t, np.nan)
     close = np.fromiter([st.close for st in states], np.int8, n)
     fc = dirs == client_dirs[session]                # from the client
     syn_f, ack_f = (flags & SYN) != 0, (flags & ACK) != 0
@@ -284,11 +297,12 @@ def control_many(states, client_dirs, session, dirs, flags, times, peer_silent=N
             close[u[w]] = nc[w]
             closers += r[w & ((nc & CLOSED) != 0)].tolist()
     for st, h, sy, rt, c in zip(states, hs.tolist(), syn.tolist(), rtt.tolist(), close.tolist()):
+        if h == HS_DONE:
+            if st.hs != HS_DONE:                     # done in this batch: `t` becomes the RTT
+                st.t = rt
+        elif sy != st.t:                             # only new values: each float is an object
+            st.t = sy
         st.hs, st.close = h, c
-        if sy != st.syn_ts:                          # only new values: each float is an object
-            st.syn_ts = sy
-        if rt == rt and st.rtt is None:
-            st.rtt = rt
     left = np.flatnonzero(rank >= len(taken))        # a session's segments past the rounds: one by one
     for j, u, d, f, t, c, q in zip(left.tolist(), *(x[left].tolist() for x in (session, dirs, flags, times, fc,
                                                                               silent))):

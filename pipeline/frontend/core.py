@@ -17,7 +17,7 @@ from operator import itemgetter
 
 import numpy as np
 
-from contracts.timeouts import is_idle
+from contracts.timeouts import idle_limit, is_idle
 from contracts.wire import EVENT, MAX_DEPTH, row_struct, session_id, take_rows
 from . import slowpath
 from .decoded import IP, NON_IP
@@ -52,26 +52,37 @@ class TunnelParents:
     them. Like the workers' sweeps, time is the running maximum of packet time
     as of the previous chunk, so a timestamp going backwards cannot revive an
     outer session that the workers have already expired (within one chunk the
-    workers sweep each second, which this table does not follow exactly).
+    workers sweep each second, which this table does not follow exactly). An
+    outer session seen one way only has the workers' unanswered timeout
+    (`contracts.timeouts.idle_limit`; a non-TCP session is answered once both
+    directions are seen); a worker in emergency mode cuts it shorter, which this
+    table cannot know (docs/design.md, "Session ids").
     """
 
     def __init__(self, timeouts, proc: int = 0):
         self.timeouts = timeouts
         self.proc = proc
-        self.table = {}  # outer key -> [session id, last ts, idle timeout]
+        self.table = {}  # outer key -> [session id, last ts, idle timeout, directions seen (bits)]
         self.swept = float("-inf")  # packet time the workers have swept to (set by the front-end per chunk)
 
-    def touch(self, key: int, fidx: int, depth: int, ts: float, proto: int, sport: int, dport: int) -> int:
+    def _idle(self, now: float, e) -> bool:
+        return is_idle(now, e[1], idle_limit(e[2], self.timeouts.unanswered, e[3] == 3))
+
+    def touch(self, key: int, d: int, fidx: int, depth: int, ts: float, proto: int, sport: int, dport: int) -> int:
+        """The id of the session a packet of the outer session `key` (canonical direction
+        `d`) belongs to."""
         e = self.table.get(key)
-        if e is None or is_idle(max(ts, self.swept), e[1], e[2]):
+        if e is None or self._idle(max(ts, self.swept), e):
             e = self.table[key] = [session_id(fidx, depth, self.proc), ts,
-                                   self.timeouts.idle_for(proto, sport, dport)]
-        elif ts > e[1]:
-            e[1] = ts
+                                   self.timeouts.idle_for(proto, sport, dport), 1 << d]
+        else:
+            e[3] |= 1 << d
+            if ts > e[1]:
+                e[1] = ts
         return e[0]
 
     def expire(self, now: float) -> None:
-        dead = [k for k, e in self.table.items() if is_idle(now, e[1], e[2])]
+        dead = [k for k, e in self.table.items() if self._idle(now, e)]
         for k in dead:
             del self.table[k]
 
@@ -458,8 +469,8 @@ class FrontEnd:
             out.append(row)
             if layer.tunnel is None and not tunnel_capable(layer.proto, layer.sport, layer.dport):
                 break
-            key = self._key_of(row)
-            sid = self.parents.touch(key, last.fidx, depth, last.ts, layer.proto, layer.sport, layer.dport)
+            key, d = key_one(*_KEY_PARTS(row), self.seed, self.vlan_key)
+            sid = self.parents.touch(key, d, last.fidx, depth, last.ts, layer.proto, layer.sport, layer.dport)
             if layer.tunnel is None:
                 break
             parent, depth = sid, depth + 1
@@ -492,9 +503,6 @@ class FrontEnd:
                 int.from_bytes(src[8:], "big"), int.from_bytes(dst[:8], "big"), int.from_bytes(dst[8:], "big"),
                 layer.smac, layer.dmac, vl[0] if len(vl) > 0 else 0, vl[1] if len(vl) > 1 else 0,
                 self.paths.get(layer.path), ctx, parent)
-
-    def _key_of(self, row) -> int:
-        return key_one(*_KEY_PARTS(row), self.seed, self.vlan_key)[0]
 
     # -- accounting ----------------------------------------------------------
     def _expire(self, out):

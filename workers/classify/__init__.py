@@ -29,6 +29,8 @@ when they first parse, not when this package is: its package import loads all
 of its ~70 modules (~60 ms a process, twice the rest of a worker's imports),
 and a worker whose traffic never has those protocols identified need not pay it.
 """
+from itertools import chain
+
 import numpy as np
 
 from . import registry
@@ -136,28 +138,59 @@ def guess_by_port(transport, client_port, server_port):
 
 
 _MIN_DISPATCH = registry.MIN_DISPATCH
+_PORTS = {}             # port number -> one int object for every inspector (32 bytes each otherwise)
+
+
+def _packed(d: dict):
+    """A dict's items as one flat tuple (k1, v1, k2, v2, ...), None when empty: 72 bytes
+    for two items where a dict takes 184."""
+    return tuple(chain.from_iterable(d.items())) if d else None
+
+
+def _unpacked(t) -> dict:
+    return dict(zip(t[::2], t[1::2])) if t else {}
 
 
 class Inspector:
-    __slots__ = ("transport", "client_port", "server_port", "budget", "n_client", "n_server",
-                 "cands", "proto", "weak", "done", "parsed", "meta", "scratch", "pclass")
+    """A session's classification in progress. Kept per session until it is done, so
+    small: the transport is the port class's, and between packets the protocol's
+    metadata (`meta`) and working space (`scratch`) are flat tuples (`_packed`), None
+    when empty; dicts again while a packet is inspected."""
+    __slots__ = ("client_port", "server_port", "budget", "n_client", "n_server",
+                 "cands", "proto", "weak", "done", "_meta", "_scratch", "pclass")
 
     def __init__(self, transport, client_port, server_port, budget=BUDGET):
         if budget < 1:
             raise ValueError(f"inspection budget must be at least 1 packet per direction, not {budget}")
-        self.transport = transport
-        self.client_port = client_port
-        self.server_port = server_port
+        self.client_port = _PORTS.setdefault(client_port, client_port)
+        self.server_port = _PORTS.setdefault(server_port, server_port)
         self.budget = budget
         self.n_client = self.n_server = 0
         pc = self.pclass = registry.port_class(transport, client_port, server_port)
         self.cands = pc.cands  # protocols still possible; while it is pc.cands, dispatched on the first byte
         self.proto = None      # the protocol once SURE
         self.weak = None       # first protocol that said WEAK
-        self.done = False
-        self.parsed = False    # the protocol's parser has all it wants
-        self.meta = {}
-        self.scratch = {}
+        self.done = False      # it wants no more (the protocol's parser has all it wants, or the budget is spent)
+        self._meta = None      # the protocol's metadata for the record: packed, or a dict inside `feed`
+        self._scratch = None   # the protocols' working space (`scratch`): the same
+
+    @property
+    def transport(self):
+        return self.pclass.transport
+
+    @property
+    def scratch(self) -> dict:
+        """A dict the protocols may keep state in between packets (registry.Protocol)."""
+        sc = self._scratch
+        if sc.__class__ is not dict:
+            sc = self._scratch = _unpacked(sc)
+        return sc
+
+    @property
+    def meta(self) -> dict:
+        """The protocol's metadata so far (a copy between packets)."""
+        m = self._meta
+        return m if m.__class__ is dict else _unpacked(m)
 
     def wants(self, from_client):
         """How many bytes of the next payload in this direction to pass to feed(); 0: none."""
@@ -167,10 +200,18 @@ class Inspector:
             return 0
         if self.proto is None:
             return _HEAD
-        return self.proto.snap if not self.parsed else 0
+        return self.proto.snap          # (once its parser has all it wants, it is done)
 
     def feed(self, payload, from_client):
         """Inspect one packet's transport payload; True once the inspector wants no more."""
+        done = self._feed(payload, from_client)
+        if self._scratch.__class__ is dict:
+            self._scratch = None if done else _packed(self._scratch)
+        if self._meta.__class__ is dict:
+            self._meta = _packed(self._meta)
+        return done
+
+    def _feed(self, payload, from_client):
         if self.done or not payload:
             return self.done
         if from_client:
@@ -229,13 +270,13 @@ class Inspector:
             if self.proto.parse is None:
                 self.done = True
                 return True
+        meta = self._meta = self.meta
         try:
-            self.parsed = bool(self.proto.parse(payload, from_client, self, self.meta))
+            parsed = self.proto.parse(payload, from_client, self, meta)
         except Exception:
-            self.parsed = True
-        if self.parsed:
+            parsed = True
+        if parsed:
             self.done = True
-            self.scratch = None
             return True
         return self._check_budget()
 
@@ -243,7 +284,6 @@ class Inspector:
         if self.n_client >= self.budget and self.n_server >= self.budget \
                 or self.n_client + self.n_server >= 2 * self.budget:
             self.done = True
-            self.scratch = None
         return self.done
 
     def result(self):

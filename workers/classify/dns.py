@@ -67,13 +67,26 @@ def decode(msg):
         return None
 
 
+def _keys(prefix):
+    """The metadata's names for `prefix` (dns, mdns, llmnr), made once: a session waiting
+    for its answer keeps its query's, and a new string each would be 58 bytes."""
+    keys = _KEYS.get(prefix)
+    if keys is None:
+        keys = _KEYS[prefix] = tuple(prefix + k for k in (".query", ".qtype", ".rcode", ".answers"))
+    return keys
+
+
+_KEYS = {}
+
+
 def describe(d, meta, prefix="dns"):
+    query, qtype, rcode, answers = _keys(prefix)
     if d.qd:
         q = d.qd[0]
-        meta.setdefault(prefix + ".query", q.name.lower())
-        meta.setdefault(prefix + ".qtype", QTYPES.get(q.type, str(q.type)))
+        meta.setdefault(query, q.name.lower())
+        meta.setdefault(qtype, QTYPES.get(q.type, str(q.type)))
     if d.qr == _DNS_R:
-        meta[prefix + ".rcode"] = RCODES.get(d.rcode, str(d.rcode))
+        meta[rcode] = RCODES.get(d.rcode, str(d.rcode))
         ans = []
         for rr in d.an[:MAX_ANSWERS]:
             if rr.type == 1 and len(rr.rdata) == 4:
@@ -85,7 +98,7 @@ def describe(d, meta, prefix="dns"):
                 if name:
                     ans.append(name)
         if ans:
-            meta[prefix + ".answers"] = ans
+            meta[answers] = ans
         return True
     return False
 
