@@ -75,6 +75,7 @@ def stateful(seed: int = 1, datagrams: int = 60):
         if i % 5 == 2:                          # a long UDP session, seen now and then: interim reports
             a, b = ip("198.51.100.1"), ip("198.51.100.2")
             f.emit(ipv4(a, b, UDP, udp(a, b, 5060, 5060, b"long"), 2, 64))
+            f.emit(ipv4(b, a, UDP, udp(b, a, 5060, 5060, b"ok"), 3, 64))     # answered: not ended as unanswered
         if i % 15 == 14:
             f.t += 35.0                         # past the 30 s reassembly timeout, and tunnels idle out
         if i % 20 == 19:

@@ -22,6 +22,7 @@ def _comparable(stats):
     out = {k: v for k, v in stats.items() if k not in NOT_COMPARED}
     for k in ("outputs", "output_issues"):
         out[k] = list(out[k].values())
+    out["workers"] = [{k: v for k, v in w.items() if k != "max_rss_bytes"} for w in out["workers"]]   # memory
     return out
 
 
