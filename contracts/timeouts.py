@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 
 TCP, UDP, ICMP, OTHER, DNS = "tcp", "udp", "icmp", "other", "dns"
 DEFAULT_IDLE = {TCP: 300.0, UDP: 60.0, ICMP: 60.0, OTHER: 60.0, DNS: 15.0}
+UNANSWERED = 30.0          # a session without an answer, beside the classes' idle timeouts
 
 
 def is_idle(now, last, timeout):
@@ -55,10 +56,16 @@ class Timeouts:
 
     @classmethod
     def make(cls, idle_timeout=None, active_timeout=300.0, close_linger=5.0, close_expiry=True,
-             unanswered_timeout=30.0, emergency_timeout=5.0):
+             unanswered_timeout=None, emergency_timeout=5.0):
+        """`unanswered_timeout` None: 30 s with the classes' idle timeouts, the one idle
+        timeout where one is given (one timeout for every session, NFStream's and
+        softflowd's model: what an operator who sets it asks for); emergency mode still
+        cuts it under table pressure."""
         idle = dict(DEFAULT_IDLE)
         if idle_timeout is not None:
             idle = {k: float(idle_timeout) for k in idle}
+        if unanswered_timeout is None:
+            unanswered_timeout = UNANSWERED if idle_timeout is None else idle_timeout
         return cls(idle[TCP], idle[UDP], idle[ICMP], idle[OTHER], idle[DNS],
                    float(close_linger), bool(close_expiry), float(active_timeout), float(unanswered_timeout),
                    float(emergency_timeout))

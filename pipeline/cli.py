@@ -147,9 +147,10 @@ def parser() -> argparse.ArgumentParser:
                     help="a closed TCP session ends after S idle seconds (default 5)")
     st.add_argument("--no-close-expiry", action="store_true",
                     help="TCP FIN/RST do not end sessions (NFStream's semantics)")
-    st.add_argument("--unanswered-timeout", type=_timeout, default=30.0, metavar="S",
+    st.add_argument("--unanswered-timeout", type=_timeout, metavar="S",
                     help="a session without an answer (one way only, a TCP handshake never completed) ends "
-                         "after S idle seconds, or its class's timeout if shorter (default 30)")
+                         "after S idle seconds, or its class's timeout if shorter (default 30; with "
+                         "--idle-timeout, that timeout)")
     st.add_argument("--sensor-id", metavar="NAME", help="sensor name in every record (default: host name)")
     st.add_argument("--plugin", action="append", metavar="MODULE:CLASS",
                     help="user plugin seeing sessions in the workers; repeatable")

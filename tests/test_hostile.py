@@ -112,6 +112,19 @@ def test_unanswered_sessions_end_sooner_than_answered_ones():
     assert [as_dict(r)["client_ip"] for r in eng.take_records()] == ["10.0.0.2"]
 
 
+def test_one_idle_timeout_given_is_every_sessions_timeout():
+    """--idle-timeout S without --unanswered-timeout: one timeout for every session (NFStream's
+    model, `make compat`): the SYN without an answer outlives 30 s, ends at S as the rest."""
+    t = Timeouts.make(idle_timeout=100)
+    assert t.unanswered == 100.0 and Timeouts.make().unanswered == 30.0
+    eng = Engine(0, t, "t")
+    feed(eng, opened("10.0.0.1", 0.0, "unanswered") + opened("10.0.0.2", 0.0, "established"), 0)
+    eng.advance(50.0)
+    assert eng.take_records() == []
+    eng.advance(150.0)
+    assert sorted(as_dict(r)["client_ip"] for r in eng.take_records()) == ["10.0.0.1", "10.0.0.2"]
+
+
 # -- end to end: legitimate sessions under attack ------------------------------------
 SCALE = 0.05        # 170 legitimate sessions; the flood 30k SYNs, the scan 3.3k ports, udp 15k datagrams
 CAPACITY = 600      # per worker: far under what the attacks open in a timeout, far over the legitimate load
