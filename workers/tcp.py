@@ -506,11 +506,22 @@ def _kinds_possible(i: int) -> int:
 KINDS_POSSIBLE = np.array([_kinds_possible(i) for i in range(512)], np.int64)   # by (flags OR, any data)
 
 
+_HISTORIES = {}             # history value -> one int object for all the sessions that have it
+_HISTORIES_MAX = 4096       # crafted traffic makes many: past this, each keeps its own
+
+
+def _shared(h: int) -> int:
+    """One int object per common history (a handshake's is over 2^30: 32 bytes a session)."""
+    if len(_HISTORIES) < _HISTORIES_MAX:
+        return _HISTORIES.setdefault(h, h)
+    return _HISTORIES.get(h, h)
+
+
 def note(st: TcpState, e: int) -> None:
     """Append entry `e` to the history (the caller has checked that its kind is new, or that
     it is a T)."""
     h = st.hist
-    st.hist = ((h >> 16 << 5 | e) << 16) | (h & _KINDS) | ENTRY_BIT[e]
+    st.hist = _shared(((h >> 16 << 5 | e) << 16) | (h & _KINDS) | ENTRY_BIT[e])
 
 
 ENTRY_BITS = np.array(ENTRY_BIT, np.int64)
@@ -552,7 +563,7 @@ def note_many(states, u, e, distinct: bool = False) -> None:
     new = (seen[hu] == 0) & (sizes <= _NEW)           # an empty history
     if new.any():                                      # takes the entries as they are: one int64 each
         for st, v in zip([states[uu] for uu in hu[new].tolist()], ((packed[new] << 16) | bits[new]).tolist()):
-            st.hist = v
+            st.hist = _shared(v)
         if new.all():
             return
     old = ~new
@@ -564,7 +575,7 @@ def note_many(states, u, e, distinct: bool = False) -> None:
             for x in ke[heads[j]:heads[j] + k - _PACKED].tolist():
                 order = order << 5 | x
             k = _PACKED
-        states[uu].hist = (((order << (5 * k)) | p) << 16) | (h & _KINDS) | b
+        states[uu].hist = _shared((((order << (5 * k)) | p) << 16) | (h & _KINDS) | b)
 
 
 def history_text(hist: int) -> str:
