@@ -134,109 +134,128 @@ class MetricsSender:
 # -- Prometheus ---------------------------------------------------------------------------
 SERIES = {"records": "records", "batches": "batches", "duplicates": "duplicate_batches",
           "rejected": "rejected_batches"}        # status key -> metric name part
+COUNTER, GAUGE = "counter", "gauge"
+FRONTEND_COUNTERS = ("frames_read", "frames_ip", "frames_non_ip", "frames_malformed", "frames_unassembled",
+                     "frames_dropped")
+WORKER_SERIES = (                               # pipeline_worker_KEY{worker=...}: status key, meaning, kind
+    ("frames", "frames (datagrams) processed", COUNTER),
+    ("sessions_open", "sessions in the table", GAUGE),
+    ("sessions", "sessions opened", COUNTER),
+    ("sessions_ended", "sessions ended (final records)", COUNTER),
+    ("records", "records sent to the collector", COUNTER),
+    ("evicted", "sessions evicted because the table was full", COUNTER),
+    ("evicted_unanswered", "sessions without an answer evicted", COUNTER),
+    ("evicted_closing", "closing TCP sessions evicted", COUNTER),
+    ("evicted_established", "established sessions evicted", COUNTER),
+    ("capacity", "session table capacity (--max-sessions)", GAUGE),
+    ("occupancy", "open sessions as a share of the capacity (0 to 1)", GAUGE),
+    ("emergency", "1 while the session table is in emergency mode", GAUGE),
+    ("emergency_episodes", "times the session table entered emergency mode", COUNTER),
+    ("drops", "frames this worker lost", COUNTER),
+    ("queue", "rows sent to the worker and not yet processed", GAUGE))
+PROCESS_SERIES = (                              # pipeline_process_NAME{process=...}: status key, meaning, kind
+    ("cpu_seconds", "cpu_seconds", "CPU time per process", COUNTER),
+    ("rss_bytes", "resident_bytes", "resident memory per process, mapped capture files and libraries included",
+     GAUGE),
+    ("anon_bytes", "anonymous_bytes", "anonymous resident memory per process (heap, session tables): alert on this",
+     GAUGE))
+COLLECTOR_COUNTERS = (                          # the standalone collector's: status key, meaning
+    ("batches", "record batches written"), ("duplicates", "batches already written, dropped"),
+    ("rejected", "batches refused (not the protocol, or records that fail the checks)"))
+SENSOR_COUNTERS = (("records", "records written"), ("batches", "batches written"),
+                   ("duplicates", "duplicate batches dropped"), ("rejected", "batches refused"))
 
 
 def serve_metrics(monitor: Monitor, port: int, addr: str = "127.0.0.1"):
     """Serve /metrics on addr:port from a thread; OSError (one line) if the port is taken."""
     from prometheus_client import start_http_server
-    from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
-
-    def pipeline_families(s):
-        fe = s["frontend"]
-        for key in ("frames_read", "frames_ip", "frames_non_ip", "frames_malformed", "frames_unassembled",
-                    "frames_dropped"):
-            if key in fe:
-                yield CounterMetricFamily(f"pipeline_{key}", f"front-end {key.replace('_', ' ')}", value=fe[key])
-        spec = (("frames", "frames (datagrams) processed", CounterMetricFamily),
-                ("sessions_open", "sessions in the table", GaugeMetricFamily),
-                ("sessions", "sessions opened", CounterMetricFamily),
-                ("sessions_ended", "sessions ended (final records)", CounterMetricFamily),
-                ("records", "records sent to the collector", CounterMetricFamily),
-                ("evicted", "sessions evicted because the table was full", CounterMetricFamily),
-                ("evicted_unanswered", "sessions without an answer evicted", CounterMetricFamily),
-                ("evicted_closing", "closing TCP sessions evicted", CounterMetricFamily),
-                ("evicted_established", "established sessions evicted", CounterMetricFamily),
-                ("capacity", "session table capacity (--max-sessions)", GaugeMetricFamily),
-                ("occupancy", "open sessions as a share of the capacity (0 to 1)", GaugeMetricFamily),
-                ("emergency", "1 while the session table is in emergency mode", GaugeMetricFamily),
-                ("emergency_episodes", "times the session table entered emergency mode", CounterMetricFamily),
-                ("drops", "frames this worker lost", CounterMetricFamily),
-                ("queue", "rows sent to the worker and not yet processed", GaugeMetricFamily))
-        for key, doc, kind in spec:
-            m = kind(f"pipeline_worker_{key}", f"per worker: {doc}", labels=["worker"])
-            for w in s["workers"]:
-                m.add_metric([str(w["worker"])], w.get(key, 0))
-            yield m
-        yield CounterMetricFamily("pipeline_worker_restarts", "workers restarted after dying",
-                                  value=s["worker_restarts"])
-        yield CounterMetricFamily("pipeline_sessions_lost", "open sessions lost with a dead worker",
-                                  value=s["sessions_lost"])
-
-    def process_families(s):
-        cpu = CounterMetricFamily("pipeline_process_cpu_seconds", "CPU time per process", labels=["process"])
-        rss = GaugeMetricFamily("pipeline_process_resident_bytes",
-                                "resident memory per process, mapped capture files and libraries included",
-                                labels=["process"])
-        anon = GaugeMetricFamily("pipeline_process_anonymous_bytes",
-                                 "anonymous resident memory per process (heap, session tables): alert on this",
-                                 labels=["process"])
-        for name, p in s["processes"].items():
-            if not p.get("gone"):
-                cpu.add_metric([name], p["cpu_seconds"])
-                rss.add_metric([name], p["rss_bytes"])
-                anon.add_metric([name], p["anon_bytes"])
-        yield from (cpu, rss, anon)
-
-    def collector_families(col):
-        yield CounterMetricFamily("pipeline_collector_records_in", "records received by the collector",
-                                  value=col.get("records", 0))
-        out = CounterMetricFamily("pipeline_collector_records_out", "records written, per output", labels=["output"])
-        for name, n in col.get("outputs", {}).items():
-            out.add_metric([name], n)
-        yield out
-        issues = CounterMetricFamily("pipeline_collector_output_issues", "records an output clamped or could not "
-                                     "write, per output and issue (docs/outputs.md)", labels=["output", "issue"])
-        for name, counts in col.get("output_issues", {}).items():
-            for issue, n in counts.items():
-                issues.add_metric([name, issue], n)
-        yield issues
-        yield GaugeMetricFamily("pipeline_spool_bytes", "bytes waiting for a remote collector",
-                                value=col.get("spool_bytes", 0))
-        if "sensors" not in col:
-            return                  # a sensor's own collector or uplink: the rest is the standalone one's
-        for key, doc in (("batches", "record batches written"), ("duplicates", "batches already written, dropped"),
-                         ("rejected", "batches refused (not the protocol, or records that fail the checks)")):
-            yield CounterMetricFamily(f"pipeline_collector_{SERIES[key]}", doc, value=col.get(key, 0))
-        yield CounterMetricFamily("pipeline_collector_curve_refusals", "connections refused: key not in --curve-clients",
-                                  value=col.get("curve_refused", 0))
-        yield CounterMetricFamily("pipeline_collector_handshake_failures",
-                                  "connections whose handshake failed (no CurveZMQ, another collector's key)",
-                                  value=col.get("handshake_failed", 0))
-        per = {key: CounterMetricFamily(f"pipeline_collector_sensor_{SERIES[key]}", f"per sensor: {doc}",
-                                        labels=["sensor"])
-               for key, doc in (("records", "records written"), ("batches", "batches written"),
-                                ("duplicates", "duplicate batches dropped"), ("rejected", "batches refused"))}
-        seen = GaugeMetricFamily("pipeline_collector_sensor_last_seen_timestamp_seconds",
-                                 "per sensor: when its last batch came (Unix time)", labels=["sensor"])
-        for name, figures in col["sensors"].items():
-            for key, m in per.items():
-                m.add_metric([name], figures[key])
-            seen.add_metric([name], figures["last_seen"])
-        yield from per.values()
-        yield seen
+    from prometheus_client.core import CollectorRegistry
 
     class _Collector:
         def collect(self):
             s = monitor.snapshot()
             if s["role"] != "collector":
-                yield from pipeline_families(s)
-            yield from process_families(s)
+                yield from _pipeline_families(s)
+            yield from _process_families(s)
             if s["collector"]:
-                yield from collector_families(s["collector"])
+                yield from _collector_families(s["collector"])
+                if "sensors" in s["collector"]:     # else a sensor's own collector or uplink
+                    yield from _standalone_families(s["collector"])
 
     reg = CollectorRegistry()
     reg.register(_Collector())
     return start_http_server(port, addr=addr, registry=reg)
+
+
+def _family(kind):
+    # prometheus_client only where metrics are served: its import is not every run's cost
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    return CounterMetricFamily if kind == COUNTER else GaugeMetricFamily
+
+
+def _pipeline_families(s):
+    counter = _family(COUNTER)
+    fe = s["frontend"]
+    for key in FRONTEND_COUNTERS:
+        if key in fe:
+            yield counter(f"pipeline_{key}", f"front-end {key.replace('_', ' ')}", value=fe[key])
+    for key, doc, kind in WORKER_SERIES:
+        m = _family(kind)(f"pipeline_worker_{key}", f"per worker: {doc}", labels=["worker"])
+        for w in s["workers"]:
+            m.add_metric([str(w["worker"])], w.get(key, 0))
+        yield m
+    yield counter("pipeline_worker_restarts", "workers restarted after dying", value=s["worker_restarts"])
+    yield counter("pipeline_sessions_lost", "open sessions lost with a dead worker", value=s["sessions_lost"])
+
+
+def _process_families(s):
+    families = [(key, _family(kind)(f"pipeline_process_{name}", doc, labels=["process"]))
+                for key, name, doc, kind in PROCESS_SERIES]
+    for name, p in s["processes"].items():
+        if not p.get("gone"):
+            for key, m in families:
+                m.add_metric([name], p[key])
+    for _, m in families:
+        yield m
+
+
+def _collector_families(col):
+    """What every collector reports: the sensor's own, its uplink, the standalone one."""
+    counter, gauge = _family(COUNTER), _family(GAUGE)
+    yield counter("pipeline_collector_records_in", "records received by the collector", value=col.get("records", 0))
+    out = counter("pipeline_collector_records_out", "records written, per output", labels=["output"])
+    for name, n in col.get("outputs", {}).items():
+        out.add_metric([name], n)
+    yield out
+    issues = counter("pipeline_collector_output_issues", "records an output clamped or could not "
+                     "write, per output and issue (docs/outputs.md)", labels=["output", "issue"])
+    for name, counts in col.get("output_issues", {}).items():
+        for issue, n in counts.items():
+            issues.add_metric([name, issue], n)
+    yield issues
+    yield gauge("pipeline_spool_bytes", "bytes waiting for a remote collector", value=col.get("spool_bytes", 0))
+
+
+def _standalone_families(col):
+    """The standalone collector's: batches, refusals, and figures per sensor."""
+    counter, gauge = _family(COUNTER), _family(GAUGE)
+    for key, doc in COLLECTOR_COUNTERS:
+        yield counter(f"pipeline_collector_{SERIES[key]}", doc, value=col.get(key, 0))
+    yield counter("pipeline_collector_curve_refusals", "connections refused: key not in --curve-clients",
+                  value=col.get("curve_refused", 0))
+    yield counter("pipeline_collector_handshake_failures",
+                  "connections whose handshake failed (no CurveZMQ, another collector's key)",
+                  value=col.get("handshake_failed", 0))
+    per = {key: counter(f"pipeline_collector_sensor_{SERIES[key]}", f"per sensor: {doc}", labels=["sensor"])
+           for key, doc in SENSOR_COUNTERS}
+    seen = gauge("pipeline_collector_sensor_last_seen_timestamp_seconds",
+                 "per sensor: when its last batch came (Unix time)", labels=["sensor"])
+    for name, figures in col["sensors"].items():
+        for key, m in per.items():
+            m.add_metric([name], figures[key])
+        seen.add_metric([name], figures["last_seen"])
+    yield from per.values()
+    yield seen
 
 
 # -- `pipeline status` --------------------------------------------------------------------

@@ -121,10 +121,43 @@ def output_forms() -> str:
 
 
 def parser() -> argparse.ArgumentParser:
+    """One builder per subcommand, one per group of flags; each adds its flags in the order
+    `--help` and `pipeline config --defaults` list them."""
     ap = _Parser(prog="pipeline", description="Bidirectional session records from network traffic.")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _start_parser(sub)
+    _collector_parser(sub)
+    _status_parser(sub)
+    _config_parser(sub)
+    _keygen_parser(sub)
+    return ap
+
+
+def _start_parser(sub) -> None:
     st = sub.add_parser("start", help="read captures, write session records",
                         description="Decode captures into bidirectional session records (MMT session model).")
+    _capture_flags(st)
+    _output_flag(st)
+    st.add_argument("--stats-json", metavar="PATH", help="write run statistics here at exit")
+    _timeout_flags(st)
+    st.add_argument("--sensor-id", metavar="NAME", help="sensor name in every record (default: host name)")
+    st.add_argument("--plugin", action="append", metavar="MODULE:CLASS",
+                    help="user plugin seeing sessions in the workers; repeatable")
+    _table_flags(st)
+    _decoding_flags(st)
+    st.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    st.add_argument("--classify-packets", type=int, default=10, metavar="N",
+                    help="application classification: inspect the first N payload packets of each session "
+                         "and direction (default 10; 0: no classification)")
+    st.add_argument("--aggregate-interval", type=_seconds, default=0.0, metavar="S",
+                    help="aggregate records (type aggregate) every S seconds of traffic, 0 for none (default 0 "
+                         "here, to keep the sensor's collector light; the standalone collector's default is 60)")
+    _uplink_flags(st)
+    _live_flags(st)
+    _service_flags(st)
+
+
+def _capture_flags(st) -> None:
     st.add_argument("--read", action="append", metavar="FILE", default=[],
                     help="pcap or pcapng file; repeat to read several, in order, as one stream")
     st.add_argument("--interface", action="append", metavar="IFACE", default=[],
@@ -135,10 +168,15 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--cpus", type=_cpus, metavar="LIST",
                     help="pin the processes to these CPUs (e.g. 2-9): capture processes first, then the "
                          "workers, then the collector, round robin")
-    st.add_argument("--output", action="append", metavar="KIND:TARGET",
-                    help=f"where records go (default jsonl:-); repeatable. Kinds: {output_forms()}. "
-                         "File outputs take ?rotate=SIZE&rotate_every=INTERVAL&keep=N (docs/outputs.md)")
-    st.add_argument("--stats-json", metavar="PATH", help="write run statistics here at exit")
+
+
+def _output_flag(p) -> None:
+    p.add_argument("--output", action="append", metavar="KIND:TARGET",
+                   help=f"where records go (default jsonl:-); repeatable. Kinds: {output_forms()}. "
+                        "File outputs take ?rotate=SIZE&rotate_every=INTERVAL&keep=N (docs/outputs.md)")
+
+
+def _timeout_flags(st) -> None:
     st.add_argument("--idle-timeout", type=_seconds, metavar="S",
                     help="one idle timeout for every class (default: TCP 300, UDP 60, ICMP/other 60, DNS 15)")
     st.add_argument("--active-timeout", type=_period, default=300.0, metavar="S",
@@ -151,9 +189,9 @@ def parser() -> argparse.ArgumentParser:
                     help="a session without an answer (one way only, a TCP handshake never completed) ends "
                          "after S idle seconds, or its class's timeout if shorter (default 30; with "
                          "--idle-timeout, that timeout)")
-    st.add_argument("--sensor-id", metavar="NAME", help="sensor name in every record (default: host name)")
-    st.add_argument("--plugin", action="append", metavar="MODULE:CLASS",
-                    help="user plugin seeing sessions in the workers; repeatable")
+
+
+def _table_flags(st) -> None:
     st.add_argument("--max-sessions", type=_positive_int, metavar="N",
                     help="per worker; beyond it the sessions without an answer are evicted first, then closing "
                          "ones, then the rest, the idlest first (end_reason evicted). Default: half the "
@@ -165,6 +203,9 @@ def parser() -> argparse.ArgumentParser:
                     help="emergency mode ends when the table is under PCT%% of --max-sessions again (default 70)")
     st.add_argument("--emergency-timeout", type=_timeout, default=5.0, metavar="S",
                     help="the unanswered timeout in emergency mode (default 5)")
+
+
+def _decoding_flags(st) -> None:
     st.add_argument("--hash-seed", type=int, default=0, metavar="N",
                     help="seed of the session-key hash (default 0)")
     st.add_argument("--vlan-key", action=argparse.BooleanOptionalAction, default=True,
@@ -176,13 +217,10 @@ def parser() -> argparse.ArgumentParser:
                          "(default). --no-teredo-heuristic: on port 3544 only")
     st.add_argument("--chunk-frames", type=_positive_int, default=65536, metavar="N",
                     help="frames per front-end chunk (default 65536; a file's first ones smaller)")
-    st.add_argument("--quiet", action="store_true", help="no summary on stderr")
-    st.add_argument("--classify-packets", type=int, default=10, metavar="N",
-                    help="application classification: inspect the first N payload packets of each session "
-                         "and direction (default 10; 0: no classification)")
-    st.add_argument("--aggregate-interval", type=_seconds, default=0.0, metavar="S",
-                    help="aggregate records (type aggregate) every S seconds of traffic, 0 for none (default 0 "
-                         "here, to keep the sensor's collector light; the standalone collector's default is 60)")
+
+
+def _uplink_flags(st) -> None:
+    """`start --collector`: records go to a remote collector."""
     st.add_argument("--collector", metavar="ADDR",
                     help="send records to a remote `pipeline collector` at tcp://HOST:PORT instead of "
                          "writing them here (--output is then the collector's business)")
@@ -193,6 +231,9 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--spool-max-mb", type=_positive_int, default=1024, metavar="MB",
                     help="with --spool-dir: the spool's size limit; when full, reading waits (default 1024)")
     _curve_client_flags(st)
+
+
+def _live_flags(st) -> None:
     lv = st.add_argument_group("live capture (--interface)")
     lv.add_argument("--ring-mb", type=_positive_int, default=64, metavar="MB",
                     help="ring buffer per interface and capture process (default 64)")
@@ -207,13 +248,13 @@ def parser() -> argparse.ArgumentParser:
     lv.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds (default: until a signal)")
     lv.add_argument("--user", metavar="NAME", help="drop to this user once the capture sockets are open")
 
+
+def _collector_parser(sub) -> None:
     co = sub.add_parser("collector", help="receive records from sensors over the network, write them out",
                         description="Standalone collector: many sensors (`pipeline start --collector`) feed it.")
     co.add_argument("--listen", default="tcp://127.0.0.1:5555", metavar="ADDR",
                     help="tcp://HOST:PORT or ipc://PATH to listen on (default tcp://127.0.0.1:5555)")
-    co.add_argument("--output", action="append", metavar="KIND:TARGET",
-                    help=f"where records go (default jsonl:-); repeatable. Kinds: {output_forms()}. "
-                         "File outputs take ?rotate=SIZE&rotate_every=INTERVAL&keep=N (docs/outputs.md)")
+    _output_flag(co)
     co.add_argument("--stats-json", metavar="PATH", help="write statistics here at exit")
     co.add_argument("--state-dir", metavar="DIR",
                     help="remember written batches here, so a restarted collector writes each record once")
@@ -224,21 +265,28 @@ def parser() -> argparse.ArgumentParser:
     co.add_argument("--curve-clients", metavar="DIR",
                     help="folder of the public certificates (*.key) of the sensors allowed in")
     co.add_argument("--quiet", action="store_true", help="no summary on stderr")
-    for p in (st, co):
-        _enrichment_flags(p)
-        p.add_argument("--metrics-port", type=_port, metavar="PORT",
-                       help="serve Prometheus metrics on http://ADDR:PORT/metrics while running")
-        p.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
-                       help="address of the metrics server (default 127.0.0.1)")
-        p.add_argument("--status-socket", metavar="PATH",
-                       help="UNIX socket that `pipeline status` reads (default for live capture and the "
-                            "collector: pipeline-sensor.sock or pipeline-collector.sock in $RUNTIME_DIRECTORY "
-                            "(systemd's RuntimeDirectory=), else /run/pipeline where writable, else "
-                            "$XDG_RUNTIME_DIR, else /tmp/pipeline-UID)")
-        p.add_argument("--config", metavar="FILE",
-                       help="TOML file of defaults for these flags (default: $PIPELINE_CONFIG); "
-                            "flags > PIPELINE_* variables > file")
+    _service_flags(co)
 
+
+def _service_flags(p) -> None:
+    """What `start` and `collector` share as long-running services: enrichment, metrics,
+    the status socket, the configuration file."""
+    _enrichment_flags(p)
+    p.add_argument("--metrics-port", type=_port, metavar="PORT",
+                   help="serve Prometheus metrics on http://ADDR:PORT/metrics while running")
+    p.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
+                   help="address of the metrics server (default 127.0.0.1)")
+    p.add_argument("--status-socket", metavar="PATH",
+                   help="UNIX socket that `pipeline status` reads (default for live capture and the "
+                        "collector: pipeline-sensor.sock or pipeline-collector.sock in $RUNTIME_DIRECTORY "
+                        "(systemd's RuntimeDirectory=), else /run/pipeline where writable, else "
+                        "$XDG_RUNTIME_DIR, else /tmp/pipeline-UID)")
+    p.add_argument("--config", metavar="FILE",
+                   help="TOML file of defaults for these flags (default: $PIPELINE_CONFIG); "
+                        "flags > PIPELINE_* variables > file")
+
+
+def _status_parser(sub) -> None:
     ss = sub.add_parser("status", help="live figures of a running instance",
                         description="Asks a running `pipeline start` (or collector) over its status socket "
                                     "(not the metrics port: that is for Prometheus).")
@@ -249,16 +297,19 @@ def parser() -> argparse.ArgumentParser:
     ss.add_argument("--json", action="store_true", help="print the raw JSON snapshot")
     ss.add_argument("--collector", action="store_true", help="ask the local standalone collector instead")
 
+
+def _config_parser(sub) -> None:
     cf = sub.add_parser("config", help="print a commented default configuration file",
                         description="Prints every flag of `start` ([sensor]) and `collector` as a TOML key.")
     cf.add_argument("--defaults", action="store_true", help="print the default file (the only action for now)")
 
+
+def _keygen_parser(sub) -> None:
     kg = sub.add_parser("keygen", help="make a CurveZMQ certificate pair",
                         description="Writes DIR/NAME.key (public) and DIR/NAME.key_secret (private, 0600).")
     kg.add_argument("dest", metavar="DIR/NAME")
     kg.add_argument("--force", action="store_true",
                     help="replace an existing pair (peers that trust the old public key are locked out)")
-    return ap
 
 
 def _local_nets(v):
@@ -348,96 +399,130 @@ def _keygen(args) -> int:
     return 0
 
 
+class _Refused(Exception):
+    """A flag, or a mix of flags, that `start` refuses before any process starts: its one
+    line, exit status 2."""
+
+
 def _start(ap, args) -> int:
-    if args.interface and args.read:
-        print("pipeline: error: give --read FILE or --interface IFACE, not both", file=sys.stderr)
-        return 2
-    if not args.read and not args.interface:
-        print("pipeline: error: nothing to read: give --read FILE or --interface IFACE", file=sys.stderr)
-        return 2
-    if args.cpus:
-        import psutil
-        have = set(psutil.Process().cpu_affinity())
-        if not set(args.cpus) <= have:
-            print(f"pipeline: error: --cpus: no such CPU here: {sorted(set(args.cpus) - have)}", file=sys.stderr)
-            return 2
-    if "auto" in (args.workers, args.capture_procs):
-        from .sizing import choose, cores
-        args.capture_procs, args.workers = choose(
-            cores(args.cpus), live=bool(args.interface),
-            K=None if args.capture_procs == "auto" else args.capture_procs,
-            N=None if args.workers == "auto" else args.workers)
-    if not 0 <= args.classify_packets <= 255:
-        print(f"pipeline: error: --classify-packets {args.classify_packets}: give 0 to 255", file=sys.stderr)
-        return 2
-    if args.max_sessions is None:
-        args.max_sessions = default_max_sessions(args.workers)
-    if args.recovery_mark >= args.emergency_mark:
-        print(f"pipeline: error: --recovery-mark {args.recovery_mark:g} must be under --emergency-mark "
-              f"{args.emergency_mark:g}", file=sys.stderr)
-        return 2
-    args.bpf = None
-    if args.filter:
-        from .frontend.bpf import compile_filter
-        try:
-            args.bpf = compile_filter(args.filter, snaplen=args.snaplen)
-        except (ValueError, OSError) as e:
-            print(f"pipeline: error: --filter {args.filter!r}: {e}", file=sys.stderr)
-            return 2
-    if args.user:
-        import pwd
-        try:
-            pwd.getpwnam(args.user)
-        except KeyError:
-            print(f"pipeline: error: --user {args.user!r}: no such user", file=sys.stderr)
-            return 2
-    from collector.outputs import OutputError, parse, probe
-    from workers.plugins import PluginError, resolve
+    from collector.outputs import OutputError
+    from workers.plugins import PluginError
     try:
-        for spec in args.output or []:
-            parse(spec)
-        for spec in args.output or []:
-            if not args.collector:      # with --collector the outputs are the collector's
-                probe(spec)
-        for spec in args.plugin or []:
-            cls = resolve(spec)
-            try:
-                cls()   # the workers will make one each: fail here, once, in one line
-            except Exception as e:  # the user's class: any failure is theirs to read
-                raise PluginError(f"--plugin {spec!r}: {cls.__name__}() failed: {e}") from None
-        if args.collector:
-            from contracts.link import LinkError, check_address
-            try:
-                check_address(args.collector, "--collector")
-                if bool(args.curve_client_cert) != bool(args.curve_server_cert):
-                    raise LinkError("CURVE needs both --curve-client-cert and --curve-server-cert")
-            except LinkError as e:
-                raise OutputError(str(e)) from None
-        elif args.curve_client_cert or args.curve_server_cert or args.spool_dir:
-            raise OutputError("--curve-client-cert, --curve-server-cert and --spool-dir go with --collector")
-        from collector.enrich import EnrichError, Enricher, options
-        args.enrich = options(args)
-        if args.collector and (args.local_nets or args.geoip_db or args.asn_db):
-            raise OutputError("--local-nets, --geoip-db and --asn-db are the business of the collector that writes "
-                              "the records: give them to `pipeline collector`, not with --collector")
-        if not args.collector:
-            try:
-                Enricher(**args.enrich).close()      # the databases open: said here, once, in one line
-            except EnrichError as e:
-                raise OutputError(str(e)) from None
-        if args.stats_json:
-            folder = os.path.dirname(os.path.abspath(args.stats_json))
-            if os.path.isdir(args.stats_json):
-                raise OutputError(f"--stats-json {args.stats_json!r}: is a directory")
-            if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-                raise OutputError(f"--stats-json {args.stats_json!r}: directory {folder} missing or not writable")
-    except (OutputError, PluginError) as e:
+        _check_sources(args)
+        _size(args)
+        _check_table(args)
+        _check_capture(args)
+        _check_outputs(args)
+        _check_uplink(args)
+        _check_enrichment(args)
+        _check_stats_json(args)
+    except (_Refused, OutputError, PluginError) as e:
         print(f"pipeline: error: {e}", file=sys.stderr)
         return 2
     timeouts = Timeouts.make(args.idle_timeout, args.active_timeout, args.close_linger, not args.no_close_expiry,
                              args.unanswered_timeout, args.emergency_timeout)
     from .supervisor import start
     return start(args, timeouts)
+
+
+def _check_sources(args) -> None:
+    if args.interface and args.read:
+        raise _Refused("give --read FILE or --interface IFACE, not both")
+    if not args.read and not args.interface:
+        raise _Refused("nothing to read: give --read FILE or --interface IFACE")
+    if args.cpus:
+        import psutil
+        have = set(psutil.Process().cpu_affinity())
+        if not set(args.cpus) <= have:
+            raise _Refused(f"--cpus: no such CPU here: {sorted(set(args.cpus) - have)}")
+
+
+def _size(args) -> None:
+    """--workers auto, --capture-procs auto: resolved together, once --cpus is known."""
+    if "auto" in (args.workers, args.capture_procs):
+        from .sizing import choose, cores
+        args.capture_procs, args.workers = choose(
+            cores(args.cpus), live=bool(args.interface),
+            K=None if args.capture_procs == "auto" else args.capture_procs,
+            N=None if args.workers == "auto" else args.workers)
+
+
+def _check_table(args) -> None:
+    if not 0 <= args.classify_packets <= 255:
+        raise _Refused(f"--classify-packets {args.classify_packets}: give 0 to 255")
+    if args.max_sessions is None:
+        args.max_sessions = default_max_sessions(args.workers)
+    if args.recovery_mark >= args.emergency_mark:
+        raise _Refused(f"--recovery-mark {args.recovery_mark:g} must be under --emergency-mark "
+                       f"{args.emergency_mark:g}")
+
+
+def _check_capture(args) -> None:
+    """--filter compiled and --user known here, before a capture socket opens."""
+    args.bpf = None
+    if args.filter:
+        from .frontend.bpf import compile_filter
+        try:
+            args.bpf = compile_filter(args.filter, snaplen=args.snaplen)
+        except (ValueError, OSError) as e:
+            raise _Refused(f"--filter {args.filter!r}: {e}") from None
+    if args.user:
+        import pwd
+        try:
+            pwd.getpwnam(args.user)
+        except KeyError:
+            raise _Refused(f"--user {args.user!r}: no such user") from None
+
+
+def _check_outputs(args) -> None:
+    from collector.outputs import parse, probe
+    from workers.plugins import PluginError, resolve
+    for spec in args.output or []:
+        parse(spec)
+    for spec in args.output or []:
+        if not args.collector:      # with --collector the outputs are the collector's
+            probe(spec)
+    for spec in args.plugin or []:
+        cls = resolve(spec)
+        try:
+            cls()   # the workers will make one each: fail here, once, in one line
+        except Exception as e:  # the user's class: any failure is theirs to read
+            raise PluginError(f"--plugin {spec!r}: {cls.__name__}() failed: {e}") from None
+
+
+def _check_uplink(args) -> None:
+    if args.collector:
+        from contracts.link import LinkError, check_address
+        try:
+            check_address(args.collector, "--collector")
+            if bool(args.curve_client_cert) != bool(args.curve_server_cert):
+                raise LinkError("CURVE needs both --curve-client-cert and --curve-server-cert")
+        except LinkError as e:
+            raise _Refused(str(e)) from None
+    elif args.curve_client_cert or args.curve_server_cert or args.spool_dir:
+        raise _Refused("--curve-client-cert, --curve-server-cert and --spool-dir go with --collector")
+
+
+def _check_enrichment(args) -> None:
+    from collector.enrich import EnrichError, Enricher, options
+    args.enrich = options(args)
+    if args.collector and (args.local_nets or args.geoip_db or args.asn_db):
+        raise _Refused("--local-nets, --geoip-db and --asn-db are the business of the collector that writes "
+                       "the records: give them to `pipeline collector`, not with --collector")
+    if not args.collector:
+        try:
+            Enricher(**args.enrich).close()      # the databases open: said here, once, in one line
+        except EnrichError as e:
+            raise _Refused(str(e)) from None
+
+
+def _check_stats_json(args) -> None:
+    if args.stats_json:
+        folder = os.path.dirname(os.path.abspath(args.stats_json))
+        if os.path.isdir(args.stats_json):
+            raise _Refused(f"--stats-json {args.stats_json!r}: is a directory")
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise _Refused(f"--stats-json {args.stats_json!r}: directory {folder} missing or not writable")
 
 
 def run() -> None:

@@ -154,13 +154,33 @@ class Run:
         self.monitor.drain(self.metrics)
 
     def start(self):
-        a = self.args
+        """Fork the children, then open this process's sockets and servers; return once every
+        capture process has its ring open."""
         self.dir = tempfile.mkdtemp(prefix="pipeline-")
-        if a.user:
+        if self.args.user:
             import pwd
-            pw = pwd.getpwnam(a.user)
+            pw = pwd.getpwnam(self.args.user)
             self.uid, self.gid = pw.pw_uid, pw.pw_gid
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)   # children drop to --user and still reach their sockets
+        self.cfg = self.config()
+        self.fork_children()
+        if self.args.cpus:
+            self.pin(self.args.cpus)
+        self.open_sockets()
+        self.serve()
+        self.to = ToWorkers(self.ctx, self.cfg["worker_addrs"], self.waiting)
+        if self.decoders:
+            self.to_decoders = ToWorkers(self.ctx, self.cfg["decoder_addrs"], self.waiting)
+        ready = 1
+        while ready < self.frontends:       # announce the capture only once every ring is open
+            while not self.control.poll(500):
+                self.check_children()
+            kind, _ = self.control.recv_multipart()
+            ready += kind == wire.MSG_READY
+
+    def config(self) -> dict:
+        """What every child is given at its fork."""
+        a = self.args
         cfg = {
             "worker_addrs": [f"ipc://{self.dir}/w{i}" for i in range(self.workers)],
             "collector_addr": f"ipc://{self.dir}/collector",
@@ -198,31 +218,34 @@ class Run:
             cfg.update(decoders=self.decoders, young_table=shared_table(),
                        decoder_addrs=[f"ipc://{self.dir}/d{k}" for k in range(self.decoders)],
                        ring_addrs=[f"ipc://{self.dir}/r{k}" for k in range(self.decoders)])
-        self.cfg = cfg
-        mpc = mp.get_context("fork")
-        # with --collector, the uplink takes the local collector's place (and its socket)
-        if a.collector:
+        return cfg
+
+    def fork_children(self):
+        """The collector (or the uplink, which takes its place and its socket with --collector),
+        the workers, then capture processes 1..K-1 (live) or the K decoding ones (offline)."""
+        cfg = self.cfg
+        if self.args.collector:
             from . import uplink
-        target = uplink.run if a.collector else _collector_main
-        p = mpc.Process(target=target, args=(cfg,), name="uplink" if a.collector else "collector")
-        p.start()
-        self.procs.append(("collector", p))
+            self.fork("collector", uplink.run, (cfg,), "uplink")
+        else:
+            self.fork("collector", _collector_main, (cfg,))
         for i in range(self.workers):
-            p = mpc.Process(target=_worker_main, args=(i, cfg), name=f"worker {i}")
-            p.start()
-            self.procs.append((f"worker {i}", p))
+            self.fork(f"worker {i}", _worker_main, (i, cfg))
         for k in range(1, self.frontends):
             from . import capture
-            p = mpc.Process(target=capture.capture_child, args=(k, cfg), name=f"capture {k}")
-            p.start()
-            self.procs.append((f"capture {k}", p))
+            self.fork(f"capture {k}", capture.capture_child, (k, cfg))
         for k in range(self.decoders):
             from . import decoders
-            p = mpc.Process(target=decoders.run, args=(k, cfg), name=f"capture {k}")
-            p.start()
-            self.procs.append((f"capture {k}", p))
-        if a.cpus:
-            self.pin(a.cpus)
+            self.fork(f"capture {k}", decoders.run, (k, cfg))
+
+    def fork(self, name, target, args, title=None):
+        p = mp.get_context("fork").Process(target=target, args=args, name=title or name)
+        p.start()
+        self.procs.append((name, p))
+
+    def open_sockets(self):
+        """The control and metrics sockets every child connects to."""
+        cfg = self.cfg
         self.ctx = zmq.Context()
         self.control = self.ctx.socket(zmq.PULL)
         self.control.bind(cfg["control_addr"])
@@ -230,9 +253,13 @@ class Run:
         if notify.enabled():                # before the bind: no child's connection goes unseen
             self.children_watch = self.metrics.get_monitor_socket(zmq.EVENT_ACCEPTED)
         self.metrics.bind(cfg["metrics_addr"])
-        if a.user:                          # the children run as --user: they must reach our sockets too
+        if self.args.user:                  # the children run as --user: they must reach our sockets too
             for addr in (cfg["control_addr"], cfg["metrics_addr"]):
                 os.chown(addr[len("ipc://"):], self.uid, self.gid)
+
+    def serve(self):
+        """The monitor's processes, then --metrics-port and the status socket."""
+        a = self.args
         self.monitor.frontend = self.fe_stats
         self.monitor.add_process("frontend", os.getpid())
         for name, p in self.procs:
@@ -246,15 +273,6 @@ class Run:
             srv = monitor.serve_status(self.monitor, a.status_socket or monitor.default_socket())
             if srv is not None:
                 self.servers.append(srv)
-        self.to = ToWorkers(self.ctx, cfg["worker_addrs"], self.waiting)
-        if self.decoders:
-            self.to_decoders = ToWorkers(self.ctx, cfg["decoder_addrs"], self.waiting)
-        ready = 1
-        while ready < self.frontends:       # announce the capture only once every ring is open
-            while not self.control.poll(500):
-                self.check_children()
-            kind, _ = self.control.recv_multipart()
-            ready += kind == wire.MSG_READY
 
     def ready(self):
         """READY=1 to systemd (Type=notify) once the capture is open (start() waited for every
@@ -413,6 +431,17 @@ class Run:
         stats["error"] = error or cstats.get("error") or "a process of the run failed"
         return stats
 
+    def stop_signal(self, signum, _frame):
+        """SIGINT / SIGTERM: stop reading; every open session is still written ("shutdown").
+        A second signal, or no orderly end within STOP_GRACE, kills the children."""
+        if self.stopping:
+            self.stop_deadline = 0.0
+            return
+        _log(f"{signal.Signals(signum).name}: stopping, writing every open session")
+        notify.notify("STOPPING=1")
+        self.stopping = True
+        self.stop_deadline = time.monotonic() + STOP_GRACE
+
     def stop(self):
         if self.children_watch is not None:
             self.metrics.disable_monitor()
@@ -443,73 +472,26 @@ class Run:
 
 
 def start(args, timeouts) -> int:
-    if args.user:
-        cannot = unreadable_for(args.user, loaded_files(CHILD_MODULES))
-        if cannot:
-            _log(f"error: --user {args.user} cannot read {cannot}: the processes would fail at their next "
-                 f"import; install the pipeline where {args.user} can read it (docs/deploy.md)")
-            return 2
-        dbs = [path for path in (getattr(args, "enrich", None) or {}).values() if isinstance(path, str)]
-        cannot = unreadable_for(args.user, dbs) if dbs else ""
-        if cannot:
-            _log(f"error: --user {args.user} cannot read {cannot}: the collector opens its databases as that user")
-            return 2
+    refusal = _unreadable(args)
+    if refusal:
+        _log(f"error: {refusal}")
+        return 2
     tune_heap()                            # before any child is forked: they inherit it
-    readers = []
-    cap = live = None
     try:
-        for path in args.read:
-            readers.append(open_capture(path))
-        if args.interface:
-            live = {"interfaces": args.interface, "ring_mb": args.ring_mb, "snaplen": args.snaplen,
-                    "promisc": not args.no_promisc, "bpf": args.bpf,
-                    "fanout": (os.getpid() % 60000) if args.capture_procs > 1 else None}
-            from . import (
-                capture,  # live capture only: its modules stay out of offline start-up
-            )
-            cap = capture.open_live(live)
+        readers, live, cap = _open_inputs(args)
     except (CaptureError, OSError, ValueError) as e:
         _log(f"error: {e}")
         return 2
     run = Run(args, timeouts, live)
     run.inputs = [r.data for r in readers]
-
-    def stop(signum, _frame):
-        # SIGINT / SIGTERM: stop reading; every open session is still written ("shutdown").
-        # A second signal, or no orderly end within STOP_GRACE, kills the children.
-        if run.stopping:
-            run.stop_deadline = 0.0
-            return
-        _log(f"{signal.Signals(signum).name}: stopping, writing every open session")
-        notify.notify("STOPPING=1")
-        run.stopping = True
-        run.stop_deadline = time.monotonic() + STOP_GRACE
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, run.stop_signal)
+    signal.signal(signal.SIGTERM, run.stop_signal)
     t0 = time.monotonic()
     fe = FrontEnd(args.workers, timeouts, seed=args.hash_seed, classify_budget=args.classify_packets,
                   vlan_key=args.vlan_key, teredo_any_port=args.teredo_heuristic)
     run.fe, run.fe_stats = fe, fe.stats
     try:
-        run.start()
-        if cap is not None:
-            if args.user:
-                try:
-                    from contracts.children import drop_privileges
-                    drop_privileges(args.user)
-                except OSError as e:
-                    raise RunError(str(e)) from None
-            run.ready()
-            if not args.quiet:
-                _log(f"capturing on {', '.join(args.interface)} "
-                     f"({monitor.counted(run.frontends, 'capture process', 'capture processes')}, "
-                     f"{monitor.counted(args.workers, 'worker')})")
-            run.feed_live(cap, fe)
-        else:
-            run.ready()
-            run.feed(readers, fe)
-        cstats = run.wait_collector()
+        cstats = _capture(run, readers, cap, fe)
     except RunError as e:
         run.abort()
         if e.args[0]:
@@ -519,6 +501,69 @@ def start(args, timeouts) -> int:
         return 1
     run.stop()
     elapsed = time.monotonic() - t0
+    stats = _final_stats(run, fe, cstats, elapsed)
+    if args.stats_json and not write_stats(args.stats_json, stats):
+        return 1
+    if not args.quiet:
+        _log(_summary(stats, elapsed, args.workers))
+    return 0
+
+
+def _unreadable(args) -> str:
+    """With --user: the files the children will open as that user and could not read, said
+    before any starts; "" when none."""
+    if not args.user:
+        return ""
+    cannot = unreadable_for(args.user, loaded_files(CHILD_MODULES))
+    if cannot:
+        return (f"--user {args.user} cannot read {cannot}: the processes would fail at their next "
+                f"import; install the pipeline where {args.user} can read it (docs/deploy.md)")
+    dbs = [path for path in (getattr(args, "enrich", None) or {}).values() if isinstance(path, str)]
+    cannot = unreadable_for(args.user, dbs) if dbs else ""
+    if cannot:
+        return f"--user {args.user} cannot read {cannot}: the collector opens its databases as that user"
+    return ""
+
+
+def _open_inputs(args):
+    """The capture files, mapped, or the live capture's sockets: (readers, live settings, capture)."""
+    readers = [open_capture(path) for path in args.read]
+    if not args.interface:
+        return readers, None, None
+    live = {"interfaces": args.interface, "ring_mb": args.ring_mb, "snaplen": args.snaplen,
+            "promisc": not args.no_promisc, "bpf": args.bpf,
+            "fanout": (os.getpid() % 60000) if args.capture_procs > 1 else None}
+    from . import capture  # live capture only: its modules stay out of offline start-up
+    return readers, live, capture.open_live(live)
+
+
+def _capture(run, readers, cap, fe) -> dict:
+    """Start the children, read to the end of the input (or the stop signal) and return the
+    collector's final figures."""
+    args = run.args
+    run.start()
+    if cap is None:
+        run.ready()
+        run.feed(readers, fe)
+        return run.wait_collector()
+    if args.user:
+        try:
+            from contracts.children import drop_privileges
+            drop_privileges(args.user)
+        except OSError as e:
+            raise RunError(str(e)) from None
+    run.ready()
+    if not args.quiet:
+        _log(f"capturing on {', '.join(args.interface)} "
+             f"({monitor.counted(run.frontends, 'capture process', 'capture processes')}, "
+             f"{monitor.counted(args.workers, 'worker')})")
+    run.feed_live(cap, fe)
+    return run.wait_collector()
+
+
+def _final_stats(run, fe, cstats, elapsed) -> dict:
+    """--stats-json of a run that ended: the front-end's figures with every capture process's
+    added, then the workers' and the collector's (the keys' order is the file's)."""
     stats = dict(fe.stats)
     if run.decoders:
         stats["captures"] = sorted(({"proc": c["proc"], "frames": c["frames"]} for c in run.captures),
@@ -551,13 +596,13 @@ def start(args, timeouts) -> int:
     if getattr(run, "pinned", None):
         stats["cpus"] = run.pinned
     stats["detail"] = dict(sorted(fe.extra.items()))
-    if args.stats_json and not write_stats(args.stats_json, stats):
-        return 1
-    if not args.quiet:
-        rate = stats["frames_read"] / elapsed if elapsed > 0 else 0
-        n = monitor.counted
-        _log(f"{n(stats['frames_read'], 'frame')} ({stats['frames_ip']} ip, {stats['frames_non_ip']} non-ip, "
-             f"{stats['frames_malformed']} malformed, {stats['frames_unassembled']} unassembled) -> "
-             f"{n(stats['sessions'], 'session')}, {n(stats['records'], 'record')} in {elapsed:.2f}s "
-             f"({rate:,.0f} frames/s, {n(args.workers, 'worker')})")
-    return 0
+    return stats
+
+
+def _summary(stats, elapsed, workers) -> str:
+    rate = stats["frames_read"] / elapsed if elapsed > 0 else 0
+    n = monitor.counted
+    return (f"{n(stats['frames_read'], 'frame')} ({stats['frames_ip']} ip, {stats['frames_non_ip']} non-ip, "
+            f"{stats['frames_malformed']} malformed, {stats['frames_unassembled']} unassembled) -> "
+            f"{n(stats['sessions'], 'session')}, {n(stats['records'], 'record')} in {elapsed:.2f}s "
+            f"({rate:,.0f} frames/s, {n(workers, 'worker')})")
