@@ -50,6 +50,7 @@ _OPEN_SLICE = 4096                     # new sessions made at once by the batch 
 _SLICE_ROWS = 8192                    # rows of a batch fed at once (`feed_batch`)
 _NO_ADVANCE = float("-inf")            # the time of a cut `slices` adds: no advance there
 _REPORTS_MIN = 32                      # fewer records at once: `RecordWriter.one` one by one is cheaper
+_EXPIRED = None                        # `_end`'s reason for an idle session: "idle" or "closed"
 EVICTED_BY = tuple("evicted_" + name for name in CLASSES)      # the stats' evictions per class
 
 
@@ -188,7 +189,7 @@ class Engine:
             if s is None:
                 s = self._open(ev, i, k, t, d, fl)
             elif t - s.last >= s.timeout and expired(s, t):
-                self._end_idle(s)
+                self._end(s, _EXPIRED)
                 s = self._open(ev, i, k, t, d, fl)
             elif fl & _SYN and not fl & _ACK and close_expiry and tcpmod.reuses(s.tcp, s.first, seq):
                 self._end(s, CLOSED)            # a new connection on the tuple (Zeek's connection reuse)
@@ -433,7 +434,7 @@ class Engine:
         for s in self.wheel.due(now):
             # `is_idle` inline (it runs for every due session) by the lower bound, then exactly
             if now - s.last >= s.timeout and expired(s, now):
-                self._end_idle(s)
+                self._end(s, _EXPIRED)
                 continue
             if s.next_report <= now:
                 # the interim report waits for the session's next packet (`_feed_rows` writes it with
@@ -508,7 +509,10 @@ class Engine:
     def _end(self, s: Session, reason: str) -> None:
         """The session ends: out of the table, plugins told. Its last record is written
         later, with the others of the batch (`_flush`), in its place among the records:
-        an ended session changes no more."""
+        an ended session changes no more. `_EXPIRED`: it ended idle, "closed" when it
+        closed (FIN/RST) and closing counts."""
+        if reason is _EXPIRED:
+            reason = CLOSED if (s.tcp is not None and s.tcp.closed and self.timeouts.close_expiry) else IDLE
         s.ended = True
         self.reports_due.discard(s)                 # its final record says it all
         if self.table.get(s.key) is s:
@@ -517,10 +521,6 @@ class Engine:
             p.on_expire(s)
         self._ended.append((len(self.records), s, reason))
         self.records.append(None)
-
-    def _end_idle(self, s: Session) -> None:
-        """An idle session ends: as "closed" when it closed (FIN/RST) and closing counts."""
-        self._end(s, CLOSED if (s.tcp is not None and s.tcp.closed and self.timeouts.close_expiry) else IDLE)
 
     def _flush(self) -> None:
         """Write the last records of the sessions ended since the last flush, together
