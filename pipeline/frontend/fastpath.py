@@ -158,9 +158,10 @@ def _link(word, n: int):
 
 
 def _ip(word, l2, et, ok):
-    """IPv4 without options' limits or fragmentation, and IPv6 without extension headers
-    checked: (IPv4, IPv6 masks, transport, IPv4 total length, IPv6 payload length, IP
-    payload length, transport header's offset)."""
+    """The IP layer of the frames in `ok`: IPv4 that is not a fragment, IPv6 read as having
+    no extension header (its next header is the transport). Returns (IPv4 and IPv6 masks,
+    transport, IPv4 total length, IPv6 payload length, IP payload length, transport
+    header's offset)."""
     h0 = word(l2)                          # version/IHL, TOS, total length (v4) / payload length (v6 at +4)
     h1 = word(l2 + 4)                      # v4: ident, flags/offset, TTL, proto / v6: plen, next header
     v4 = ok & (et == 0x0800)
