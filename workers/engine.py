@@ -16,9 +16,10 @@ A batch's rows reach their sessions one of two ways that give the same records
   others go per packet, between the batch's advances.
 This module holds the API, the session table's use (`table.SessionTable`), the
 expiry sweep and both paths' session updates; the rules they apply live beside
-it: TCP (`tcp`), which sessions may take the batch path (`plan`), payload
-classification (`inspection`), the record (`records`), timeouts and the idle
-rule (`contracts.timeouts`). docs/design.md ("Engine layout") maps them.
+it: TCP (`tcp`; over the batch path's groups, `grouped_tcp`), which sessions may
+take the batch path (`plan`), payload classification (`inspection`), the record
+(`records`), timeouts and the idle rule (`contracts.timeouts`). docs/design.md
+("Engine layout") maps them.
 """
 from array import array
 from itertools import repeat
@@ -29,9 +30,9 @@ from contracts.record import CLOSED, EVICTED, IDLE, INTERIM, SHUTDOWN
 from contracts.timeouts import Timeouts
 from contracts.wire import DEPTH_BITS, EVENT, ID_SHIFT, row_struct, session_id, take_rows
 
-from . import classify, inspection, orientation, plan
+from . import classify, grouped_tcp, inspection, orientation, plan
 from . import tcp as tcpmod
-from .groups import Groups, observed_rows, stack_ids, stack_of
+from .groups import Groups, observe_groups, observed_rows
 from .records import RecordWriter
 from .session import FIRST, N_COUNTERS, Session, first_row, first_rows
 from .table import CLASSES, HIGH, RECOVERY, SessionTable
@@ -49,20 +50,8 @@ _OPEN_SLICE = 4096                     # new sessions made at once by the batch 
 _SLICE_ROWS = 8192                    # rows of a batch fed at once (`feed_batch`)
 _NO_ADVANCE = float("-inf")            # the time of a cut `slices` adds: no advance there
 _REPORTS_MIN = 32                      # fewer records at once: `RecordWriter.one` one by one is cheaper
+_EXPIRED = None                        # `_end`'s reason for an idle session: "idle" or "closed"
 EVICTED_BY = tuple("evicted_" + name for name in CLASSES)      # the stats' evictions per class
-
-
-class _Touched:
-    """What the batch path's session updates leave for its later steps, per group."""
-    __slots__ = ("control", "before", "data", "inspect", "history", "history_states")
-
-    def __init__(self, ng: int):
-        self.control = [None] * ng      # the session whose TCP control segments `_control` applies
-        self.before = [0.0] * ng        # its last packet time before the batch
-        self.data = []                  # (group, session): TCP data segments to check for retransmissions
-        self.inspect = []               # (group, session): payload rows, the session still being classified
-        self.history = []               # groups whose rows may add history letters, ascending
-        self.history_states = []        # their TcpStates
 
 
 class Engine:
@@ -186,14 +175,6 @@ class Engine:
     def _feed_rows(self, ev, rows) -> None:
         """The reference path: one packet at a time, in frame order (`rows`: the indexes
         of the rows to apply, None: all). `_bulk` must give the same sessions."""
-        sub = ev if rows is None else take_rows(ev, rows)
-        idx = range(len(ev)) if rows is None else rows.tolist()
-        obs = observed_rows(sub, self.watch_vlans)
-        fls, pls, dirs = sub["tcpflags"], sub["payload"], sub["dir"]
-        cols = zip(idx, sub["key"].tolist(), sub["ts"].tolist(), dirs.tolist(), sub["wirelen"].tolist(),
-                   sub["caplen"].tolist(), sub["ncap"].tolist(), pls.tolist(), fls.tolist(), sub["seq"].tolist(),
-                   sub["iplen"].tolist(), tcpmod.entries(fls, pls, dirs).tolist(),
-                   repeat(False) if obs is None else obs.tolist())
         get = self.table.get
         expired = self.table.expired
         close_expiry = self.timeouts.close_expiry
@@ -202,14 +183,13 @@ class Engine:
         new_tcp = tcpmod.TcpState
         hs_done = tcpmod.HS_DONE
         pp = self.packet_plugins
-        watch = self.watch_vlans
         due = self.reports_due
-        for i, k, t, d, w, cl, nc, pl, fl, seq, ipl, lx, ob in cols:
+        for i, k, t, d, w, cl, nc, pl, fl, seq, ipl, lx, ob in _row_columns(ev, rows, self.watch_vlans):
             s = get(k)
             if s is None:
                 s = self._open(ev, i, k, t, d, fl)
             elif t - s.last >= s.timeout and expired(s, t):
-                self._end(s, CLOSED if (s.tcp is not None and s.tcp.closed and close_expiry) else IDLE)
+                self._end(s, _EXPIRED)
                 s = self._open(ev, i, k, t, d, fl)
             elif fl & _SYN and not fl & _ACK and close_expiry and tcpmod.reuses(s.tcp, s.first, seq):
                 self._end(s, CLOSED)            # a new connection on the tuple (Zeek's connection reuse)
@@ -218,8 +198,7 @@ class Engine:
                 due.discard(s)
                 self._report(s, False, INTERIM)
             if ob:                          # an outer session or VLAN stack the session may not have seen
-                nv, v0, v1, par = _OBSERVED.unpack_from(ev.data, i * _ROW_SIZE)
-                s.observe(par, (v0, v1)[:nv] if watch else None)
+                self._observe_row(ev, i, s)
             if t > s.last:
                 s.last = t
             c = s.c
@@ -250,6 +229,11 @@ class Engine:
             if pp:
                 for p in pp:
                     p.on_packet(s, ev[i])
+
+    def _observe_row(self, ev, i, s) -> None:
+        """`Session.observe` of row i's outer session and (watched) VLAN stack."""
+        nv, v0, v1, par = _OBSERVED.unpack_from(ev.data, i * _ROW_SIZE)
+        s.observe(par, (v0, v1)[:nv] if self.watch_vlans else None)
 
     def _open(self, ev, i, k, t, d, fl, first=None) -> Session:
         """A new session from row i (`first`: that row's bytes, when the caller has them),
@@ -289,7 +273,7 @@ class Engine:
         c = plan.Candidates(g, found, ev, limits, self.reports_due)
         r = plan.room(g, cuts, self.now) if cuts is not None and horizon > float("-inf") else None
         bulk = plan.stays(g, c, r, horizon, limits)
-        touched = _Touched(g.n)
+        touched = grouped_tcp.Touched(g.n)
         kinds = g.kinds(ev)
         self._update_known(g, found, np.flatnonzero(bulk & c.known), touched, kinds)
         fresh = np.flatnonzero(bulk & ~c.known)
@@ -297,12 +281,13 @@ class Engine:
             self._open_groups(ev, g, fresh, c, touched, kinds)
         seen = g.observed(ev, self.watch_vlans)
         if seen is not None:
-            self._observe_groups(ev, g, found, bulk, seen)
+            observe_groups(ev, g, found, bulk, seen, self.table.get, self.watch_vlans)
         if g.has_control:
-            self._control(ev, g, ((g.flags_or & tcpmod.CONTROL) != 0) & bulk, touched)
-        scaled = self._retransmissions(ev, g, touched.data) if touched.data else _NONE
+            grouped_tcp.control(g, ((g.flags_or & tcpmod.CONTROL) != 0) & bulk, touched, self.table,
+                                self.timeouts.close_expiry)
+        scaled = grouped_tcp.retransmissions(ev, g, touched.data) if touched.data else _NONE
         if touched.history or len(scaled):
-            self._history(ev, g, touched, scaled)
+            grouped_tcp.history(ev, g, touched, scaled)
         if touched.inspect:
             inspection.inspect_groups(ev, payload, g.order, g.gs, g.payload_rows, touched.inspect, g.n,
                                       self.classify, self.refuse_min)
@@ -429,132 +414,6 @@ class Engine:
         table.admit_many(made, ts)
         self.stats["sessions"] += n
 
-    def _observe_groups(self, ev, g, found, bulk, seen) -> None:
-        """`Session.observe` for the batch path's groups that carry an outer session (or,
-        watched, a VLAN stack) their session may not have seen: a group whose rows vary,
-        a known session's group whose first row differs from the session's first; each
-        value once, in the order of its first row."""
-        mixed, parent, stack = seen
-        watch = self.watch_vlans
-        get = self.table.get
-        todo = bulk & (mixed | (parent != 0) | watch)
-        parents, stacks = ev["parent"], stack_ids(ev) if watch else None
-        for j, mx, p, sk in zip(np.flatnonzero(todo).tolist(), mixed[todo].tolist(), parent[todo].tolist(),
-                                repeat(None) if stack is None else stack[todo].tolist()):
-            s = found[j] or get(int(g.keys[j]))
-            if not mx:
-                if found[j] is not None:        # a new session's only values are its first row's
-                    s.observe(p, None if sk is None else stack_of(sk))
-                continue
-            for q in g.distinct(parents, j):
-                s.observe(q, None)
-            if watch:
-                for q in g.distinct(stacks, j):
-                    s.observe(0, stack_of(q))
-
-    def _control(self, ev, g, groups, touched) -> None:
-        """The TCP flags' part (handshake, close) of the batch path's `groups`:
-        `tcp.control_many` over the only segments that can change it, in frame order. A
-        session that closes is filed at its close-linger deadline, counted from its last
-        packet up to the closing one."""
-        ds = g.dirs
-        pos = np.flatnonzero(tcpmod.control_segments(g.gs, ds, g.flags, groups[g.gs]))
-        if not len(pos):
-            return
-        pos = pos[np.argsort(g.order[pos])]              # frame order
-        g_of = g.gs[pos]
-        has = np.zeros(g.n, bool)
-        has[g_of] = True
-        ug = np.flatnonzero(has).tolist()                # the groups with control segments, each once
-        u_of = (np.cumsum(has) - 1)[g_of]
-        ss = [touched.control[j] for j in ug]
-        silent = self._peer_silent(g, ds, pos, ss, u_of) if self.timeouts.close_expiry else None
-        closed = tcpmod.control_many([s.tcp for s in ss], np.fromiter([s.client_dir for s in ss], np.int8, len(ss)),
-                                     u_of, ds[pos], g.flags[pos], g.ts[pos], silent)   # each has its TcpState
-        if closed and self.timeouts.close_expiry:
-            linger = self.table.limits.close_linger
-            file = self.wheel.file
-            now_closed = self.table.closed
-            us = u_of[closed].tolist()
-            due = (np.maximum(np.fromiter([touched.before[ug[u]] for u in us], np.float64, len(us)),
-                              g.running_max()[pos[closed]]) + linger).tolist()
-            for u, when in zip(us, due):
-                s = ss[u]
-                s.timeout = linger
-                file(s, when)
-                now_closed(s)
-
-    @staticmethod
-    def _peer_silent(g, ds, pos, ss, u_of):
-        """For the control segments at grouped positions `pos` (of sessions `ss`, `u_of`):
-        a FIN whose peer had sent nothing before it, in the batch or before it (`tcp.control`'s
-        peer_silent); None when there is no FIN."""
-        fin = (g.flags[pos] & (tcpmod.FIN | tcpmod.RST)) == tcpmod.FIN
-        if not fin.any():
-            return None
-        n = len(ds)
-        at = np.arange(n)
-        first = np.stack([np.minimum.reduceat(np.where(ds == d, at, n), g.starts) for d in (0, 1)])   # per group
-        peer = 1 - ds[pos].astype(np.intp)
-        gj = g.gs[pos]
-        out = fin & (first[peer, gj] > pos)          # the peer sent nothing in the batch before it
-        ks = np.flatnonzero(out)
-        if len(ks):                                  # nor before the batch (its counters less the batch's)
-            out[ks] = np.fromiter([ss[u].c[6 * q] for u, q in zip(u_of[ks].tolist(), peer[ks].tolist())],
-                                  np.int64, len(ks)) == g.counts[gj[ks], 6 * peer[ks]]
-        return out
-
-    def _retransmissions(self, ev, g, data):
-        """`tcp.data_many` for the data segments of the groups in `data` ((group, session)
-        pairs). Returns the rows that add the history's T, ascending."""
-        at = np.full(g.n, -1, np.intp)
-        at[[j for j, _ in data]] = np.arange(len(data))
-        rows = np.flatnonzero(g.tcp_data & (at[g.gid] >= 0))
-        scaled = tcpmod.data_many([s.tcp for _, s in data], at[g.gid[rows]], ev["dir"][rows], ev["seq"][rows],
-                                  ev["payload"][rows])
-        return rows[scaled]
-
-    def _history(self, ev, g, touched, scaled) -> None:
-        """The history letters of the batch path's groups in `touched.history` (those that
-        may gain a kind) and of those with rows in `scaled` (a retransmission's T), in frame
-        order, a row's letter before its T: `tcp.note_many` keeps the first of each kind a
-        session has not seen. Only these groups' rows are looked at."""
-        js, states = touched.history, touched.history_states
-        if len(scaled):
-            have = set(js)
-            more = {j for j in g.gid[scaled].tolist() if j not in have}
-            if more:
-                js, states = js[:], states[:]
-                for j, s in touched.data:
-                    if j in more:
-                        js.append(j)
-                        states.append(s.tcp)
-        ja = np.array(js, np.intp)
-        by_group = np.argsort(ja, kind="stable")        # known sessions' groups, then new ones': merged
-        at = np.full(g.n, -1, np.intp)
-        at[ja[by_group]] = np.arange(len(ja))
-        states = [states[i] for i in by_group.tolist()]
-        n = len(g.order)
-        where = np.empty(n, np.intp)                     # each row's place in grouped order
-        where[g.order] = np.arange(n)
-        chosen = np.zeros(g.n, bool)
-        chosen[ja] = True
-        mine = np.flatnonzero(np.repeat(chosen, np.diff(np.append(g.starts, n))))   # their rows, grouped
-        data = g.tcp_data[g.order[mine]]
-        ge = tcpmod.entries(g.flags[mine], data, g.dirs[mine])
-        kind = tcpmod.ENTRY_KIND[ge]                      # its kind's bit position, -1: none
-        has = kind >= 0
-        sel, kind = mine[has], kind[has]
-        first = np.full(g.n * 16, n, np.intp)            # each group's first row of each kind
-        np.minimum.at(first, g.gs[sel] * 16 + kind, sel)
-        pos = first[first < n]
-        tpos = where[scaled]
-        key = np.concatenate([pos * 2, tpos * 2 + 1])
-        e = np.concatenate([tcpmod.entries(g.flags[pos], g.tcp_data[g.order[pos]], g.dirs[pos]),
-                            np.asarray(tcpmod.T_ENTRY, np.int64)[ev["dir"][scaled]]])
-        o = np.argsort(key, kind="stable")
-        tcpmod.note_many(states, at[g.gs[key[o] >> 1]], e[o], distinct=True)
-
     # -- time ----------------------------------------------------------------
     def advance(self, now: float) -> None:
         """Expire what is due at `now` and write interim reports of long sessions."""
@@ -570,13 +429,12 @@ class Engine:
             self.now = now
         now = self.now
         active = self.timeouts.active
-        close_expiry = self.timeouts.close_expiry
         expired = self.table.expired
         refile = []
         for s in self.wheel.due(now):
             # `is_idle` inline (it runs for every due session) by the lower bound, then exactly
             if now - s.last >= s.timeout and expired(s, now):
-                self._end(s, CLOSED if (s.tcp is not None and s.tcp.closed and close_expiry) else IDLE)
+                self._end(s, _EXPIRED)
                 continue
             if s.next_report <= now:
                 # the interim report waits for the session's next packet (`_feed_rows` writes it with
@@ -651,7 +509,10 @@ class Engine:
     def _end(self, s: Session, reason: str) -> None:
         """The session ends: out of the table, plugins told. Its last record is written
         later, with the others of the batch (`_flush`), in its place among the records:
-        an ended session changes no more."""
+        an ended session changes no more. `_EXPIRED`: it ended idle, "closed" when it
+        closed (FIN/RST) and closing counts."""
+        if reason is _EXPIRED:
+            reason = CLOSED if (s.tcp is not None and s.tcp.closed and self.timeouts.close_expiry) else IDLE
         s.ended = True
         self.reports_due.discard(s)                 # its final record says it all
         if self.table.get(s.key) is s:
@@ -683,6 +544,20 @@ class Engine:
         self.stats["records"] += 1
         if final:
             self.stats["final_records"] += 1
+
+
+def _row_columns(ev, rows, watch: bool):
+    """The per-packet path's columns of the rows `rows` of `ev` (None: all), as Python
+    values a row at a time: index, key, time, direction, lengths, payload, flags,
+    sequence number, IP length, history entry, whether `Session.observe` is shown it."""
+    sub = ev if rows is None else take_rows(ev, rows)
+    idx = range(len(ev)) if rows is None else rows.tolist()
+    obs = observed_rows(sub, watch)
+    fls, pls, dirs = sub["tcpflags"], sub["payload"], sub["dir"]
+    return zip(idx, sub["key"].tolist(), sub["ts"].tolist(), dirs.tolist(), sub["wirelen"].tolist(),
+               sub["caplen"].tolist(), sub["ncap"].tolist(), pls.tolist(), fls.tolist(), sub["seq"].tolist(),
+               sub["iplen"].tolist(), tcpmod.entries(fls, pls, dirs).tolist(),
+               repeat(False) if obs is None else obs.tolist())
 
 
 def slices(cuts, size: int):

@@ -7,6 +7,8 @@ per direction, the first FIN/RST, ...), worked out with numpy once per batch.
 Rules applied segment by segment (TCP's control segments, the classifier's
 payload rows) run over grouped rows in rounds (`rounds`).
 """
+from itertools import repeat
+
 import numpy as np
 
 from .rounds import running_max
@@ -210,3 +212,26 @@ class Groups:
         if self._runmax is None:
             self._runmax = running_max(self.ts, self.gs)
         return self._runmax
+
+
+def observe_groups(ev, g, found, bulk, seen, get, watch: bool) -> None:
+    """`Session.observe` for the batch path's groups that carry an outer session (or,
+    watched, a VLAN stack) their session may not have seen: a group whose rows vary,
+    a known session's group whose first row differs from the session's first; each
+    value once, in the order of its first row (`found`: the groups' known sessions, `get`:
+    the table's lookup, for the new ones; `watch`: VLAN stacks are watched)."""
+    mixed, parent, stack = seen
+    todo = bulk & (mixed | (parent != 0) | watch)
+    parents, stacks = ev["parent"], stack_ids(ev) if watch else None
+    for j, mx, p, sk in zip(np.flatnonzero(todo).tolist(), mixed[todo].tolist(), parent[todo].tolist(),
+                            repeat(None) if stack is None else stack[todo].tolist()):
+        s = found[j] or get(int(g.keys[j]))
+        if not mx:
+            if found[j] is not None:        # a new session's only values are its first row's
+                s.observe(p, None if sk is None else stack_of(sk))
+            continue
+        for q in g.distinct(parents, j):
+            s.observe(q, None)
+        if watch:
+            for q in g.distinct(stacks, j):
+                s.observe(0, stack_of(q))

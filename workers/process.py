@@ -7,6 +7,7 @@ flushes every open session and reports its statistics.
 import mmap
 import resource
 import sys
+from functools import partial
 
 import msgpack
 import msgspec
@@ -85,6 +86,24 @@ class Emergency:
         print(f"pipeline: worker {self.index}: {msg}", file=sys.stderr, flush=True)
 
 
+def _engine(index: int, cfg: dict) -> Engine:
+    """Worker `index`'s engine, as the run's configuration sets it up."""
+    return Engine(index, cfg["timeouts"], cfg["sensor"], cfg.get("proc", 0), cfg.get("max_sessions", 0),
+                  load(cfg.get("plugins", ())), cfg.get("classify", classify.BUDGET),
+                  vlan_key=cfg.get("vlan_key", True), marks=cfg.get("marks", (HIGH, RECOVERY)))
+
+
+def _figures(index: int, eng: Engine) -> dict:
+    """The worker's live figures (/metrics, `pipeline status`)."""
+    st = eng.stats
+    t = eng.table
+    return {"worker": index, "frames": st["events"], "sessions_open": len(t),
+            "sessions": st["sessions"], "sessions_ended": st["final_records"], "records": st["records"],
+            "evicted": st["evicted"], **{k: st[k] for k in EVICTED_BY}, "drops": 0,
+            "capacity": t.capacity, "occupancy": round(t.occupancy, 4), "emergency": int(t.emergency),
+            "emergency_episodes": t.episodes}
+
+
 def run(index: int, cfg: dict) -> None:
     title(f"pipeline: worker {index}")
     parent = ignore_stop_signals()
@@ -97,9 +116,7 @@ def run(index: int, cfg: dict) -> None:
     push.setsockopt(zmq.SNDHWM, 64)
     push.setsockopt(zmq.LINGER, -1)
     connect_local(push, cfg["collector_addr"])
-    eng = Engine(index, cfg["timeouts"], cfg["sensor"], cfg.get("proc", 0), cfg.get("max_sessions", 0),
-                 load(cfg.get("plugins", ())), cfg.get("classify", classify.BUDGET),
-                 vlan_key=cfg.get("vlan_key", True), marks=cfg.get("marks", (HIGH, RECOVERY)))
+    eng = _engine(index, cfg)
     emergency = Emergency(index, eng)
 
     def send(recs):
@@ -113,15 +130,7 @@ def run(index: int, cfg: dict) -> None:
 
     metrics = MetricsSender(ctx, cfg.get("metrics_addr"))
 
-    def figures():
-        st = eng.stats
-        t = eng.table
-        return {"worker": index, "frames": st["events"], "sessions_open": len(t),
-                "sessions": st["sessions"], "sessions_ended": st["final_records"], "records": st["records"],
-                "evicted": st["evicted"], **{k: st[k] for k in EVICTED_BY}, "drops": 0,
-                "capacity": t.capacity, "occupancy": round(t.occupancy, 4), "emergency": int(t.emergency),
-                "emergency_episodes": t.episodes}
-
+    figures = partial(_figures, index, eng)
     inputs = cfg.get("inputs") or []
 
     def apply(hdr, parts):

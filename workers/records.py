@@ -192,15 +192,22 @@ class RecordWriter:
             cols["proto_path"], metas = paths, None
             cols.update((name, repeat(None, n)) for name in CLASS_FIELDS)
         out = list(map(list, zip(*map(cols.__getitem__, WIRE_NAMES))))
-        if any([s.ext for s in ss]):
-            for s, rec, meta in zip(ss, out, metas or repeat(None)):
-                if s.ext:
-                    meta = _extended(s.ext, rec, meta)
-                if meta:
-                    rec.append(meta)
-        elif metas is not None:                 # each record with metadata gets it at its end
-            deque(map(list.append, compress(out, metas), compress(metas, metas)), 0)
+        _append_metadata(ss, out, metas)
         return out
+
+
+def _append_metadata(ss, out, metas) -> None:
+    """Each record of `out` (of sessions `ss`) that has metadata (`metas`: the classes'
+    metadata per record, None: none; a session's extended observations) gets it at its end,
+    as `one` appends it."""
+    if any([s.ext for s in ss]):
+        for s, rec, meta in zip(ss, out, metas or repeat(None)):
+            if s.ext:
+                meta = _extended(s.ext, rec, meta)
+            if meta:
+                rec.append(meta)
+    elif metas is not None:
+        deque(map(list.append, compress(out, metas), compress(metas, metas)), 0)
 
 
 def _time_columns(cols: dict, ss, tcps) -> None:

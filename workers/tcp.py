@@ -312,6 +312,33 @@ def control_many(states, client_dirs, session, dirs, flags, times, peer_silent=N
     return closers
 
 
+def _stored_ranges(states):
+    """The sessions' stored sequence ranges as rows lo0, hi0, lo1, hi1 (-1: none yet)."""
+    stored = np.full((len(states), 4), -1, np.int64)
+    for u, st in enumerate(states):
+        if st.hi0 is not None:
+            stored[u, 0] = st.lo0
+            stored[u, 1] = st.hi0
+        if st.hi1 is not None:
+            stored[u, 2] = st.lo1
+            stored[u, 3] = st.hi1
+    return stored
+
+
+def _scaled(states, rt, sidx, su, sd, ok, o) -> list:
+    """`data_many`'s retransmissions (`rt`, in (session, direction) order `o`; `sidx`: each
+    one's run, of session `su` and direction `sd`; `ok`: the run is inside the window) that
+    are their direction's 1st, 10th, 100th, ...: those the history marks with a T."""
+    rts = np.flatnonzero(rt)
+    if not len(rts):
+        return []
+    run = sidx[rts]
+    before = np.fromiter([states[u].rt1 if d else states[u].retrans - states[u].rt1
+                          for u, d in zip(su[run].tolist(), sd[run].tolist())], np.int64, len(rts))
+    nth = before + ranks(run)[0] + 1
+    return o[rts[np.isin(nth, _POW10_LIST) & ok[run]]].tolist()
+
+
 def data_many(states, session, dirs, seqs, lens):
     """`data` for the data segments of many sessions (`session[i]`: segment i's index into
     `states`; segments in frame order): a segment is a retransmission when it lies within
@@ -324,14 +351,7 @@ def data_many(states, session, dirs, seqs, lens):
     nr = len(session)
     if not nr:
         return _NONE
-    stored = np.full((len(states), 4), -1, np.int64)       # lo0, hi0, lo1, hi1 (-1: none yet)
-    for u, st in enumerate(states):
-        if st.hi0 is not None:
-            stored[u, 0] = st.lo0
-            stored[u, 1] = st.hi0
-        if st.hi1 is not None:
-            stored[u, 2] = st.lo1
-            stored[u, 3] = st.hi1
+    stored = _stored_ranges(states)
     seg = session * 2 + dirs
     o = np.argsort(seg, kind="stable")
     seg = seg[o]
@@ -375,14 +395,7 @@ def data_many(states, session, dirs, seqs, lens):
     newhi = (np.maximum(highest, hi0) + ref) & MASK
     ok = ((lowest > -_WINDOW) & (highest < _WINDOW)
           & (~has | ((hi0 > -_WINDOW) & (hi0 < _WINDOW))))
-    scaled = []
-    rts = np.flatnonzero(rt)
-    if len(rts):                                    # each direction's n-th retransmission: T at 1, 10, 100, ...
-        run = sidx[rts]
-        before = np.fromiter([states[u].rt1 if d else states[u].retrans - states[u].rt1
-                              for u, d in zip(su[run].tolist(), sd[run].tolist())], np.int64, len(rts))
-        nth = before + ranks(run)[0] + 1
-        scaled = o[rts[np.isin(nth, _POW10_LIST) & ok[run]]].tolist()
+    scaled = _scaled(states, rt, sidx, su, sd, ok, o)
     bounds = np.append(sst, nr).tolist()
     for j, (u, d, good, cnt, lo, hi, gp) in enumerate(zip(su.tolist(), sd.tolist(), ok.tolist(), count.tolist(),
                                                           newlo.tolist(), newhi.tolist(), gaps.tolist())):
@@ -596,6 +609,30 @@ _SEGMENT = {"S": SYN, "H": SYN | ACK, "A": ACK, "D": ACK, "F": FIN | ACK, "R": R
 _RSTOS0 = re.compile(r"\^?S[^HAFGIQ]*R.*")
 
 
+def _from_inactive(st, move, orig: bool, payload: bool, syn, fin, rst, ack) -> None:
+    """`endpoint_states`' step for a segment from an INACTIVE endpoint (`orig`: the
+    originator's; `st`: the states by endpoint, `move`: its transition)."""
+    me, peer = orig, not orig
+    if syn:
+        if orig:
+            move(me, SYN_ACK_SENT if ack else SYN_SENT)
+        else:
+            if st[peer] == SYN_SENT:
+                move(peer, ESTABLISHED)
+            move(me, ESTABLISHED)
+    if fin:
+        move(me, EP_CLOSED)
+    if rst:
+        move(me, RESET)
+    if st[me] == INACTIVE:
+        if not orig and not payload and st[True] == SYN_SENT:
+            pass                                  # an ACK before the SYN-ACK: still inactive
+        elif ack and st[peer] == ESTABLISHED:
+            move(me, ESTABLISHED)
+        else:
+            move(me, PARTIAL)
+
+
 def endpoint_states(history: str) -> tuple:
     """Zeek's endpoint state machine (TCPSessionAdapter's UpdateStateMachine) run over the
     history's letters, each standing for its segment (D with an ACK, Q as SYN+FIN): the
@@ -619,24 +656,7 @@ def endpoint_states(history: str) -> tuple:
         me, peer = orig, not orig
         s = st[me]
         if s == INACTIVE:
-            if syn:
-                if orig:
-                    move(me, SYN_ACK_SENT if ack else SYN_SENT)
-                else:
-                    if st[peer] == SYN_SENT:
-                        move(peer, ESTABLISHED)
-                    move(me, ESTABLISHED)
-            if fin:
-                move(me, EP_CLOSED)
-            if rst:
-                move(me, RESET)
-            if st[me] == INACTIVE:
-                if not orig and not payload and st[True] == SYN_SENT:
-                    pass                                  # an ACK before the SYN-ACK: still inactive
-                elif ack and st[peer] == ESTABLISHED:
-                    move(me, ESTABLISHED)
-                else:
-                    move(me, PARTIAL)
+            _from_inactive(st, move, orig, payload, syn, fin, rst, ack)
         elif s in (SYN_SENT, SYN_ACK_SENT):
             if fin:
                 move(me, EP_CLOSED)

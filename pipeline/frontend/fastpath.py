@@ -135,37 +135,33 @@ def _teredo_shaped(data, start, avail, size, first=None):
     return shaped
 
 
-def decode_fast(data, offsets, caplen, wirelen, ts, linktype, paths: PathIds, base: int = 0,
-                teredo_any_port: bool = True):
-    """Decode what the fast path can. Returns (events, slow) where events holds one
-    row per accepted frame (fidx left as the frame's position in the chunk) and
-    slow is a bool mask of the frames left to the slow path. `teredo_any_port`: UDP
-    payloads shaped like Teredo go to the slow path, which decodes them."""
-    n = len(offsets)
-    o = offsets.astype(np.int64)
-    cl = caplen.astype(np.int64)
-    ok = (linktype == LINKTYPE_ETHERNET) & (cl >= 14 + 20 + 8)
-    if not ok.any() or len(data) < 64:
-        return np.zeros(0, EVENT), np.ones(n, bool)
-    word = _Words(data, o)
+def _link(word, n: int):
+    """Ethernet with up to two VLAN tags, per frame: (ethertype, tag count, first tag's id,
+    second tag's id, link header length); the tag columns are None where no frame has a
+    tag (the second's where none has two)."""
     w = word(12)                       # ethertype, then a possible VLAN tag
     et = _f(w, 48, _M16)
     tag1 = (et == _VLAN_TPIDS[0]) | (et == _VLAN_TPIDS[1])
-    if tag1.any():
-        vlan0 = np.where(tag1, _f(w, 32, _M16) & 0x0FFF, 0)
-        et = np.where(tag1, _f(w, 16, _M16), et)
-        tag2 = tag1 & ((et == _VLAN_TPIDS[0]) | (et == _VLAN_TPIDS[1]))
-        if tag2.any():
-            w2 = word(16)                # the second tag: TPID, TCI, then the ethertype
-            vlan1 = np.where(tag2, _f(w2, 32, _M16) & 0x0FFF, 0)
-            et = np.where(tag2, _f(w2, 16, _M16), et)
-        else:
-            vlan1 = None
-        nvlan = tag1.astype(np.int64) + tag2
-        l2 = 14 + 4 * nvlan
+    if not tag1.any():
+        return et, None, None, None, np.full(n, 14, np.int64)
+    vlan0 = np.where(tag1, _f(w, 32, _M16) & 0x0FFF, 0)
+    et = np.where(tag1, _f(w, 16, _M16), et)
+    tag2 = tag1 & ((et == _VLAN_TPIDS[0]) | (et == _VLAN_TPIDS[1]))
+    if tag2.any():
+        w2 = word(16)                # the second tag: TPID, TCI, then the ethertype
+        vlan1 = np.where(tag2, _f(w2, 32, _M16) & 0x0FFF, 0)
+        et = np.where(tag2, _f(w2, 16, _M16), et)
     else:
-        nvlan = vlan0 = vlan1 = None
-        l2 = np.full(n, 14, np.int64)
+        vlan1 = None
+    nvlan = tag1.astype(np.int64) + tag2
+    return et, nvlan, vlan0, vlan1, 14 + 4 * nvlan
+
+
+def _ip(word, l2, et, ok):
+    """The IP layer of the frames in `ok`: IPv4 that is not a fragment, IPv6 read as having
+    no extension header (its next header is the transport). Returns (IPv4 and IPv6 masks,
+    transport, IPv4 total length, IPv6 payload length, IP payload length, transport
+    header's offset)."""
     h0 = word(l2)                          # version/IHL, TOS, total length (v4) / payload length (v6 at +4)
     h1 = word(l2 + 4)                      # v4: ident, flags/offset, TTL, proto / v6: plen, next header
     v4 = ok & (et == 0x0800)
@@ -181,7 +177,37 @@ def decode_fast(data, offsets, caplen, wirelen, ts, linktype, paths: PathIds, ba
     proto = np.where(v6, _f(h1, 40, _M8), _f(h1, 16, _M8))
     l3len = np.where(v6, 40, ihl)
     ip_payload = np.where(v6, plen6, total - ihl)
-    l4 = l2 + l3len
+    return v4, v6, proto, total, plen6, ip_payload, l2 + l3len
+
+
+def _drop_teredo(ok, udp, payload, t1, data, o, l4, cl) -> None:
+    """Accepted UDP payloads shaped like Teredo left to the slow path (`t1`: each frame's
+    word after the UDP header, the payload's first 8 bytes)."""
+    cand = np.flatnonzero(ok & udp & (payload >= 40))
+    first = t1[cand]
+    maybe = _maybe_teredo(first)
+    if maybe.any():
+        cand, first = cand[maybe], first[maybe]
+        start = l4[cand] + 8
+        avail = np.minimum(payload[cand], cl[cand] - start)
+        ok[cand[_teredo_shaped(data, o[cand] + start, avail, payload[cand], first)]] = False
+
+
+def decode_fast(data, offsets, caplen, wirelen, ts, linktype, paths: PathIds, base: int = 0,
+                teredo_any_port: bool = True):
+    """Decode what the fast path can. Returns (events, slow) where events holds one
+    row per accepted frame (fidx left as the frame's position in the chunk) and
+    slow is a bool mask of the frames left to the slow path. `teredo_any_port`: UDP
+    payloads shaped like Teredo go to the slow path, which decodes them."""
+    n = len(offsets)
+    o = offsets.astype(np.int64)
+    cl = caplen.astype(np.int64)
+    ok = (linktype == LINKTYPE_ETHERNET) & (cl >= 14 + 20 + 8)
+    if not ok.any() or len(data) < 64:
+        return np.zeros(0, EVENT), np.ones(n, bool)
+    word = _Words(data, o)
+    et, nvlan, vlan0, vlan1, l2 = _link(word, n)
+    v4, v6, proto, total, plen6, ip_payload, l4 = _ip(word, l2, et, ok)
     tcp = proto == 6
     udp = proto == 17
     ok = (v4 | v6) & (tcp | udp)
@@ -195,21 +221,13 @@ def decode_fast(data, offsets, caplen, wirelen, ts, linktype, paths: PathIds, ba
     payload = np.where(tcp, ip_payload - doff, ip_payload - 8)
     ok &= (payload >= 0) & ~(tcp & (doff < 20))
     if teredo_any_port:           # t1 holds each UDP payload's first 8 bytes
-        cand = np.flatnonzero(ok & udp & (payload >= 40))
-        first = t1[cand]
-        maybe = _maybe_teredo(first)
-        if maybe.any():
-            cand, first = cand[maybe], first[maybe]
-            start = l4[cand] + 8
-            avail = np.minimum(payload[cand], cl[cand] - start)
-            ok[cand[_teredo_shaped(data, o[cand] + start, avail, payload[cand], first)]] = False
+        _drop_teredo(ok, udp, payload, t1, data, o, l4, cl)
     slow = ~ok
     idx = np.flatnonzero(ok)
     m = len(idx)
     ev = np.zeros(m, EVENT)
     if m == 0:
         return ev, slow
-    l2a = l2[idx]                          # where the IP header starts, in each accepted frame
     is6 = v6[idx]
     t0, t1 = t0[idx], t1[idx]
     is_tcp = tcp[idx]
@@ -232,9 +250,23 @@ def decode_fast(data, offsets, caplen, wirelen, ts, linktype, paths: PathIds, ba
         ev["vlan0"] = vlan0[idx]
         if vlan1 is not None:
             ev["vlan1"] = vlan1[idx]
+    _addresses(ev, word, idx, l2[idx], is6)
+    ev["path"] = _path_ids(paths, is6, is_tcp, None if nvlan is None else nvlan[idx])
+    # where the payload starts in the chunk (the front-end keeps the bytes of young sessions)
+    # (relative to the chunk's lowest frame offset, `base`: it fits 32 bits whatever the file's size)
+    start = l4[idx] + np.where(is_tcp, doff[idx], 8)
+    rel = o[idx] + start - base
+    ev["ploff"] = rel
+    ev["pllen"] = np.where(rel < 1 << 32, np.clip(np.minimum(payload[idx], cl[idx] - start), 0, PAYLOAD_MAX), 0)
+    return ev, slow
+
+
+def _addresses(ev, word, idx, l2a, is6) -> None:
+    """The accepted rows' MAC and IP addresses (`l2a`: where each one's IP header starts),
+    gathered for the rows of each IP version only."""
+    m = len(idx)
     ev["dmac"] = word(0, idx) >> _S[16]      # Ethernet destination and source addresses
     ev["smac"] = word(6, idx) >> _S[16]
-    # addresses: gathered for the accepted rows of each IP version only
     n6 = int(np.count_nonzero(is6))
     if n6:
         j6 = np.flatnonzero(is6) if n6 < m else slice(None)
@@ -246,19 +278,15 @@ def decode_fast(data, offsets, caplen, wirelen, ts, linktype, paths: PathIds, ba
         a4 = word(l2a[j4] + 12, idx[j4])   # source and destination addresses
         ev["src_hi"][j4] = a4 & ~_M32
         ev["dst_hi"][j4] = a4 << _S[32]
-    # proto_path: one id per (vlan count, ip version, transport) combination
+
+
+def _path_ids(paths: PathIds, is6, is_tcp, nvlan):
+    """The accepted rows' proto_path ids: one per (VLAN count, IP version, transport)."""
     combo = is6 * 2 + is_tcp
     if nvlan is not None:
-        combo = combo + nvlan[idx] * 4
+        combo = combo + nvlan * 4
     pid = np.zeros(12, np.uint16)
     for c in np.flatnonzero(np.bincount(combo, minlength=12)):
         c = int(c)
         pid[c] = paths.get("eth" + ".vlan" * (c // 4) + (".ipv6" if c & 2 else ".ipv4") + (".tcp" if c & 1 else ".udp"))
-    ev["path"] = pid[combo]
-    # where the payload starts in the chunk (the front-end keeps the bytes of young sessions)
-    # (relative to the chunk's lowest frame offset, `base`: it fits 32 bits whatever the file's size)
-    start = l4[idx] + np.where(is_tcp, doff[idx], 8)
-    rel = o[idx] + start - base
-    ev["ploff"] = rel
-    ev["pllen"] = np.where(rel < 1 << 32, np.clip(np.minimum(payload[idx], cl[idx] - start), 0, PAYLOAD_MAX), 0)
-    return ev, slow
+    return pid[combo]
