@@ -349,16 +349,17 @@ def test_slices_cover_the_batch_and_keep_its_cuts(steps, size):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(packet, min_size=1, max_size=120), st.sampled_from([1, 3, 10, 50]), st.sampled_from(TIMEOUTS))
 def test_a_batch_in_slices_gives_the_same_records(specs, size, timeouts):
-    """Without a capacity, a batch fed in slices (`Engine.slice_rows`; records handed
-    to the sink between slices) writes the same records as whole (in an order that may
-    differ inside one advance, as between the two paths: `records`)."""
+    """Without a capacity, a batch fed in slices (`Engine.slice_rows`, and
+    `slice_always`: no table to fill; records handed to the sink between slices)
+    writes the same records as whole (in an order that may differ inside one advance,
+    as between the two paths: `records`)."""
     ev = build(specs)
     batches = [(ev, cut(ev), None)]
     ref, _ = run_engine(batches, timeouts, None, lambda e: setattr(e, "bulk_min", BULK))
     sunk = []
 
     def setup(e):
-        e.bulk_min, e.slice_rows, e.sink = BULK, size, sunk.extend
+        e.bulk_min, e.slice_rows, e.slice_always, e.sink = BULK, size, True, sunk.extend
     got, eng = run_engine(batches, timeouts, None, setup)
     assert sorted(map(repr, sunk + got)) == sorted(map(repr, ref))
     assert eng.stats["events"] == len(ev)

@@ -86,6 +86,7 @@ class Engine:
                       **dict.fromkeys(EVICTED_BY, 0), "emergency_episodes": 0}
         self.writer = RecordWriter(sensor, worker, classify)
         self.slice_rows = _SLICE_ROWS      # a longer batch goes in slices (`feed_batch`); 0: whole
+        self.slice_always = False          # slices whatever the table's room (tests: the records are the same)
         self.sink = None                  # called with the records so far between a batch's slices
 
     # -- input ---------------------------------------------------------------
@@ -127,8 +128,13 @@ class Engine:
         (table trimmed to its capacity) at its end and its records handed to `sink`
         when one is set: a flood's batch opens a session per row, and those sessions,
         the batch path's columns and the evicted sessions' records, all at once, were
-        most of a worker's memory under a flood (docs/operations.md)."""
-        if self.slice_rows and len(ev) > self.slice_rows and cuts and cuts[-1][0] == len(ev):
+        most of a worker's memory under a flood (docs/operations.md). Only a batch that
+        could fill the table (each of its rows opening a session, as a flood's do) goes
+        in slices: each slice costs the batch path's fixed work again and cuts long
+        sessions' groups, a quarter of a worker's throughput on ordinary traffic."""
+        n = len(ev)
+        crowded = self.slice_always or (self.table.capacity and len(self.table) + n > self.table.capacity)
+        if self.slice_rows and n > self.slice_rows and crowded and cuts and cuts[-1][0] == n:
             for lo, hi, part in slices(cuts, self.slice_rows):
                 self._feed_batch(ev[lo:hi], part, payload)
                 if self.sink is not None and hi < len(ev):
