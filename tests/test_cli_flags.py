@@ -4,7 +4,6 @@ import argparse
 import os
 import subprocess
 
-import pytest
 
 from pipeline import cli
 from tests import runner

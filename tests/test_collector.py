@@ -27,7 +27,7 @@ from collector import checks
 from collector.aggregate import TOP, Aggregator
 from collector.journal import Journal
 from collector.outputs.jsonl import JsonLines
-from contracts import link, wire
+from contracts import wire
 from contracts.record import COLLECTOR_NAMES, INDEX, N_WIRE, NAMES, WIRE_NAMES, as_dict
 from pipeline.spool import Spool
 from tests import runner
