@@ -100,6 +100,30 @@ def test_emergency_mode_in_and_out():
     assert eng.emergency and eng.stats["emergency_episodes"] == 2
 
 
+def test_each_episode_is_said_once_even_inside_one_batch(capsys):
+    """The worker's log (workers.process.Emergency): one line on entering, one on leaving;
+    an episode begun and ended between two looks (one batch) still gets its line."""
+    from workers.process import Emergency
+    t = Timeouts.make(unanswered_timeout=30, emergency_timeout=5)
+    eng = Engine(0, t, "t", max_sessions=10)
+    said = Emergency(3, eng)
+    specs = [s for i in range(10) for s in opened(f"10.0.1.{i}", i * 0.1, "unanswered")]
+    feed(eng, specs, 0)
+    said.check()
+    eng.advance(7.0)                                      # the unanswered end: out of it
+    said.check()
+    said.check()                                          # nothing new: nothing said
+    feed(eng, [s for i in range(10) for s in opened(f"10.0.2.{i}", 8 + i * 0.1, "unanswered")], 100)
+    eng.advance(20.0)                                     # in and out again before the next look
+    said.check()
+    lines = capsys.readouterr().err.splitlines()
+    assert eng.stats["emergency_episodes"] == 2 and len(lines) == 3, lines
+    assert "emergency mode, " in lines[0] and "(episode 1)" in lines[0]
+    assert "emergency mode over" in lines[1]
+    assert "within one batch (episode 2)" in lines[2]
+    assert all(line.startswith("pipeline: worker 3: ") for line in lines)
+
+
 def test_unanswered_sessions_end_sooner_than_answered_ones():
     """A SYN with no answer ends after the unanswered timeout, an established session of
     the same class after its class's idle timeout."""

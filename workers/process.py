@@ -62,27 +62,36 @@ def peak_rss() -> int:
 
 class Emergency:
     """Says when the worker's table enters and leaves emergency mode, one line each per
-    episode (the engine only changes state: `table.SessionTable.settle`)."""
+    episode (the engine only changes state and counts the episodes:
+    `table.SessionTable.settle`). An episode that begins and ends inside one batch is
+    seen by its count."""
 
     def __init__(self, index: int, eng: Engine):
         self.index, self.eng = index, eng
-        self.since = None           # packet time the episode began
+        self.episodes = eng.table.episodes
+        self.on = eng.emergency
+        self.since = None           # packet time the episode was first seen
 
-    def check(self, was: bool) -> None:
-        eng = self.eng
-        if eng.emergency == was:
-            return
-        t = eng.table
-        full = f"{len(t):,} of {t.capacity:,} sessions"
-        if eng.emergency:
-            self.since = eng.now
-            msg = (f"session table {t.occupancy:.0%} full ({full}): emergency mode, sessions without an "
-                   f"answer now end after {t.unanswered:g} s idle (episode {t.episodes})")
-        else:
-            st = eng.stats
-            msg = (f"session table back to {t.occupancy:.0%} ({full}): emergency mode over after "
-                   f"{eng.now - self.since:,.0f} s of packet time; evicted so far: "
-                   + ", ".join(f"{st[k]:,} {k[len('evicted_'):]}" for k in EVICTED_BY))
+    def check(self) -> None:
+        eng, t = self.eng, self.eng.table
+        if t.episodes != self.episodes:
+            self.episodes, self.since = t.episodes, eng.now
+            self._say(f"session table {t.occupancy:.0%} full ({len(t):,} of {t.capacity:,} sessions): "
+                      f"emergency mode, sessions without an answer now end after {t.unanswered:g} s idle "
+                      f"(episode {t.episodes})" if eng.emergency else
+                      f"session table went into emergency mode and out of it within one batch "
+                      f"(episode {t.episodes}); {self._evicted()}")
+            self.on = eng.emergency
+        elif self.on and not eng.emergency:
+            self.on = False
+            self._say(f"session table back to {t.occupancy:.0%} ({len(t):,} of {t.capacity:,} sessions): "
+                      f"emergency mode over after {eng.now - self.since:,.0f} s of packet time; {self._evicted()}")
+
+    def _evicted(self) -> str:
+        st = self.eng.stats
+        return "evicted so far: " + ", ".join(f"{st[k]:,} {k[len('evicted_'):]}" for k in EVICTED_BY)
+
+    def _say(self, msg: str) -> None:
         print(f"pipeline: worker {self.index}: {msg}", file=sys.stderr, flush=True)
 
 
@@ -142,11 +151,9 @@ def run(index: int, cfg: dict) -> None:
             pay = memoryview(inputs[hdr["input"]])[hdr["base"]:]
         else:
             pay = parts[3].bytes if len(parts) > 3 else None
-        was = eng.emergency
         eng.feed_batch(ev, hdr["cuts"], pay)      # one segment per second of packet time
-        emergency.check(was)
+        emergency.check()
         if "input" in hdr:
-            pay = None
             release(inputs[hdr["input"]], hdr["base"], ev)
         flush()
         metrics.maybe(figures)
