@@ -20,11 +20,15 @@ def _positive_int(v):
     return n
 
 
-def _seconds(v):
+def _number(v, what: str) -> float:
     try:
-        x = float(v)
+        return float(v)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {v!r}") from None
+        raise argparse.ArgumentTypeError(f"not a {what}: {v!r}") from None
+
+
+def _seconds(v):
+    x = _number(v, "number of seconds")
     if not (x >= 0) or x == float("inf"):
         raise argparse.ArgumentTypeError(f"must be zero or more seconds: {v!r}")
     return x
@@ -38,10 +42,7 @@ def _timeout(v):
 
 
 def _percent(v):
-    try:
-        x = float(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a percentage: {v!r}") from None
+    x = _number(v, "percentage")
     if not 0 < x <= 100:
         raise argparse.ArgumentTypeError(f"must be a percentage above 0, at most 100: {v!r}")
     return x
