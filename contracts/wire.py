@@ -9,7 +9,10 @@ Front-end -> worker (one ZeroMQ PUSH/PULL pair per worker), multipart:
                              on both sides). The rows are cut in segments, one per
                              second of packet time: the worker feeds rows
                              [previous end, end) then advances its clock to `now`
-                             (empty segments still advance it). payloads holds
+                             (empty segments still advance it; now = -inf,
+                             `NO_ADVANCE`: no advance there, as at a chunk's end
+                             inside a second: where the stream's cuts fall does
+                             not depend on its chunks). payloads holds
                              the first payload bytes of the rows of young
                              sessions (EVENT ploff/pllen), for classification.
                              Offline, the header says {"input": k, "base": offset}
@@ -125,6 +128,7 @@ MSG_ACK = b"A"
 MSG_METRICS = b"M"
 MSG_CAPTURE = b"C"     # capture process k > 0 -> supervisor: its front-end statistics, at the end
 MSG_READY = b"Y"       # capture process k > 0 -> supervisor: its ring is open (pipeline.capture)
+NO_ADVANCE = float("-inf")     # a cut's time where the worker makes no advance (the wire's cuts)
 
 # Session ids: (frame number << ID_SHIFT) | (capture_proc << DEPTH_BITS) | depth.
 # The id names the frame that opened the session (numbered from 1 as Wireshark

@@ -86,6 +86,36 @@ def stateful(seed: int = 1, datagrams: int = 60):
     return f.frames
 
 
+def talkative(seed: int = 1, sessions: int = 40, seconds: float = 30.0):
+    """Long sessions, plain and inside VXLAN, each sending now and then for `seconds` of
+    packet time (TCP ones open and close), and short ones in between; no fragment: the
+    front-end's rows are then the same whatever its chunks, and so must be the records."""
+    f = _Frames(seed)
+    r = f.r
+    v1, v2 = ip("172.17.0.1"), ip("172.17.0.2")
+    end = f.t + seconds
+    k = 0
+    while f.t < end:
+        i = r.randrange(sessions)
+        a, b = ip(f"10.7.0.{1 + i}"), ip("10.8.0.1")
+        up = r.random() < 0.6
+        src, dst = (a, b) if up else (b, a)
+        if i % 3 == 0:
+            seg = tcp(src, dst, 30000 + i if up else 443, 443 if up else 30000 + i, 1000 + k, 2000 + k, 0x18, b"t" * 20)
+            pkt = ipv4(src, dst, TCP, seg, k & 0xFFFF, 64)
+        else:
+            pkt = ipv4(src, dst, UDP, udp(src, dst, 30000 + i if up else 53, 53 if up else 30000 + i, b"u" * 30),
+                       k & 0xFFFF, 64)
+        if i % 4 == 1:
+            pkt = ipv4(v1, v2, UDP, udp(v1, v2, 49152, 4789, vxlan(7, ether(MAC_B, MAC_A, 0x0800, pkt))), k & 0xFFFF, 64)
+        f.emit(pkt, dt=0.08)
+        if r.random() < 0.2:                    # a short one
+            c = ip(f"10.9.{k % 200}.{1 + k % 250}")
+            f.emit(ipv4(c, b, UDP, udp(c, b, 40000, 123, b"n" * 48), 1, 64), dt=0.01)
+        k += 1
+    return f.frames
+
+
 def flood(seed: int = 1, datagrams: int = 3000, plain: int = 600):
     """A fragment flood: first fragments of `datagrams` datagrams never completed, each
     from another source, among plain traffic; then past the reassembly timeout, so the

@@ -28,7 +28,7 @@ import numpy as np
 
 from contracts.record import CLOSED, EVICTED, IDLE, INTERIM, SHUTDOWN
 from contracts.timeouts import Timeouts
-from contracts.wire import DEPTH_BITS, EVENT, ID_SHIFT, row_struct, session_id, take_rows
+from contracts.wire import DEPTH_BITS, EVENT, ID_SHIFT, NO_ADVANCE, row_struct, session_id, take_rows
 
 from . import classify, grouped_tcp, inspection, orientation, plan
 from . import tcp as tcpmod
@@ -48,7 +48,7 @@ _OBSERVED = row_struct("nvlan", "vlan0", "vlan1", "parent")        # what `Sessi
 _GROUPED_MIN = 64                      # smaller batches: the per-packet path is cheaper
 _OPEN_SLICE = 4096                     # new sessions made at once by the batch path (`_open_groups`)
 _SLICE_ROWS = 8192                    # rows of a batch fed at once (`feed_batch`)
-_NO_ADVANCE = float("-inf")            # the time of a cut `slices` adds: no advance there
+_NO_ADVANCE = NO_ADVANCE               # the time of a cut with no advance: `slices` adds some, a chunk ends with one
 _REPORTS_MIN = 32                      # fewer records at once: `RecordWriter.one` one by one is cheaper
 _EXPIRED = None                        # `_end`'s reason for an idle session: "idle" or "closed"
 EVICTED_BY = tuple("evicted_" + name for name in CLASSES)      # the stats' evictions per class

@@ -18,7 +18,7 @@ from operator import itemgetter
 import numpy as np
 
 from contracts.timeouts import idle_limit, is_idle
-from contracts.wire import EVENT, MAX_DEPTH, row_struct, session_id, take_rows
+from contracts.wire import EVENT, MAX_DEPTH, NO_ADVANCE, row_struct, session_id, take_rows
 from . import slowpath
 from .decoded import IP, NON_IP
 from .fastpath import PAYLOAD_MAX, PathIds, decode_fast
@@ -342,7 +342,7 @@ class FrontEnd:
     def _emit(self, fast, out):
         """Key all rows of a chunk at once and cut them by second (`pack` splits by worker)."""
         ev = self._rows(fast, out)
-        ends, nows = self.segments(ev)
+        ends, nows = self.segments(ev, advance_at_end=True)
         return ev, ends, nows, _NO_PAYLOAD
 
     def _rows(self, fast, out):
@@ -364,16 +364,26 @@ class FrontEnd:
         ev = np.concatenate([ev, self._rows(np.zeros(0, EVENT), out)])
         return take_rows(ev, _frame_order(ev))
 
-    def segments(self, ev):
+    def segments(self, ev, advance_at_end: bool = False):
         """Cut rows where packet time (its running maximum) enters a new second:
-        (end row of each segment, its time)."""
+        (end row of each segment, its time), the stream's cuts whatever its chunks: a
+        chunk whose first row enters a new second starts with an empty segment at the
+        time the previous chunk left (the cut between the two), and its last segment
+        ends with no advance (time -inf: the next chunk's first cut, or the end of the
+        stream, makes it). So the workers sweep at the same times however the frames
+        are chunked (--chunk-frames, K front-end processes), and their interim
+        reports and expiries are the same. `advance_at_end`: the last cut advances to
+        the front-end's time (an idle tick, the end of the stream)."""
         if len(ev) == 0:
-            return np.zeros(1, np.int64), np.array([self.now])
-        run = np.maximum.accumulate(np.maximum(ev["ts"], self._seg_now))
+            return np.zeros(1, np.int64), np.array([self.now if advance_at_end else NO_ADVANCE])
+        prev = self._seg_now
+        run = np.maximum.accumulate(np.maximum(ev["ts"], prev))
         sec = np.floor(run)
         ends = np.r_[np.flatnonzero(sec[1:] != sec[:-1]) + 1, len(ev)]
         nows = run[ends - 1]
-        nows[-1] = max(self.now, nows[-1])
+        nows[-1] = max(self.now, nows[-1]) if advance_at_end else NO_ADVANCE
+        if prev > NO_ADVANCE and sec[0] != np.floor(prev):
+            ends, nows = np.r_[0, ends], np.r_[prev, nows]
         self._seg_now = float(run[-1])
         return ends, nows
 
