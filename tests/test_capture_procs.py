@@ -183,25 +183,37 @@ def _held_out():
 @pytest.mark.parametrize("part", range(6))
 def test_sixty_shared_captures_one_and_three_processes(tmp_path, part):
     """The issue's check: records and statistics identical with 1 and 3 front-end
-    processes on 60 shared captures, 16-frame chunks; where a capture has at least
-    three chunks, all three processes decode some."""
+    processes on 60 shared captures, every other one with the default chunk size (a
+    short file's last chunk is shared out) and the others in 16-frame chunks; all three
+    processes decode some of every capture of three frames or more."""
     caps = _held_out()
     if not caps:
         pytest.skip("../shared/pcaps absent")
     used = 0
     for i, cap in enumerate(caps[part * 10:part * 10 + 10]):
         d = tmp_path / str(i)
-        p1 = runner.run([cap], d / "k1", "--capture-procs", "1", "--chunk-frames", "16")[0]
+        chunking = ("--chunk-frames", "16") if i % 2 else ()
+        p1 = runner.run([cap], d / "k1", "--capture-procs", "1", *chunking)[0]
         if p1.returncode != 0:      # not a capture we read (both must refuse it alike)
-            p3 = runner.run([cap], d / "k3", "--capture-procs", "3", "--chunk-frames", "16")[0]
+            p3 = runner.run([cap], d / "k3", "--capture-procs", "3", *chunking)[0]
             assert p3.returncode == p1.returncode and p3.stderr == p1.stderr
             continue
-        _, sts = same_as_one([cap], d, (3,), "--chunk-frames", "16")
+        _, sts = same_as_one([cap], d, (3,), *chunking)
         caps3 = sts[3]["captures"]
-        if sts[3]["frames_read"] > 2 * 16:
+        if sts[3]["frames_read"] >= 3:
             assert all(c["frames"] > 0 for c in caps3), (cap.name, caps3)
             used += 1
     assert used > 0
+
+
+def test_a_short_capture_is_shared_by_every_process(stateful, tmp_path):
+    """The default chunk size, a capture far shorter than one chunk: each of the K
+    processes still decodes part of it (its last chunk is shared out), and the records
+    are K=1's."""
+    _, sts = same_as_one([stateful], tmp_path, (2, 3, 5))
+    for K, st in sts.items():
+        assert st["frames_read"] < 65536
+        assert all(c["frames"] > 0 for c in st["captures"]), (K, st["captures"])
 
 
 def test_a_dead_front_end_process_ends_the_run_in_one_line(tmp_path):

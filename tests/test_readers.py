@@ -142,6 +142,7 @@ def test_first_chunks_are_smaller_then_double(tmp_path, monkeypatch):
     _, chunks, cols = read_all(path, max_frames=300)
     assert [len(c.offsets) for c in chunks] == [10, 20, 40, 80, 160, 300, 300, 90]
     monkeypatch.setattr(readers, "FIRST_CHUNK", 0)          # 0: every chunk the full size
+    monkeypatch.setattr(readers, "MIN_CHUNKS", 1)
     _, plain, cols0 = read_all(path, max_frames=300)
     assert [len(c.offsets) for c in plain] == [300, 300, 300, 100]
     assert all(np.array_equal(cols[f], cols0[f]) for f in cols)
@@ -149,7 +150,28 @@ def test_first_chunks_are_smaller_then_double(tmp_path, monkeypatch):
     assert [len(c.offsets) for c in read_all(path, max_frames=300)[1]] == [300, 300, 300, 100]
 
 
-def test_chunk_data_is_the_file_without_copies(tmp_path):
+@pytest.mark.parametrize("frames,sizes", [(1000, [300, 300, 300, 20, 20, 20, 20, 20]), (100, [12, 13] * 4),
+                                          (3, [1, 1, 1]), (1, [1])])
+def test_a_short_file_comes_in_at_least_min_chunks(tmp_path, monkeypatch, frames, sizes):
+    """A file of fewer chunks than MIN_CHUNKS has its last chunk shared out, as evenly as
+    can be, so that K front-end processes each get some of it; the frames are the same,
+    in the same order."""
+    import pipeline.frontend.readers as readers
+    path = tmp_path / "t.pcap"
+    path.write_bytes(pcap_header("<", False) + b"".join(pcap_record("<", 1_600_000_000 + i, 0, payload(i, 60 + i % 7))
+                                                         for i in range(frames)))
+    monkeypatch.setattr(readers, "FIRST_CHUNK", 0)
+    assert readers.MIN_CHUNKS == 8
+    _, chunks, cols = read_all(path, max_frames=300)
+    assert [len(c.offsets) for c in chunks] == sizes
+    monkeypatch.setattr(readers, "MIN_CHUNKS", 1)
+    _, _, cols1 = read_all(path, max_frames=300)
+    assert all(np.array_equal(cols[f], cols1[f]) for f in cols)
+
+
+def test_chunk_data_is_the_file_without_copies(tmp_path, monkeypatch):
+    import pipeline.frontend.readers as readers
+    monkeypatch.setattr(readers, "MIN_CHUNKS", 1)          # the file in one chunk
     path = tmp_path / "t.pcap"
     path.write_bytes(pcap_header() + b"".join(pcap_record("<", 1, i, payload(i, 40 + i)) for i in range(10)))
     r = open_capture(str(path))
@@ -291,7 +313,7 @@ def test_pcapng_interfaces_resolutions_and_block_kinds(tmp_path, order):
     path.write_bytes(b"".join(parts))
     starts = np.cumsum([0] + [len(p) for p in parts])
     r, chunks, cols = read_all(path, max_frames=4)
-    assert [len(c.offsets) for c in chunks] == [4, 2]
+    assert [len(c.offsets) for c in chunks] == [4, 1, 1]          # the last chunk shared out (MIN_CHUNKS)
     assert cols["linktype"].tolist() == [1, 113, 1, 113, 101, 1]
     assert cols["caplen"].tolist() == [60, 1500, 33, 70, 100, 41]
     assert cols["wirelen"].tolist() == [64, 1500, 33, 70, 9000, 41]

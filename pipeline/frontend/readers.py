@@ -17,6 +17,7 @@ import stat
 import os
 import struct
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Iterator
 
 import numpy as np
@@ -64,6 +65,13 @@ class Chunk:
 
     def __len__(self):
         return len(self.offsets)
+
+    def parts(self, n: int) -> list:
+        """This chunk as n chunks of consecutive frames (as even as can be, none empty while
+        frames last): the last chunk of a short file, shared out (`CaptureReader.chunks`)."""
+        cuts = np.linspace(0, len(self), max(1, min(n, len(self))) + 1).astype(np.int64).tolist()
+        return [Chunk(self.data, self.offsets[a:b], self.caplen[a:b], self.wirelen[a:b], self.ts[a:b],
+                      self.linktype[a:b]) for a, b in pairwise(cuts)]
 
 
 def _name(path) -> str:
@@ -127,6 +135,7 @@ def open_capture(path) -> "CaptureReader":
 
 
 FIRST_CHUNK = 4096       # frames of a file's first chunk; the next ones double up to the chunk size
+MIN_CHUNKS = 8           # chunks a short file is cut into at least (`chunks`): one for each of up to 8 front-ends
 
 
 class CaptureReader:
@@ -151,16 +160,26 @@ class CaptureReader:
         """Yield chunks of at most max_frames frames (never an empty one) until the file ends.
         The first ones are smaller (FIRST_CHUNK frames, doubling up to max_frames): the
         workers start while the front-end reads on, instead of waiting idle for a whole
-        chunk's decoding at the start of a run."""
+        chunk's decoding at the start of a run. A short file's last chunk is shared out
+        so that the file comes in at least MIN_CHUNKS chunks (while it has the frames):
+        K front-end processes each get some of it. The chunks are a function of the file
+        and max_frames alone, the same whatever K, and so are the records."""
         max_frames = max(1, int(max_frames))
         size = min(max_frames, FIRST_CHUNK) if FIRST_CHUNK > 0 else max_frames
+        made, held = 0, None            # held: the last chunk read, yielded once the next one is
         while self._pos < self.size:
             chunk = self._next_chunk(size)
             size = min(max_frames, 2 * size)
             self.bytes_done = min(self._pos, self.size)
             if len(chunk):
-                yield chunk
+                if held is not None:
+                    made += 1
+                    yield held
+                held = chunk
         self.bytes_done = self.size
+        if held is not None:
+            short = MIN_CHUNKS - made
+            yield from held.parts(short) if short > 1 else (held,)
 
     def close(self) -> None:
         """Unmap the file. Chunks still in use keep the map alive until they are dropped."""
