@@ -21,7 +21,7 @@ sizing model's prediction beside each figure (pipeline/sizing.py, docs/operation
    the reason, where a tool or root is missing (tcpreplay, bench/live.py, tops out near
    130k frames/s).
 5. CPU seconds of the whole run (K=1, N=2) against argus's on the same trace, where
-   argus is installed.
+   argus is installed, and each process's share (--stats-json `cpu`).
 6. The model for this machine's cores and for 16, from the measured costs.
 Writes bench/out/scaling.json. Nothing is asserted: the figures go to docs/benchmarks.md.
 """
@@ -253,6 +253,11 @@ def main():
     else:
         print(f"\nCPU seconds for {s['frames']:,} frames: argus {ar:.2f}, the pipeline (K=1, N=2, every process) "
               f"{c1:.2f}: {c1 / ar:.2f}x")
+        cp = st1["cpu"]          # each process's own figure (--stats-json `cpu`)
+        ws = " + ".join(format(w["cpu_s"], ".2f") for w in cp["workers"])
+        print(f"  the pipeline's processes: supervisor and front-end {cp['supervisor_s']:.2f}, workers {ws}, "
+              f"collector {cp['collector_s']:.2f}; {cp['us_per_frame']:.2f} us a frame")
+        res["pipeline_cpu"] = cp
     print("\nlive (trafgen, 8,192 UDP flows, veth pair)")
     if a.skip_live:
         res["live"] = {"skipped": "--skip-live"}

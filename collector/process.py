@@ -13,7 +13,7 @@ import msgpack
 
 from contracts import wire
 from contracts.monitor import MetricsSender
-from contracts.children import SAID_WHY, CollectPacer, collector_sockets, fail, wait_message
+from contracts.children import SAID_WHY, CollectPacer, collector_sockets, cpu_seconds, fail, wait_message
 
 from . import outputs
 from .enrich import EnrichError, Enricher
@@ -57,7 +57,7 @@ def run(cfg: dict) -> None:
         control.close(linger=2000)
         ctx.term()                      # the figures delivered (2 s at most) before the process ends
         os._exit(SAID_WHY)
-    stats = dict(sink.stats(), workers=[done[w] for w in sorted(done)])
+    stats = dict(sink.stats(), workers=[done[w] for w in sorted(done)], cpu_s=cpu_seconds())
     control.send_multipart([wire.MSG_STATS, msgpack.packb(stats)])
     metrics.close()
     pull.close(0)

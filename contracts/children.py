@@ -3,6 +3,7 @@ import gc
 import json
 import os
 import pwd
+import resource
 import signal
 import sys
 
@@ -138,6 +139,13 @@ def collector_sockets(cfg: dict, name: str, hwm: int):
     control.setsockopt(zmq.LINGER, -1)
     connect_local(control, cfg["control_addr"])
     return parent, ctx, pull, control
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) this process has used so far, its threads included (ZeroMQ's
+    I/O thread): each process's share in --stats-json `cpu`, for CPU per frame from one run."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return round(r.ru_utime + r.ru_stime, 3)
 
 
 class CollectPacer:

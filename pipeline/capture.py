@@ -19,7 +19,7 @@ import msgpack
 import zmq
 
 from contracts import wire
-from contracts.children import CollectPacer, connect_local, drop_privileges, fail, title
+from contracts.children import CollectPacer, connect_local, cpu_seconds, drop_privileges, fail, title
 
 from .dispatch import ToWorkers
 from .frontend.core import FrontEnd
@@ -85,7 +85,7 @@ def capture_child(proc: int, cfg: dict) -> None:
     to.batches(fe, fe.finish())
     to.end(fe)
     control.send_multipart([MSG_CAPTURE, msgpack.packb({"proc": proc, "stats": fe.stats,
-                                                        "extra": dict(fe.extra)})])
+                                                        "extra": dict(fe.extra), "cpu_s": cpu_seconds()})])
     to.close()
     control.close()
     ctx.term()

@@ -24,7 +24,7 @@ import numpy as np
 import zmq
 
 from contracts import wire
-from contracts.children import CollectPacer, connect_local, ignore_stop_signals, title
+from contracts.children import CollectPacer, connect_local, cpu_seconds, ignore_stop_signals, title
 
 from .dispatch import ToWorkers
 from .frontend.core import FrontEnd
@@ -135,7 +135,7 @@ def run(k: int, cfg: dict) -> None:
     control.setsockopt(zmq.LINGER, -1)
     connect_local(control, cfg["control_addr"])
     control.send_multipart([wire.MSG_CAPTURE, msgpack.packb({"proc": k, "stats": fe.stats, "extra": dict(fe.extra),
-                                                             "frames": member.frames})])
+                                                             "frames": member.frames, "cpu_s": cpu_seconds()})])
     # Stay until the reader says the run is over: a process that exits while a worker has not
     # yet read what it sent (the worker's queue full, its reading paused) can lose the last
     # messages (seen: batches and ends of stream never arrived, on a short capture).

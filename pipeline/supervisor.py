@@ -26,6 +26,7 @@ from contracts import monitor, notify, wire
 from contracts.children import (
     SAID_WHY,
     CollectPacer,
+    cpu_seconds,
     fail,
     loaded_files,
     tune_heap,
@@ -595,8 +596,24 @@ def _final_stats(run, fe, cstats, elapsed) -> dict:
     stats["frames_lost"] = stats["frames_ip"] - cstats.get("frames_in_records", stats["frames_ip"])
     if getattr(run, "pinned", None):
         stats["cpus"] = run.pinned
+    stats["cpu"] = _cpu(run, cstats, stats["frames_read"])
     stats["detail"] = dict(sorted(fe.extra.items()))
     return stats
+
+
+def _cpu(run, cstats, frames: int) -> dict:
+    """CPU seconds of each process of the run (user + system, its threads included), as each
+    measured itself at its end: the supervisor (offline: the reader, and with one front-end
+    the front-end too; live: capture process 0), the other capture processes, the workers,
+    the collector (or uplink); their total and microseconds a frame. CPU per frame from one
+    run, where the peers are compared (docs/benchmarks.md)."""
+    caps = sorted(({"proc": c["proc"], "cpu_s": c["cpu_s"]} for c in run.captures if "cpu_s" in c),
+                  key=lambda c: c["proc"])
+    workers = [{"worker": w["worker"], "cpu_s": w["cpu_s"]} for w in cstats["workers"] if "cpu_s" in w]
+    own, col = cpu_seconds(), cstats.get("cpu_s", 0.0)
+    total = own + col + sum(c["cpu_s"] for c in caps) + sum(w["cpu_s"] for w in workers)
+    return {"supervisor_s": own, "captures": caps, "workers": workers, "collector_s": col,
+            "total_s": round(total, 3), "us_per_frame": round(total * 1e6 / frames, 3) if frames else None}
 
 
 def _summary(stats, elapsed, workers) -> str:

@@ -22,7 +22,7 @@ from contracts import link
 from contracts import wire
 from contracts.record import INDEX
 from contracts.monitor import MetricsSender, counted
-from contracts.children import collector_sockets, fail
+from contracts.children import collector_sockets, cpu_seconds, fail
 from pipeline.spool import Spool
 
 WINDOW = 32          # batches sent and not yet acknowledged
@@ -175,7 +175,8 @@ class Uplink:
     def stats(self) -> dict:
         return {"records": self.records, "final_records": self.finals, "frames_in_records": self.frames,
                 "outputs": {f"collector:{self.addr}": self.delivered}, "refused": self.refused,
-                "spooled_batches": self.spool.spooled, "workers": [self.done[w] for w in sorted(self.done)]}
+                "spooled_batches": self.spool.spooled, "workers": [self.done[w] for w in sorted(self.done)],
+                "cpu_s": cpu_seconds()}
 
     def close(self) -> None:
         self.metrics.close()

@@ -14,7 +14,7 @@ import pytest
 from tests import damage, runner, scaletraces
 from tests.shared import PCAPS, all_captures
 
-NOT_COMPARED = ("elapsed_s", "captures", "cpus")
+NOT_COMPARED = ("elapsed_s", "captures", "cpus", "cpu")
 
 
 def _comparable(stats):
@@ -204,6 +204,27 @@ def test_sixty_shared_captures_one_and_three_processes(tmp_path, part):
             assert all(c["frames"] > 0 for c in caps3), (cap.name, caps3)
             used += 1
     assert used > 0
+
+
+@pytest.mark.parametrize("K", [1, 3])
+def test_cpu_seconds_of_every_process(stateful, tmp_path, K):
+    """--stats-json `cpu`: each process's CPU seconds as it measured itself, the total and
+    microseconds a frame; the total is what the kernel charged the whole process tree
+    (measured here, around the run) less what the processes spent after reporting."""
+    import resource
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p, _, st = runner.run([stateful], tmp_path, "--capture-procs", str(K), workers=2)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert p.returncode == 0, p.stderr
+    tree = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = st["cpu"]
+    assert [c["proc"] for c in cpu["captures"]] == (list(range(K)) if K > 1 else [])
+    assert [w["worker"] for w in cpu["workers"]] == [0, 1]
+    parts = [cpu["supervisor_s"], cpu["collector_s"]] + [c["cpu_s"] for c in cpu["captures"] + cpu["workers"]]
+    assert all(v > 0 for v in parts)
+    assert cpu["total_s"] == pytest.approx(sum(parts), abs=0.002)
+    assert 0.5 * tree <= cpu["total_s"] <= tree + 0.05
+    assert cpu["us_per_frame"] == pytest.approx(cpu["total_s"] * 1e6 / st["frames_read"], rel=1e-3)
 
 
 def test_a_short_capture_is_shared_by_every_process(stateful, tmp_path):

@@ -16,7 +16,8 @@ import zmq
 
 from contracts import wire
 from contracts.monitor import MetricsSender
-from contracts.children import CollectPacer, become_user, connect_local, ignore_stop_signals, title, wait_message
+from contracts.children import (CollectPacer, become_user, connect_local, cpu_seconds, ignore_stop_signals, title,
+                               wait_message)
 
 from . import classify
 from .engine import EVICTED_BY, Engine
@@ -181,7 +182,7 @@ def run(index: int, cfg: dict) -> None:
                 apply(h, p)
             for recs in eng.finishing(last, FINISH_SLICE):
                 send(recs)
-            stats = dict(eng.stats, worker=index, max_rss_bytes=peak_rss())
+            stats = dict(eng.stats, worker=index, max_rss_bytes=peak_rss(), cpu_s=cpu_seconds())
             push.send_multipart([wire.MSG_DONE, msgpack.packb(stats)])
             break
     metrics.close()
