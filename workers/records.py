@@ -32,7 +32,7 @@ from contracts.record import INDEX, TYPE_SESSION, WIRE_NAMES
 from contracts.wire import ICMP_SEEN, row_struct
 
 from .inspection import class_of
-from .session import BYTE, CAP_BYTE, CAP_PKT, DATA_BYTE, DATA_PKT, FIRST, IP_BYTE, N_COUNTERS, PKT, PORTED
+from .session import BYTE, CAP_BYTE, CAP_PKT, DATA_BYTE, DATA_PKT, FIRST, IP_BYTE, N_COUNTERS, PKT, PORTED, session_ids
 from .tcp import conn_state, history_text, seq_bytes
 
 _ntop, _AF_INET, _AF_INET6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6
@@ -170,17 +170,18 @@ class RecordWriter:
             s.reports += 1
         tcps = [s.tcp for s in ss]
         cd = np.fromiter([s.client_dir for s in ss], np.uint8, n)
+        first = np.frombuffer(b"".join([s.first for s in ss]), FIRST)     # the first rows, decoded once
         cols = {"type": repeat(TYPE_SESSION, n), "final": [it[1] for it in items],
-                "end_reason": [it[2] for it in items], "session_id": [s.id for s in ss],
+                "end_reason": [it[2] for it in items], "session_id": session_ids(ss, first),
                 "parent_session_id": [s.parent_id or None for s in ss], "sensor": repeat(self.sensor, n),
                 "worker": repeat(self.worker, n), "report_number": [s.reports for s in ss],
                 "retransmission_count": [st.retrans if st is not None else 0 for st in tcps],
                 "tcp_flags": [st.flags if st is not None else 0 for st in tcps],
                 "tunnel_parents": [s.tunnel_parents if s.parent_id else None for s in ss],
                 "vlan_stacks": [s.vlan_stacks if s.ext else None for s in ss]}
-        _time_columns(cols, ss, tcps)
+        _time_columns(cols, ss, tcps, first)
         counters = _counter_columns(cols, ss, cd)
-        protos, cports, sports, fwd, proto = _endpoint_columns(cols, ss, cd)
+        protos, cports, sports, fwd, proto = _endpoint_columns(cols, first, cd)
         _zeek_columns(cols, tcps, counters, cd, proto, fwd)
         paths = [s.path for s in ss]
         if self.classify:
@@ -210,10 +211,11 @@ def _append_metadata(ss, out, metas) -> None:
         deque(map(list.append, compress(out, metas), compress(metas, metas)), 0)
 
 
-def _time_columns(cols: dict, ss, tcps) -> None:
-    """start, end, duration and rtt, rounded to the microsecond as `one` rounds them."""
+def _time_columns(cols: dict, ss, tcps, first) -> None:
+    """start, end, duration and rtt, rounded to the microsecond as `one` rounds them
+    (`first`: the sessions' first rows, FIRST)."""
     n = len(ss)
-    start = np.fromiter([s.start for s in ss], np.float64, n)
+    start = first["ts"]
     last = np.fromiter([s.last for s in ss], np.float64, n)
     cols["start"], cols["end"], cols["duration"] = round6(start), round6(last), round6(last - start)
     timed = [j for j, st in enumerate(tcps) if st is not None and st.rtt is not None]
@@ -269,13 +271,12 @@ def _zeek_columns(cols: dict, tcps, c, cd, proto, fwd) -> None:
     cols["history"], cols["conn_state"], cols["missed_bytes"] = hist, state, missed
 
 
-def _endpoint_columns(cols: dict, ss, cd):
+def _endpoint_columns(cols: dict, r, cd):
     """ip_version, transport, client and server addresses and ports, vlan,
-    community_id and the Ethernet addresses, from the sessions' first rows (`cd`: their client directions). Returns
-    the transports and the ports (None where the transport has none) as lists, for the
-    classification."""
-    n = len(ss)
-    r = np.frombuffer(b"".join([s.first for s in ss]), FIRST)
+    community_id and the Ethernet addresses, from the sessions' first rows (`r`, FIRST;
+    `cd`: their client directions). Returns the transports and the ports (None where
+    the transport has none) as lists, for the classification."""
+    n = len(r)
     fwd = r["dir"] == cd                    # the first row's source is the client
     f2 = fwd[:, None]
     src = np.empty((n, 2), ">u8")
