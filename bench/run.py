@@ -139,6 +139,8 @@ def stage_frontend(trace, workers):
         ev, ends, nows, data = fe.process(chunk)
         for part, cuts, _ in fe.pack((ev, ends, nows, data), gather=False):
             batches.append((part, cuts, data))
+    for part, cuts, _ in fe.pack(fe.finish(), gather=False):      # the end of the stream's advance
+        batches.append((part, cuts, None))
     dt = time.perf_counter() - t
     return fe.stats["frames_read"] / dt, batches, {v: k for k, v in fe.paths.ids.items()}
 

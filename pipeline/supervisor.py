@@ -605,8 +605,10 @@ def _cpu(run, cstats, frames: int) -> dict:
     """CPU seconds of each process of the run (user + system, its threads included), as each
     measured itself at its end: the supervisor (offline: the reader, and with one front-end
     the front-end too; live: capture process 0), the other capture processes, the workers,
-    the collector (or uplink); their total and microseconds a frame. CPU per frame from one
-    run, where the peers are compared (docs/benchmarks.md)."""
+    the collector (with --collector: the uplink; the remote collector's is its own); their
+    total and microseconds a frame. CPU per frame from one run, where the peers are compared
+    (docs/benchmarks.md). A worker restarted after a crash counts from its restart: what the
+    dead one spent is not known. A failed run's statistics have no `cpu`."""
     caps = sorted(({"proc": c["proc"], "cpu_s": c["cpu_s"]} for c in run.captures if "cpu_s" in c),
                   key=lambda c: c["proc"])
     workers = [{"worker": w["worker"], "cpu_s": w["cpu_s"]} for w in cstats["workers"] if "cpu_s" in w]

@@ -14,9 +14,12 @@ import pytest
 from contracts.record import INTERIM, WIRE_NAMES
 from contracts.timeouts import Timeouts
 from contracts.wire import NO_ADVANCE
+from pipeline.frontend import readers
 from pipeline.frontend.core import FrontEnd
 from pipeline.frontend.readers import open_capture
+from pipeline.tracegen import UDP, ether, ip, ipv4, udp
 from tests import scaletraces
+from tests.scaletraces import MAC_A, MAC_B, vxlan
 from workers.engine import Engine
 
 SIZES = (1, 7, 64, 1000, 1 << 20)
@@ -90,3 +93,40 @@ def test_records_are_the_same_whatever_the_chunks(talkative):
     assert interim > 10
     for size in SIZES[:-1]:
         assert _records(talkative, size)[0] == want, size
+
+
+def test_a_tunnel_keeps_its_parent_across_a_chunk_edge(tmp_path, monkeypatch):
+    """The front-end names a tunnel's outer session as the workers will have swept it
+    (`TunnelParents.swept`): no further than their last advance. A chunk that ends inside
+    a second brings no advance, so an outer packet just behind packet time (out of
+    order) at the next chunk's start still belongs to the outer session the workers
+    hold, as without the chunk edge. Every chunk size gives the one-chunk records, and
+    the inner session's parent is an outer session that has a record."""
+    o1, o2 = ip("172.17.0.1"), ip("172.17.0.2")
+    a, b = ip("10.20.0.1"), ip("10.20.0.2")
+
+    def tunnelled(ident):
+        inner = ether(MAC_B, MAC_A, 0x0800, ipv4(a, b, UDP, udp(a, b, 5000, 53, b"in"), ident, 64))
+        return ether(MAC_A, MAC_B, 0x0800, ipv4(o1, o2, UDP, udp(o1, o2, 49152, 4789, vxlan(7, inner)), ident, 64))
+
+    def plain(n):
+        c = ip(f"192.0.2.{n}")
+        return ether(MAC_A, MAC_B, 0x0800, ipv4(c, b, UDP, udp(c, b, 7, 9, b"x"), n, 64))
+
+    t0 = 1_700_000_100.0                # outer session last seen here, unanswered: 30 s timeout
+    frames = [(t0, tunnelled(1)), (t0 + 29.5, plain(2)), (t0 + 30.1, plain(3)), (t0 + 30.9, plain(4)),
+              (t0 + 29.95, tunnelled(5)),     # 29.95 s after the last: not idle, though time is at 30.9
+              (t0 + 31.2, plain(6))]
+    path = scaletraces.write(tmp_path / "edge.pcap", frames)
+    monkeypatch.setattr(readers, "MIN_CHUNKS", 1)      # the reference: the file in one chunk
+    want, _ = _records(path, 1 << 20)
+    sid, parent = WIRE_NAMES.index("session_id"), WIRE_NAMES.index("parent_session_id")
+    recs = [json.loads(r) for r in want]
+    outer = {r[sid] for r in recs if r[parent] is None}
+    inner = [r for r in recs if r[parent] is not None]
+    assert inner and all(r[parent] in outer for r in inner)
+    for size in (1, 2, 3, 4, 5):
+        assert _records(path, size)[0] == want, size
+    monkeypatch.setattr(readers, "MIN_CHUNKS", 8)      # the default: this file comes in 6 chunks
+    assert _records(path, 1 << 20)[0] == want
+

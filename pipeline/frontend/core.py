@@ -49,10 +49,12 @@ class TunnelParents:
     and timeouts (`contracts.timeouts`; outer sessions are never TCP, so close
     expiry does not apply). Every packet of a tunnel-capable session (an IP protocol or UDP
     port of the tunnel registry) takes the slow path, so this table sees all of
-    them. Like the workers' sweeps, time is the running maximum of packet time
-    as of the previous chunk, so a timestamp going backwards cannot revive an
-    outer session that the workers have already expired (within one chunk the
-    workers sweep each second, which this table does not follow exactly). An
+    them. Time is the workers' own: the latest advance the front-end's cuts have
+    made them (`FrontEnd.segments`) as of the chunk's start, so a timestamp going
+    backwards cannot revive an outer session that the workers have already
+    expired, and the table never ends one they still hold (a chunk's end brings no
+    advance; within one chunk the workers sweep each second, which this table
+    does not follow exactly). An
     outer session seen one way only has the workers' unanswered timeout
     (`contracts.timeouts.idle_limit`; a non-TCP session is answered once both
     directions are seen); a worker in emergency mode cuts it shorter, which this
@@ -254,6 +256,7 @@ class FrontEnd:
         self._chunks = 0
         self.young = Young(classify_budget, table=young_table)
         self._seg_now = float("-inf")
+        self._advanced = float("-inf")   # the latest time a cut advanced the workers to (`segments`)
         self.data_base = 0               # file offset the current chunk's ploff count from
 
     # -- per chunk -----------------------------------------------------------
@@ -307,7 +310,7 @@ class FrontEnd:
         rows in frame order, expiry, the merge into the decoded rows, the segments and
         the young payloads. Returns what `process` returns."""
         self.now = now
-        self.parents.swept = self._seg_now
+        self.parents.swept = self._advanced      # no further than the workers have swept
         st = self.stats
         for k, v in dec.counts.items():
             st[k] += v
@@ -375,7 +378,9 @@ class FrontEnd:
         reports and expiries are the same. `advance_at_end`: the last cut advances to
         the front-end's time (an idle tick, the end of the stream)."""
         if len(ev) == 0:
-            return np.zeros(1, np.int64), np.array([self.now if advance_at_end else NO_ADVANCE])
+            now = self.now if advance_at_end else NO_ADVANCE
+            self._advanced = max(self._advanced, now)
+            return np.zeros(1, np.int64), np.array([now])
         prev = self._seg_now
         run = np.maximum.accumulate(np.maximum(ev["ts"], prev))
         sec = np.floor(run)
@@ -385,6 +390,7 @@ class FrontEnd:
         if prev > NO_ADVANCE and sec[0] != np.floor(prev):
             ends, nows = np.r_[0, ends], np.r_[prev, nows]
         self._seg_now = float(run[-1])
+        self._advanced = max(self._advanced, float(nows.max()))
         return ends, nows
 
     def pack(self, batch, gather: bool = True):
@@ -522,7 +528,7 @@ class FrontEnd:
         for frames in self.inner_frags.expire(self.now):
             self.extra["inner_unassembled"] += len(frames)
         if self._chunks % 16 == 0:
-            self.parents.expire(self.now)
+            self.parents.expire(self._advanced)     # what the workers have let go of, no more
 
     def _leftover(self, left, out):
         """A datagram never completed: a partial Datagram (first fragment seen) becomes

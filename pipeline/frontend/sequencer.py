@@ -34,13 +34,14 @@ def shared_table(bits: int = 23):
 
 def export(fe) -> bytes:
     """The token: what the next chunk's `sequence` depends on, of front-end `fe`."""
-    return pickle.dumps((fe._seg_now, fe._chunks, fe.young.reset_at, fe.parents.swept, fe.parents.table,
-                         fe.frags.export(), fe.inner_frags.export()), protocol=5)
+    return pickle.dumps((fe._seg_now, fe._advanced, fe._chunks, fe.young.reset_at, fe.parents.swept,
+                         fe.parents.table, fe.frags.export(), fe.inner_frags.export()), protocol=5)
 
 
 def load(fe, token: bytes) -> None:
     """Take the state of `export` over (this front-end's statistics and path ids stay its own)."""
-    seg_now, fe._chunks, fe.young.reset_at, fe.parents.swept, fe.parents.table, frags, inner = pickle.loads(token)
+    (seg_now, fe._advanced, fe._chunks, fe.young.reset_at, fe.parents.swept, fe.parents.table, frags,
+     inner) = pickle.loads(token)
     fe._seg_now = seg_now
     fe.frags.restore(frags)
     fe.inner_frags.restore(inner)
