@@ -150,6 +150,23 @@ def test_first_chunks_are_smaller_then_double(tmp_path, monkeypatch):
     assert [len(c.offsets) for c in read_all(path, max_frames=300)[1]] == [300, 300, 300, 100]
 
 
+def test_progress_follows_the_chunks_handed_over(tmp_path, monkeypatch):
+    """bytes_done (the progress line) covers each chunk as it is handed over and no more,
+    though the reader has read one chunk ahead."""
+    import pipeline.frontend.readers as readers
+    monkeypatch.setattr(readers, "FIRST_CHUNK", 0)
+    path = tmp_path / "t.pcap"
+    path.write_bytes(pcap_header("<", False) + b"".join(pcap_record("<", 1_600_000_000 + i, 0, payload(i, 60))
+                                                         for i in range(2000)))
+    r = open_capture(str(path))
+    seen = []
+    for c in r.chunks(300):
+        end = int(c.offsets[-1] + c.caplen[-1])
+        seen.append(r.bytes_done)
+        assert end <= r.bytes_done < end + 16 + 60 or r.bytes_done == r.size
+    assert seen[0] < r.size / 2 and seen == sorted(seen) and r.bytes_done == r.size
+
+
 @pytest.mark.parametrize("frames,sizes", [(1000, [300, 300, 300, 20, 20, 20, 20, 20]), (100, [12, 13] * 4),
                                           (3, [1, 1, 1]), (1, [1])])
 def test_a_short_file_comes_in_at_least_min_chunks(tmp_path, monkeypatch, frames, sizes):

@@ -166,16 +166,16 @@ class CaptureReader:
         and max_frames alone, the same whatever K, and so are the records."""
         max_frames = max(1, int(max_frames))
         size = min(max_frames, FIRST_CHUNK) if FIRST_CHUNK > 0 else max_frames
-        made, held = 0, None            # held: the last chunk read, yielded once the next one is
+        made, held, held_end = 0, None, 0   # held: the last chunk read, yielded once the next one is
         while self._pos < self.size:
             chunk = self._next_chunk(size)
             size = min(max_frames, 2 * size)
-            self.bytes_done = min(self._pos, self.size)
             if len(chunk):
                 if held is not None:
                     made += 1
+                    self.bytes_done = held_end      # progress: up to the chunk handed over
                     yield held
-                held = chunk
+                held, held_end = chunk, min(self._pos, self.size)
         self.bytes_done = self.size
         if held is not None:
             short = MIN_CHUNKS - made
