@@ -332,8 +332,9 @@ def test_wheel_file_new_is_file():
 @given(st.lists(st.integers(0, 9), min_size=1, max_size=12), st.integers(1, 12))
 def test_slices_cover_the_batch_and_keep_its_cuts(steps, size):
     """`slices`: contiguous, none longer than `size`, and the batch's cuts all there, in
-    place and with their times; the only other cuts are `_NO_ADVANCE` ones."""
-    from workers.engine import _NO_ADVANCE, slices
+    place and with their times; the only other cuts are `NO_ADVANCE` ones."""
+    from contracts.wire import NO_ADVANCE
+    from workers.engine import slices
     ends = np.cumsum(steps).tolist()
     cuts = [[e, float(i)] for i, e in enumerate(ends)]
     got = list(slices(cuts, size))
@@ -342,7 +343,7 @@ def test_slices_cover_the_batch_and_keep_its_cuts(steps, size):
     seen = []
     for lo, hi, part in got:
         assert hi - lo <= size and part[-1][0] == hi - lo
-        seen += [[lo + e, t] for e, t in part if t != _NO_ADVANCE]
+        seen += [[lo + e, t] for e, t in part if t != NO_ADVANCE]
     assert seen == cuts
 
 

@@ -48,7 +48,6 @@ _OBSERVED = row_struct("nvlan", "vlan0", "vlan1", "parent")        # what `Sessi
 _GROUPED_MIN = 64                      # smaller batches: the per-packet path is cheaper
 _OPEN_SLICE = 4096                     # new sessions made at once by the batch path (`_open_groups`)
 _SLICE_ROWS = 8192                    # rows of a batch fed at once (`feed_batch`)
-_NO_ADVANCE = NO_ADVANCE               # the time of a cut with no advance: `slices` adds some, a chunk ends with one
 _REPORTS_MIN = 32                      # fewer records at once: `RecordWriter.one` one by one is cheaper
 _EXPIRED = None                        # `_end`'s reason for an idle session: "idle" or "closed"
 EVICTED_BY = tuple("evicted_" + name for name in CLASSES)      # the stats' evictions per class
@@ -148,7 +147,7 @@ class Engine:
             start = 0
             for end, now in cuts:
                 self._feed(ev[start:end], payload)
-                if now != _NO_ADVANCE:
+                if now != NO_ADVANCE:
                     self._advance(now)
                 start = end
             if start < n:
@@ -167,7 +166,7 @@ class Engine:
                 self._feed_rows(ev, part)
                 if inspecting:
                     inspection.inspect(self.table, ev, payload, part, self.classify, self.refuse_min)
-            if now != _NO_ADVANCE:
+            if now != NO_ADVANCE:
                 self._advance(now)
             lo = hi
         self._settle()
@@ -569,7 +568,7 @@ def _row_columns(ev, rows, watch: bool):
 def slices(cuts, size: int):
     """A batch's cuts ([[end row, now], ...], the last at its end) as slices of at most
     `size` rows: (start, end, cuts relative to start). A slice ends at a cut where it
-    can; a segment longer than `size` is cut where no advance was (time _NO_ADVANCE:
+    can; a segment longer than `size` is cut where no advance was (time NO_ADVANCE:
     `feed_batch` makes none there; to the batch plan an advance at the engine's clock,
     which only keeps more rows on the per-packet path)."""
     lo, part = 0, []
@@ -579,7 +578,7 @@ def slices(cuts, size: int):
             yield lo, hi, part
             lo, part = hi, []
         while end - lo > size:              # a segment longer than a slice on its own
-            yield lo, lo + size, [[size, _NO_ADVANCE]]
+            yield lo, lo + size, [[size, NO_ADVANCE]]
             lo += size
         part.append([end - lo, now])
     if part:
