@@ -216,7 +216,12 @@ def test_status_socket_follows_the_runtime_directory(tmp_path):
     service.pop("XDG_RUNTIME_DIR", None)
     col = Collector(tmp_path, free_port(), env=service).start()
     try:
-        assert (run / "pipeline-collector.sock").is_socket()
+        # the collector listens before it opens its status socket: wait for the socket too
+        sock = run / "pipeline-collector.sock"
+        deadline = time.monotonic() + 20
+        while not sock.is_socket() and time.monotonic() < deadline and col.proc.poll() is None:
+            time.sleep(0.05)
+        assert sock.is_socket()
         r = status("--collector", "--json", env=dict(ENV, RUNTIME_DIRECTORY=str(run)))
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["role"] == "collector"
