@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -207,6 +208,15 @@ def test_refused_sensors_are_said_at_both_ends_once(trace, tmp_path):
 
 # -- where `pipeline status` looks ------------------------------------------------------------------------
 
+def _status_socket(path: Path, col, timeout: float = 20.0) -> bool:
+    """Whether the collector's status socket shows at `path` within `timeout` seconds: it
+    listens on its port (what `Collector.start` waits for) before it opens the socket."""
+    deadline = time.monotonic() + timeout
+    while not path.is_socket() and time.monotonic() < deadline and col.proc.poll() is None:
+        time.sleep(0.05)
+    return path.is_socket()
+
+
 def test_status_socket_follows_the_runtime_directory(tmp_path):
     """Under systemd (RuntimeDirectory=) the service's socket goes to $RUNTIME_DIRECTORY, not to
     a /tmp of its own (PrivateTmp), and `pipeline status` given the same finds it."""
@@ -216,12 +226,7 @@ def test_status_socket_follows_the_runtime_directory(tmp_path):
     service.pop("XDG_RUNTIME_DIR", None)
     col = Collector(tmp_path, free_port(), env=service).start()
     try:
-        # the collector listens before it opens its status socket: wait for the socket too
-        sock = run / "pipeline-collector.sock"
-        deadline = time.monotonic() + 20
-        while not sock.is_socket() and time.monotonic() < deadline and col.proc.poll() is None:
-            time.sleep(0.05)
-        assert sock.is_socket()
+        assert _status_socket(run / "pipeline-collector.sock", col)
         r = status("--collector", "--json", env=dict(ENV, RUNTIME_DIRECTORY=str(run)))
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["role"] == "collector"
@@ -247,6 +252,7 @@ def test_status_finds_the_service_in_run_pipeline(tmp_path):
         shell.pop("RUNTIME_DIRECTORY", None)
         col = Collector(tmp_path, free_port(), env=service).start()
         try:
+            assert _status_socket(Path(monitor.RUN_DIR) / "pipeline-collector.sock", col)
             r = status("--collector", "--json", env=shell)
             assert r.returncode == 0, r.stderr
             assert json.loads(r.stdout)["processes"]["collector"]["pid"] == col.proc.pid
