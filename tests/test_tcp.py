@@ -270,3 +270,16 @@ def test_note_many_is_note_one_by_one():
     ("^hAD", "S1"), ("ShADdtaTTtFf", "SF"), ("ShAdDaGg", "S1")])
 def test_conn_state_from_history(history, state):
     assert tcp.conn_state(history.replace("G", "").replace("g", "")) == state
+
+
+def test_kinds_possible_is_every_kind_a_segment_within_the_or_brings():
+    """`tcp.KINDS_POSSIBLE` (made with numpy) against its definition, segment by segment:
+    every flags byte within the OR, with payload only where some segment has data."""
+    for i in range(512):
+        f, data = i & 0xFF, i >> 8
+        want = 0
+        for flags in range(256):
+            if flags & f == flags:
+                for p in range(data + 1):
+                    want |= tcp._KIND.get(tcp.letter(flags, p), 0)
+        assert int(tcp.KINDS_POSSIBLE[i]) == want, i
