@@ -89,7 +89,7 @@ EVENT = np.dtype([
 
 ICMP_SEEN = 1 << 16     # `seq` of an ICMP row: its type and code were captured
 
-_RAW_ROW = np.dtype((np.void, EVENT.itemsize))
+RAW_ROW = np.dtype((np.void, EVENT.itemsize))     # an EVENT row as its bytes: moved whole, not field by field
 _STRUCT_CODES = {("u", 1): "B", ("u", 2): "H", ("u", 4): "I", ("u", 8): "Q", ("f", 8): "d"}
 
 
@@ -116,7 +116,7 @@ def row_struct(*names, raw=(), whole=False, dtype=EVENT) -> struct.Struct:
 def take_rows(ev, idx):
     """ev[idx] for EVENT rows, taken as raw row bytes: numpy copies fancy-indexed
     structured rows field by field, some thirty times slower."""
-    return np.take(ev.view(_RAW_ROW), idx).view(EVENT)
+    return np.take(ev.view(RAW_ROW), idx).view(EVENT)
 
 
 MSG_BATCH = b"B"

@@ -4,7 +4,7 @@ structured rows, a stable argsort): the expectations here are computed the plain
 import numpy as np
 import pytest
 
-from pipeline.frontend.core import _shares, _stable_order
+from pipeline.frontend.core import _shares, _stable_order, merge_rows
 from contracts.wire import EVENT, take_rows
 
 
@@ -47,3 +47,29 @@ def test_stable_order_is_a_stable_argsort(bits):
         assert np.array_equal(_stable_order(values, bits), np.argsort(values, kind="stable"))
         values = rng.integers(0, 1 << bits, n).astype(np.int64)
         assert np.array_equal(_stable_order(values, bits), np.argsort(values, kind="stable"))
+
+
+def _framed(n, frames, seed, distinct=True):
+    """n rows with (frame number, depth) pairs among `frames` frames (distinct: each
+    pair one row's, as the front-end makes them), the rest of each row random."""
+    rng = np.random.default_rng(seed)
+    ev = _events(n, seed + 1000)
+    place = rng.choice(frames * 8, n, replace=not distinct)
+    ev["fidx"], ev["depth"] = place // 8, place % 8
+    return ev
+
+
+@pytest.mark.parametrize("distinct", [True, False])
+@pytest.mark.parametrize("na,nb", [(0, 0), (0, 5), (5, 0), (1, 1), (300, 3), (3, 300), (4000, 1000)])
+def test_merge_rows_is_the_stable_sort_of_both(na, nb, distinct):
+    """`merge_rows` against concatenating both and sorting by (frame, depth), the way the
+    front-end merged them before: the same rows, the same bytes (with pairs repeated too:
+    a's row first, then b's in their order)."""
+    both = _framed(na + nb, max(na + nb, 1) // (1 if distinct else 8) + 1, na * 7 + nb, distinct)
+    a, b = both[:na], both[na:]
+    a = a[np.argsort(a["fidx"] * 16 + a["depth"], kind="stable")]      # `a` comes in frame order
+    cat = np.concatenate([a, b])
+    want = cat[np.argsort(cat["fidx"] * 16 + cat["depth"], kind="stable")]
+    got = merge_rows(a, b)
+    assert got.dtype == EVENT and len(got) == na + nb
+    assert got.tobytes() == want.tobytes()
