@@ -166,9 +166,26 @@ SENSOR_COUNTERS = (("records", "records written"), ("batches", "batches written"
                    ("duplicates", "duplicate batches dropped"), ("rejected", "batches refused"))
 
 
+# How often a server's thread looks whether it is asked to stop: `shutdown()` waits for that
+# look, and at socketserver's default (0.5 s) every run with a status socket or /metrics ended
+# half a second late. 20 looks a second cost nothing measurable.
+SERVE_POLL_S = 0.05
+
+
+def _serve(server, name: str) -> threading.Thread:
+    t = threading.Thread(target=server.serve_forever, args=(SERVE_POLL_S,), name=name, daemon=True)
+    t.start()
+    return t
+
+
 def serve_metrics(monitor: Monitor, port: int, addr: str = "127.0.0.1"):
-    """Serve /metrics on addr:port from a thread; OSError (one line) if the port is taken."""
-    from prometheus_client import start_http_server
+    """Serve /metrics on addr:port from a thread; OSError (one line) if the port is taken.
+    Returns (server, thread). prometheus_client's own start_http_server, but for the poll
+    interval (`SERVE_POLL_S`): its WSGI app, served the way it serves it (a thread per
+    request, no request log, the address family the address asks for)."""
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from prometheus_client import make_wsgi_app
     from prometheus_client.core import CollectorRegistry
 
     class _Collector:
@@ -182,9 +199,19 @@ def serve_metrics(monitor: Monitor, port: int, addr: str = "127.0.0.1"):
                 if "sensors" in s["collector"]:     # else a sensor's own collector or uplink
                     yield from _standalone_families(s["collector"])
 
+    class _Server(socketserver.ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class _Quiet(WSGIRequestHandler):
+        def log_message(self, format, *args):   # noqa: A002 - the base class's signature
+            pass
+
+    family, _, _, _, sockaddr = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    _Server.address_family = family
     reg = CollectorRegistry()
     reg.register(_Collector())
-    return start_http_server(port, addr=addr, registry=reg)
+    httpd = make_server(sockaddr[0], port, make_wsgi_app(reg), _Server, handler_class=_Quiet)
+    return httpd, _serve(httpd, "metrics")
 
 
 def _family(kind):
@@ -308,7 +335,10 @@ def serve_status(monitor: Monitor, path: str):
     (shut it down at exit), or None with a warning if the socket cannot be made."""
     class Handler(socketserver.StreamRequestHandler):
         def handle(self):
-            self.wfile.write(json.dumps(monitor.snapshot()).encode() + b"\n")
+            try:
+                self.wfile.write(json.dumps(monitor.snapshot()).encode() + b"\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass        # the peer left without reading (another instance's probe, below)
 
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -328,7 +358,7 @@ def serve_status(monitor: Monitor, path: str):
         print(f"pipeline: warning: status socket {path}: {e.strerror or e}", file=sys.stderr)
         return None
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="status", daemon=True).start()
+    _serve(server, "status")
     stop = server.shutdown
 
     def shutdown():
