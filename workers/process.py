@@ -75,18 +75,22 @@ class Emergency:
 
     def check(self) -> None:
         eng, t = self.eng, self.eng.table
-        if t.episodes != self.episodes:
-            self.episodes, self.since = t.episodes, eng.now
-            self._say(f"session table {t.occupancy:.0%} full ({len(t):,} of {t.capacity:,} sessions): "
-                      f"emergency mode, sessions without an answer now end after {t.unanswered:g} s idle "
-                      f"(episode {t.episodes})" if eng.emergency else
-                      f"session table went into emergency mode and out of it within one batch "
-                      f"(episode {t.episodes}); {self._evicted()}")
-            self.on = eng.emergency
+        if t.episodes != self.episodes:             # a new episode, over already or not
+            self.episodes, self.since, self.on = t.episodes, eng.now, eng.emergency
+            if eng.emergency:
+                self._say(f"session table {t.occupancy:.0%} full {self._count()}: emergency mode, sessions "
+                          f"without an answer now end after {t.unanswered:g} s idle (episode {t.episodes})")
+            else:
+                self._say(f"session table went into emergency mode and out of it within one batch "
+                          f"(episode {t.episodes}); {self._evicted()}")
         elif self.on and not eng.emergency:
             self.on = False
-            self._say(f"session table back to {t.occupancy:.0%} ({len(t):,} of {t.capacity:,} sessions): "
-                      f"emergency mode over after {eng.now - self.since:,.0f} s of packet time; {self._evicted()}")
+            self._say(f"session table back to {t.occupancy:.0%} {self._count()}: emergency mode over after "
+                      f"{eng.now - self.since:,.0f} s of packet time; {self._evicted()}")
+
+    def _count(self) -> str:
+        t = self.eng.table
+        return f"({len(t):,} of {t.capacity:,} sessions)"
 
     def _evicted(self) -> str:
         st = self.eng.stats
